@@ -1,0 +1,60 @@
+/*
+ * The key scheme of DESIGN.md. All counters of a question:
+ *
+ *   {event}:q{Q}{right|wrong}{S}          S in 01..shards
+ *   {event}:q{Q}age{B}{right|wrong}{S}    B = 1-based age bucket
+ *   {event}:q{Q}c{CC}{right|wrong}{S}     S in 01..country_shard_count[CC]
+ *   {event}:q{Q}opt{K}n{S}                K = 0-based option index
+ *   {event}:q{Q}:state                    question state (qstate.h)
+ *   {event}:snap...                       snapshot (snapstore.h)
+ *
+ * Shards are printed with at least two digits ("%02u"), as in the seed design
+ * (q1right42, q1age2wrong66).
+ */
+#ifndef LT_KEYS_H
+#define LT_KEYS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eventfile.h"
+#include "util.h"
+
+/* Longest key: 32 (event) + ":q1000000c" + "unknown" + "wrong" + "1000" + NUL. */
+#define KEY_MAX 96
+
+/* The four counters an accepted answer increments. */
+#define KEYS_PER_ANSWER 4
+
+enum key_outcome { KEY_WRONG = 0, KEY_RIGHT = 1 };
+
+/* Each writer returns the key length (excluding NUL), always < KEY_MAX. */
+size_t key_question(char *buf, const char *event, uint32_t q, enum key_outcome o, uint32_t shard);
+size_t key_age(char *buf, const char *event, uint32_t q, uint32_t bucket1, enum key_outcome o,
+               uint32_t shard);
+size_t key_country(char *buf, const char *event, uint32_t q, const char *cc, enum key_outcome o,
+                   uint32_t shard);
+size_t key_option(char *buf, const char *event, uint32_t q, uint32_t option, uint32_t shard);
+size_t key_state(char *buf, const char *event, uint32_t q);
+
+/* One accepted answer, already validated against the event file. */
+struct answer_counters {
+    uint32_t question;    /* question id */
+    enum key_outcome outcome;
+    uint32_t age_bucket;  /* 0-based */
+    int country;          /* country index */
+    uint32_t option;      /* 0-based */
+};
+
+struct answer_keys {
+    char key[KEYS_PER_ANSWER][KEY_MAX];
+    size_t len[KEYS_PER_ANSWER];
+};
+
+/* Builds the four keys of an answer with shards drawn uniformly from rng,
+ * in this order: question, age, country, option. */
+void keys_for_answer(const struct eventfile *ef, const struct answer_counters *a,
+                     struct util_rng *rng, struct answer_keys *out);
+
+#endif

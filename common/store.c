@@ -1,0 +1,425 @@
+/*
+ * store.h entry points: URL parsing, argument checks, dispatch to the
+ * backend's vtable.
+ */
+#include "store.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "store_impl.h"
+#include "util.h"
+
+const char *store_status_str(enum store_status st)
+{
+    switch (st) {
+    case STORE_OK:
+        return "ok";
+    case STORE_NOTFOUND:
+        return "not_found";
+    case STORE_EXISTS:
+        return "exists";
+    case STORE_UNAVAILABLE:
+        return "unavailable";
+    case STORE_ERROR:
+        return "error";
+    case STORE_NOMEM:
+        return "no_memory";
+    }
+    return "unknown";
+}
+
+static bool fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static bool fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+/* Longest URL accepted: 64 nodes of a long name and port, and options. */
+#define STORE_URL_MAX (STORE_MAX_NODES * (STORE_HOST_MAX + 8) + 256)
+
+/* Characters allowed in a host name or IPv4 literal: no white space, no
+ * control characters, nothing that delimits URL parts. */
+static bool host_char_ok(unsigned char c)
+{
+    return c > ' ' && c < 0x7f && strchr("[]/@?#,:&=%\\\"'", c) == NULL;
+}
+
+/*
+ *   node  = host ":" port | "[" ipv6 "]" ":" port
+ * seg/seglen is one comma-separated piece; idx is 1-based for messages.
+ */
+static bool parse_node(const char *seg, size_t seglen, size_t idx, struct store_node *out,
+                       char *err, size_t errlen)
+{
+    const char *host;
+    size_t hostlen;
+    const char *rest; /* after the host: must be ":port" */
+    const char *end = seg + seglen;
+
+    if (seglen == 0)
+        return fail(err, errlen, "backend URL: node %zu is empty", idx);
+    if (seg[0] == '[') {
+        const char *close = memchr(seg, ']', seglen);
+        if (close == NULL)
+            return fail(err, errlen, "backend URL: node %zu: missing ']' after IPv6 address",
+                        idx);
+        host = seg + 1;
+        hostlen = (size_t)(close - host);
+        rest = close + 1;
+        char tmp[INET6_ADDRSTRLEN + 1];
+        unsigned char addr[16];
+        if (hostlen == 0)
+            return fail(err, errlen, "backend URL: node %zu: empty host", idx);
+        if (hostlen >= sizeof(tmp))
+            return fail(err, errlen, "backend URL: node %zu: bad IPv6 address", idx);
+        memcpy(tmp, host, hostlen);
+        tmp[hostlen] = '\0';
+        if (inet_pton(AF_INET6, tmp, addr) != 1)
+            return fail(err, errlen, "backend URL: node %zu: bad IPv6 address '%s'", idx, tmp);
+    } else {
+        const char *colon = memchr(seg, ':', seglen);
+        host = seg;
+        hostlen = colon != NULL ? (size_t)(colon - seg) : seglen;
+        rest = host + hostlen;
+        if (colon != NULL && memchr(colon + 1, ':', (size_t)(end - colon - 1)) != NULL)
+            return fail(err, errlen,
+                        "backend URL: node %zu: an IPv6 address must be written in brackets, "
+                        "e.g. [::1]:11211",
+                        idx);
+        if (hostlen == 0)
+            return fail(err, errlen, "backend URL: node %zu: empty host", idx);
+        for (size_t i = 0; i < hostlen; i++)
+            if (!host_char_ok((unsigned char)host[i]))
+                return fail(err, errlen, "backend URL: node %zu: bad character in host", idx);
+    }
+    if (hostlen > STORE_HOST_MAX)
+        return fail(err, errlen, "backend URL: node %zu: host longer than %d bytes", idx,
+                    STORE_HOST_MAX);
+    if (rest >= end || *rest != ':')
+        return fail(err, errlen, "backend URL: node %zu: missing ':PORT'", idx);
+    rest++;
+    size_t portlen = (size_t)(end - rest);
+    char portstr[8];
+    uint32_t port;
+    if (portlen == 0)
+        return fail(err, errlen, "backend URL: node %zu: empty port", idx);
+    if (portlen >= sizeof(portstr))
+        return fail(err, errlen, "backend URL: node %zu: port out of range 1..65535", idx);
+    memcpy(portstr, rest, portlen);
+    portstr[portlen] = '\0';
+    if (!util_parse_u32(portstr, 1, 65535, &port))
+        return fail(err, errlen, "backend URL: node %zu: port '%s' is not in 1..65535", idx,
+                    portstr);
+    memcpy(out->host, host, hostlen);
+    out->host[hostlen] = '\0';
+    out->port = (uint16_t)port;
+    return true;
+}
+
+/* Query options, one row each: a new option is one more row. */
+struct url_option {
+    const char *name;
+    uint32_t min, max;
+    size_t offset; /* of a uint32_t in struct store_url */
+};
+
+static const struct url_option url_options[] = {
+    {"timeout_ms", STORE_TIMEOUT_MS_MIN, STORE_TIMEOUT_MS_MAX,
+     offsetof(struct store_url, timeout_ms)},
+};
+
+/*
+ *   query = name "=" value *( "&" name "=" value )
+ */
+static bool parse_query(const char *q, struct store_url *u, char *err, size_t errlen)
+{
+    bool seen[LT_ARRAY_LEN(url_options)] = {false};
+    if (*q == '\0')
+        return fail(err, errlen, "backend URL: empty query after '?'");
+    while (*q != '\0') {
+        const char *amp = strchr(q, '&');
+        size_t len = amp != NULL ? (size_t)(amp - q) : strlen(q);
+        const char *eq = memchr(q, '=', len);
+        if (len == 0)
+            return fail(err, errlen, "backend URL: empty option in query");
+        if (eq == NULL)
+            return fail(err, errlen, "backend URL: option '%.*s' needs '=VALUE'", (int)len, q);
+        size_t namelen = (size_t)(eq - q);
+        size_t i;
+        for (i = 0; i < LT_ARRAY_LEN(url_options); i++)
+            if (strlen(url_options[i].name) == namelen &&
+                memcmp(url_options[i].name, q, namelen) == 0)
+                break;
+        if (i == LT_ARRAY_LEN(url_options))
+            return fail(err, errlen, "backend URL: unknown option '%.*s'", (int)namelen, q);
+        if (seen[i])
+            return fail(err, errlen, "backend URL: option '%s' given twice", url_options[i].name);
+        seen[i] = true;
+        char val[24];
+        size_t vlen = len - namelen - 1;
+        uint32_t v;
+        if (vlen == 0 || vlen >= sizeof(val))
+            goto bad_value;
+        memcpy(val, eq + 1, vlen);
+        val[vlen] = '\0';
+        if (!util_parse_u32(val, url_options[i].min, url_options[i].max, &v))
+            goto bad_value;
+        memcpy((char *)u + url_options[i].offset, &v, sizeof(v));
+        q += len;
+        if (*q == '&') {
+            q++;
+            if (*q == '\0')
+                return fail(err, errlen, "backend URL: empty option in query");
+        }
+        continue;
+    bad_value:
+        return fail(err, errlen, "backend URL: %s must be an integer in %u..%u",
+                    url_options[i].name, url_options[i].min, url_options[i].max);
+    }
+    return true;
+}
+
+static bool parse_pool(const char *p, struct store_url *u, char *err, size_t errlen)
+{
+    const char *query = strchr(p, '?');
+    size_t listlen = query != NULL ? (size_t)(query - p) : strlen(p);
+    if (listlen == 0)
+        return fail(err, errlen, "backend URL: no HOST:PORT after '//'");
+    const char *seg = p;
+    const char *end = p + listlen;
+    while (seg <= end) {
+        const char *comma = memchr(seg, ',', (size_t)(end - seg));
+        const char *segend = comma != NULL ? comma : end;
+        if (u->n_nodes == STORE_MAX_NODES)
+            return fail(err, errlen, "backend URL: more than %d nodes", STORE_MAX_NODES);
+        struct store_node *node = &u->nodes[u->n_nodes];
+        if (!parse_node(seg, (size_t)(segend - seg), u->n_nodes + 1, node, err, errlen))
+            return false;
+        for (size_t i = 0; i < u->n_nodes; i++)
+            if (u->nodes[i].port == node->port && strcasecmp(u->nodes[i].host, node->host) == 0)
+                return fail(err, errlen, "backend URL: node %zu (%s:%u) is listed twice",
+                            u->n_nodes + 1, node->host, (unsigned)node->port);
+        u->n_nodes++;
+        if (comma == NULL)
+            break;
+        seg = comma + 1;
+    }
+    if (query != NULL && !parse_query(query + 1, u, err, errlen))
+        return false;
+    return true;
+}
+
+bool store_url_parse(const char *url, struct store_url *out, char *err, size_t errlen)
+{
+    if (url == NULL || *url == '\0')
+        return fail(err, errlen,
+                    "backend URL is empty (expected memory: or memcached://HOST:PORT)");
+    if (strlen(url) > STORE_URL_MAX)
+        return fail(err, errlen, "backend URL is longer than %d bytes", STORE_URL_MAX);
+
+    struct store_url *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return fail(err, errlen, "out of memory");
+    u->timeout_ms = STORE_TIMEOUT_MS_DEFAULT;
+    bool ok = false;
+
+    if (strcmp(url, "memory:") == 0) {
+        u->kind = STORE_KIND_MEMORY;
+        ok = true;
+    } else if (strncmp(url, "memory:", 7) == 0) {
+        fail(err, errlen, "backend URL: memory: takes no host or options");
+    } else if (strncmp(url, "memcached://", 12) == 0) {
+        u->kind = STORE_KIND_MEMCACHED;
+        ok = parse_pool(url + 12, u, err, errlen);
+    } else if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "redis-cluster://", 16) == 0) {
+        fail(err, errlen, "backend URL: the redis backend is not built yet (use memory: or "
+                          "memcached://HOST:PORT)");
+    } else {
+        const char *colon = strchr(url, ':');
+        int n = colon != NULL ? (int)(colon - url) : (int)strlen(url);
+        if (n > 32)
+            n = 32;
+        fail(err, errlen,
+             "backend URL: unknown scheme '%.*s' (expected memory: or memcached://HOST:PORT)", n,
+             url);
+    }
+    if (ok)
+        memcpy(out, u, sizeof(*u));
+    free(u);
+    return ok;
+}
+
+bool store_url_check(const char *url, char *err, size_t errlen)
+{
+    struct store_url *u = malloc(sizeof(*u));
+    if (u == NULL)
+        return fail(err, errlen, "out of memory");
+    bool ok = store_url_parse(url, u, err, errlen);
+    free(u);
+    return ok;
+}
+
+struct store *store_open(const char *url, char *err, size_t errlen)
+{
+    struct store *s = NULL;
+    struct store_url *u = malloc(sizeof(*u));
+    if (u == NULL) {
+        fail(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (!store_url_parse(url, u, err, errlen))
+        goto done;
+    switch (u->kind) {
+    case STORE_KIND_MEMORY:
+        s = store_memory_open();
+        if (s == NULL)
+            fail(err, errlen, "out of memory");
+        break;
+    case STORE_KIND_MEMCACHED:
+        s = store_memcached_open(u, err, errlen);
+        break;
+    }
+done:
+    free(u);
+    return s;
+}
+
+struct store *store_clone(struct store *s)
+{
+    if (s == NULL)
+        return NULL;
+    return s->ops->clone(s);
+}
+
+void store_close(struct store *s)
+{
+    if (s != NULL)
+        s->ops->close(s);
+}
+
+const char *store_kind(const struct store *s)
+{
+    return s != NULL ? s->ops->kind : "none";
+}
+
+void store_get_stats(const struct store *s, struct store_stats *out)
+{
+    if (s == NULL)
+        memset(out, 0, sizeof(*out));
+    else
+        *out = s->stats;
+}
+
+bool store_key_valid(const char *key, size_t keylen)
+{
+    if (key == NULL || keylen == 0 || keylen > STORE_MAX_KEY)
+        return false;
+    for (size_t i = 0; i < keylen; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (c <= ' ' || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+bool store_parse_counter(const char *s, size_t len, uint64_t *out)
+{
+    size_t i = 0;
+    uint64_t v = 0;
+    if (len == 0 || s[0] < '0' || s[0] > '9')
+        return false;
+    for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    for (; i < len; i++)
+        if (s[i] != ' ')
+            return false;
+    *out = v;
+    return true;
+}
+
+size_t store_format_u64(char *buf, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+enum store_status store_incr_batch(struct store *s, struct store_incr *items, size_t n,
+                                   uint32_t ttl_s)
+{
+    if (s == NULL || (items == NULL && n > 0))
+        return STORE_ERROR;
+    if (n == 0)
+        return STORE_OK;
+    return s->ops->incr_batch(s, items, n, ttl_s);
+}
+
+enum store_status store_mget_u64(struct store *s, const char *const *keys, const size_t *keylens,
+                                 size_t n, uint64_t *values, bool *present)
+{
+    if (s == NULL || (n > 0 && (keys == NULL || keylens == NULL || values == NULL)))
+        return STORE_ERROR;
+    if (n == 0)
+        return STORE_OK;
+    return s->ops->mget_u64(s, keys, keylens, n, values, present);
+}
+
+enum store_status store_get(struct store *s, const char *key, size_t keylen, char **val,
+                            size_t *vallen)
+{
+    if (s == NULL || val == NULL || vallen == NULL)
+        return STORE_ERROR;
+    *val = NULL;
+    *vallen = 0;
+    if (!store_key_valid(key, keylen))
+        return STORE_ERROR;
+    return s->ops->get(s, key, keylen, val, vallen);
+}
+
+enum store_status store_set(struct store *s, const char *key, size_t keylen, const char *val,
+                            size_t vallen, uint32_t ttl_s)
+{
+    if (s == NULL || !store_key_valid(key, keylen) || (val == NULL && vallen > 0) ||
+        vallen > STORE_MAX_VALUE)
+        return STORE_ERROR;
+    return s->ops->set(s, key, keylen, val != NULL ? val : "", vallen, ttl_s);
+}
+
+enum store_status store_add(struct store *s, const char *key, size_t keylen, const char *val,
+                            size_t vallen, uint32_t ttl_s)
+{
+    if (s == NULL || !store_key_valid(key, keylen) || (val == NULL && vallen > 0) ||
+        vallen > STORE_MAX_VALUE)
+        return STORE_ERROR;
+    return s->ops->add(s, key, keylen, val != NULL ? val : "", vallen, ttl_s);
+}
+
+enum store_status store_delete(struct store *s, const char *key, size_t keylen)
+{
+    if (s == NULL || !store_key_valid(key, keylen))
+        return STORE_ERROR;
+    return s->ops->del(s, key, keylen);
+}

@@ -1,0 +1,138 @@
+/*
+ * The counter store: one small synchronous, batched interface over several
+ * backends. A handle belongs to one thread; store_clone() gives another
+ * thread its own handle on the same store. Callers that must not block (the
+ * event loops) run store calls on a worker thread (worker.h).
+ *
+ * URLs (API.md section 1):
+ *   memory:                                   embedded, in-process
+ *   memcached://HOST:PORT[,HOST:PORT...]      pool, ketama consistent hashing
+ *   redis://HOST:PORT[,HOST:PORT...]          (later)
+ * Query options: ?timeout_ms=N (connect and I/O timeout, 10..60000, default
+ * 1000). An unknown option is an error.
+ */
+#ifndef LT_STORE_H
+#define LT_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum store_status {
+    STORE_OK = 0,
+    STORE_NOTFOUND,    /* get/delete: no such key */
+    STORE_EXISTS,      /* add: key already present */
+    STORE_UNAVAILABLE, /* a node could not be reached: the operation was not applied */
+    STORE_ERROR,       /* protocol or server error, outcome may be unknown */
+    STORE_NOMEM,
+};
+
+const char *store_status_str(enum store_status st);
+
+struct store;
+
+/* Parses the URL and connects lazily: a pool whose nodes are down still
+ * opens, its operations then fail with STORE_UNAVAILABLE. Returns NULL and a
+ * one-line message in err for a malformed URL. */
+struct store *store_open(const char *url, char *err, size_t errlen);
+
+/* Only checks the URL (for flag validation before anything starts). */
+bool store_url_check(const char *url, char *err, size_t errlen);
+
+#define STORE_MAX_NODES 64
+#define STORE_HOST_MAX 255 /* a DNS name; IPv6 literals are kept without brackets */
+#define STORE_TIMEOUT_MS_DEFAULT 1000u
+#define STORE_TIMEOUT_MS_MIN 10u
+#define STORE_TIMEOUT_MS_MAX 60000u
+
+enum store_kind { STORE_KIND_MEMORY = 0, STORE_KIND_MEMCACHED };
+
+struct store_node {
+    char host[STORE_HOST_MAX + 1];
+    uint16_t port;
+};
+
+/* A parsed backend URL (about 16 KiB: keep it off small stacks). */
+struct store_url {
+    enum store_kind kind;
+    size_t n_nodes;                          /* 0 for memory: */
+    struct store_node nodes[STORE_MAX_NODES]; /* in URL order: ketama depends on it */
+    uint32_t timeout_ms;
+};
+
+/* Pure parser behind store_open/store_url_check; writes *out only on success. */
+bool store_url_parse(const char *url, struct store_url *out, char *err, size_t errlen);
+
+/* memcached's key rule, applied by every backend so that code tested on
+ * memory: behaves the same on a pool: 1..250 bytes, no space or control
+ * character. An item with a bad key gets STORE_ERROR and is not sent. */
+#define STORE_MAX_KEY 250
+bool store_key_valid(const char *key, size_t keylen);
+
+/* Another handle on the same store for another thread: same nodes, and for
+ * memory: the same table (shared, reference counted). */
+struct store *store_clone(struct store *s);
+
+/* NULL is a no-op. */
+void store_close(struct store *s);
+
+/* "memory", "memcached", ... */
+const char *store_kind(const struct store *s);
+
+struct store_incr {
+    const char *key;   /* (ref) */
+    size_t keylen;
+    uint64_t delta;
+    bool want_value;   /* fill value with the counter's new value */
+    /* out */
+    enum store_status status;
+    uint64_t value;
+};
+
+/* Adds delta to every counter, creating a missing one at delta, and sets its
+ * TTL to ttl_s (every key expires ttl_s after its last write). Returns
+ * STORE_OK when every item's status is STORE_OK; otherwise the status of the
+ * first failed item. Items are independent: on failure some may have
+ * landed; each item's status says which:
+ *   STORE_OK           applied (confirmed by the node)
+ *   STORE_UNAVAILABLE  not applied (its node is down or was not reached):
+ *                      safe to send again
+ *   STORE_ERROR        refused (bad key, value not a number), or sent and
+ *                      never confirmed (the node failed mid-batch): it MAY
+ *                      have been applied, so sending it again may count twice
+ * Counters wrap at 2^64 like memcached's (a test pins it). */
+enum store_status store_incr_batch(struct store *s, struct store_incr *items, size_t n,
+                                   uint32_t ttl_s);
+
+/* Reads n counters; values[i] is 0 for a missing key. present may be NULL.
+ * A value that is not a decimal number is STORE_ERROR (that key reads 0,
+ * absent; the others are still read). STORE_UNAVAILABLE when a node was
+ * down or failed: its keys read 0, absent. STORE_OK only when every value
+ * is known. */
+enum store_status store_mget_u64(struct store *s, const char *const *keys, const size_t *keylens,
+                                 size_t n, uint64_t *values, bool *present);
+
+/* Blob operations (question state, snapshot chunks, per-user markers).
+ * Values are at most STORE_MAX_VALUE bytes. *val is malloc'd, owned by the
+ * caller, NUL-terminated (the NUL not counted in vallen). */
+#define STORE_MAX_VALUE (1000u * 1024u)
+enum store_status store_get(struct store *s, const char *key, size_t keylen, char **val,
+                            size_t *vallen);
+enum store_status store_set(struct store *s, const char *key, size_t keylen, const char *val,
+                            size_t vallen, uint32_t ttl_s);
+/* Set only if absent; STORE_EXISTS otherwise. */
+enum store_status store_add(struct store *s, const char *key, size_t keylen, const char *val,
+                            size_t vallen, uint32_t ttl_s);
+enum store_status store_delete(struct store *s, const char *key, size_t keylen);
+
+/* Per-handle counters (a handle belongs to one thread: sum them across
+ * handles for a process total). */
+struct store_stats {
+    uint64_t node_failures;     /* connects, writes or reads that failed: node marked down */
+    uint64_t unavailable_items; /* items/keys refused because their node was down */
+    uint64_t error_items;       /* items with STORE_ERROR (server error or outcome unknown) */
+    uint64_t connects;          /* successful (re)connections */
+};
+void store_get_stats(const struct store *s, struct store_stats *out);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * Backend vtable behind store.h; only store*.c (and their tests) include this.
+ */
+#ifndef LT_STORE_IMPL_H
+#define LT_STORE_IMPL_H
+
+#include "store.h"
+
+struct store_ops {
+    const char *kind;
+    struct store *(*clone)(struct store *s);
+    void (*close)(struct store *s);
+    enum store_status (*incr_batch)(struct store *s, struct store_incr *items, size_t n,
+                                    uint32_t ttl_s);
+    enum store_status (*mget_u64)(struct store *s, const char *const *keys, const size_t *keylens,
+                                  size_t n, uint64_t *values, bool *present);
+    enum store_status (*get)(struct store *s, const char *key, size_t keylen, char **val,
+                             size_t *vallen);
+    enum store_status (*set)(struct store *s, const char *key, size_t keylen, const char *val,
+                             size_t vallen, uint32_t ttl_s);
+    enum store_status (*add)(struct store *s, const char *key, size_t keylen, const char *val,
+                             size_t vallen, uint32_t ttl_s);
+    enum store_status (*del)(struct store *s, const char *key, size_t keylen);
+};
+
+/* Every backend's handle starts with this. */
+struct store {
+    const struct store_ops *ops;
+    struct store_stats stats; /* written by the owning thread only */
+};
+
+/* Backends (store_memory.c, store_memcached.c). A new handle has zeroed stats. */
+struct store *store_memory_open(void);
+struct store *store_memcached_open(const struct store_url *url, char *err, size_t errlen);
+
+/* Parses memcached's decimal counter text: digits, then only spaces (incr
+ * pads a value that got shorter in place with spaces). */
+bool store_parse_counter(const char *s, size_t len, uint64_t *out);
+
+/* Writes the decimal form of v (no NUL) and returns its length (<= 20). */
+size_t store_format_u64(char *buf, uint64_t v);
+
+/* Test hook for the memory store: a clock in milliseconds for TTLs (the
+ * table's, so every clone sees it). NULL restores CLOCK_MONOTONIC. */
+typedef uint64_t (*store_clock_fn)(void *arg);
+void store_memory_set_clock(struct store *s, store_clock_fn fn, void *arg);
+/* Entries held, expired ones not yet reclaimed included (tests). */
+size_t store_memory_entries(struct store *s);
+
+#endif

@@ -1,0 +1,1185 @@
+/*
+ * The memcached pool backend (memcached://HOST:PORT,...), speaking the meta
+ * text protocol of memcached >= 1.6 directly over one TCP connection per
+ * node per handle.
+ *
+ * Why not libmemcached (1.1): it sends every increment as its own request
+ * (BUFFER_REQUESTS does not batch increments), NOREPLY makes them fast but
+ * loses the confirmation that group commit needs, and incr cannot refresh a
+ * TTL nor create a missing counter in the text protocol. One meta command
+ * does all of it:
+ *
+ *   ma <key> N<ttl> J<delta> D<delta> T<ttl> q O<i>\r\n
+ *      N: create a missing counter (TTL ttl) at J = delta, D not applied;
+ *      T: refresh the TTL of an existing one; q: success is silent
+ *      (except "HD O<i>" when N created the counter: 1.6.18 ignores q on
+ *      that path); O<i>: the item's index comes back with any reply for
+ *      it. An item that wants the new value sends v instead of q (q would
+ *      silence the VA too) and gets "VA <len> O<i>" + the number.
+ *   mn\r\n  ->  MN\r\n   ends a pipeline: everything before it was processed.
+ *
+ * So a batch is, per node, one stream of ma commands and one mn, written
+ * while replies are read (poll on both directions: a big batch can never
+ * deadlock on two full socket buffers), and MN confirms every silent item.
+ * Keys are placed by ketama (ketama.h), the same placement as libmemcached's.
+ *
+ * Failure handling: a node that fails (connect, write, read, timeout,
+ * garbled reply) is marked down for a backoff (100 ms doubling to 2 s,
+ * shared by every clone of the handle) so a dead node costs one timeout, not
+ * one per key or per thread. Items of a down node get STORE_UNAVAILABLE
+ * without being sent; items that may have reached a node that then failed
+ * before MN get STORE_ERROR (outcome unknown).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ketama.h"
+#include "store_impl.h"
+
+#define MC_LINE_MAX 4096u          /* longest reply line accepted */
+#define MC_RBUF_SIZE 65536u        /* read buffer per connection */
+#define MC_WBUF_SIZE 65536u        /* a batch is formatted this much at a time */
+#define MC_CMD_MAX 512u            /* longest command we format: key <= 250 */
+#define MC_SMALL_VALUE 32u         /* a counter's text: 20 digits (+ padding) */
+#define MC_BACKOFF_MIN_MS 100u
+#define MC_BACKOFF_MAX_MS 2000u
+/* memcached reads an exptime above 30 days as an absolute unix time. */
+#define MC_RELATIVE_TTL_MAX 2592000u
+
+/* Health of a node, shared by every clone (atomics: several threads). */
+struct mc_health {
+    _Atomic uint64_t down_until_ms; /* monotonic; 0 or past: usable */
+    _Atomic uint32_t backoff_ms;    /* the next backoff; 0 while healthy */
+    _Atomic uint32_t epoch;         /* bumped at each failure */
+};
+
+/* The pool: immutable after open except health; shared by clones. */
+struct mc_pool {
+    atomic_size_t refs;
+    uint32_t timeout_ms;
+    size_t n_nodes;
+    struct store_node *nodes;  /* n_nodes */
+    struct mc_health *health;  /* n_nodes */
+    struct ketama *ketama;
+};
+
+struct mc_conn {
+    int fd;          /* -1: not connected */
+    uint32_t epoch;  /* health epoch seen at connect */
+    char *rbuf;      /* MC_RBUF_SIZE; unparsed bytes in [rpos, rend) */
+    size_t rpos, rend;
+    char *wbuf;      /* MC_WBUF_SIZE + MC_CMD_MAX; unsent bytes in [wpos, wend) */
+    size_t wpos, wend;
+};
+
+/* One node's part of the batch being run. */
+struct mc_run {
+    size_t first, count; /* its items: order[first .. first + count) */
+    size_t next;         /* items formatted so far */
+    size_t buf_first;    /* first item in the current write buffer */
+    bool mn_queued;
+    bool active;         /* still waiting for MN */
+    bool unattributed;   /* an error reply without O: which item is unknown */
+    uint64_t deadline;   /* ms: no progress by then is a failure */
+    size_t skip;         /* bytes of a large value block still to discard */
+};
+
+enum mc_kind { MC_INCR, MC_MGET };
+
+/* The batch being run (on the handle: no allocation per batch). */
+struct mc_batch {
+    enum mc_kind kind;
+    size_t n;
+    struct store_incr *items; /* MC_INCR */
+    char ttl[24];             /* MC_INCR: formatted memcached exptime */
+    size_t ttllen;
+    const char *const *keys;  /* MC_MGET */
+    const size_t *keylens;
+    uint64_t *values;
+    bool *present;
+    bool bad_value;           /* MC_MGET: a non-decimal value */
+    bool unavailable;         /* MC_MGET: some node was down or failed */
+    bool failed;              /* MC_MGET: an error reply without opaque */
+};
+
+struct mc_store {
+    struct store base;
+    struct mc_pool *pool;     /* shared */
+    struct mc_conn *conns;    /* n_nodes, this handle's own */
+    struct mc_run *runs;      /* n_nodes */
+    /* Scratch grown to the largest batch seen. */
+    uint32_t *route;          /* node of item i (UINT32_MAX: not sent) */
+    size_t *order;            /* item indexes grouped by node */
+    unsigned char *seen;      /* item i got an explicit reply */
+    size_t scratch_cap;
+    struct mc_batch batch;
+};
+
+static const struct store_ops mc_ops;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct mc_store *mc_of(struct store *s)
+{
+    return (struct mc_store *)s;
+}
+
+/* ---- pool and handles ---- */
+
+static void pool_unref(struct mc_pool *p)
+{
+    if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    ketama_free(p->ketama);
+    free(p->health);
+    free(p->nodes);
+    free(p);
+}
+
+static void conns_free(struct mc_conn *c, size_t n)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i].fd >= 0)
+            close(c[i].fd);
+        free(c[i].rbuf);
+        free(c[i].wbuf);
+    }
+    free(c);
+}
+
+static void mc_close(struct store *s)
+{
+    struct mc_store *h = mc_of(s);
+    conns_free(h->conns, h->pool->n_nodes);
+    free(h->runs);
+    free(h->route);
+    free(h->order);
+    free(h->seen);
+    pool_unref(h->pool);
+    free(h);
+}
+
+/* A handle on pool (takes one reference on success). */
+static struct store *handle_new(struct mc_pool *pool)
+{
+    struct mc_store *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    h->base.ops = &mc_ops;
+    h->pool = pool;
+    h->conns = calloc(pool->n_nodes, sizeof(*h->conns));
+    h->runs = calloc(pool->n_nodes, sizeof(*h->runs));
+    if (h->conns == NULL || h->runs == NULL)
+        goto err;
+    for (size_t i = 0; i < pool->n_nodes; i++)
+        h->conns[i].fd = -1;
+    atomic_fetch_add(&pool->refs, 1);
+    return &h->base;
+err:
+    free(h->conns);
+    free(h->runs);
+    free(h);
+    return NULL;
+}
+
+struct store *store_memcached_open(const struct store_url *url, char *err, size_t errlen)
+{
+    struct ketama_node kn[STORE_MAX_NODES];
+    struct mc_pool *p = calloc(1, sizeof(*p));
+    if (p == NULL || url->n_nodes == 0 || url->n_nodes > STORE_MAX_NODES)
+        goto err;
+    p->timeout_ms = url->timeout_ms;
+    p->n_nodes = url->n_nodes;
+    p->nodes = calloc(url->n_nodes, sizeof(*p->nodes));
+    p->health = calloc(url->n_nodes, sizeof(*p->health));
+    if (p->nodes == NULL || p->health == NULL)
+        goto err;
+    for (size_t i = 0; i < url->n_nodes; i++) {
+        p->nodes[i] = url->nodes[i];
+        kn[i].host = p->nodes[i].host;
+        kn[i].port = p->nodes[i].port;
+        atomic_init(&p->health[i].down_until_ms, 0);
+        atomic_init(&p->health[i].backoff_ms, 0);
+        atomic_init(&p->health[i].epoch, 0);
+    }
+    p->ketama = ketama_create(kn, url->n_nodes);
+    if (p->ketama == NULL)
+        goto err;
+    atomic_init(&p->refs, 0);
+    struct store *s = handle_new(p);
+    if (s == NULL)
+        goto err;
+    return s;
+err:
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "memcached backend: out of memory");
+    if (p != NULL) {
+        ketama_free(p->ketama);
+        free(p->health);
+        free(p->nodes);
+        free(p);
+    }
+    return NULL;
+}
+
+static struct store *mc_clone(struct store *s)
+{
+    return handle_new(mc_of(s)->pool);
+}
+
+/* ---- node health ---- */
+
+static bool node_down(const struct mc_pool *p, size_t node, uint64_t now)
+{
+    return atomic_load_explicit(&p->health[node].down_until_ms, memory_order_relaxed) > now;
+}
+
+static void conn_drop(struct mc_conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->rpos = c->rend = 0;
+    c->wpos = c->wend = 0;
+}
+
+/* The node failed: close our connection and keep every handle away from
+ * it for the backoff. */
+static void node_fail(struct mc_store *h, size_t node)
+{
+    struct mc_health *hl = &h->pool->health[node];
+    uint32_t b = atomic_load_explicit(&hl->backoff_ms, memory_order_relaxed);
+    uint32_t next = b == 0 ? MC_BACKOFF_MIN_MS : b * 2;
+    if (next > MC_BACKOFF_MAX_MS)
+        next = MC_BACKOFF_MAX_MS;
+    atomic_store_explicit(&hl->backoff_ms, next, memory_order_relaxed);
+    atomic_store_explicit(&hl->down_until_ms, now_ms() + next, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hl->epoch, 1, memory_order_relaxed);
+    conn_drop(&h->conns[node]);
+    h->base.stats.node_failures++;
+}
+
+static void node_ok(struct mc_store *h, size_t node)
+{
+    struct mc_health *hl = &h->pool->health[node];
+    if (atomic_load_explicit(&hl->backoff_ms, memory_order_relaxed) != 0)
+        atomic_store_explicit(&hl->backoff_ms, 0, memory_order_relaxed);
+}
+
+/* ---- connections ---- */
+
+static int wait_fd(int fd, short events, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = now_ms();
+        if (now >= deadline)
+            return 0;
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int r = poll(&pfd, 1, (int)(deadline - now));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return r;
+        return pfd.revents;
+    }
+}
+
+static int connect_addr(const struct addrinfo *ai, uint64_t deadline)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        if (errno != EINPROGRESS)
+            goto err;
+        int rev = wait_fd(fd, POLLOUT, deadline);
+        if (rev <= 0)
+            goto err;
+        int soerr = 0;
+        socklen_t len = sizeof(soerr);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0)
+            goto err;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+err:
+    close(fd);
+    return -1;
+}
+
+static bool conn_open(struct mc_store *h, size_t node)
+{
+    struct mc_conn *c = &h->conns[node];
+    const struct store_node *n = &h->pool->nodes[node];
+    if (c->rbuf == NULL)
+        c->rbuf = malloc(MC_RBUF_SIZE);
+    if (c->wbuf == NULL)
+        c->wbuf = malloc(MC_WBUF_SIZE + MC_CMD_MAX);
+    if (c->rbuf == NULL || c->wbuf == NULL)
+        return false;
+
+    char port[8];
+    snprintf(port, sizeof(port), "%u", (unsigned)n->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(n->host, port, &hints, &res) != 0)
+        return false;
+    uint64_t deadline = now_ms() + h->pool->timeout_ms;
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
+        fd = connect_addr(ai, deadline);
+    freeaddrinfo(res);
+    if (fd < 0)
+        return false;
+    c->fd = fd;
+    c->epoch = atomic_load_explicit(&h->pool->health[node].epoch, memory_order_relaxed);
+    c->rpos = c->rend = 0;
+    c->wpos = c->wend = 0;
+    h->base.stats.connects++;
+    return true;
+}
+
+/* An idle connection the server has closed (restart, idle timeout) shows
+ * as readable: checking before a batch avoids sending into a dead socket
+ * and turning a clean "not applied" into "outcome unknown". */
+static bool conn_stale(const struct mc_conn *c)
+{
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
+    int r = poll(&pfd, 1, 0);
+    return r != 0;
+}
+
+/* Ready to send to node: false when it is down or cannot be reached (then
+ * it is marked down). */
+static bool conn_ready(struct mc_store *h, size_t node, uint64_t now)
+{
+    struct mc_conn *c = &h->conns[node];
+    if (node_down(h->pool, node, now))
+        return false;
+    if (c->fd >= 0 &&
+        (c->epoch != atomic_load_explicit(&h->pool->health[node].epoch, memory_order_relaxed) ||
+         conn_stale(c)))
+        conn_drop(c);
+    if (c->fd >= 0)
+        return true;
+    if (conn_open(h, node))
+        return true;
+    node_fail(h, node);
+    return false;
+}
+
+/* ---- scratch ---- */
+
+static bool scratch_reserve(struct mc_store *h, size_t n)
+{
+    if (n <= h->scratch_cap)
+        return true;
+    size_t cap = h->scratch_cap ? h->scratch_cap : 256;
+    while (cap < n)
+        cap *= 2;
+    uint32_t *route = realloc(h->route, cap * sizeof(*route));
+    if (route != NULL)
+        h->route = route;
+    size_t *order = realloc(h->order, cap * sizeof(*order));
+    if (order != NULL)
+        h->order = order;
+    unsigned char *seen = realloc(h->seen, cap);
+    if (seen != NULL)
+        h->seen = seen;
+    if (route == NULL || order == NULL || seen == NULL)
+        return false;
+    h->scratch_cap = cap;
+    return true;
+}
+
+/* ---- formatting ---- */
+
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *put_u64(char *p, uint64_t v)
+{
+    return p + store_format_u64(p, v);
+}
+
+static size_t format_ttl(char *buf, uint32_t ttl_s)
+{
+    uint64_t v = ttl_s;
+    if (ttl_s > MC_RELATIVE_TTL_MAX)
+        v = (uint64_t)time(NULL) + ttl_s;
+    return store_format_u64(buf, v);
+}
+
+/*
+ *   ma <key> N<ttl> J<delta> D<delta> T<ttl> q O<i>\r\n     (v instead of q: want_value)
+ *   mg <key> v q O<i>\r\n
+ */
+static char *format_item(const struct mc_batch *b, size_t i, char *p)
+{
+    if (b->kind == MC_INCR) {
+        const struct store_incr *it = &b->items[i];
+        p = put(p, "ma ", 3);
+        p = put(p, it->key, it->keylen);
+        p = put(p, " N", 2);
+        p = put(p, b->ttl, b->ttllen);
+        p = put(p, " J", 2);
+        p = put_u64(p, it->delta);
+        p = put(p, " D", 2);
+        p = put_u64(p, it->delta);
+        p = put(p, " T", 2);
+        p = put(p, b->ttl, b->ttllen);
+        /* q also silences the VA of a successful ma v (memcached 1.6.18):
+         * an item that wants its value is sent without q. */
+        p = put(p, it->want_value ? " v O" : " q O", 4);
+        p = put_u64(p, i);
+    } else {
+        p = put(p, "mg ", 3);
+        p = put(p, b->keys[i], b->keylens[i]);
+        p = put(p, " v q O", 6);
+        p = put_u64(p, i);
+    }
+    return put(p, "\r\n", 2);
+}
+
+/* Refills an empty write buffer with the node's next items (and the final
+ * mn). Only an empty buffer is refilled, so on failure "the items of the
+ * current buffer" is exactly what may have been sent partially. */
+static void refill(struct mc_store *h, size_t node)
+{
+    struct mc_conn *c = &h->conns[node];
+    struct mc_run *r = &h->runs[node];
+    if (c->wpos < c->wend || r->mn_queued)
+        return;
+    c->wpos = c->wend = 0;
+    r->buf_first = r->next;
+    char *p = c->wbuf;
+    char *limit = c->wbuf + MC_WBUF_SIZE;
+    while (r->next < r->count && p < limit)
+        p = format_item(&h->batch, h->order[r->first + r->next++], p);
+    if (r->next == r->count) {
+        p = put(p, "mn\r\n", 4);
+        r->mn_queued = true;
+    }
+    c->wend = (size_t)(p - c->wbuf);
+}
+
+/* ---- reply handling ---- */
+
+/* Marks the outcome of every item of node that got no explicit reply. */
+static void settle_node(struct mc_store *h, size_t node, bool confirmed)
+{
+    struct mc_run *r = &h->runs[node];
+    struct mc_batch *b = &h->batch;
+    struct mc_conn *c = &h->conns[node];
+    /* Items [0, sent_upto) may have reached the server. */
+    size_t sent_upto = confirmed ? r->count : (c->wpos > 0 ? r->next : r->buf_first);
+    for (size_t k = 0; k < r->count; k++) {
+        size_t i = h->order[r->first + k];
+        if (b->kind == MC_MGET) {
+            if (!confirmed) {
+                b->values[i] = 0;
+                if (b->present != NULL)
+                    b->present[i] = false;
+                h->base.stats.unavailable_items++;
+            }
+            continue;
+        }
+        struct store_incr *it = &b->items[i];
+        if (h->seen[i])
+            continue;
+        if (confirmed && !r->unattributed && !it->want_value)
+            it->status = STORE_OK;
+        else if (k < sent_upto)
+            it->status = STORE_ERROR; /* no value came, or outcome unknown */
+        else
+            it->status = STORE_UNAVAILABLE;
+    }
+    if (b->kind == MC_MGET && !confirmed)
+        b->unavailable = true;
+}
+
+/* Finds the O<i> flag among the reply's flags; true with *idx set. */
+static bool reply_opaque(const char *flags, const char *end, size_t *idx)
+{
+    const char *p = flags;
+    while (p < end) {
+        while (p < end && *p == ' ')
+            p++;
+        const char *tok = p;
+        while (p < end && *p != ' ')
+            p++;
+        if (p - tok >= 2 && tok[0] == 'O') {
+            uint64_t v;
+            if (!store_parse_counter(tok + 1, (size_t)(p - tok - 1), &v) || p[-1] == ' ')
+                return false;
+            *idx = (size_t)v;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void item_value(struct mc_store *h, size_t i, const char *data, size_t len)
+{
+    struct mc_batch *b = &h->batch;
+    uint64_t v = 0;
+    bool ok = store_parse_counter(data, len, &v);
+    h->seen[i] = 1;
+    if (b->kind == MC_INCR) {
+        b->items[i].status = ok ? STORE_OK : STORE_ERROR;
+        b->items[i].value = ok ? v : 0;
+        return;
+    }
+    b->values[i] = ok ? v : 0;
+    if (b->present != NULL)
+        b->present[i] = ok;
+    if (!ok)
+        b->bad_value = true;
+}
+
+enum parse_result { PARSE_MORE, PARSE_DONE, PARSE_BAD };
+
+/*
+ * Consumes complete replies from the node's read buffer:
+ *   VA <len> <flags>\r\n<data>\r\n    a value (ma v, mg hit)
+ *   HD|NS|NF|EX|EN <flags>\r\n        per-item outcome (errors under q)
+ *   MN\r\n                            end of the batch
+ *   CLIENT_ERROR ...|SERVER_ERROR ...|ERROR  no opaque: item unknown
+ */
+static enum parse_result parse_replies(struct mc_store *h, size_t node)
+{
+    struct mc_conn *c = &h->conns[node];
+    struct mc_run *r = &h->runs[node];
+    struct mc_batch *b = &h->batch;
+
+    for (;;) {
+        if (r->skip > 0) {
+            size_t take = c->rend - c->rpos < r->skip ? c->rend - c->rpos : r->skip;
+            c->rpos += take;
+            r->skip -= take;
+            if (r->skip > 0)
+                return PARSE_MORE;
+        }
+        const char *start = c->rbuf + c->rpos;
+        size_t avail = c->rend - c->rpos;
+        const char *nl = memchr(start, '\n', avail);
+        if (nl == NULL)
+            return avail >= MC_LINE_MAX ? PARSE_BAD : PARSE_MORE;
+        if (nl == start || nl[-1] != '\r')
+            return PARSE_BAD;
+        const char *end = nl - 1; /* line is [start, end) */
+        size_t linelen = (size_t)(end - start);
+        size_t consumed = (size_t)(nl + 1 - start);
+
+        if (linelen == 2 && memcmp(start, "MN", 2) == 0) {
+            c->rpos += consumed;
+            return PARSE_DONE;
+        }
+        if (linelen >= 2 && memcmp(start, "VA", 2) == 0 && (linelen == 2 || start[2] == ' ')) {
+            const char *p = start + 3;
+            const char *lenend = p;
+            while (lenend < end && *lenend != ' ')
+                lenend++;
+            uint64_t dlen;
+            size_t idx;
+            if (linelen < 4 || !store_parse_counter(p, (size_t)(lenend - p), &dlen) ||
+                lenend[-1] == ' ' || dlen > STORE_MAX_VALUE ||
+                !reply_opaque(lenend, end, &idx) || idx >= b->n || h->route[idx] != node)
+                return PARSE_BAD;
+            if (dlen > MC_SMALL_VALUE) {
+                /* Not a counter: only mg can meet one (a blob at a counter's key). */
+                if (b->kind == MC_INCR)
+                    return PARSE_BAD;
+                item_value(h, idx, "x", 1);
+                c->rpos += consumed;
+                r->skip = (size_t)dlen + 2;
+                continue;
+            }
+            if (avail < consumed + dlen + 2)
+                return PARSE_MORE; /* wait for the whole block */
+            const char *data = nl + 1;
+            if (data[dlen] != '\r' || data[dlen + 1] != '\n')
+                return PARSE_BAD;
+            item_value(h, idx, data, (size_t)dlen);
+            c->rpos += consumed + (size_t)dlen + 2;
+            continue;
+        }
+        size_t idx;
+        if (linelen >= 2 && (linelen == 2 || start[2] == ' ') &&
+            (memcmp(start, "HD", 2) == 0 || memcmp(start, "NS", 2) == 0 ||
+             memcmp(start, "NF", 2) == 0 || memcmp(start, "EX", 2) == 0 ||
+             memcmp(start, "EN", 2) == 0)) {
+            if (!reply_opaque(start + 2, end, &idx) || idx >= b->n || h->route[idx] != node)
+                return PARSE_BAD;
+            h->seen[idx] = 1;
+            if (b->kind == MC_INCR) {
+                b->items[idx].status = memcmp(start, "HD", 2) == 0 && !b->items[idx].want_value
+                                           ? STORE_OK
+                                           : STORE_ERROR;
+            } else {
+                b->values[idx] = 0; /* EN: a miss */
+                if (b->present != NULL)
+                    b->present[idx] = false;
+            }
+            c->rpos += consumed;
+            continue;
+        }
+        if ((linelen >= 12 && memcmp(start, "CLIENT_ERROR", 12) == 0) ||
+            (linelen >= 12 && memcmp(start, "SERVER_ERROR", 12) == 0) ||
+            (linelen == 5 && memcmp(start, "ERROR", 5) == 0)) {
+            r->unattributed = true;
+            c->rpos += consumed;
+            continue;
+        }
+        return PARSE_BAD;
+    }
+}
+
+/* ---- the batch engine ---- */
+
+/* Groups items by node (counting sort into order[]) and prepares runs.
+ * Items with a bad key get STORE_ERROR and no node. */
+static void route_batch(struct mc_store *h)
+{
+    struct mc_batch *b = &h->batch;
+    size_t nn = h->pool->n_nodes;
+    for (size_t k = 0; k < nn; k++)
+        h->runs[k] = (struct mc_run){0};
+    for (size_t i = 0; i < b->n; i++) {
+        const char *key = b->kind == MC_INCR ? b->items[i].key : b->keys[i];
+        size_t len = b->kind == MC_INCR ? b->items[i].keylen : b->keylens[i];
+        h->seen[i] = 0;
+        if (!store_key_valid(key, len)) {
+            h->route[i] = UINT32_MAX;
+            continue;
+        }
+        h->route[i] = ketama_lookup(h->pool->ketama, key, len);
+        h->runs[h->route[i]].count++;
+    }
+    size_t off = 0;
+    for (size_t k = 0; k < nn; k++) {
+        h->runs[k].first = off;
+        off += h->runs[k].count;
+        h->runs[k].count = 0;
+    }
+    for (size_t i = 0; i < b->n; i++)
+        if (h->route[i] != UINT32_MAX) {
+            struct mc_run *r = &h->runs[h->route[i]];
+            h->order[r->first + r->count++] = i;
+        }
+}
+
+static void run_fail(struct mc_store *h, size_t node)
+{
+    settle_node(h, node, false);
+    h->runs[node].active = false;
+    node_fail(h, node);
+}
+
+/* Reads what the socket has; false on EOF or error. */
+static bool conn_read(struct mc_conn *c)
+{
+    if (c->rpos > 0) {
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rend - c->rpos);
+        c->rend -= c->rpos;
+        c->rpos = 0;
+    }
+    if (c->rend == MC_RBUF_SIZE)
+        return false; /* a reply line longer than the buffer */
+    ssize_t r = recv(c->fd, c->rbuf + c->rend, MC_RBUF_SIZE - c->rend, 0);
+    if (r > 0) {
+        c->rend += (size_t)r;
+        return true;
+    }
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return true;
+    return false;
+}
+
+/* Writes what the socket takes; false on error. */
+static bool conn_write(struct mc_conn *c)
+{
+    while (c->wpos < c->wend) {
+        ssize_t w = send(c->fd, c->wbuf + c->wpos, c->wend - c->wpos, MSG_NOSIGNAL);
+        if (w > 0) {
+            c->wpos += (size_t)w;
+            continue;
+        }
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return true;
+        if (w < 0 && errno == EINTR)
+            continue;
+        return false;
+    }
+    return true;
+}
+
+/* Runs h->batch on every node at once: write and read interleaved by poll.
+ * Every routed item ends with a status (MC_INCR) or a value (MC_MGET). */
+static void run_batch(struct mc_store *h)
+{
+    struct mc_pool *pool = h->pool;
+    struct mc_batch *b = &h->batch;
+    size_t nn = pool->n_nodes;
+    struct pollfd pfds[STORE_MAX_NODES];
+    size_t pnode[STORE_MAX_NODES];
+    uint64_t now = now_ms();
+    size_t active = 0;
+
+    route_batch(h);
+    for (size_t k = 0; k < nn; k++) {
+        struct mc_run *r = &h->runs[k];
+        if (r->count == 0)
+            continue;
+        if (!conn_ready(h, k, now)) {
+            settle_node(h, k, false);
+            continue;
+        }
+        r->active = true;
+        r->deadline = now + pool->timeout_ms;
+        active++;
+    }
+
+    while (active > 0) {
+        size_t np = 0;
+        uint64_t first_deadline = UINT64_MAX;
+        for (size_t k = 0; k < nn; k++) {
+            struct mc_run *r = &h->runs[k];
+            if (!r->active)
+                continue;
+            refill(h, k);
+            struct mc_conn *c = &h->conns[k];
+            /* Optimistic write: the socket is usually writable. */
+            size_t before = c->wpos;
+            if (c->wpos < c->wend && !conn_write(c)) {
+                run_fail(h, k);
+                active--;
+                continue;
+            }
+            if (c->wpos != before)
+                r->deadline = now_ms() + pool->timeout_ms;
+            refill(h, k);
+            pfds[np] = (struct pollfd){.fd = c->fd, .events = POLLIN};
+            if (c->wpos < c->wend)
+                pfds[np].events |= POLLOUT;
+            pnode[np++] = k;
+            if (r->deadline < first_deadline)
+                first_deadline = r->deadline;
+        }
+        if (np == 0)
+            break;
+        now = now_ms();
+        int timeout = first_deadline > now ? (int)(first_deadline - now) : 0;
+        int pr = poll(pfds, np, timeout);
+        if (pr < 0 && errno != EINTR)
+            pr = 0; /* treat as a timeout round: deadlines decide */
+        now = now_ms();
+        for (size_t j = 0; j < np; j++) {
+            size_t k = pnode[j];
+            struct mc_run *r = &h->runs[k];
+            struct mc_conn *c = &h->conns[k];
+            short rev = pr > 0 ? pfds[j].revents : 0;
+            bool ok = true;
+            if (rev & POLLOUT) {
+                size_t before = c->wpos;
+                ok = conn_write(c);
+                if (c->wpos != before)
+                    r->deadline = now + pool->timeout_ms;
+            }
+            if (ok && (rev & (POLLIN | POLLHUP | POLLERR))) {
+                size_t before = c->rend - c->rpos;
+                ok = conn_read(c);
+                if (ok && c->rend - c->rpos != before)
+                    r->deadline = now + pool->timeout_ms;
+                else if (ok && (rev & (POLLHUP | POLLERR)))
+                    ok = false;
+                if (ok) {
+                    enum parse_result res = parse_replies(h, k);
+                    if (res == PARSE_DONE) {
+                        if (!r->mn_queued || c->wpos < c->wend || c->rpos != c->rend) {
+                            ok = false; /* MN before we sent ours: out of sync */
+                        } else {
+                            settle_node(h, k, true);
+                            r->active = false;
+                            active--;
+                            node_ok(h, k);
+                            if (b->kind == MC_MGET && r->unattributed)
+                                b->failed = true;
+                            continue;
+                        }
+                    } else if (res == PARSE_BAD) {
+                        ok = false;
+                    }
+                }
+            }
+            if (ok && now >= r->deadline)
+                ok = false; /* no progress within the timeout */
+            if (!ok) {
+                run_fail(h, k);
+                active--;
+            }
+        }
+    }
+}
+
+static enum store_status mc_incr_batch(struct store *s, struct store_incr *items, size_t n,
+                                       uint32_t ttl_s)
+{
+    struct mc_store *h = mc_of(s);
+    if (!scratch_reserve(h, n)) {
+        for (size_t i = 0; i < n; i++)
+            items[i].status = STORE_NOMEM;
+        return STORE_NOMEM;
+    }
+    h->batch = (struct mc_batch){.kind = MC_INCR, .n = n, .items = items};
+    h->batch.ttllen = format_ttl(h->batch.ttl, ttl_s);
+    for (size_t i = 0; i < n; i++) {
+        items[i].status = STORE_ERROR; /* bad key unless the run settles it */
+        items[i].value = 0;
+    }
+    run_batch(h);
+    enum store_status first = STORE_OK;
+    for (size_t i = 0; i < n; i++) {
+        enum store_status st = items[i].status;
+        if (st == STORE_OK)
+            continue;
+        if (st == STORE_UNAVAILABLE)
+            s->stats.unavailable_items++;
+        else
+            s->stats.error_items++;
+        if (first == STORE_OK)
+            first = st;
+    }
+    return first;
+}
+
+static enum store_status mc_mget_u64(struct store *s, const char *const *keys,
+                                     const size_t *keylens, size_t n, uint64_t *values,
+                                     bool *present)
+{
+    struct mc_store *h = mc_of(s);
+    if (!scratch_reserve(h, n))
+        return STORE_NOMEM;
+    h->batch = (struct mc_batch){
+        .kind = MC_MGET, .n = n, .keys = keys, .keylens = keylens, .values = values,
+        .present = present};
+    bool bad_key = false;
+    for (size_t i = 0; i < n; i++) {
+        values[i] = 0;
+        if (present != NULL)
+            present[i] = false;
+        if (!store_key_valid(keys[i], keylens[i]))
+            bad_key = true;
+    }
+    run_batch(h);
+    /* Misses are silent (q): a key without a VA is absent, already 0. */
+    if (h->batch.unavailable)
+        return STORE_UNAVAILABLE;
+    if (h->batch.failed || h->batch.bad_value || bad_key) {
+        s->stats.error_items++;
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
+/* ---- single operations (blocking with the I/O timeout) ---- */
+
+static bool send_all(struct mc_store *h, size_t node, const char *p, size_t len, bool more,
+                     size_t *sent)
+{
+    struct mc_conn *c = &h->conns[node];
+    uint64_t deadline = now_ms() + h->pool->timeout_ms;
+    while (len > 0) {
+        ssize_t w = send(c->fd, p, len, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+        if (w > 0) {
+            p += w;
+            len -= (size_t)w;
+            *sent += (size_t)w;
+            deadline = now_ms() + h->pool->timeout_ms;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int rev = wait_fd(c->fd, POLLOUT, deadline);
+            if (rev <= 0 || (rev & (POLLERR | POLLHUP)))
+                return false;
+            continue;
+        }
+        return false;
+    }
+    return true;
+}
+
+/* Makes at least want bytes available in the read buffer. */
+static bool recv_at_least(struct mc_store *h, size_t node, size_t want)
+{
+    struct mc_conn *c = &h->conns[node];
+    uint64_t deadline = now_ms() + h->pool->timeout_ms;
+    while (c->rend - c->rpos < want) {
+        int rev = wait_fd(c->fd, POLLIN, deadline);
+        if (rev <= 0)
+            return false;
+        size_t before = c->rend - c->rpos;
+        if (!conn_read(c) || c->rend - c->rpos == before) {
+            if (c->rend - c->rpos == before && !(rev & (POLLHUP | POLLERR)))
+                continue; /* spurious wake-up */
+            return false;
+        }
+        deadline = now_ms() + h->pool->timeout_ms;
+    }
+    return true;
+}
+
+/* Reads one reply line into line (NUL-terminated, without CRLF). */
+static bool recv_line(struct mc_store *h, size_t node, char *line, size_t linecap)
+{
+    struct mc_conn *c = &h->conns[node];
+    for (;;) {
+        const char *start = c->rbuf + c->rpos;
+        size_t avail = c->rend - c->rpos;
+        const char *nl = memchr(start, '\n', avail);
+        if (nl != NULL) {
+            size_t len = (size_t)(nl - start);
+            if (len == 0 || start[len - 1] != '\r' || len - 1 >= linecap)
+                return false;
+            memcpy(line, start, len - 1);
+            line[len - 1] = '\0';
+            c->rpos += len + 1;
+            return true;
+        }
+        if (avail >= MC_LINE_MAX || !recv_at_least(h, node, avail + 1))
+            return false;
+    }
+}
+
+/* Copies a value block of len bytes plus CRLF into dst (len bytes). */
+static bool recv_block(struct mc_store *h, size_t node, char *dst, size_t len)
+{
+    struct mc_conn *c = &h->conns[node];
+    size_t got = 0;
+    while (got < len + 2) {
+        if (c->rpos == c->rend) {
+            c->rpos = c->rend = 0;
+            if (!recv_at_least(h, node, 1))
+                return false;
+        }
+        size_t avail = c->rend - c->rpos;
+        size_t take = len + 2 - got < avail ? len + 2 - got : avail;
+        for (size_t i = 0; i < take; i++) {
+            size_t pos = got + i;
+            char ch = c->rbuf[c->rpos + i];
+            if (pos < len)
+                dst[pos] = ch;
+            else if ((pos == len && ch != '\r') || (pos == len + 1 && ch != '\n'))
+                return false;
+        }
+        c->rpos += take;
+        got += take;
+    }
+    return true;
+}
+
+/* Prepares node for a single operation on key. */
+static enum store_status single_begin(struct mc_store *h, const char *key, size_t keylen,
+                                      size_t *node)
+{
+    *node = ketama_lookup(h->pool->ketama, key, keylen);
+    if (!conn_ready(h, *node, now_ms())) {
+        h->base.stats.unavailable_items++;
+        return STORE_UNAVAILABLE;
+    }
+    return STORE_OK;
+}
+
+/* A failed exchange: UNAVAILABLE when nothing was sent (or the operation
+ * only reads), ERROR when a write may have been applied. */
+static enum store_status single_fail(struct mc_store *h, size_t node, size_t sent, bool writes)
+{
+    node_fail(h, node);
+    if (sent == 0 || !writes) {
+        h->base.stats.unavailable_items++;
+        return STORE_UNAVAILABLE;
+    }
+    h->base.stats.error_items++;
+    return STORE_ERROR;
+}
+
+/* A reply that is not the expected one. SERVER_ERROR (out of memory, too
+ * large) is the server refusing: the connection is still in step.
+ * CLIENT_ERROR may leave the server skipping input: reconnect. Anything
+ * else is a node that does not speak the protocol: mark it down. */
+static enum store_status reply_error(struct mc_store *h, size_t node, const char *line,
+                                     size_t sent, bool writes)
+{
+    if (strncmp(line, "SERVER_ERROR", 12) == 0 || strncmp(line, "CLIENT_ERROR", 12) == 0) {
+        if (line[0] == 'C')
+            conn_drop(&h->conns[node]);
+        h->base.stats.error_items++;
+        return STORE_ERROR;
+    }
+    return single_fail(h, node, sent, writes);
+}
+
+/*
+ *   mg <key> v\r\n  ->  VA <len>\r\n<data>\r\n  |  EN\r\n
+ */
+static enum store_status mc_get(struct store *s, const char *key, size_t keylen, char **val,
+                                size_t *vallen)
+{
+    struct mc_store *h = mc_of(s);
+    size_t node, sent = 0;
+    enum store_status rc = single_begin(h, key, keylen, &node);
+    if (rc != STORE_OK)
+        return rc;
+    char cmd[MC_CMD_MAX];
+    char *p = cmd;
+    p = put(p, "mg ", 3);
+    p = put(p, key, keylen);
+    p = put(p, " v\r\n", 4);
+    char line[MC_LINE_MAX];
+    if (!send_all(h, node, cmd, (size_t)(p - cmd), false, &sent) ||
+        !recv_line(h, node, line, sizeof(line)))
+        return single_fail(h, node, sent, false);
+    if (strcmp(line, "EN") == 0)
+        return STORE_NOTFOUND;
+    if (strncmp(line, "VA ", 3) != 0)
+        return reply_error(h, node, line, sent, false);
+    uint64_t len;
+    if (!store_parse_counter(line + 3, strcspn(line + 3, " "), &len))
+        return reply_error(h, node, line, sent, false);
+    if (len > STORE_MAX_VALUE) {
+        /* Stored by another client with a larger limit: not ours to read.
+         * The block stays unread, so start a new connection. */
+        conn_drop(&h->conns[node]);
+        h->base.stats.error_items++;
+        return STORE_ERROR;
+    }
+    char *buf = malloc((size_t)len + 1);
+    if (buf == NULL) {
+        conn_drop(&h->conns[node]); /* the block stays unread: resynchronise */
+        return STORE_NOMEM;
+    }
+    if (!recv_block(h, node, buf, (size_t)len)) {
+        free(buf);
+        return single_fail(h, node, sent, false);
+    }
+    buf[len] = '\0';
+    node_ok(h, node);
+    *val = buf;
+    *vallen = (size_t)len;
+    return STORE_OK;
+}
+
+/*
+ *   ms <key> <len> T<ttl>[ ME]\r\n<data>\r\n  ->  HD | NS | SERVER_ERROR ...
+ */
+static enum store_status store_value(struct store *s, const char *key, size_t keylen,
+                                     const char *val, size_t vallen, uint32_t ttl_s, bool add)
+{
+    struct mc_store *h = mc_of(s);
+    size_t node, sent = 0;
+    enum store_status rc = single_begin(h, key, keylen, &node);
+    if (rc != STORE_OK)
+        return rc;
+    char cmd[MC_CMD_MAX];
+    char *p = cmd;
+    p = put(p, "ms ", 3);
+    p = put(p, key, keylen);
+    p = put(p, " ", 1);
+    p = put_u64(p, vallen);
+    p = put(p, " T", 2);
+    p += format_ttl(p, ttl_s);
+    if (add)
+        p = put(p, " ME", 3);
+    p = put(p, "\r\n", 2);
+    char line[MC_LINE_MAX];
+    if (!send_all(h, node, cmd, (size_t)(p - cmd), true, &sent) ||
+        !send_all(h, node, val, vallen, true, &sent) ||
+        !send_all(h, node, "\r\n", 2, false, &sent) || !recv_line(h, node, line, sizeof(line)))
+        return single_fail(h, node, sent, true);
+    node_ok(h, node);
+    if (strcmp(line, "HD") == 0)
+        return STORE_OK;
+    if (strcmp(line, "NS") == 0 && add)
+        return STORE_EXISTS;
+    if (strcmp(line, "NS") == 0) {
+        h->base.stats.error_items++;
+        return STORE_ERROR;
+    }
+    return reply_error(h, node, line, sent, true);
+}
+
+static enum store_status mc_set(struct store *s, const char *key, size_t keylen,
+                                const char *val, size_t vallen, uint32_t ttl_s)
+{
+    return store_value(s, key, keylen, val, vallen, ttl_s, false);
+}
+
+static enum store_status mc_add(struct store *s, const char *key, size_t keylen,
+                                const char *val, size_t vallen, uint32_t ttl_s)
+{
+    return store_value(s, key, keylen, val, vallen, ttl_s, true);
+}
+
+/*
+ *   md <key>\r\n  ->  HD | NF
+ */
+static enum store_status mc_del(struct store *s, const char *key, size_t keylen)
+{
+    struct mc_store *h = mc_of(s);
+    size_t node, sent = 0;
+    enum store_status rc = single_begin(h, key, keylen, &node);
+    if (rc != STORE_OK)
+        return rc;
+    char cmd[MC_CMD_MAX];
+    char *p = cmd;
+    p = put(p, "md ", 3);
+    p = put(p, key, keylen);
+    p = put(p, "\r\n", 2);
+    char line[MC_LINE_MAX];
+    if (!send_all(h, node, cmd, (size_t)(p - cmd), false, &sent) ||
+        !recv_line(h, node, line, sizeof(line)))
+        return single_fail(h, node, sent, true);
+    node_ok(h, node);
+    if (strcmp(line, "HD") == 0)
+        return STORE_OK;
+    if (strcmp(line, "NF") == 0)
+        return STORE_NOTFOUND;
+    return reply_error(h, node, line, sent, true);
+}
+
+static const struct store_ops mc_ops = {
+    .kind = "memcached",
+    .clone = mc_clone,
+    .close = mc_close,
+    .incr_batch = mc_incr_batch,
+    .mget_u64 = mc_mget_u64,
+    .get = mc_get,
+    .set = mc_set,
+    .add = mc_add,
+    .del = mc_del,
+};
