@@ -1,0 +1,269 @@
+#include "aggregate.h"
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agg_keys.h"
+#include "agg_stats.h"
+#include "log.h"
+#include "qstate.h"
+#include "snapstore.h"
+#include "util.h"
+
+/* Every array is sized once in aggregator_create and reused by every pass:
+ * a pass allocates nothing per key (only the snapshot's JSON). */
+struct aggregator {
+    const struct eventfile *ef; /* (ref) */
+    struct agg_keys keys;
+    uint64_t *kept;             /* per key: highest value ever read (grow-only) */
+    uint64_t *read;             /* per key: this pass's reads (scratch) */
+    struct agg_counts *counts;  /* per question: sums of kept */
+    struct qstate *states;      /* per question: this pass's state */
+    bool *reading;              /* per question: read this pass */
+    bool *settled;              /* per question: closed past the grace, sums cached */
+    uint64_t *settled_close_ms; /* per question: the close time it settled on */
+    struct agg_drops drops;     /* this pass's */
+    struct agg_checks checks;   /* this pass's */
+    uint64_t grace_ms;
+    struct aggregator_stats stats;
+};
+
+struct aggregator *aggregator_create(const struct eventfile *ef)
+{
+    struct aggregator *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return NULL;
+    a->ef = ef;
+    a->grace_ms = AGGREGATE_DEFAULT_GRACE_MS;
+    if (!agg_keys_build(ef, &a->keys)) {
+        log_error("aggregator key list failed event=%s questions=%" PRIu32 " max_keys=%u",
+                  ef->name, ef->n_questions, AGG_MAX_KEYS);
+        goto err;
+    }
+    size_t nk = a->keys.n > 0 ? a->keys.n : 1;
+    size_t nq = ef->n_questions > 0 ? ef->n_questions : 1;
+    a->kept = calloc(nk, sizeof(*a->kept));
+    a->read = calloc(nk, sizeof(*a->read));
+    a->counts = calloc(nq, sizeof(*a->counts));
+    a->states = calloc(nq, sizeof(*a->states));
+    a->reading = calloc(nq, sizeof(*a->reading));
+    a->settled = calloc(nq, sizeof(*a->settled));
+    a->settled_close_ms = calloc(nq, sizeof(*a->settled_close_ms));
+    if (a->kept == NULL || a->read == NULL || a->counts == NULL || a->states == NULL ||
+        a->reading == NULL || a->settled == NULL || a->settled_close_ms == NULL)
+        goto err;
+    a->stats.keys_total = a->keys.n;
+    return a;
+
+err:
+    aggregator_free(a);
+    return NULL;
+}
+
+void aggregator_free(struct aggregator *a)
+{
+    if (a == NULL)
+        return;
+    free(a->settled_close_ms);
+    free(a->settled);
+    free(a->reading);
+    free(a->states);
+    free(a->counts);
+    free(a->read);
+    free(a->kept);
+    agg_keys_free(&a->keys);
+    free(a);
+}
+
+void aggregator_set_grace_ms(struct aggregator *a, uint64_t grace_ms)
+{
+    a->grace_ms = grace_ms;
+}
+
+void aggregator_get_stats(const struct aggregator *a, struct aggregator_stats *out)
+{
+    *out = a->stats;
+}
+
+/* Closed long enough ago that nothing more can arrive for it. */
+static bool past_grace(const struct aggregator *a, const struct qstate *st, uint64_t now_ms)
+{
+    return st->kind == QSTATE_CLOSED && now_ms >= st->close_ms &&
+           now_ms - st->close_ms >= a->grace_ms;
+}
+
+/* Decides which questions this pass reads: all but the settled ones. A
+ * settled question whose state changed since (reopened, closed again) is
+ * read again. */
+static void plan_reads(struct aggregator *a)
+{
+    for (uint32_t qi = 0; qi < a->ef->n_questions; qi++) {
+        const struct qstate *st = &a->states[qi];
+        if (a->settled[qi] &&
+            (st->kind != QSTATE_CLOSED || st->close_ms != a->settled_close_ms[qi]))
+            a->settled[qi] = false;
+        a->reading[qi] = !a->settled[qi];
+    }
+}
+
+/* Reads keys first..first+n-1 in batches. */
+static enum store_status read_run(struct aggregator *a, struct store *s, size_t first, size_t n)
+{
+    for (size_t off = 0; off < n; off += AGGREGATE_BATCH) {
+        size_t m = n - off < AGGREGATE_BATCH ? n - off : AGGREGATE_BATCH;
+        size_t i = first + off;
+        enum store_status st =
+            store_mget_u64(s, a->keys.key + i, a->keys.len + i, m, a->read + i, NULL);
+        if (st != STORE_OK)
+            return st;
+    }
+    return STORE_OK;
+}
+
+/* Reads every key of the questions being read. The keys of consecutive
+ * questions are contiguous, so runs of them share batches. Nothing is kept
+ * until every read succeeded: a pass never mixes two states of the store
+ * with a failure in between. */
+static enum store_status read_all(struct aggregator *a, struct store *s)
+{
+    const struct agg_keys *k = &a->keys;
+    uint32_t nq = a->ef->n_questions;
+    for (uint32_t qi = 0; qi < nq;) {
+        if (!a->reading[qi]) {
+            qi++;
+            continue;
+        }
+        uint32_t end = qi;
+        while (end < nq && a->reading[end])
+            end++;
+        size_t first = k->q_first[qi];
+        size_t n = k->q_first[end - 1] + k->q_count[end - 1] - first;
+        enum store_status st = read_run(a, s, first, n);
+        if (st != STORE_OK)
+            return st;
+        a->stats.keys_read += n;
+        qi = end;
+    }
+    for (uint32_t qi = 0; qi < nq; qi++) {
+        if (a->reading[qi])
+            agg_stats_grow_only(a->kept, a->read, k->q_first[qi], k->q_count[qi], &a->drops);
+    }
+    return STORE_OK;
+}
+
+static void log_drops(const struct aggregator *a)
+{
+    for (size_t i = 0; i < a->drops.listed; i++) {
+        const struct agg_drop *d = &a->drops.list[i];
+        log_warn("counter went backwards, the store lost data key=%s old=%" PRIu64
+                 " new=%" PRIu64 " event=%s",
+                 a->keys.key[d->key], d->old_value, d->new_value, a->ef->name);
+    }
+    if (a->drops.total > a->drops.listed)
+        log_warn("counters went backwards count=%zu listed=%zu event=%s", a->drops.total,
+                 a->drops.listed, a->ef->name);
+}
+
+enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_t now_ms)
+{
+    const struct eventfile *ef = a->ef;
+    uint64_t t0 = util_mono_us();
+    char *json = NULL;
+    size_t len = 0;
+    a->stats.passes++;
+    a->stats.keys_read = 0;
+    memset(&a->drops, 0, sizeof(a->drops));
+    memset(&a->checks, 0, sizeof(a->checks));
+
+    enum store_status st = qstate_fetch_all(s, ef, a->states);
+    if (st != STORE_OK) {
+        log_warn("aggregate pass failed step=state status=%s event=%s", store_status_str(st),
+                 ef->name);
+        goto done;
+    }
+    plan_reads(a);
+    st = read_all(a, s);
+    if (st != STORE_OK) {
+        log_warn("aggregate pass failed step=read status=%s event=%s", store_status_str(st),
+                 ef->name);
+        goto done;
+    }
+    if (a->drops.total > 0) {
+        log_drops(a);
+        a->stats.warnings += a->drops.total;
+    }
+
+    for (uint32_t qi = 0; qi < ef->n_questions; qi++) {
+        if (a->reading[qi])
+            agg_keys_sum_question(ef, qi, a->kept + a->keys.q_first[qi], &a->counts[qi]);
+        agg_stats_check(ef, qi, &a->counts[qi], &a->checks);
+    }
+
+    /* The store's head, not only our own count: a restarted aggregator, or a
+     * second one running, must publish a newer generation than any there. */
+    uint64_t head = 0;
+    st = snapstore_generation(s, ef->name, &head);
+    if (st == STORE_NOTFOUND) {
+        head = 0;
+        st = STORE_OK;
+    }
+    if (st != STORE_OK) {
+        log_warn("aggregate pass failed step=generation status=%s event=%s",
+                 store_status_str(st), ef->name);
+        goto done;
+    }
+    uint64_t gen = (head > a->stats.generation ? head : a->stats.generation) + 1;
+
+    struct agg_snapshot_in in = {.ef = ef,
+                                 .counts = a->counts,
+                                 .states = a->states,
+                                 .generation = gen,
+                                 .now_ms = now_ms,
+                                 .drops = &a->drops,
+                                 .keys = a->keys.key,
+                                 .checks = &a->checks};
+    json = agg_stats_build_json(&in, &len);
+    if (json == NULL) {
+        st = STORE_NOMEM;
+        log_warn("aggregate pass failed step=build status=%s event=%s", store_status_str(st),
+                 ef->name);
+        goto done;
+    }
+    st = snapstore_publish(s, ef->name, ef->ttl_s, gen, json, len);
+    if (st != STORE_OK) {
+        log_warn("aggregate pass failed step=publish status=%s event=%s generation=%" PRIu64,
+                 store_status_str(st), ef->name, gen);
+        goto done;
+    }
+
+    a->stats.generation = gen;
+    if (a->checks.total > 0) {
+        a->stats.check_failures++;
+        const struct agg_mismatch *m = &a->checks.list[0];
+        /* Expected now and then while answers flow (the reads are not one
+         * atomic snapshot); a mismatch that persists is the problem. */
+        log_info("breakdowns do not add up mismatches=%zu "
+                 "question=%" PRIu32 " check=%s expected=%" PRIu64 " actual=%" PRIu64,
+                 a->checks.total, m->question, m->check, m->expected, m->actual);
+    }
+    /* Settle only now: the read that follows the grace made it into a
+     * published snapshot. */
+    a->stats.questions_settled = 0;
+    for (uint32_t qi = 0; qi < ef->n_questions; qi++) {
+        if (a->reading[qi] && past_grace(a, &a->states[qi], now_ms)) {
+            a->settled[qi] = true;
+            a->settled_close_ms[qi] = a->states[qi].close_ms;
+        }
+        if (a->settled[qi])
+            a->stats.questions_settled++;
+    }
+
+done:
+    if (st != STORE_OK)
+        a->stats.failed_passes++;
+    free(json);
+    a->stats.pass_us = util_mono_us() - t0;
+    return st;
+}

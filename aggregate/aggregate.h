@@ -1,0 +1,59 @@
+/*
+ * The aggregator: every interval, read every counter of the event (the key
+ * scheme enumerates them: no key listing needed), sum the shards, check that
+ * the breakdowns add up, build the snapshot JSON of API.md section 4 and
+ * publish it (snapstore.h).
+ *
+ * Grow-only rule: a counter that reads lower than it did in an earlier pass
+ * (the store lost data) keeps its earlier value, and the snapshot carries a
+ * "warnings" entry; totals never go backwards.
+ */
+#ifndef LT_AGGREGATE_H
+#define LT_AGGREGATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eventfile.h"
+#include "store.h"
+
+struct aggregator;
+
+/* Keys are read in multi-gets of this many (the store pipelines them). */
+#define AGGREGATE_BATCH 1000u
+
+/* A question closed this long ago gets one last read, then its sums are
+ * cached and its keys never read again: answers still in flight at close
+ * time (acknowledged before it, or pending retries) have had time to land. */
+#define AGGREGATE_DEFAULT_GRACE_MS 10000u
+
+/* ef is borrowed and must outlive the aggregator. Builds the key list of
+ * every question once (they never change). NULL when memory runs out or the
+ * event has more counters than the aggregator handles (logged). */
+struct aggregator *aggregator_create(const struct eventfile *ef);
+void aggregator_free(struct aggregator *a);
+
+/* Changes the settle period of closed questions (default above). */
+void aggregator_set_grace_ms(struct aggregator *a, uint64_t grace_ms);
+
+/* One pass at wall time now_ms: read, sum, build, publish. Either the whole
+ * snapshot is published or nothing is: a failed read or publish returns its
+ * status and counts a failed pass. The generation continues from the one in
+ * the store (a restarted aggregator, or a second one, never reuses one).
+ * Not thread-safe: one thread per aggregator. */
+enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_t now_ms);
+
+struct aggregator_stats {
+    uint64_t generation;     /* of the last published snapshot */
+    uint64_t passes;         /* attempted, failed ones included */
+    uint64_t failed_passes;
+    uint64_t keys_read;      /* in the last pass */
+    uint64_t pass_us;        /* duration of the last pass */
+    uint64_t warnings;       /* counter reads lower than before, summed over all passes */
+    uint64_t check_failures; /* passes whose breakdowns did not add up */
+    uint64_t keys_total;     /* counter keys of the event */
+    uint64_t questions_settled; /* closed questions whose sums are cached */
+};
+void aggregator_get_stats(const struct aggregator *a, struct aggregator_stats *out);
+
+#endif

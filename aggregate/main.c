@@ -1,0 +1,160 @@
+/*
+ * livetally-aggregate: sums the shards every interval and publishes the
+ * snapshot. Stateless and idempotent: running two is safe. See --help.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "aggregate.h"
+#include "cli.h"
+#include "eventfile.h"
+#include "log.h"
+#include "runner.h"
+#include "store.h"
+#include "util.h"
+
+#define PROG "livetally-aggregate"
+
+struct options {
+    const char *event_path;
+    const char *backend;
+    uint32_t interval_ms;
+    bool once;
+    enum log_level log_level;
+};
+
+enum { OPT_EVENT, OPT_BACKEND, OPT_INTERVAL, OPT_ONCE, OPT_LOG_LEVEL };
+
+static const struct cli_opt cli_opts[] = {
+    {"event", "FILE", "the event file (required)", OPT_EVENT},
+    {"backend", "URL", "counter store: memcached://H:P[,H:P...] (required)", OPT_BACKEND},
+    {"interval", "MS", "aggregation period (default 1000)", OPT_INTERVAL},
+    {"once", NULL, "run one pass, publish, exit (0: published, 1: failed)", OPT_ONCE},
+    {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
+};
+
+static const char about[] =
+    "Every interval: reads every counter of the event, sums the shards, checks\n"
+    "that the breakdowns add up, and publishes the snapshot that\n"
+    "livetally-dashboard serves. Counters are grow-only: one that reads lower\n"
+    "than before is reported in the snapshot's \"warnings\" and kept.\n\n"
+    "Example:\n"
+    "  livetally-aggregate --event show.json --backend memcached://10.0.0.5:11211 --interval 1000\n";
+
+static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen)
+{
+    struct options *o = ctx;
+    switch (id) {
+    case OPT_EVENT: o->event_path = val; return true;
+    case OPT_BACKEND: return (o->backend = val, store_url_check(val, err, errlen));
+    case OPT_INTERVAL: return cli_u32(val, 50, 3600000, &o->interval_ms, err, errlen);
+    case OPT_ONCE: o->once = true; return true;
+    case OPT_LOG_LEVEL:
+        return log_parse_level(val, &o->log_level) ||
+               (snprintf(err, errlen, "expected error, warn, info or debug"), false);
+    }
+    return false;
+}
+
+static int run_once(const struct eventfile *ef, struct store *store)
+{
+    struct aggregator *agg = aggregator_create(ef);
+    if (agg == NULL)
+        return 1;
+    enum store_status st = aggregator_pass(agg, store, util_wall_ms());
+    struct aggregator_stats s;
+    aggregator_get_stats(agg, &s);
+    aggregator_free(agg);
+    if (st != STORE_OK) {
+        fprintf(stderr, PROG ": pass failed: %s\n", store_status_str(st));
+        return 1;
+    }
+    log_info("published generation=%llu keys=%llu", (unsigned long long)s.generation,
+             (unsigned long long)s.keys_read);
+    return 0;
+}
+
+struct app {
+    struct event_base *base;
+    struct agg_runner *runner;
+};
+
+static void on_final(void *arg)
+{
+    struct app *app = arg;
+    event_base_loopexit(app->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct app *app = arg;
+    log_info("signal %d: one last pass, then exit", (int)sig);
+    agg_runner_final_pass(app->runner, on_final, app);
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {.interval_ms = 1000, .log_level = LOG_INFO};
+    enum cli_result r = cli_parse(argc, argv, PROG, "--event FILE --backend URL [options]", about,
+                                  cli_opts, LT_ARRAY_LEN(cli_opts), set_opt, &o);
+    if (r != CLI_CONTINUE)
+        return r == CLI_EXIT_OK ? 0 : 2;
+    if (o.event_path == NULL)
+        return cli_usage_error(PROG, "--event FILE is required"), 2;
+    if (o.backend == NULL)
+        return cli_usage_error(PROG, "--backend URL is required"), 2;
+    log_init("aggregate", o.log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 2;
+    char err[512];
+    struct eventfile ef;
+    memset(&ef, 0, sizeof(ef));
+    struct store *store = NULL;
+    struct event *sigterm = NULL, *sigint = NULL;
+    struct app app = {0};
+
+    if (!eventfile_load(o.event_path, &ef, err, sizeof(err))) {
+        fprintf(stderr, PROG ": %s\n", err);
+        goto done;
+    }
+    if ((store = store_open(o.backend, err, sizeof(err))) == NULL) {
+        fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
+        goto done;
+    }
+    if (o.once) {
+        rc = run_once(&ef, store);
+        goto done;
+    }
+    rc = 1;
+    if ((app.base = event_base_new()) == NULL)
+        goto done;
+    app.runner = agg_runner_start(app.base, &ef, store, o.interval_ms);
+    store = NULL;
+    if (app.runner == NULL)
+        goto done;
+    sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
+    sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
+    if (!sigterm || !sigint || event_add(sigterm, NULL) || event_add(sigint, NULL))
+        goto done;
+    log_info("aggregating event=%s backend=%s interval_ms=%u", ef.name, o.backend, o.interval_ms);
+    event_base_dispatch(app.base);
+    rc = 0;
+
+done:
+    agg_runner_stop(app.runner);
+    if (sigterm)
+        event_free(sigterm);
+    if (sigint)
+        event_free(sigint);
+    if (app.base)
+        event_base_free(app.base);
+    store_close(store);
+    eventfile_free(&ef);
+    return rc;
+}

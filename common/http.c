@@ -1,0 +1,185 @@
+#include "http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "util.h"
+
+#define TOKEN_MAX 256
+
+static const char *reason(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Status";
+    }
+}
+
+void http_reply_json(struct evhttp_request *req, int code, const char *json, size_t len)
+{
+    struct evbuffer *body = evbuffer_new();
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Content-Type", "application/json");
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    if (body == NULL || evbuffer_add(body, json, len) != 0) {
+        evhttp_send_reply(req, 500, reason(500), NULL);
+    } else {
+        evhttp_send_reply(req, code, reason(code), body);
+    }
+    if (body)
+        evbuffer_free(body);
+}
+
+void http_reply_error(struct evhttp_request *req, int code, const char *error, const char *field,
+                      unsigned retry_after_s)
+{
+    char buf[256];
+    int n;
+    /* error and field are our own constant identifiers: no escaping needed. */
+    if (field)
+        n = snprintf(buf, sizeof(buf), "{\"error\":\"%s\",\"field\":\"%s\"}", error, field);
+    else
+        n = snprintf(buf, sizeof(buf), "{\"error\":\"%s\"}", error);
+    if (code == 503 || retry_after_s > 0) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%u", retry_after_s ? retry_after_s : 1);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
+    }
+    if (code == 401)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+    http_reply_json(req, code, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+}
+
+void http_reply_health(struct evhttp_request *req, bool serving)
+{
+    static const char ok[] = "{\"status\":\"ok\"}";
+    static const char draining[] = "{\"status\":\"draining\"}";
+    if (serving)
+        http_reply_json(req, 200, ok, sizeof(ok) - 1);
+    else
+        http_reply_json(req, 503, draining, sizeof(draining) - 1);
+}
+
+void http_reply_buffer(struct evhttp_request *req, int code, const char *content_type,
+                       struct evbuffer *body)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
+    evhttp_send_reply(req, code, reason(code), body);
+}
+
+void http_reply_empty(struct evhttp_request *req, int code)
+{
+    evhttp_send_reply(req, code, reason(code), NULL);
+}
+
+bool http_bearer_ok(struct evhttp_request *req, const char *token)
+{
+    if (token == NULL)
+        return false;
+    const char *auth =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    const char *given = auth + 7;
+    while (*given == ' ')
+        given++;
+    size_t glen = strlen(given), tlen = strlen(token);
+    /* Constant time in the token's length, so timing does not reveal a prefix. */
+    unsigned char diff = (unsigned char)(glen != tlen);
+    for (size_t i = 0; i < tlen; i++)
+        diff |= (unsigned char)(token[i] ^ (i < glen ? given[i] : 0));
+    return diff == 0;
+}
+
+char *http_load_token(const char *path, char *err, size_t errlen)
+{
+    size_t len;
+    char *text = util_read_file(path, 4096, &len);
+    if (text == NULL) {
+        snprintf(err, errlen, "--admin-token-file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *start = text;
+    while (*start && isspace((unsigned char)*start))
+        start++;
+    size_t n = strcspn(start, "\r\n");
+    while (n > 0 && isspace((unsigned char)start[n - 1]))
+        n--;
+    if (n == 0 || n > TOKEN_MAX) {
+        snprintf(err, errlen, "--admin-token-file %s: the token must be 1..%d characters on the first line",
+                 path, TOKEN_MAX);
+        free(text);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!isgraph((unsigned char)start[i])) {
+            snprintf(err, errlen, "--admin-token-file %s: the token must not contain spaces or control characters",
+                     path);
+            free(text);
+            return NULL;
+        }
+    }
+    memmove(text, start, n);
+    text[n] = '\0';
+    return text;
+}
+
+struct evhttp *http_listen(struct event_base *base, const char *hostport, int timeout_s, char *err,
+                           size_t errlen)
+{
+    char host[256];
+    uint16_t port;
+    if (!util_parse_hostport(hostport, host, sizeof(host), &port)) {
+        snprintf(err, errlen, "--listen %s: expected HOST:PORT", hostport);
+        return NULL;
+    }
+    struct evhttp *http = evhttp_new(base);
+    if (http == NULL) {
+        snprintf(err, errlen, "cannot create the HTTP server");
+        return NULL;
+    }
+    evhttp_set_max_body_size(http, HTTP_MAX_READ_BODY);
+    evhttp_set_max_headers_size(http, HTTP_MAX_HEADERS);
+    evhttp_set_timeout(http, timeout_s);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                         EVHTTP_REQ_PATCH);
+    if (evhttp_bind_socket(http, host, port) != 0) {
+        snprintf(err, errlen, "--listen %s: cannot listen: %s", hostport, strerror(errno));
+        evhttp_free(http);
+        return NULL;
+    }
+    return http;
+}
+
+bool http_path(struct evhttp_request *req, char *buf, size_t len)
+{
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    if (path == NULL || *path == '\0')
+        path = "/";
+    size_t n = strlen(path);
+    if (n >= len)
+        return false;
+    memcpy(buf, path, n + 1);
+    return true;
+}

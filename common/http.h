@@ -1,0 +1,61 @@
+/*
+ * evhttp helpers shared by the HTTP servers: JSON replies, the error shape
+ * of API.md, bearer-token checks, listening.
+ *
+ * Every handler ends in exactly one reply; these helpers are that reply.
+ */
+#ifndef LT_HTTP_H
+#define LT_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evhttp;
+struct evhttp_request;
+struct evbuffer;
+
+/* Body bound: API.md section 3 (413 above it). evhttp itself buffers up to
+ * HTTP_MAX_READ_BODY so that the handler can answer the API's JSON 413; past
+ * that evhttp refuses the body with its own 413 before reading it. */
+#define HTTP_MAX_BODY 4096
+#define HTTP_MAX_READ_BODY (64 * 1024)
+#define HTTP_MAX_HEADERS 8192
+#define HTTP_PROMETHEUS_TYPE "text/plain; version=0.0.4"
+
+/* Replies with a JSON body (copied) and Content-Type: application/json. */
+void http_reply_json(struct evhttp_request *req, int code, const char *json, size_t len);
+
+/* {"error":"<error>"} or {"error":"<error>","field":"<field>"} when field is
+ * not NULL; for 503, adds Retry-After: retry_after_s. */
+void http_reply_error(struct evhttp_request *req, int code, const char *error, const char *field,
+                      unsigned retry_after_s);
+
+/* GET /healthz: 200 {"status":"ok"} while serving, else 503 {"status":"draining"}. */
+void http_reply_health(struct evhttp_request *req, bool serving);
+
+/* Sends body (drained) with this content type. */
+void http_reply_buffer(struct evhttp_request *req, int code, const char *content_type,
+                       struct evbuffer *body);
+
+/* 204 No Content. */
+void http_reply_empty(struct evhttp_request *req, int code);
+
+/* True when the request carries "Authorization: Bearer <token>" with this
+ * token (constant-time comparison). A NULL token means the admin API is off. */
+bool http_bearer_ok(struct evhttp_request *req, const char *token);
+
+/* Reads a token file: first line, surrounding white space removed; 1..256
+ * bytes. Malloc'd. NULL and a message in err on failure. */
+char *http_load_token(const char *path, char *err, size_t errlen);
+
+/* Creates an evhttp bound to "HOST:PORT" with the body and header bounds and
+ * a read/write timeout. NULL and a message in err on failure. */
+struct evhttp *http_listen(struct event_base *base, const char *hostport, int timeout_s,
+                           char *err, size_t errlen);
+
+/* Path of the request without the query string, NUL-terminated in buf. */
+bool http_path(struct evhttp_request *req, char *buf, size_t len);
+
+#endif
