@@ -1,0 +1,272 @@
+/*
+ * livetally: ingest, aggregator and dashboard in one process, on the
+ * embedded store by default. What a new user runs first. See --help.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "cli.h"
+#include "dashboard.h"
+#include "eventfile.h"
+#include "http.h"
+#include "ingest.h"
+#include "log.h"
+#include "runner.h"
+#include "store.h"
+#include "util.h"
+
+#define PROG "livetally"
+
+struct options {
+    const char *event_path;
+    const char *backend;
+    const char *listen;
+    const char *token_path;
+    uint32_t interval_ms;
+    uint32_t drain_timeout_s;
+    uint32_t http_timeout_s;
+    enum log_level log_level;
+    struct ingest_config ic;
+};
+
+enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_INTERVAL, OPT_FLUSH_MS, OPT_DEADLINE_MS,
+       OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT, OPT_LOG_LEVEL };
+
+static const struct cli_opt cli_opts[] = {
+    {"event", "FILE", "the event file (required)", OPT_EVENT},
+    {"backend", "URL", "counter store: memory: (default), memcached://H:P[,H:P...]", OPT_BACKEND},
+    {"listen", "HOST:PORT", "HTTP address for both APIs and the page (default 127.0.0.1:8080)", OPT_LISTEN},
+    {"admin-token-file", "FILE", "bearer token for the admin API (admin disabled without)", OPT_TOKEN},
+    {"interval", "MS", "aggregation period (default 1000)", OPT_INTERVAL},
+    {"flush-ms", "MS", "longest an answer waits before its batch is written (default 2)", OPT_FLUSH_MS},
+    {"deadline-ms", "MS", "retry an unconfirmed batch this long before 503 (default 2000)", OPT_DEADLINE_MS},
+    {"drain-timeout", "S", "on SIGTERM, wait at most this long for the store (default 30)", OPT_DRAIN_TIMEOUT},
+    {"http-timeout", "S", "drop a client idle or slow for this long (default 10)", OPT_HTTP_TIMEOUT},
+    {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
+};
+
+static const char about[] =
+    "Serves on one address:\n"
+    "  POST /v1/answers                       answers (202 once counted)\n"
+    "  POST /v1/admin/questions/{id}/open     admin (Authorization: Bearer TOKEN)\n"
+    "  POST /v1/admin/questions/{id}/close\n"
+    "  GET  /v1/stats, /v1/stats/questions/{id}   the latest statistics (JSON)\n"
+    "  GET  /                                 the live page\n"
+    "  GET  /healthz, /metrics\n"
+    "SIGTERM/SIGINT: stop taking answers, write everything pending, publish a\n"
+    "last snapshot, exit.\n\n"
+    "Example:\n"
+    "  echo secret > admin.token\n"
+    "  livetally --event examples/1d-live.json --admin-token-file admin.token\n";
+
+static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen)
+{
+    struct options *o = ctx;
+    switch (id) {
+    case OPT_EVENT: o->event_path = val; return true;
+    case OPT_BACKEND: return (o->backend = val, store_url_check(val, err, errlen));
+    case OPT_LISTEN: return (o->listen = val, cli_hostport(val, err, errlen));
+    case OPT_TOKEN: o->token_path = val; return true;
+    case OPT_INTERVAL: return cli_u32(val, 50, 3600000, &o->interval_ms, err, errlen);
+    case OPT_FLUSH_MS: return cli_u32(val, 0, 1000, &o->ic.commit.flush_ms, err, errlen);
+    case OPT_DEADLINE_MS: return cli_u32(val, 10, 600000, &o->ic.commit.deadline_ms, err, errlen);
+    case OPT_DRAIN_TIMEOUT: return cli_u32(val, 1, 3600, &o->drain_timeout_s, err, errlen);
+    case OPT_HTTP_TIMEOUT: return cli_u32(val, 1, 3600, &o->http_timeout_s, err, errlen);
+    case OPT_LOG_LEVEL:
+        return log_parse_level(val, &o->log_level) ||
+               (snprintf(err, errlen, "expected error, warn, info or debug"), false);
+    }
+    return false;
+}
+
+struct app {
+    struct event_base *base;
+    struct evhttp *http;
+    struct ingest *ingest;
+    struct dashboard *dashboard;
+    struct agg_runner *runner;
+    struct options *opt;
+    struct event *sigterm;
+    struct event *sigint;
+    struct event *drain_deadline;
+    int exit_code;
+};
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct app *app = arg;
+    char path[512];
+    if (!http_path(req, path, sizeof(path))) {
+        http_reply_error(req, 404, "not_found", NULL, 0);
+        return;
+    }
+    if (ingest_handle(app->ingest, req, path) || dashboard_handle(app->dashboard, req, path))
+        return;
+    if (strcmp(path, "/healthz") == 0) {
+        http_reply_health(req, !ingest_draining(app->ingest));
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        struct evbuffer *out = evbuffer_new();
+        if (out == NULL) {
+            http_reply_error(req, 503, "overloaded", NULL, 1);
+            return;
+        }
+        ingest_write_metrics(app->ingest, out);
+        dashboard_write_metrics(app->dashboard, out);
+        agg_runner_write_metrics(app->runner, out);
+        http_reply_buffer(req, 200, HTTP_PROMETHEUS_TYPE, out);
+        evbuffer_free(out);
+        return;
+    }
+    http_reply_error(req, 404, "not_found", NULL, 0);
+}
+
+static void on_final_snapshot(void *arg)
+{
+    struct app *app = arg;
+    log_info("final snapshot published");
+    struct timeval grace = {.tv_sec = 0, .tv_usec = 200000};
+    event_base_loopexit(app->base, &grace);
+}
+
+static void on_drained(void *arg)
+{
+    struct app *app = arg;
+    log_info("drained: every acknowledged answer is in the store");
+    agg_runner_final_pass(app->runner, on_final_snapshot, app);
+}
+
+static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct app *app = arg;
+    log_error("drain timeout: increments still unconfirmed by the store; exiting");
+    app->exit_code = 1;
+    event_base_loopexit(app->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct app *app = arg;
+    if (ingest_draining(app->ingest)) {
+        log_warn("second signal %d: exiting now", (int)sig);
+        app->exit_code = 1;
+        event_base_loopexit(app->base, NULL);
+        return;
+    }
+    log_info("signal %d: draining", (int)sig);
+    struct timeval tv = {.tv_sec = app->opt->drain_timeout_s, .tv_usec = 0};
+    evtimer_add(app->drain_deadline, &tv);
+    ingest_drain(app->ingest, on_drained, app);
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {
+        .backend = "memory:",
+        .listen = "127.0.0.1:8080",
+        .interval_ms = 1000,
+        .drain_timeout_s = 30,
+        .http_timeout_s = 10,
+        .log_level = LOG_INFO,
+        .ic = {.commit = {.flush_ms = 2, .deadline_ms = 2000, .max_batch_keys = 16384,
+                          .max_waiting = 65536},
+               .state_refresh_ms = 500},
+    };
+    enum cli_result r = cli_parse(argc, argv, PROG, "--event FILE [options]", about, cli_opts,
+                                  LT_ARRAY_LEN(cli_opts), set_opt, &o);
+    if (r != CLI_CONTINUE)
+        return r == CLI_EXIT_OK ? 0 : 2;
+    if (o.event_path == NULL)
+        return cli_usage_error(PROG, "--event FILE is required"), 2;
+    log_init("livetally", o.log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 2;
+    char err[512];
+    struct eventfile ef;
+    memset(&ef, 0, sizeof(ef));
+    char *token = NULL;
+    struct store *store = NULL;
+    struct app app = {.opt = &o, .exit_code = 0};
+
+    if (!eventfile_load(o.event_path, &ef, err, sizeof(err))) {
+        fprintf(stderr, PROG ": %s\n", err);
+        goto done;
+    }
+    if (o.token_path && (token = http_load_token(o.token_path, err, sizeof(err))) == NULL) {
+        fprintf(stderr, PROG ": %s\n", err);
+        goto done;
+    }
+    o.ic.admin_token = token;
+    o.ic.commit.ttl_s = ef.ttl_s;
+    if ((store = store_open(o.backend, err, sizeof(err))) == NULL) {
+        fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
+        goto done;
+    }
+    rc = 1;
+    app.base = event_base_new();
+    if (app.base == NULL)
+        goto done;
+    app.http = http_listen(app.base, o.listen, (int)o.http_timeout_s, err, sizeof(err));
+    if (app.http == NULL) {
+        fprintf(stderr, PROG ": %s\n", err);
+        goto done;
+    }
+    /* Each part gets its own handle: they run on their own worker threads,
+     * and on memory: they share one table. */
+    struct store *dash_store = store_clone(store);
+    struct store *agg_store = store_clone(store);
+    struct dashboard_config dc = {.poll_ms = o.interval_ms / 4 ? o.interval_ms / 4 : 1};
+    app.runner = agg_runner_start(app.base, &ef, agg_store, o.interval_ms);
+    app.dashboard = dashboard_create(app.base, &ef, dash_store, &dc, err, sizeof(err));
+    app.ingest = ingest_create(app.base, &ef, store, &o.ic, err, sizeof(err));
+    store = NULL;
+    if (app.runner == NULL || app.dashboard == NULL || app.ingest == NULL) {
+        fprintf(stderr, PROG ": %s\n", err);
+        goto done;
+    }
+    evhttp_set_gencb(app.http, on_request, &app);
+    app.sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
+    app.sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
+    app.drain_deadline = evtimer_new(app.base, on_drain_deadline, &app);
+    if (!app.sigterm || !app.sigint || !app.drain_deadline || event_add(app.sigterm, NULL) ||
+        event_add(app.sigint, NULL))
+        goto done;
+
+    log_info("listening addr=%s event=%s backend=%s admin=%s page=http://%s/", o.listen, ef.name,
+             o.backend, token ? "on" : "off", o.listen);
+    event_base_dispatch(app.base);
+    rc = app.exit_code;
+
+done:
+    if (app.ingest)
+        ingest_free(app.ingest);
+    if (app.dashboard)
+        dashboard_free(app.dashboard);
+    if (app.runner)
+        agg_runner_stop(app.runner);
+    if (app.http)
+        evhttp_free(app.http);
+    if (app.sigterm)
+        event_free(app.sigterm);
+    if (app.sigint)
+        event_free(app.sigint);
+    if (app.drain_deadline)
+        event_free(app.drain_deadline);
+    if (app.base)
+        event_base_free(app.base);
+    store_close(store);
+    free(token);
+    eventfile_free(&ef);
+    return rc;
+}

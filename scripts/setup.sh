@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine needs to build, test, demo and
+# benchmark livetally. Idempotent and quiet when everything is there.
+# Usage: scripts/setup.sh            (as root, or with sudo available)
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config clang valgrind curl python3
+  libevent-dev libmemcached-dev libhiredis-dev libcmocka-dev libjansson-dev libhttp-parser-dev
+  memcached redis-server redis-tools
+  nginx-light wrk haproxy
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "setup: run as root (missing: ${missing[*]})" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q >/dev/null
+# Packages with services (memcached, redis, nginx, haproxy) must not start a
+# system instance: tests start their own on free loopback ports.
+policy_added=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+  $sudo chmod +x /usr/sbin/policy-rc.d
+  policy_added=1
+fi
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+if [ -n "$policy_added" ]; then $sudo rm -f /usr/sbin/policy-rc.d; fi
+echo "setup: done"
