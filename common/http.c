@@ -93,11 +93,13 @@ void http_reply_empty(struct evhttp_request *req, int code)
 
 bool http_bearer_ok(struct evhttp_request *req, const char *token)
 {
-    if (token == NULL)
-        return false;
-    const char *auth =
-        evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+    return http_bearer_match(
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization"), token);
+}
+
+bool http_bearer_match(const char *auth, const char *token)
+{
+    if (token == NULL || auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
         return false;
     const char *given = auth + 7;
     while (*given == ' ')
@@ -117,6 +119,17 @@ char *http_load_token(const char *path, char *err, size_t errlen)
     if (text == NULL) {
         snprintf(err, errlen, "--admin-token-file %s: %s", path, strerror(errno));
         return NULL;
+    }
+    /* A NUL would end the token early and silently: refuse it like any
+     * other control character (the string functions below stop at one). */
+    for (size_t i = 0; i < len && text[i] != '\n' && text[i] != '\r'; i++) {
+        if (text[i] == '\0') {
+            snprintf(err, errlen,
+                     "--admin-token-file %s: the token must not contain spaces or control characters",
+                     path);
+            free(text);
+            return NULL;
+        }
     }
     char *start = text;
     while (*start && isspace((unsigned char)*start))
@@ -143,6 +156,20 @@ char *http_load_token(const char *path, char *err, size_t errlen)
     return text;
 }
 
+struct evhttp *http_server_new(struct event_base *base, int timeout_s)
+{
+    struct evhttp *http = evhttp_new(base);
+    if (http == NULL)
+        return NULL;
+    evhttp_set_max_body_size(http, HTTP_MAX_READ_BODY);
+    evhttp_set_max_headers_size(http, HTTP_MAX_HEADERS);
+    evhttp_set_timeout(http, timeout_s);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                         EVHTTP_REQ_PATCH);
+    return http;
+}
+
 struct evhttp *http_listen(struct event_base *base, const char *hostport, int timeout_s, char *err,
                            size_t errlen)
 {
@@ -152,17 +179,11 @@ struct evhttp *http_listen(struct event_base *base, const char *hostport, int ti
         snprintf(err, errlen, "--listen %s: expected HOST:PORT", hostport);
         return NULL;
     }
-    struct evhttp *http = evhttp_new(base);
+    struct evhttp *http = http_server_new(base, timeout_s);
     if (http == NULL) {
         snprintf(err, errlen, "cannot create the HTTP server");
         return NULL;
     }
-    evhttp_set_max_body_size(http, HTTP_MAX_READ_BODY);
-    evhttp_set_max_headers_size(http, HTTP_MAX_HEADERS);
-    evhttp_set_timeout(http, timeout_s);
-    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                                         EVHTTP_REQ_PATCH);
     if (evhttp_bind_socket(http, host, port) != 0) {
         snprintf(err, errlen, "--listen %s: cannot listen: %s", hostport, strerror(errno));
         evhttp_free(http);

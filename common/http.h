@@ -45,6 +45,8 @@ void http_reply_empty(struct evhttp_request *req, int code);
 /* True when the request carries "Authorization: Bearer <token>" with this
  * token (constant-time comparison). A NULL token means the admin API is off. */
 bool http_bearer_ok(struct evhttp_request *req, const char *token);
+/* The same check on the raw header value (NULL: absent). */
+bool http_bearer_match(const char *authorization, const char *token);
 
 /* Reads a token file: first line, surrounding white space removed; 1..256
  * bytes. Malloc'd. NULL and a message in err on failure. */
@@ -54,6 +56,10 @@ char *http_load_token(const char *path, char *err, size_t errlen);
  * a read/write timeout. NULL and a message in err on failure. */
 struct evhttp *http_listen(struct event_base *base, const char *hostport, int timeout_s,
                            char *err, size_t errlen);
+
+/* An evhttp with the same bounds but no socket: connections are handed to
+ * it with evhttp_get_request. */
+struct evhttp *http_server_new(struct event_base *base, int timeout_s);
 
 /* Path of the request without the query string, NUL-terminated in buf. */
 bool http_path(struct evhttp_request *req, char *buf, size_t len);

@@ -65,3 +65,57 @@ void keys_for_answer(const struct eventfile *ef, const struct answer_counters *a
     out->len[3] =
         key_option(out->key[3], ef->name, a->question, a->option, draw_shard(rng, ef->shards));
 }
+
+uint32_t keys_counter_count(const struct eventfile *ef)
+{
+    return ef->n_questions * KEYS_PER_QUESTION(ef);
+}
+
+void keys_counters_for_answer(const struct eventfile *ef, uint32_t question_index,
+                              const struct answer_counters *a, uint32_t out[KEYS_PER_ANSWER])
+{
+    uint32_t base = question_index * KEYS_PER_QUESTION(ef);
+    uint32_t o = a->outcome == KEY_RIGHT ? 1 : 0;
+    uint32_t b = ef->n_age_buckets;
+    uint32_t c = (a->country >= 0 && a->country < COUNTRY_COUNT) ? (uint32_t)a->country
+                                                                 : COUNTRY_UNKNOWN;
+    out[0] = base + o;
+    out[1] = base + 2 + 2 * a->age_bucket + o;
+    out[2] = base + 2 + 2 * b + 2 * c + o;
+    out[3] = base + 2 + 2 * b + 2 * COUNTRY_COUNT + a->option;
+}
+
+/* Splits an id back into its question and position within the question. */
+static void split_id(const struct eventfile *ef, uint32_t id, uint32_t *qi, uint32_t *pos)
+{
+    uint32_t per = KEYS_PER_QUESTION(ef);
+    *qi = id / per;
+    *pos = id % per;
+}
+
+uint32_t keys_counter_shards(const struct eventfile *ef, uint32_t id)
+{
+    uint32_t qi, pos, b = ef->n_age_buckets;
+    split_id(ef, id, &qi, &pos);
+    if (pos >= 2 + 2 * b && pos < 2 + 2 * b + 2 * COUNTRY_COUNT)
+        return ef->country_shard_count[(pos - 2 - 2 * b) / 2];
+    return ef->shards;
+}
+
+size_t keys_counter_key(const struct eventfile *ef, uint32_t id, uint32_t shard, char *buf)
+{
+    uint32_t qi, pos, b = ef->n_age_buckets;
+    split_id(ef, id, &qi, &pos);
+    uint32_t q = ef->questions[qi].id;
+    if (pos < 2)
+        return key_question(buf, ef->name, q, pos ? KEY_RIGHT : KEY_WRONG, shard);
+    pos -= 2;
+    if (pos < 2 * b)
+        return key_age(buf, ef->name, q, pos / 2 + 1, pos % 2 ? KEY_RIGHT : KEY_WRONG, shard);
+    pos -= 2 * b;
+    if (pos < 2 * COUNTRY_COUNT)
+        return key_country(buf, ef->name, q, country_code((int)(pos / 2)),
+                           pos % 2 ? KEY_RIGHT : KEY_WRONG, shard);
+    pos -= 2 * COUNTRY_COUNT;
+    return key_option(buf, ef->name, q, pos, shard);
+}

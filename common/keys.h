@@ -52,6 +52,28 @@ struct answer_keys {
     size_t len[KEYS_PER_ANSWER];
 };
 
+/*
+ * Logical counters: a counter before its shard is drawn, numbered densely so
+ * the ingest can add an answer with four array increments and draw the
+ * shard once per batch write (each write still lands on a uniformly random
+ * shard, and a burst on one counter becomes one increment per batch).
+ * Per question (index qi in ef->questions), ids run from qi * KEYS_PER_QUESTION:
+ *   +0, +1                          question wrong, right
+ *   +2 + 2*b + o                    age bucket b (0-based), outcome o
+ *   +2 + 2*B + 2*c + o              country index c, outcome o
+ *   +2 + 2*B + 2*COUNTRY_COUNT + k  option k
+ */
+#define KEYS_PER_QUESTION(ef)                                                                      \
+    (2u + 2u * (ef)->n_age_buckets + 2u * COUNTRY_COUNT + EVENT_MAX_OPTIONS)
+
+uint32_t keys_counter_count(const struct eventfile *ef);
+void keys_counters_for_answer(const struct eventfile *ef, uint32_t question_index,
+                              const struct answer_counters *a, uint32_t out[KEYS_PER_ANSWER]);
+/* How many shards the counter is spread over. */
+uint32_t keys_counter_shards(const struct eventfile *ef, uint32_t id);
+/* Writes the key of a logical counter with this shard (1-based); returns its length. */
+size_t keys_counter_key(const struct eventfile *ef, uint32_t id, uint32_t shard, char *buf);
+
 /* Builds the four keys of an answer with shards drawn uniformly from rng,
  * in this order: question, age, country, option. */
 void keys_for_answer(const struct eventfile *ef, const struct answer_counters *a,

@@ -1,5 +1,7 @@
 #include "util.h"
 
+#include <sys/resource.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -260,4 +262,13 @@ uint32_t util_rng_below(struct util_rng *rng, uint32_t n)
         }
     }
     return (uint32_t)(m >> 32);
+}
+
+void util_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }

@@ -34,6 +34,10 @@ uint64_t util_wall_ms(void);
 /* ISO 8601 UTC with milliseconds, "2026-11-22T20:15:03.120Z"; buf >= 25 bytes. */
 void util_format_iso8601(uint64_t wall_ms, char *buf, size_t len);
 
+/* Raises the open-files soft limit to the hard limit: a server holding
+ * thousands of connections needs more than the usual 1024. Best effort. */
+void util_raise_nofile(void);
+
 /* xoshiro-style PRNG; one per thread, never shared. */
 struct util_rng {
     uint64_t s[2];

@@ -1,10 +1,12 @@
 /*
- * Group commit of answer increments. Accepted answers add their keys to the
- * open batch's delta table and wait; one batch at a time is written to the
- * store by the loop's worker thread; when the store has confirmed it, every
- * waiter of the batch is answered at once. While a batch is in flight the
- * next one fills, so the batch size adapts to the load: one answer alone
- * waits one store round trip, a burst shares each round trip among thousands.
+ * Group commit of answer increments. Accepted answers add their four
+ * logical counters (keys.h) to the open batch and wait; one batch at a time
+ * is written to the store by the loop's worker thread, each counter with one
+ * increment on a shard drawn for that write; when the store has confirmed
+ * the batch, every waiter is answered at once. While a batch is in flight
+ * the next one fills, so the batch size follows the load: one answer alone
+ * waits one store round trip, a burst shares each round trip among
+ * thousands, and the store sees one increment per counter per batch.
  *
  * Failure (DESIGN.md guarantee 7): the increments a node certainly did not
  * apply (STORE_UNAVAILABLE) are retried with backoff until deadline_ms; past
@@ -22,10 +24,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "eventfile.h"
 #include "keys.h"
 
 struct event_base;
 struct worker;
+struct store;
 
 enum commit_result {
     COMMIT_OK = 0,      /* every increment confirmed by the store */
@@ -42,37 +46,45 @@ enum commit_refusal {
 typedef void (*commit_done_fn)(void *arg, enum commit_result r);
 
 struct commit_config {
-    uint32_t flush_ms;        /* longest an answer waits before its batch is sent */
-    uint32_t deadline_ms;     /* retry a batch this long before answering 503 */
-    size_t max_batch_keys;    /* distinct keys per batch */
-    size_t max_waiting;       /* answers waiting for a confirmation, all batches */
-    uint32_t ttl_s;           /* TTL of every counter */
+    uint32_t flush_ms;         /* how long a batch gathers answers when nothing is in
+                                * flight (0: written on the loop's next turn); while a
+                                * batch is out the next one gathers anyway */
+    bool no_coalesce;          /* every answer's increments written as they came
+                                * (benchmarks: what coalescing buys) */
+    uint32_t deadline_ms;      /* retry a batch this long before answering 503 */
+    size_t max_batch_answers;  /* answers per batch */
+    size_t max_waiting;        /* answers waiting for a confirmation, all batches */
+    uint32_t ttl_s;            /* TTL of every counter */
 };
 
 struct commit_stats {
     uint64_t batches;
-    uint64_t batch_keys;      /* distinct keys written, summed over batches */
+    uint64_t batch_keys;      /* keys written, summed over batches */
     uint64_t increments;      /* answer increments folded into batches */
     uint64_t acked;
     uint64_t failed;          /* answered COMMIT_UNAVAILABLE */
     uint64_t store_retries;
-    uint64_t carried_keys;    /* keys carried to a later batch, ever */
+    uint64_t carried_keys;    /* counters carried to a later batch, ever */
     uint64_t uncertain;       /* increments whose reply was lost: maybe applied, never resent */
     uint64_t last_flush_us;
-    size_t waiting;           /* gauge */
-    size_t carry;             /* gauge: keys waiting to be retried */
-    size_t open_keys;         /* gauge: keys in the open batch */
+    uint64_t waiting;         /* gauge */
+    uint64_t carry;           /* gauge: counters waiting to be retried */
+    uint64_t open_answers;    /* gauge: answers in the batch being filled */
 };
 
 struct committer;
 
-/* worker is borrowed: the committer submits its flushes there. */
+/* ef and worker are borrowed: the committer submits its flushes to worker.
+ * inline_store (borrowed, may be NULL) is an in-process store fast enough to
+ * write to from the loop itself: no thread hand-off per batch. */
 struct committer *committer_create(struct event_base *base, struct worker *worker,
+                                   struct store *inline_store, const struct eventfile *ef,
                                    const struct commit_config *cfg);
 
-/* Queues the answer's increments; done is called exactly once, later, on the
- * loop's thread (never from inside this call) unless a refusal is returned. */
-enum commit_refusal committer_submit(struct committer *c, const struct answer_keys *keys,
+/* Queues an answer's counters (keys_counters_for_answer); done is called
+ * exactly once, later, on the loop's thread (never from inside this call)
+ * unless a refusal is returned. */
+enum commit_refusal committer_submit(struct committer *c, const uint32_t ids[KEYS_PER_ANSWER],
                                      commit_done_fn done, void *arg);
 
 /* Stops taking answers, flushes everything, calls drained once nothing is
@@ -84,7 +96,7 @@ bool committer_idle(const struct committer *c);
 
 void committer_get_stats(const struct committer *c, struct commit_stats *out);
 
-/* Call only when idle or after worker_stop (waiters are then dropped). */
+/* Call when idle, or after worker_stop (whose callbacks answered everyone). */
 void committer_free(struct committer *c);
 
 #endif

@@ -1,6 +1,8 @@
 #include "ingest.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,7 +10,6 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
 
 #include "answer.h"
 #include "http.h"
@@ -21,28 +22,125 @@
 
 #define WORKER_MAX_JOBS 256
 #define ADMIN_PREFIX "/v1/admin/questions/"
+#define MAX_INSTANCES 256
 
 /* Status codes the ingest answers with, for requests_total{code=...}. */
-static const int status_codes[] = {200, 202, 204, 400, 401, 404, 405, 409, 413, 415, 503};
+static const int status_codes[] = {202, 204, 400, 401, 404, 405, 409, 413, 415, 503};
 #define N_STATUS LT_ARRAY_LEN(status_codes)
 
+/* What one instance last published. */
+struct ingest_figures {
+    bool in_use;
+    uint64_t requests[N_STATUS];
+    uint64_t answers_received;
+    struct commit_stats cs;
+    struct httpd_stats hs;
+};
+
+struct ingest_shared {
+    const struct eventfile *ef;      /* (ref) */
+    pthread_mutex_t lock;
+    struct qstate *states;           /* owned; guarded by lock */
+    atomic_uint_fast64_t version;    /* bumped on every change of states */
+    atomic_bool draining;
+    atomic_bool states_loaded;       /* the store has answered at least once */
+    struct ingest_figures figures[MAX_INSTANCES]; /* guarded by lock */
+};
+
 struct ingest {
-    struct event_base *base;       /* (ref) */
-    const struct eventfile *ef;    /* (ref) */
+    struct event_base *base;         /* (ref) */
+    const struct eventfile *ef;      /* (ref) */
+    struct ingest_shared *sh;        /* (ref) */
+    int slot;                        /* index in sh->figures */
     struct ingest_config cfg;
     struct worker *worker;
+    struct store *inline_store;      /* owned: the loop's own handle on an in-process store */
     struct committer *committer;
-    struct qstate *states;         /* owned, ef->n_questions; refreshed from the store */
-    struct qstate *refresh_buf;    /* owned: the refresh job writes here */
+    struct qstate *states;           /* owned: this thread's copy of sh->states */
+    uint64_t states_version;
+    bool refresher;
+    struct qstate *refresh_buf;      /* owned: the refresh job writes here */
     bool refresh_running;
     enum store_status refresh_status;
-    bool states_initialised;       /* "open": true questions added to the store */
+    bool states_initialised;         /* "open": true questions added to the store */
     struct event *refresh_timer;
     struct util_rng rng;
-    bool draining;
     uint64_t requests[N_STATUS];
     uint64_t answers_received;
 };
+
+/* ---- shared ----------------------------------------------------------- */
+
+struct ingest_shared *ingest_shared_create(const struct eventfile *ef)
+{
+    struct ingest_shared *sh = calloc(1, sizeof(*sh));
+    if (sh == NULL)
+        return NULL;
+    sh->ef = ef;
+    sh->states = calloc(ef->n_questions ? ef->n_questions : 1, sizeof(*sh->states));
+    if (sh->states == NULL) {
+        free(sh);
+        return NULL;
+    }
+    pthread_mutex_init(&sh->lock, NULL);
+    atomic_init(&sh->version, 1);
+    atomic_init(&sh->draining, false);
+    atomic_init(&sh->states_loaded, false);
+    return sh;
+}
+
+void ingest_shared_free(struct ingest_shared *sh)
+{
+    if (sh == NULL)
+        return;
+    pthread_mutex_destroy(&sh->lock);
+    free(sh->states);
+    free(sh);
+}
+
+void ingest_shared_set_draining(struct ingest_shared *sh)
+{
+    atomic_store(&sh->draining, true);
+}
+
+bool ingest_shared_draining(const struct ingest_shared *sh)
+{
+    return atomic_load(&((struct ingest_shared *)sh)->draining);
+}
+
+static void shared_publish_states(struct ingest_shared *sh, const struct qstate *states)
+{
+    atomic_store(&sh->states_loaded, true);
+    pthread_mutex_lock(&sh->lock);
+    if (memcmp(sh->states, states, sh->ef->n_questions * sizeof(*states)) != 0) {
+        memcpy(sh->states, states, sh->ef->n_questions * sizeof(*states));
+        atomic_fetch_add(&sh->version, 1);
+    }
+    pthread_mutex_unlock(&sh->lock);
+}
+
+static void shared_publish_one(struct ingest_shared *sh, int qindex, const struct qstate *st)
+{
+    pthread_mutex_lock(&sh->lock);
+    sh->states[qindex] = *st;
+    atomic_fetch_add(&sh->version, 1);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+/* One relaxed load per request; the copy happens only after a change. */
+static const struct qstate *current_states(struct ingest *ig)
+{
+    uint64_t v = atomic_load_explicit(&ig->sh->version, memory_order_acquire);
+    if (v != ig->states_version) {
+        pthread_mutex_lock(&ig->sh->lock);
+        memcpy(ig->states, ig->sh->states, ig->ef->n_questions * sizeof(*ig->states));
+        ig->states_version = atomic_load(&ig->sh->version);
+        pthread_mutex_unlock(&ig->sh->lock);
+    }
+    return ig->states;
+}
+
+/* ---- replies ---------------------------------------------------------- */
 
 static void count_status(struct ingest *ig, int code)
 {
@@ -54,18 +152,22 @@ static void count_status(struct ingest *ig, int code)
     }
 }
 
-static void reply_error(struct ingest *ig, struct evhttp_request *req, int code, const char *error,
-                        const char *field)
+static void reply_error(struct ingest *ig, ingest_reply_fn reply, void *ctx, int code,
+                        const char *error, const char *field)
 {
+    char buf[160];
+    int n = field ? snprintf(buf, sizeof(buf), "{\"error\":\"%s\",\"field\":\"%s\"}", error, field)
+                  : snprintf(buf, sizeof(buf), "{\"error\":\"%s\"}", error);
     count_status(ig, code);
-    http_reply_error(req, code, error, field, code == 503 ? 1 : 0);
+    reply(ctx, code, buf, (size_t)n, code == 503 ? "Retry-After: 1\r\n" : NULL);
 }
 
 /* ---- answers ---------------------------------------------------------- */
 
 struct pending_answer {
     struct ingest *ig;
-    struct evhttp_request *req;
+    ingest_reply_fn reply;
+    void *ctx;
 };
 
 static void on_committed(void *arg, enum commit_result r)
@@ -74,71 +176,71 @@ static void on_committed(void *arg, enum commit_result r)
     if (r == COMMIT_OK) {
         static const char accepted[] = "{\"status\":\"accepted\"}";
         count_status(p->ig, 202);
-        http_reply_json(p->req, 202, accepted, sizeof(accepted) - 1);
+        p->reply(p->ctx, 202, accepted, sizeof(accepted) - 1, NULL);
     } else {
-        reply_error(p->ig, p->req, 503, "backend_unavailable", NULL);
+        reply_error(p->ig, p->reply, p->ctx, 503, "backend_unavailable", NULL);
     }
     free(p);
 }
 
-static void handle_answer(struct ingest *ig, struct evhttp_request *req)
+static void serve_answer(struct ingest *ig, const struct ingest_request *r, ingest_reply_fn reply,
+                         void *ctx)
 {
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        reply_error(ig, req, 405, "method_not_allowed", NULL);
+    if (r->method != HTTPD_POST) {
+        reply_error(ig, reply, ctx, 405, "method_not_allowed", NULL);
         return;
     }
     ig->answers_received++;
-    if (ig->draining) {
-        reply_error(ig, req, 503, "draining", NULL);
+    if (ingest_shared_draining(ig->sh)) {
+        reply_error(ig, reply, ctx, 503, "draining", NULL);
         return;
     }
-    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-    if (!answer_content_type_ok(ct)) {
-        reply_error(ig, req, 415, "unsupported_media_type", NULL);
+    if (!answer_content_type_ok(r->content_type)) {
+        reply_error(ig, reply, ctx, 415, "unsupported_media_type", NULL);
         return;
     }
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    if (len > HTTP_MAX_BODY) {
-        reply_error(ig, req, 413, "body_too_large", NULL);
+    if (r->too_large || r->body_len > HTTP_MAX_BODY) {
+        reply_error(ig, reply, ctx, 413, "body_too_large", NULL);
         return;
     }
-    const char *body = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
-    if (body == NULL)
-        body = "";
-
     struct answer a;
     struct answer_error aerr;
-    if (!answer_parse(ig->ef, body, len, &a, &aerr)) {
-        reply_error(ig, req, aerr.status, aerr.error, aerr.field);
+    if (!answer_parse(ig->ef, r->body, r->body_len, &a, &aerr)) {
+        reply_error(ig, reply, ctx, aerr.status, aerr.error, aerr.field);
         return;
     }
-    const struct qstate *st = &ig->states[a.question_index];
+    if (!atomic_load_explicit(&ig->sh->states_loaded, memory_order_acquire)) {
+        /* No question state yet: the store has not answered since start-up.
+         * Not the client's fault, so not a 409: retry later. */
+        reply_error(ig, reply, ctx, 503, "backend_unavailable", NULL);
+        return;
+    }
+    const struct qstate *st = &current_states(ig)[a.question_index];
     if (st->kind == QSTATE_NOT_OPEN) {
-        reply_error(ig, req, 409, "question_not_open", NULL);
+        reply_error(ig, reply, ctx, 409, "question_not_open", NULL);
         return;
     }
     if (st->kind == QSTATE_CLOSED) {
-        reply_error(ig, req, 409, "question_closed", NULL);
+        reply_error(ig, reply, ctx, 409, "question_closed", NULL);
         return;
     }
 
     struct answer_counters ac;
-    struct answer_keys keys;
+    uint32_t ids[KEYS_PER_ANSWER];
     answer_counters(ig->ef, &a, &ac);
-    keys_for_answer(ig->ef, &ac, &ig->rng, &keys);
+    keys_counters_for_answer(ig->ef, (uint32_t)a.question_index, &ac, ids);
 
     struct pending_answer *p = malloc(sizeof(*p));
     if (p == NULL) {
-        reply_error(ig, req, 503, "overloaded", NULL);
+        reply_error(ig, reply, ctx, 503, "overloaded", NULL);
         return;
     }
-    p->ig = ig;
-    p->req = req;
-    enum commit_refusal r = committer_submit(ig->committer, &keys, on_committed, p);
-    if (r != COMMIT_ACCEPTED) {
+    *p = (struct pending_answer){.ig = ig, .reply = reply, .ctx = ctx};
+    enum commit_refusal refusal = committer_submit(ig->committer, ids, on_committed, p);
+    if (refusal != COMMIT_ACCEPTED) {
         free(p);
-        reply_error(ig, req, 503, r == COMMIT_DRAINING ? "draining" : "overloaded", NULL);
+        reply_error(ig, reply, ctx, 503, refusal == COMMIT_DRAINING ? "draining" : "overloaded",
+                    NULL);
     }
 }
 
@@ -148,7 +250,8 @@ enum admin_op { ADMIN_OPEN, ADMIN_CLOSE };
 
 struct admin_job {
     struct ingest *ig;
-    struct evhttp_request *req;
+    ingest_reply_fn reply;
+    void *ctx;
     enum admin_op op;
     int qindex;
     uint64_t now_ms;
@@ -182,7 +285,7 @@ static void admin_run(struct store *s, void *arg)
     free(val);
     j->status = STORE_OK;
 
-    struct qstate next = cur;
+    struct qstate next;
     if (j->op == ADMIN_OPEN) {
         if (cur.kind == QSTATE_OPEN) {
             j->result = cur;
@@ -209,23 +312,25 @@ static void admin_done(void *arg)
     struct admin_job *j = arg;
     struct ingest *ig = j->ig;
     if (j->status != STORE_OK) {
-        reply_error(ig, j->req, 503, "backend_unavailable", NULL);
+        reply_error(ig, j->reply, j->ctx, 503, "backend_unavailable", NULL);
     } else if (j->conflict) {
-        reply_error(ig, j->req, 409, "question_not_open", NULL);
+        reply_error(ig, j->reply, j->ctx, 409, "question_not_open", NULL);
     } else {
-        ig->states[j->qindex] = j->result;
+        /* Every thread of this process sees it at once; other processes at
+         * their next refresh. */
+        shared_publish_one(ig->sh, j->qindex, &j->result);
         log_info("question %s id=%" PRIu32, qstate_kind_str(j->result.kind),
                  ig->ef->questions[j->qindex].id);
         count_status(ig, 204);
-        http_reply_empty(j->req, 204);
+        j->reply(j->ctx, 204, "", 0, NULL);
     }
     free(j);
 }
 
-static void handle_admin(struct ingest *ig, struct evhttp_request *req, const char *path)
+static void serve_admin(struct ingest *ig, const struct ingest_request *r, ingest_reply_fn reply,
+                        void *ctx)
 {
-    const char *rest = path + strlen(ADMIN_PREFIX);
-    char idbuf[16];
+    const char *rest = r->path + strlen(ADMIN_PREFIX);
     size_t idlen = strcspn(rest, "/");
     const char *action = rest + idlen;
     enum admin_op op;
@@ -234,57 +339,56 @@ static void handle_admin(struct ingest *ig, struct evhttp_request *req, const ch
     } else if (strcmp(action, "/close") == 0) {
         op = ADMIN_CLOSE;
     } else {
-        reply_error(ig, req, 404, "not_found", NULL);
+        reply_error(ig, reply, ctx, 404, "not_found", NULL);
         return;
     }
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        reply_error(ig, req, 405, "method_not_allowed", NULL);
+    if (r->method != HTTPD_POST) {
+        reply_error(ig, reply, ctx, 405, "method_not_allowed", NULL);
         return;
     }
     if (ig->cfg.admin_token == NULL) {
-        reply_error(ig, req, 401, "admin_disabled", NULL);
+        reply_error(ig, reply, ctx, 401, "admin_disabled", NULL);
         return;
     }
-    if (!http_bearer_ok(req, ig->cfg.admin_token)) {
-        reply_error(ig, req, 401, "unauthorized", NULL);
+    if (!http_bearer_match(r->authorization, ig->cfg.admin_token)) {
+        reply_error(ig, reply, ctx, 401, "unauthorized", NULL);
         return;
     }
+    char idbuf[16];
     uint32_t qid;
-    if (idlen == 0 || idlen >= sizeof(idbuf)) {
-        reply_error(ig, req, 404, "unknown_question", NULL);
-        return;
-    }
-    memcpy(idbuf, rest, idlen);
-    idbuf[idlen] = '\0';
     int qindex = -1;
-    if (util_parse_u32(idbuf, 0, UINT32_MAX, &qid))
-        qindex = eventfile_question_index(ig->ef, qid);
+    if (idlen > 0 && idlen < sizeof(idbuf)) {
+        memcpy(idbuf, rest, idlen);
+        idbuf[idlen] = '\0';
+        if (util_parse_u32(idbuf, 0, UINT32_MAX, &qid))
+            qindex = eventfile_question_index(ig->ef, qid);
+    }
     if (qindex < 0) {
-        reply_error(ig, req, 404, "unknown_question", NULL);
+        reply_error(ig, reply, ctx, 404, "unknown_question", NULL);
         return;
     }
-
     struct admin_job *j = calloc(1, sizeof(*j));
     if (j == NULL) {
-        reply_error(ig, req, 503, "overloaded", NULL);
+        reply_error(ig, reply, ctx, 503, "overloaded", NULL);
         return;
     }
-    *j = (struct admin_job){
-        .ig = ig, .req = req, .op = op, .qindex = qindex, .now_ms = util_wall_ms()};
+    *j = (struct admin_job){.ig = ig, .reply = reply, .ctx = ctx, .op = op, .qindex = qindex,
+                            .now_ms = util_wall_ms()};
     if (!worker_submit(ig->worker, admin_run, admin_done, j)) {
         free(j);
-        reply_error(ig, req, 503, "overloaded", NULL);
+        reply_error(ig, reply, ctx, 503, "overloaded", NULL);
     }
 }
 
-bool ingest_handle(struct ingest *ig, struct evhttp_request *req, const char *path)
+bool ingest_serve(struct ingest *ig, const struct ingest_request *r, ingest_reply_fn reply,
+                  void *ctx)
 {
-    if (strcmp(path, "/v1/answers") == 0) {
-        handle_answer(ig, req);
+    if (strcmp(r->path, "/v1/answers") == 0) {
+        serve_answer(ig, r, reply, ctx);
         return true;
     }
-    if (strncmp(path, ADMIN_PREFIX, strlen(ADMIN_PREFIX)) == 0) {
-        handle_admin(ig, req, path);
+    if (strncmp(r->path, ADMIN_PREFIX, strlen(ADMIN_PREFIX)) == 0) {
+        serve_admin(ig, r, reply, ctx);
         return true;
     }
     return false;
@@ -295,11 +399,10 @@ bool ingest_handle(struct ingest *ig, struct evhttp_request *req, const char *pa
 static void refresh_run(struct store *s, void *arg)
 {
     struct ingest *ig = arg;
-    if (!ig->states_initialised) {
-        if (qstate_init_open(s, ig->ef, util_wall_ms()) != STORE_OK) {
-            ig->refresh_status = STORE_UNAVAILABLE;
-            return;
-        }
+    if (!ig->states_initialised &&
+        qstate_init_open(s, ig->ef, util_wall_ms()) != STORE_OK) {
+        ig->refresh_status = STORE_UNAVAILABLE;
+        return;
     }
     ig->refresh_status = qstate_fetch_all(s, ig->ef, ig->refresh_buf);
 }
@@ -312,7 +415,7 @@ static void refresh_done(void *arg)
         if (!ig->states_initialised)
             log_info("question states loaded questions=%" PRIu32, ig->ef->n_questions);
         ig->states_initialised = true;
-        memcpy(ig->states, ig->refresh_buf, ig->ef->n_questions * sizeof(*ig->states));
+        shared_publish_states(ig->sh, ig->refresh_buf);
     } else {
         log_warn("question state refresh failed status=%s",
                  store_status_str(ig->refresh_status));
@@ -331,8 +434,8 @@ static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
 /* ---- lifecycle -------------------------------------------------------- */
 
 struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef,
-                             struct store *store, const struct ingest_config *cfg, char *err,
-                             size_t errlen)
+                             struct ingest_shared *sh, bool refresher, struct store *store,
+                             const struct ingest_config *cfg, char *err, size_t errlen)
 {
     struct ingest *ig = calloc(1, sizeof(*ig));
     if (ig == NULL) {
@@ -342,7 +445,10 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
     }
     ig->base = base;
     ig->ef = ef;
+    ig->sh = sh;
     ig->cfg = *cfg;
+    ig->refresher = refresher;
+    ig->slot = -1;
     ig->states = calloc(ef->n_questions, sizeof(*ig->states));
     ig->refresh_buf = calloc(ef->n_questions, sizeof(*ig->refresh_buf));
     if (ig->states == NULL || ig->refresh_buf == NULL) {
@@ -350,23 +456,47 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
         store_close(store);
         goto err;
     }
-
-    /* The first state read happens before serving: answers must not be
-     * refused as not open just because the cache is still empty. A store
-     * that is down now is not fatal: the refresh keeps trying. */
-    if (qstate_init_open(store, ef, util_wall_ms()) == STORE_OK &&
-        qstate_fetch_all(store, ef, ig->states) == STORE_OK) {
-        ig->states_initialised = true;
-    } else {
-        log_warn("store not reachable at start: question states will load when it is");
+    pthread_mutex_lock(&sh->lock);
+    for (int i = 0; i < MAX_INSTANCES; i++) {
+        if (!sh->figures[i].in_use) {
+            sh->figures[i].in_use = true;
+            ig->slot = i;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (ig->slot < 0) {
+        snprintf(err, errlen, "too many ingest threads (at most %d)", MAX_INSTANCES);
+        store_close(store);
+        goto err;
     }
 
+    if (refresher) {
+        /* The first state read happens before serving: answers must not be
+         * refused as not open because the cache is still empty. A store that
+         * is down now is not fatal: the refresh keeps trying. */
+        if (qstate_init_open(store, ef, util_wall_ms()) == STORE_OK &&
+            qstate_fetch_all(store, ef, ig->refresh_buf) == STORE_OK) {
+            ig->states_initialised = true;
+            shared_publish_states(sh, ig->refresh_buf);
+        } else {
+            log_warn("store not reachable at start: question states will load when it is");
+        }
+    }
+
+    /* The embedded store is written from the loop itself: a batch costs
+     * less than waking a thread would. */
+    if (strcmp(store_kind(store), "memory") == 0 && (ig->inline_store = store_clone(store)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        store_close(store);
+        goto err;
+    }
     ig->worker = worker_start("ingest-store", store, base, WORKER_MAX_JOBS);
     if (ig->worker == NULL) {
         snprintf(err, errlen, "cannot start the store thread");
         goto err;
     }
-    ig->committer = committer_create(base, ig->worker, &cfg->commit);
+    ig->committer = committer_create(base, ig->worker, ig->inline_store, ef, &cfg->commit);
     if (ig->committer == NULL) {
         snprintf(err, errlen, "out of memory");
         goto err;
@@ -376,12 +506,14 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
         seed = util_mono_us() ^ (uint64_t)(uintptr_t)ig;
     util_rng_seed(&ig->rng, seed);
 
-    ig->refresh_timer = event_new(base, -1, EV_PERSIST, on_refresh_timer, ig);
-    uint32_t ms = cfg->state_refresh_ms ? cfg->state_refresh_ms : 500;
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    if (ig->refresh_timer == NULL || event_add(ig->refresh_timer, &tv) != 0) {
-        snprintf(err, errlen, "cannot start the state refresh timer");
-        goto err;
+    if (refresher) {
+        ig->refresh_timer = event_new(base, -1, EV_PERSIST, on_refresh_timer, ig);
+        uint32_t ms = cfg->state_refresh_ms ? cfg->state_refresh_ms : 500;
+        struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+        if (ig->refresh_timer == NULL || event_add(ig->refresh_timer, &tv) != 0) {
+            snprintf(err, errlen, "cannot start the state refresh timer");
+            goto err;
+        }
     }
     return ig;
 
@@ -390,14 +522,9 @@ err:
     return NULL;
 }
 
-bool ingest_draining(const struct ingest *ig)
-{
-    return ig->draining;
-}
-
 void ingest_drain(struct ingest *ig, void (*drained)(void *arg), void *arg)
 {
-    ig->draining = true;
+    ingest_shared_set_draining(ig->sh);
     committer_drain(ig->committer, drained, arg);
 }
 
@@ -411,6 +538,16 @@ void ingest_free(struct ingest *ig)
      * answer every request still waiting. */
     worker_stop(ig->worker);
     committer_free(ig->committer);
+    store_close(ig->inline_store);
+    if (ig->slot >= 0) {
+        pthread_mutex_lock(&ig->sh->lock);
+        /* Keep the figures counted (a process's totals must not drop), but
+         * free the slot's gauges. */
+        ig->sh->figures[ig->slot].cs.waiting = 0;
+        ig->sh->figures[ig->slot].cs.carry = 0;
+        ig->sh->figures[ig->slot].cs.open_answers = 0;
+        pthread_mutex_unlock(&ig->sh->lock);
+    }
     free(ig->states);
     free(ig->refresh_buf);
     free(ig);
@@ -418,46 +555,89 @@ void ingest_free(struct ingest *ig)
 
 /* ---- metrics ---------------------------------------------------------- */
 
-/* Each metric once: name, type, help, how to read it. */
+void ingest_publish_stats(struct ingest *ig, const struct httpd_stats *hs)
+{
+    struct ingest_figures f = {.in_use = true};
+    memcpy(f.requests, ig->requests, sizeof(f.requests));
+    f.answers_received = ig->answers_received;
+    committer_get_stats(ig->committer, &f.cs);
+    if (hs)
+        f.hs = *hs;
+    pthread_mutex_lock(&ig->sh->lock);
+    ig->sh->figures[ig->slot] = f;
+    pthread_mutex_unlock(&ig->sh->lock);
+}
+
+/* Each metric once: name, type, help, the figure it reads. */
 #define INGEST_METRICS(X)                                                                          \
     X(livetally_ingest_answers_received_total, counter, "POST /v1/answers received",              \
-      ig->answers_received)                                                                        \
-    X(livetally_ingest_answers_acknowledged_total, counter, "Answers confirmed by the store (202)", \
-      cs.acked)                                                                                    \
+      answers_received)                                                                            \
+    X(livetally_ingest_answers_acknowledged_total, counter,                                        \
+      "Answers confirmed by the store (202)", cs.acked)                                            \
     X(livetally_ingest_answers_unconfirmed_total, counter,                                         \
       "Answers answered 503 backend_unavailable after the store deadline", cs.failed)              \
     X(livetally_ingest_batches_total, counter, "Batches written to the store", cs.batches)        \
-    X(livetally_ingest_batch_keys_total, counter, "Distinct keys written, summed over batches",   \
+    X(livetally_ingest_batch_keys_total, counter, "Counter increments sent, summed over batches",  \
       cs.batch_keys)                                                                               \
-    X(livetally_ingest_increments_total, counter, "Counter increments folded into batches",       \
+    X(livetally_ingest_increments_total, counter, "Answer increments folded into batches",        \
       cs.increments)                                                                               \
     X(livetally_ingest_store_retries_total, counter, "Batch retries after a store failure",       \
       cs.store_retries)                                                                            \
     X(livetally_ingest_carried_keys_total, counter,                                                \
-      "Unconfirmed increments carried to a later batch", cs.carried_keys)                         \
+      "Unapplied increments carried to a later batch", cs.carried_keys)                           \
     X(livetally_ingest_uncertain_increments_total, counter,                                        \
       "Increments whose store reply was lost: maybe applied, never resent", cs.uncertain)          \
-    X(livetally_ingest_last_flush_seconds, gauge, "Duration of the last batch write",             \
-      (double)cs.last_flush_us / 1e6)                                                              \
     X(livetally_ingest_waiting_answers, gauge, "Answers waiting for the store", cs.waiting)       \
-    X(livetally_ingest_carry_keys, gauge, "Increments pending a retry", cs.carry)                 \
-    X(livetally_ingest_open_batch_keys, gauge, "Keys in the batch being filled", cs.open_keys)    \
-    X(livetally_ingest_draining, gauge, "1 while draining", ig->draining ? 1 : 0)
+    X(livetally_ingest_carry_keys, gauge, "Counters pending a retry", cs.carry)                   \
+    X(livetally_ingest_open_batch_answers, gauge, "Answers in the batches being filled",          \
+      cs.open_answers)                                                                             \
+    X(livetally_ingest_connections_accepted_total, counter, "Connections accepted by the fast path", \
+      hs.accepted)                                                                                 \
+    X(livetally_ingest_connections_refused_total, counter, "Connections refused over --max-conns", \
+      hs.refused)                                                                                  \
+    X(livetally_ingest_connections_timed_out_total, counter,                                       \
+      "Connections dropped by a read deadline (slow or idle clients)", hs.timeouts)               \
+    X(livetally_ingest_bad_requests_total, counter, "Unparsable HTTP requests", hs.bad_requests)  \
+    X(livetally_ingest_open_connections, gauge, "Open connections of the fast path", hs.open_conns)
 
-void ingest_write_metrics(struct ingest *ig, struct evbuffer *out)
+void ingest_shared_write_metrics(struct ingest_shared *sh, struct evbuffer *out)
 {
-    struct commit_stats cs;
-    committer_get_stats(ig->committer, &cs);
+    struct ingest_figures sum;
+    memset(&sum, 0, sizeof(sum));
+    uint64_t last_flush_us = 0;
+    pthread_mutex_lock(&sh->lock);
+    for (int i = 0; i < MAX_INSTANCES; i++) {
+        const struct ingest_figures *f = &sh->figures[i];
+        if (!f->in_use)
+            continue;
+        for (size_t k = 0; k < N_STATUS; k++)
+            sum.requests[k] += f->requests[k];
+#define X(name, type, help, field) sum.field += f->field;
+        INGEST_METRICS(X)
+#undef X
+        if (f->cs.last_flush_us > last_flush_us)
+            last_flush_us = f->cs.last_flush_us;
+    }
+    pthread_mutex_unlock(&sh->lock);
+
     evbuffer_add_printf(out,
-                        "# HELP livetally_ingest_requests_total Ingest HTTP responses by status\n"
+                        "# HELP livetally_ingest_requests_total Ingest API responses by status\n"
                         "# TYPE livetally_ingest_requests_total counter\n");
     for (size_t i = 0; i < N_STATUS; i++)
         evbuffer_add_printf(out, "livetally_ingest_requests_total{code=\"%d\"} %" PRIu64 "\n",
-                            status_codes[i], ig->requests[i]);
-#define X(name, type, help, value)                                                                 \
+                            status_codes[i], sum.requests[i]);
+#define X(name, type, help, field)                                                                 \
     evbuffer_add_printf(out, "# HELP " #name " " help "\n# TYPE " #name " " #type "\n" #name       \
-                             " %.17g\n",                                                           \
-                        (double)(value));
+                             " %" PRIu64 "\n",                                                     \
+                        (uint64_t)sum.field);
     INGEST_METRICS(X)
 #undef X
+    evbuffer_add_printf(out,
+                        "# HELP livetally_ingest_last_flush_seconds Longest last batch write of the threads\n"
+                        "# TYPE livetally_ingest_last_flush_seconds gauge\n"
+                        "livetally_ingest_last_flush_seconds %.6f\n"
+                        "# HELP livetally_ingest_draining 1 while draining\n"
+                        "# TYPE livetally_ingest_draining gauge\n"
+                        "livetally_ingest_draining %d\n",
+                        (double)last_flush_us / 1e6, ingest_shared_draining(sh) ? 1 : 0);
 }

@@ -1,50 +1,79 @@
 /*
- * The answer front end (API.md section 3) on an evhttp server: validation,
- * question state, group commit, admin open/close, health and metrics.
- * One ingest per event loop thread.
+ * The ingest API (API.md section 3) independent of the HTTP server that
+ * carries it: validation, question state, group commit, admin open/close.
+ * One ingest per event loop thread; the instances of a process share an
+ * ingest_shared (question states, the draining flag, published metrics).
  */
 #ifndef LT_INGEST_H
 #define LT_INGEST_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "commit.h"
 #include "eventfile.h"
+#include "httpd.h"
 
 struct event_base;
-struct evhttp_request;
 struct evbuffer;
 struct store;
 
 struct ingest_config {
     const char *admin_token;   /* (ref) NULL: admin API disabled */
     struct commit_config commit;
-    uint32_t state_refresh_ms; /* how stale a question state may get */
+    uint32_t state_refresh_ms; /* how stale a question state may get (one instance refreshes) */
 };
+
+/* What every instance of a process shares. */
+struct ingest_shared;
+struct ingest_shared *ingest_shared_create(const struct eventfile *ef);
+void ingest_shared_free(struct ingest_shared *sh);
+void ingest_shared_set_draining(struct ingest_shared *sh);
+bool ingest_shared_draining(const struct ingest_shared *sh);
+/* Prometheus text of every instance's last published figures. */
+void ingest_shared_write_metrics(struct ingest_shared *sh, struct evbuffer *out);
+
+/* One request, whatever server carried it. Strings NUL-terminated. */
+struct ingest_request {
+    enum httpd_method method;
+    const char *path;
+    const char *content_type;
+    const char *authorization;
+    const char *body;
+    size_t body_len;
+    bool too_large;
+};
+
+/* Called exactly once per served request, maybe later, on the instance's
+ * loop thread. body is JSON (or empty for 204); extra_headers are complete
+ * header lines or NULL. */
+typedef void (*ingest_reply_fn)(void *ctx, int status, const char *body, size_t len,
+                                const char *extra_headers);
 
 struct ingest;
 
-/* ef is borrowed; store is owned from here on (it goes to the worker
- * thread). NULL and a message in err on failure. */
+/* ef and shared are borrowed; store is owned from here on (it goes to the
+ * instance's store thread). The first instance created with refresher=true
+ * keeps the shared question states fresh. NULL and a message on failure. */
 struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef,
-                             struct store *store, const struct ingest_config *cfg, char *err,
-                             size_t errlen);
+                             struct ingest_shared *shared, bool refresher, struct store *store,
+                             const struct ingest_config *cfg, char *err, size_t errlen);
 
-/* Serves the request if its path is one of ingest's (answers, admin); false
- * otherwise, and then the request is untouched. */
-bool ingest_handle(struct ingest *ig, struct evhttp_request *req, const char *path);
+/* Serves the request if its path is the ingest API's (answers, admin); false
+ * otherwise, and reply is not called. */
+bool ingest_serve(struct ingest *ig, const struct ingest_request *r, ingest_reply_fn reply,
+                  void *ctx);
 
-bool ingest_draining(const struct ingest *ig);
-
-/* Appends the Prometheus text of ingest's metrics. */
-void ingest_write_metrics(struct ingest *ig, struct evbuffer *out);
-
-/* Refuses new answers from now on (503 draining), flushes everything, calls
- * drained once nothing is pending. */
+/* Refuses new answers from now on (503 draining), writes everything pending,
+ * calls drained once nothing is. */
 void ingest_drain(struct ingest *ig, void (*drained)(void *arg), void *arg);
 
-/* Stops the worker (running what is queued) and frees. */
+/* Copies this instance's figures where ingest_shared_write_metrics reads them. */
+void ingest_publish_stats(struct ingest *ig, const struct httpd_stats *hs);
+
+/* Stops the store thread (running what is queued: every waiting request is
+ * answered) and frees. */
 void ingest_free(struct ingest *ig);
 
 #endif

@@ -6,16 +6,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
 
 #include "cli.h"
 #include "eventfile.h"
 #include "http.h"
-#include "ingest.h"
 #include "log.h"
+#include "server.h"
 #include "store.h"
 #include "util.h"
 
@@ -24,28 +23,30 @@
 struct options {
     const char *event_path;
     const char *backend;
-    const char *listen;
     const char *token_path;
     uint32_t drain_timeout_s;
-    uint32_t http_timeout_s;
     enum log_level log_level;
-    struct ingest_config ic;
+    struct ingest_server_config sc;
 };
 
-enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_FLUSH_MS, OPT_DEADLINE_MS,
-       OPT_MAX_WAITING, OPT_MAX_BATCH, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT, OPT_LOG_LEVEL };
+enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_THREADS, OPT_FLUSH_MS, OPT_NO_COALESCE, OPT_DEADLINE_MS,
+       OPT_MAX_WAITING, OPT_MAX_BATCH, OPT_MAX_CONNS, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT,
+       OPT_LOG_LEVEL };
 
 static const struct cli_opt cli_opts[] = {
     {"event", "FILE", "the event file (required)", OPT_EVENT},
     {"backend", "URL", "counter store: memcached://H:P[,H:P...] (required)", OPT_BACKEND},
     {"listen", "HOST:PORT", "HTTP listen address (default 127.0.0.1:8080)", OPT_LISTEN},
     {"admin-token-file", "FILE", "bearer token for the admin API (admin disabled without)", OPT_TOKEN},
-    {"flush-ms", "MS", "longest an answer waits before its batch is written (default 2)", OPT_FLUSH_MS},
+    {"threads", "N", "event loop threads taking answers (default: the number of cores)", OPT_THREADS},
+    {"flush-ms", "MS", "how long a batch gathers answers while the store is idle (default 0: at once)", OPT_FLUSH_MS},
+    {"no-coalesce", NULL, "write every answer's increments as they came (benchmarks only)", OPT_NO_COALESCE},
     {"deadline-ms", "MS", "retry an unconfirmed batch this long before 503 (default 2000)", OPT_DEADLINE_MS},
-    {"max-waiting", "N", "answers waiting for the store before 503 overloaded (default 65536)", OPT_MAX_WAITING},
-    {"max-batch-keys", "N", "distinct counter keys per batch (default 16384)", OPT_MAX_BATCH},
+    {"max-waiting", "N", "answers waiting for the store per thread before 503 (default 65536)", OPT_MAX_WAITING},
+    {"max-batch", "N", "answers per batch (default 65536)", OPT_MAX_BATCH},
+    {"max-conns", "N", "open connections per thread; more are refused (default 20000)", OPT_MAX_CONNS},
     {"drain-timeout", "S", "on SIGTERM, wait at most this long for the store (default 30)", OPT_DRAIN_TIMEOUT},
-    {"http-timeout", "S", "drop a client idle or slow for this long (default 10)", OPT_HTTP_TIMEOUT},
+    {"http-timeout", "S", "drop a client that is idle, or slow to send a request, this long (default 10)", OPT_HTTP_TIMEOUT},
     {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
 };
 
@@ -54,7 +55,8 @@ static const char about[] =
     "once the store has confirmed the increments. Admin: POST\n"
     "/v1/admin/questions/{id}/open|close with Authorization: Bearer TOKEN.\n"
     "GET /healthz (503 while draining), GET /metrics (Prometheus text).\n"
-    "SIGTERM/SIGINT: stop taking answers, write everything pending, exit.\n\n"
+    "SIGTERM/SIGINT: stop taking answers, write everything pending, exit 0\n"
+    "(1 if the store did not confirm within --drain-timeout).\n\n"
     "Example:\n"
     "  livetally-ingest --event show.json --backend memcached://10.0.0.5:11211,10.0.0.6:11211 \\\n"
     "      --listen 0.0.0.0:8080 --admin-token-file /etc/livetally/admin.token\n";
@@ -62,29 +64,25 @@ static const char about[] =
 static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen)
 {
     struct options *o = ctx;
+    struct ingest_server_config *sc = &o->sc;
+    uint32_t n;
     switch (id) {
     case OPT_EVENT: o->event_path = val; return true;
     case OPT_BACKEND: return (o->backend = val, store_url_check(val, err, errlen));
-    case OPT_LISTEN: return (o->listen = val, cli_hostport(val, err, errlen));
+    case OPT_LISTEN: return (sc->listen = val, cli_hostport(val, err, errlen));
     case OPT_TOKEN: o->token_path = val; return true;
-    case OPT_FLUSH_MS: return cli_u32(val, 0, 1000, &o->ic.commit.flush_ms, err, errlen);
-    case OPT_DEADLINE_MS: return cli_u32(val, 10, 600000, &o->ic.commit.deadline_ms, err, errlen);
-    case OPT_MAX_WAITING: {
-        uint32_t n;
-        if (!cli_u32(val, 1, 10000000, &n, err, errlen))
-            return false;
-        o->ic.commit.max_waiting = n;
-        return true;
-    }
-    case OPT_MAX_BATCH: {
-        uint32_t n;
-        if (!cli_u32(val, 16, 1000000, &n, err, errlen))
-            return false;
-        o->ic.commit.max_batch_keys = n;
-        return true;
-    }
+    case OPT_THREADS: return cli_u32(val, 1, 64, &sc->threads, err, errlen);
+    case OPT_FLUSH_MS: return cli_u32(val, 0, 1000, &sc->ic.commit.flush_ms, err, errlen);
+    case OPT_NO_COALESCE: sc->ic.commit.no_coalesce = true; return true;
+    case OPT_DEADLINE_MS: return cli_u32(val, 10, 600000, &sc->ic.commit.deadline_ms, err, errlen);
+    case OPT_MAX_WAITING:
+        return cli_u32(val, 1, 10000000, &n, err, errlen) && (sc->ic.commit.max_waiting = n, true);
+    case OPT_MAX_BATCH:
+        return cli_u32(val, 1, 10000000, &n, err, errlen) &&
+               (sc->ic.commit.max_batch_answers = n, true);
+    case OPT_MAX_CONNS: return cli_u32(val, 1, 1000000, &sc->hc.max_conns, err, errlen);
     case OPT_DRAIN_TIMEOUT: return cli_u32(val, 1, 3600, &o->drain_timeout_s, err, errlen);
-    case OPT_HTTP_TIMEOUT: return cli_u32(val, 1, 3600, &o->http_timeout_s, err, errlen);
+    case OPT_HTTP_TIMEOUT: return cli_u32(val, 1, 3600, &sc->http_timeout_s, err, errlen);
     case OPT_LOG_LEVEL:
         return log_parse_level(val, &o->log_level) ||
                (snprintf(err, errlen, "expected error, warn, info or debug"), false);
@@ -94,42 +92,13 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
 
 struct app {
     struct event_base *base;
-    struct evhttp *http;
-    struct ingest *ingest;
+    struct ingest_server *server;
     struct options *opt;
     struct event *sigterm;
     struct event *sigint;
     struct event *drain_deadline;
     int exit_code;
 };
-
-static void on_request(struct evhttp_request *req, void *arg)
-{
-    struct app *app = arg;
-    char path[512];
-    if (!http_path(req, path, sizeof(path))) {
-        http_reply_error(req, 404, "not_found", NULL, 0);
-        return;
-    }
-    if (ingest_handle(app->ingest, req, path))
-        return;
-    if (strcmp(path, "/healthz") == 0) {
-        http_reply_health(req, !ingest_draining(app->ingest));
-        return;
-    }
-    if (strcmp(path, "/metrics") == 0) {
-        struct evbuffer *out = evbuffer_new();
-        if (out == NULL) {
-            http_reply_error(req, 503, "overloaded", NULL, 1);
-            return;
-        }
-        ingest_write_metrics(app->ingest, out);
-        http_reply_buffer(req, 200, HTTP_PROMETHEUS_TYPE, out);
-        evbuffer_free(out);
-        return;
-    }
-    http_reply_error(req, 404, "not_found", NULL, 0);
-}
 
 static void on_drained(void *arg)
 {
@@ -154,7 +123,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     struct app *app = arg;
-    if (ingest_draining(app->ingest)) {
+    if (ingest_server_draining(app->server)) {
         log_warn("second signal %d: exiting now", (int)sig);
         app->exit_code = 1;
         event_base_loopexit(app->base, NULL);
@@ -163,20 +132,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     log_info("signal %d: draining", (int)sig);
     struct timeval tv = {.tv_sec = app->opt->drain_timeout_s, .tv_usec = 0};
     evtimer_add(app->drain_deadline, &tv);
-    ingest_drain(app->ingest, on_drained, app);
+    ingest_server_drain(app->server, on_drained, app);
 }
 
 int main(int argc, char **argv)
 {
-    struct options o = {
-        .listen = "127.0.0.1:8080",
-        .drain_timeout_s = 30,
-        .http_timeout_s = 10,
-        .log_level = LOG_INFO,
-        .ic = {.commit = {.flush_ms = 2, .deadline_ms = 2000, .max_batch_keys = 16384,
-                          .max_waiting = 65536},
-               .state_refresh_ms = 500},
-    };
+    struct options o = {.drain_timeout_s = 30, .log_level = LOG_INFO};
+    ingest_server_defaults(&o.sc);
     enum cli_result r = cli_parse(argc, argv, PROG, "--event FILE --backend URL [options]", about,
                                   cli_opts, LT_ARRAY_LEN(cli_opts), set_opt, &o);
     if (r != CLI_CONTINUE)
@@ -187,6 +149,9 @@ int main(int argc, char **argv)
         return cli_usage_error(PROG, "--backend URL is required"), 2;
     log_init("ingest", o.log_level);
     signal(SIGPIPE, SIG_IGN);
+    util_raise_nofile();
+    o.sc.hc.request_timeout_ms = o.sc.http_timeout_s * 1000;
+    o.sc.hc.idle_timeout_ms = o.sc.http_timeout_s * 1000;
 
     int rc = 2;
     char err[512];
@@ -204,28 +169,21 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": %s\n", err);
         goto done;
     }
-    o.ic.admin_token = token;
-    o.ic.commit.ttl_s = ef.ttl_s;
+    o.sc.ic.admin_token = token;
+    o.sc.ic.commit.ttl_s = ef.ttl_s;
     if ((store = store_open(o.backend, err, sizeof(err))) == NULL) {
         fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
         goto done;
     }
     rc = 1;
-    app.base = event_base_new();
-    if (app.base == NULL)
+    if ((app.base = event_base_new()) == NULL)
         goto done;
-    app.http = http_listen(app.base, o.listen, (int)o.http_timeout_s, err, sizeof(err));
-    if (app.http == NULL) {
+    app.server = ingest_server_start(app.base, &ef, store, &o.sc, NULL, err, sizeof(err));
+    store = NULL; /* owned by the server now */
+    if (app.server == NULL) {
         fprintf(stderr, PROG ": %s\n", err);
         goto done;
     }
-    app.ingest = ingest_create(app.base, &ef, store, &o.ic, err, sizeof(err));
-    store = NULL; /* owned by the ingest now */
-    if (app.ingest == NULL) {
-        fprintf(stderr, PROG ": %s\n", err);
-        goto done;
-    }
-    evhttp_set_gencb(app.http, on_request, &app);
     app.sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
     app.sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
     app.drain_deadline = evtimer_new(app.base, on_drain_deadline, &app);
@@ -233,16 +191,13 @@ int main(int argc, char **argv)
         event_add(app.sigint, NULL))
         goto done;
 
-    log_info("listening addr=%s event=%s backend=%s admin=%s", o.listen, ef.name, o.backend,
-             token ? "on" : "off");
+    log_info("listening addr=%s threads=%u event=%s backend=%s admin=%s", o.sc.listen,
+             o.sc.threads, ef.name, o.backend, token ? "on" : "off");
     event_base_dispatch(app.base);
     rc = app.exit_code;
 
 done:
-    if (app.ingest)
-        ingest_free(app.ingest);
-    if (app.http)
-        evhttp_free(app.http);
+    ingest_server_free(app.server);
     if (app.sigterm)
         event_free(app.sigterm);
     if (app.sigint)

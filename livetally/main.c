@@ -15,7 +15,7 @@
 #include "dashboard.h"
 #include "eventfile.h"
 #include "http.h"
-#include "ingest.h"
+#include "server.h"
 #include "log.h"
 #include "runner.h"
 #include "store.h"
@@ -26,17 +26,15 @@
 struct options {
     const char *event_path;
     const char *backend;
-    const char *listen;
     const char *token_path;
     uint32_t interval_ms;
     uint32_t drain_timeout_s;
-    uint32_t http_timeout_s;
     enum log_level log_level;
-    struct ingest_config ic;
+    struct ingest_server_config sc;
 };
 
-enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_INTERVAL, OPT_FLUSH_MS, OPT_DEADLINE_MS,
-       OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT, OPT_LOG_LEVEL };
+enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_INTERVAL, OPT_THREADS, OPT_FLUSH_MS,
+       OPT_NO_COALESCE, OPT_DEADLINE_MS, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT, OPT_LOG_LEVEL };
 
 static const struct cli_opt cli_opts[] = {
     {"event", "FILE", "the event file (required)", OPT_EVENT},
@@ -44,10 +42,12 @@ static const struct cli_opt cli_opts[] = {
     {"listen", "HOST:PORT", "HTTP address for both APIs and the page (default 127.0.0.1:8080)", OPT_LISTEN},
     {"admin-token-file", "FILE", "bearer token for the admin API (admin disabled without)", OPT_TOKEN},
     {"interval", "MS", "aggregation period (default 1000)", OPT_INTERVAL},
-    {"flush-ms", "MS", "longest an answer waits before its batch is written (default 2)", OPT_FLUSH_MS},
+    {"threads", "N", "event loop threads taking answers (default: the number of cores)", OPT_THREADS},
+    {"flush-ms", "MS", "how long a batch gathers answers while the store is idle (default 0: at once)", OPT_FLUSH_MS},
+    {"no-coalesce", NULL, "write every answer's increments as they came (benchmarks only)", OPT_NO_COALESCE},
     {"deadline-ms", "MS", "retry an unconfirmed batch this long before 503 (default 2000)", OPT_DEADLINE_MS},
     {"drain-timeout", "S", "on SIGTERM, wait at most this long for the store (default 30)", OPT_DRAIN_TIMEOUT},
-    {"http-timeout", "S", "drop a client idle or slow for this long (default 10)", OPT_HTTP_TIMEOUT},
+    {"http-timeout", "S", "drop a client that is idle, or slow to send a request, this long (default 10)", OPT_HTTP_TIMEOUT},
     {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
 };
 
@@ -71,13 +71,16 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     switch (id) {
     case OPT_EVENT: o->event_path = val; return true;
     case OPT_BACKEND: return (o->backend = val, store_url_check(val, err, errlen));
-    case OPT_LISTEN: return (o->listen = val, cli_hostport(val, err, errlen));
+    case OPT_LISTEN: return (o->sc.listen = val, cli_hostport(val, err, errlen));
     case OPT_TOKEN: o->token_path = val; return true;
     case OPT_INTERVAL: return cli_u32(val, 50, 3600000, &o->interval_ms, err, errlen);
-    case OPT_FLUSH_MS: return cli_u32(val, 0, 1000, &o->ic.commit.flush_ms, err, errlen);
-    case OPT_DEADLINE_MS: return cli_u32(val, 10, 600000, &o->ic.commit.deadline_ms, err, errlen);
+    case OPT_THREADS: return cli_u32(val, 1, 64, &o->sc.threads, err, errlen);
+    case OPT_FLUSH_MS: return cli_u32(val, 0, 1000, &o->sc.ic.commit.flush_ms, err, errlen);
+    case OPT_NO_COALESCE: o->sc.ic.commit.no_coalesce = true; return true;
+    case OPT_DEADLINE_MS:
+        return cli_u32(val, 10, 600000, &o->sc.ic.commit.deadline_ms, err, errlen);
     case OPT_DRAIN_TIMEOUT: return cli_u32(val, 1, 3600, &o->drain_timeout_s, err, errlen);
-    case OPT_HTTP_TIMEOUT: return cli_u32(val, 1, 3600, &o->http_timeout_s, err, errlen);
+    case OPT_HTTP_TIMEOUT: return cli_u32(val, 1, 3600, &o->sc.http_timeout_s, err, errlen);
     case OPT_LOG_LEVEL:
         return log_parse_level(val, &o->log_level) ||
                (snprintf(err, errlen, "expected error, warn, info or debug"), false);
@@ -87,8 +90,7 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
 
 struct app {
     struct event_base *base;
-    struct evhttp *http;
-    struct ingest *ingest;
+    struct ingest_server *server;
     struct dashboard *dashboard;
     struct agg_runner *runner;
     struct options *opt;
@@ -98,34 +100,18 @@ struct app {
     int exit_code;
 };
 
-static void on_request(struct evhttp_request *req, void *arg)
+/* What the ingest server does not serve itself: the dashboard. */
+static bool route_extra(struct evhttp_request *req, const char *path, void *arg)
 {
     struct app *app = arg;
-    char path[512];
-    if (!http_path(req, path, sizeof(path))) {
-        http_reply_error(req, 404, "not_found", NULL, 0);
-        return;
-    }
-    if (ingest_handle(app->ingest, req, path) || dashboard_handle(app->dashboard, req, path))
-        return;
-    if (strcmp(path, "/healthz") == 0) {
-        http_reply_health(req, !ingest_draining(app->ingest));
-        return;
-    }
-    if (strcmp(path, "/metrics") == 0) {
-        struct evbuffer *out = evbuffer_new();
-        if (out == NULL) {
-            http_reply_error(req, 503, "overloaded", NULL, 1);
-            return;
-        }
-        ingest_write_metrics(app->ingest, out);
-        dashboard_write_metrics(app->dashboard, out);
-        agg_runner_write_metrics(app->runner, out);
-        http_reply_buffer(req, 200, HTTP_PROMETHEUS_TYPE, out);
-        evbuffer_free(out);
-        return;
-    }
-    http_reply_error(req, 404, "not_found", NULL, 0);
+    return dashboard_handle(app->dashboard, req, path);
+}
+
+static void metrics_extra(struct evbuffer *out, void *arg)
+{
+    struct app *app = arg;
+    dashboard_write_metrics(app->dashboard, out);
+    agg_runner_write_metrics(app->runner, out);
 }
 
 static void on_final_snapshot(void *arg)
@@ -157,7 +143,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     struct app *app = arg;
-    if (ingest_draining(app->ingest)) {
+    if (ingest_server_draining(app->server)) {
         log_warn("second signal %d: exiting now", (int)sig);
         app->exit_code = 1;
         event_base_loopexit(app->base, NULL);
@@ -166,22 +152,18 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     log_info("signal %d: draining", (int)sig);
     struct timeval tv = {.tv_sec = app->opt->drain_timeout_s, .tv_usec = 0};
     evtimer_add(app->drain_deadline, &tv);
-    ingest_drain(app->ingest, on_drained, app);
+    ingest_server_drain(app->server, on_drained, app);
 }
 
 int main(int argc, char **argv)
 {
     struct options o = {
         .backend = "memory:",
-        .listen = "127.0.0.1:8080",
         .interval_ms = 1000,
         .drain_timeout_s = 30,
-        .http_timeout_s = 10,
         .log_level = LOG_INFO,
-        .ic = {.commit = {.flush_ms = 2, .deadline_ms = 2000, .max_batch_keys = 16384,
-                          .max_waiting = 65536},
-               .state_refresh_ms = 500},
     };
+    ingest_server_defaults(&o.sc);
     enum cli_result r = cli_parse(argc, argv, PROG, "--event FILE [options]", about, cli_opts,
                                   LT_ARRAY_LEN(cli_opts), set_opt, &o);
     if (r != CLI_CONTINUE)
@@ -190,6 +172,9 @@ int main(int argc, char **argv)
         return cli_usage_error(PROG, "--event FILE is required"), 2;
     log_init("livetally", o.log_level);
     signal(SIGPIPE, SIG_IGN);
+    util_raise_nofile();
+    o.sc.hc.request_timeout_ms = o.sc.http_timeout_s * 1000;
+    o.sc.hc.idle_timeout_ms = o.sc.http_timeout_s * 1000;
 
     int rc = 2;
     char err[512];
@@ -207,8 +192,8 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": %s\n", err);
         goto done;
     }
-    o.ic.admin_token = token;
-    o.ic.commit.ttl_s = ef.ttl_s;
+    o.sc.ic.admin_token = token;
+    o.sc.ic.commit.ttl_s = ef.ttl_s;
     if ((store = store_open(o.backend, err, sizeof(err))) == NULL) {
         fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
         goto done;
@@ -217,25 +202,24 @@ int main(int argc, char **argv)
     app.base = event_base_new();
     if (app.base == NULL)
         goto done;
-    app.http = http_listen(app.base, o.listen, (int)o.http_timeout_s, err, sizeof(err));
-    if (app.http == NULL) {
-        fprintf(stderr, PROG ": %s\n", err);
-        goto done;
-    }
-    /* Each part gets its own handle: they run on their own worker threads,
-     * and on memory: they share one table. */
+    /* Each part gets its own handle: they run on their own threads, and on
+     * memory: they share one table. */
     struct store *dash_store = store_clone(store);
     struct store *agg_store = store_clone(store);
     struct dashboard_config dc = {.poll_ms = o.interval_ms / 4 ? o.interval_ms / 4 : 1};
     app.runner = agg_runner_start(app.base, &ef, agg_store, o.interval_ms);
     app.dashboard = dashboard_create(app.base, &ef, dash_store, &dc, err, sizeof(err));
-    app.ingest = ingest_create(app.base, &ef, store, &o.ic, err, sizeof(err));
+    if (app.runner == NULL || app.dashboard == NULL) {
+        fprintf(stderr, PROG ": %s\n", app.runner ? err : "cannot start the aggregator");
+        goto done;
+    }
+    struct ingest_server_extra extra = {.route = route_extra, .metrics = metrics_extra, .arg = &app};
+    app.server = ingest_server_start(app.base, &ef, store, &o.sc, &extra, err, sizeof(err));
     store = NULL;
-    if (app.runner == NULL || app.dashboard == NULL || app.ingest == NULL) {
+    if (app.server == NULL) {
         fprintf(stderr, PROG ": %s\n", err);
         goto done;
     }
-    evhttp_set_gencb(app.http, on_request, &app);
     app.sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
     app.sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
     app.drain_deadline = evtimer_new(app.base, on_drain_deadline, &app);
@@ -243,20 +227,18 @@ int main(int argc, char **argv)
         event_add(app.sigint, NULL))
         goto done;
 
-    log_info("listening addr=%s event=%s backend=%s admin=%s page=http://%s/", o.listen, ef.name,
-             o.backend, token ? "on" : "off", o.listen);
+    log_info("listening addr=%s threads=%u event=%s backend=%s admin=%s page=http://%s/",
+             o.sc.listen, o.sc.threads, ef.name, o.backend, token ? "on" : "off", o.sc.listen);
     event_base_dispatch(app.base);
     rc = app.exit_code;
 
 done:
-    if (app.ingest)
-        ingest_free(app.ingest);
+    /* The dashboard first (it may hold requests of the server's evhttp). */
     if (app.dashboard)
         dashboard_free(app.dashboard);
+    ingest_server_free(app.server);
     if (app.runner)
         agg_runner_stop(app.runner);
-    if (app.http)
-        evhttp_free(app.http);
     if (app.sigterm)
         event_free(app.sigterm);
     if (app.sigint)

@@ -1,0 +1,106 @@
+#include "splice.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+/* Bytes buffered towards a side that does not read before the other side
+ * is paused. */
+#define SPLICE_HIGH_WATER (256 * 1024)
+
+struct splice {
+    struct bufferevent *a; /* the client */
+    struct bufferevent *b; /* the target */
+    bool closing;          /* one side is gone: free once the other has its bytes */
+};
+
+static void splice_free(struct splice *s)
+{
+    bufferevent_free(s->a);
+    bufferevent_free(s->b);
+    free(s);
+}
+
+static void on_read(struct bufferevent *from, void *arg)
+{
+    struct splice *s = arg;
+    struct bufferevent *to = from == s->a ? s->b : s->a;
+    evbuffer_add_buffer(bufferevent_get_output(to), bufferevent_get_input(from));
+    if (evbuffer_get_length(bufferevent_get_output(to)) >= SPLICE_HIGH_WATER) {
+        bufferevent_disable(from, EV_READ);
+        bufferevent_setwatermark(to, EV_WRITE, SPLICE_HIGH_WATER / 2, 0);
+    }
+}
+
+static void on_write(struct bufferevent *to, void *arg)
+{
+    struct splice *s = arg;
+    if (s->closing) {
+        splice_free(s);
+        return;
+    }
+    struct bufferevent *from = to == s->a ? s->b : s->a;
+    /* Drained below the low mark: the other side may read again. */
+    bufferevent_setwatermark(to, EV_WRITE, 0, 0);
+    bufferevent_enable(from, EV_READ);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct splice *s = arg;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    struct bufferevent *other = bev == s->a ? s->b : s->a;
+    if (s->closing || (what & BEV_EVENT_ERROR && bev == s->a)) {
+        splice_free(s);
+        return;
+    }
+    /* The last reply (a "Connection: close" one) must still reach the
+     * client: hand over what was read, free once it is written. */
+    on_read(bev, s);
+    bufferevent_disable(bev, EV_READ | EV_WRITE);
+    bufferevent_disable(other, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(other)) == 0) {
+        splice_free(s);
+        return;
+    }
+    s->closing = true;
+    bufferevent_setwatermark(other, EV_WRITE, 0, 0);
+}
+
+bool splice_start(struct event_base *base, int client_fd, const struct sockaddr *target,
+                  socklen_t target_len)
+{
+    struct splice *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        close(client_fd);
+        return false;
+    }
+    s->a = bufferevent_socket_new(base, client_fd, BEV_OPT_CLOSE_ON_FREE);
+    s->b = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (s->a == NULL || s->b == NULL) {
+        if (s->a == NULL)
+            close(client_fd);
+        if (s->a)
+            bufferevent_free(s->a);
+        if (s->b)
+            bufferevent_free(s->b);
+        free(s);
+        return false;
+    }
+    bufferevent_setcb(s->a, on_read, on_write, on_event, s);
+    bufferevent_setcb(s->b, on_read, on_write, on_event, s);
+    if (bufferevent_socket_connect(s->b, (struct sockaddr *)target, (int)target_len) != 0) {
+        splice_free(s);
+        return false;
+    }
+    bufferevent_enable(s->a, EV_READ);
+    bufferevent_enable(s->b, EV_READ);
+    return true;
+}

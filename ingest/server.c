@@ -1,0 +1,505 @@
+#include "server.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "http.h"
+#include "log.h"
+#include "splice.h"
+#include "store.h"
+#include "util.h"
+
+#define STATS_PUBLISH_MS 250
+#define ANSWER_LINE "POST /v1/answers"
+
+enum { CMD_DRAIN = 1, CMD_STOP = 2 };
+
+struct fast_thread {
+    struct ingest_server *srv;  /* (ref) */
+    pthread_t tid;
+    bool started;
+    struct event_base *base;
+    struct httpd *httpd;
+    struct ingest *ingest;
+    int notify_fd;
+    struct event *notify_ev;
+    struct event *stats_ev;
+    atomic_int cmd;
+    atomic_bool drained;
+};
+
+struct ingest_server {
+    struct event_base *base;    /* (ref) main thread */
+    const struct eventfile *ef; /* (ref) */
+    struct ingest_server_config cfg;
+    struct ingest_server_extra extra;
+    struct ingest_shared *shared;
+    struct ingest *main_ingest;
+    struct evhttp *http;
+    struct event *stats_ev;
+    struct fast_thread *threads;
+    uint32_t nthreads;
+
+    struct sockaddr_un inner;   /* the evhttp's private (abstract) unix socket */
+    socklen_t inner_len;
+    int main_fd;                /* wakes the main thread when a thread has drained */
+    struct event *main_ev;
+
+    bool draining;
+    bool main_drained;
+    void (*drained)(void *arg);
+    void *drained_arg;
+};
+
+static void wake(int fd)
+{
+    uint64_t one = 1;
+    ssize_t rc = write(fd, &one, sizeof(one));
+    (void)rc; /* an eventfd write fails only on counter overflow */
+}
+
+/* ---- fast threads ----------------------------------------------------- */
+
+static void fast_reply(void *ctx, int status, const char *body, size_t len, const char *extra)
+{
+    httpd_reply(ctx, status, "application/json", body, len, extra);
+}
+
+static void on_fast_request(struct httpd_request *req, void *arg)
+{
+    struct fast_thread *t = arg;
+    struct ingest_request r = {
+        .method = req->method,
+        .path = req->path,
+        .content_type = req->content_type,
+        .authorization = req->authorization,
+        .body = req->body,
+        .body_len = req->body_len,
+        .too_large = req->too_large,
+    };
+    if (ingest_serve(t->ingest, &r, fast_reply, req))
+        return;
+    if (strcmp(req->path, "/healthz") == 0) {
+        static const char ok[] = "{\"status\":\"ok\"}";
+        static const char draining[] = "{\"status\":\"draining\"}";
+        if (ingest_shared_draining(t->srv->shared))
+            httpd_reply(req, 503, NULL, draining, sizeof(draining) - 1, NULL);
+        else
+            httpd_reply(req, 200, NULL, ok, sizeof(ok) - 1, NULL);
+        return;
+    }
+    if (strcmp(req->path, "/metrics") == 0) {
+        struct evbuffer *out = evbuffer_new();
+        if (out) {
+            ingest_shared_write_metrics(t->srv->shared, out);
+            size_t len = evbuffer_get_length(out);
+            httpd_reply(req, 200, HTTP_PROMETHEUS_TYPE, (const char *)evbuffer_pullup(out, -1),
+                        len, NULL);
+            evbuffer_free(out);
+            return;
+        }
+    }
+    /* Other paths live on the main thread; a connection stays with the
+     * server that took its first request. */
+    static const char nf[] = "{\"error\":\"not_found\"}";
+    httpd_reply(req, 404, NULL, nf, sizeof(nf) - 1, NULL);
+}
+
+static int classify(const char *data, size_t len, void *arg)
+{
+    (void)arg;
+    size_t n = len < sizeof(ANSWER_LINE) - 1 ? len : sizeof(ANSWER_LINE) - 1;
+    if (memcmp(data, ANSWER_LINE, n) != 0)
+        return 0;
+    return n == sizeof(ANSWER_LINE) - 1 ? 1 : -1;
+}
+
+/* Not an answer connection: the main thread's evhttp serves it, reached
+ * through its private socket. */
+static void handoff(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
+{
+    (void)sa;
+    (void)salen;
+    struct fast_thread *t = arg;
+    if (!splice_start(t->base, fd, (const struct sockaddr *)&t->srv->inner, t->srv->inner_len))
+        log_warn("cannot pass a connection to the main thread");
+}
+
+static void on_thread_drained(void *arg)
+{
+    struct fast_thread *t = arg;
+    atomic_store(&t->drained, true);
+    wake(t->srv->main_fd);
+}
+
+static void on_fast_notify(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct fast_thread *t = arg;
+    uint64_t n;
+    ssize_t rc = read(fd, &n, sizeof(n));
+    (void)rc;
+    int cmd = atomic_exchange(&t->cmd, 0);
+    if (cmd & CMD_DRAIN) {
+        httpd_stop_accepting(t->httpd);
+        ingest_drain(t->ingest, on_thread_drained, t);
+    }
+    if (cmd & CMD_STOP)
+        event_base_loopexit(t->base, NULL);
+}
+
+static void on_fast_stats(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct fast_thread *t = arg;
+    struct httpd_stats hs;
+    httpd_get_stats(t->httpd, &hs);
+    ingest_publish_stats(t->ingest, &hs);
+}
+
+static void *fast_main(void *arg)
+{
+    struct fast_thread *t = arg;
+    event_base_dispatch(t->base);
+    return NULL;
+}
+
+static void send_cmd(struct fast_thread *t, int cmd)
+{
+    atomic_fetch_or(&t->cmd, cmd);
+    wake(t->notify_fd);
+}
+
+/* ---- main thread ------------------------------------------------------ */
+
+static void main_reply(void *ctx, int status, const char *body, size_t len, const char *extra)
+{
+    struct evhttp_request *req = ctx;
+    if (extra != NULL)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    if (status == 204)
+        http_reply_empty(req, 204);
+    else
+        http_reply_json(req, status, body, len);
+}
+
+static enum httpd_method evhttp_method(struct evhttp_request *req)
+{
+    switch (evhttp_request_get_command(req)) {
+    case EVHTTP_REQ_GET: return HTTPD_GET;
+    case EVHTTP_REQ_HEAD: return HTTPD_HEAD;
+    case EVHTTP_REQ_POST: return HTTPD_POST;
+    default: return HTTPD_OTHER;
+    }
+}
+
+static void on_main_request(struct evhttp_request *req, void *arg)
+{
+    struct ingest_server *s = arg;
+    char path[512];
+    if (!http_path(req, path, sizeof(path))) {
+        http_reply_error(req, 404, "not_found", NULL, 0);
+        return;
+    }
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(body);
+    /* A NUL after the body, as the fast path gives its handlers. */
+    evbuffer_add(body, "", 1);
+    const char *data = (const char *)evbuffer_pullup(body, -1);
+    struct ingest_request r = {
+        .method = evhttp_method(req),
+        .path = path,
+        .content_type = evhttp_find_header(in, "Content-Type"),
+        .authorization = evhttp_find_header(in, "Authorization"),
+        .body = data ? data : "",
+        .body_len = len,
+        .too_large = len > HTTP_MAX_BODY,
+    };
+    if (ingest_serve(s->main_ingest, &r, main_reply, req))
+        return;
+    if (strcmp(path, "/healthz") == 0) {
+        http_reply_health(req, !ingest_shared_draining(s->shared));
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        struct evbuffer *out = evbuffer_new();
+        if (out == NULL) {
+            http_reply_error(req, 503, "overloaded", NULL, 1);
+            return;
+        }
+        ingest_shared_write_metrics(s->shared, out);
+        if (s->extra.metrics)
+            s->extra.metrics(out, s->extra.arg);
+        http_reply_buffer(req, 200, HTTP_PROMETHEUS_TYPE, out);
+        evbuffer_free(out);
+        return;
+    }
+    if (s->extra.route && s->extra.route(req, path, s->extra.arg))
+        return;
+    http_reply_error(req, 404, "not_found", NULL, 0);
+}
+
+static void check_drained(struct ingest_server *s)
+{
+    if (!s->draining || s->drained == NULL || !s->main_drained)
+        return;
+    for (uint32_t i = 0; i < s->nthreads; i++)
+        if (!atomic_load(&s->threads[i].drained))
+            return;
+    void (*fn)(void *) = s->drained;
+    s->drained = NULL;
+    fn(s->drained_arg);
+}
+
+static void on_main_notify(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct ingest_server *s = arg;
+    uint64_t n;
+    ssize_t rc = read(fd, &n, sizeof(n));
+    (void)rc;
+    check_drained(s);
+}
+
+static void on_main_stats(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct ingest_server *s = arg;
+    ingest_publish_stats(s->main_ingest, NULL);
+}
+
+static void on_main_drained(void *arg)
+{
+    struct ingest_server *s = arg;
+    s->main_drained = true;
+    check_drained(s);
+}
+
+void ingest_server_drain(struct ingest_server *s, void (*drained)(void *arg), void *arg)
+{
+    s->draining = true;
+    s->drained = drained;
+    s->drained_arg = arg;
+    ingest_shared_set_draining(s->shared);
+    for (uint32_t i = 0; i < s->nthreads; i++)
+        send_cmd(&s->threads[i], CMD_DRAIN);
+    ingest_drain(s->main_ingest, on_main_drained, s);
+}
+
+bool ingest_server_draining(const struct ingest_server *s)
+{
+    return s->draining;
+}
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+void ingest_server_defaults(struct ingest_server_config *sc)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    *sc = (struct ingest_server_config){
+        .listen = "127.0.0.1:8080",
+        .threads = cores > 0 && cores <= 64 ? (uint32_t)cores : 1,
+        .ic = {.commit = {.flush_ms = 0, .deadline_ms = 2000, .max_batch_answers = 65536,
+                          .max_waiting = 65536},
+               .state_refresh_ms = 500},
+        .hc = {.max_conns = 20000, .max_header_bytes = HTTP_MAX_HEADERS,
+               .max_body_bytes = HTTP_MAX_BODY, .max_pipeline = 32,
+               .request_timeout_ms = 10000, .idle_timeout_ms = 10000},
+        .http_timeout_s = 10,
+    };
+}
+
+/* The evhttp's socket: abstract (nothing in the file system to clean up),
+ * named after the process so two servers never meet. */
+static bool inner_listen(struct ingest_server *s)
+{
+    memset(&s->inner, 0, sizeof(s->inner));
+    s->inner.sun_family = AF_UNIX;
+    int n = snprintf(s->inner.sun_path + 1, sizeof(s->inner.sun_path) - 1, "livetally-%d-%p",
+                     (int)getpid(), (void *)s);
+    s->inner_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    if (bind(fd, (struct sockaddr *)&s->inner, s->inner_len) != 0 || listen(fd, 1024) != 0 ||
+        evhttp_accept_socket_with_handle(s->http, fd) == NULL) {
+        close(fd);
+        return false;
+    }
+    return true;
+}
+
+static bool fast_start(struct ingest_server *s, struct fast_thread *t, struct store *store,
+                       char *err, size_t errlen)
+{
+    t->srv = s;
+    atomic_init(&t->cmd, 0);
+    atomic_init(&t->drained, false);
+    t->notify_fd = -1;
+    struct event_config *ec = event_config_new();
+    if (ec == NULL) {
+        store_close(store);
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
+    /* One loop per thread, touched by that thread only. */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    t->base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (t->base == NULL) {
+        store_close(store);
+        snprintf(err, errlen, "cannot create an event loop");
+        return false;
+    }
+    int lfd = httpd_listen_socket(s->cfg.listen, err, errlen);
+    if (lfd < 0) {
+        store_close(store);
+        return false;
+    }
+    t->ingest = ingest_create(t->base, s->ef, s->shared, false, store, &s->cfg.ic, err, errlen);
+    if (t->ingest == NULL) {
+        close(lfd);
+        return false;
+    }
+    t->httpd = httpd_create(t->base, lfd, &s->cfg.hc, on_fast_request, t);
+    if (t->httpd == NULL) {
+        snprintf(err, errlen, "cannot start the HTTP server");
+        return false;
+    }
+    httpd_set_classifier(t->httpd, classify, handoff, t);
+    t->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (t->notify_fd < 0)
+        return snprintf(err, errlen, "eventfd failed"), false;
+    t->notify_ev = event_new(t->base, t->notify_fd, EV_READ | EV_PERSIST, on_fast_notify, t);
+    t->stats_ev = event_new(t->base, -1, EV_PERSIST, on_fast_stats, t);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = STATS_PUBLISH_MS * 1000};
+    if (t->notify_ev == NULL || t->stats_ev == NULL || event_add(t->notify_ev, NULL) != 0 ||
+        event_add(t->stats_ev, &tv) != 0) {
+        snprintf(err, errlen, "cannot start the thread's events");
+        return false;
+    }
+    if (pthread_create(&t->tid, NULL, fast_main, t) != 0) {
+        snprintf(err, errlen, "cannot start a thread");
+        return false;
+    }
+    t->started = true;
+    return true;
+}
+
+static void fast_free(struct fast_thread *t)
+{
+    if (t->started) {
+        send_cmd(t, CMD_STOP);
+        pthread_join(t->tid, NULL);
+    }
+    /* The thread is gone: its loop is ours to tear down. The store thread's
+     * last callbacks answer the requests still held, then the connections
+     * close. */
+    ingest_free(t->ingest);
+    httpd_free(t->httpd);
+    if (t->notify_ev)
+        event_free(t->notify_ev);
+    if (t->stats_ev)
+        event_free(t->stats_ev);
+    if (t->notify_fd >= 0)
+        close(t->notify_fd);
+    if (t->base)
+        event_base_free(t->base);
+}
+
+struct ingest_server *ingest_server_start(struct event_base *main_base,
+                                          const struct eventfile *ef, struct store *store,
+                                          const struct ingest_server_config *cfg,
+                                          const struct ingest_server_extra *extra, char *err,
+                                          size_t errlen)
+{
+    struct ingest_server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        store_close(store);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->base = main_base;
+    s->ef = ef;
+    s->cfg = *cfg;
+    if (extra)
+        s->extra = *extra;
+    s->main_fd = -1;
+    s->shared = ingest_shared_create(ef);
+    s->threads = calloc(cfg->threads ? cfg->threads : 1, sizeof(*s->threads));
+    if (s->shared == NULL || s->threads == NULL) {
+        store_close(store);
+        snprintf(err, errlen, "out of memory");
+        goto err;
+    }
+    /* Threads first, so a port in use fails before anything else starts. */
+    for (uint32_t i = 0; i < cfg->threads; i++) {
+        struct store *clone = store_clone(store);
+        if (clone == NULL) {
+            store_close(store);
+            snprintf(err, errlen, "cannot open the store for a thread");
+            goto err;
+        }
+        s->nthreads = i + 1;
+        if (!fast_start(s, &s->threads[i], clone, err, errlen)) {
+            store_close(store);
+            goto err;
+        }
+    }
+    s->main_ingest = ingest_create(main_base, ef, s->shared, true, store, &cfg->ic, err, errlen);
+    if (s->main_ingest == NULL)
+        goto err;
+    s->http = http_server_new(main_base, (int)cfg->http_timeout_s);
+    s->main_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->http == NULL || s->main_fd < 0 || !inner_listen(s)) {
+        snprintf(err, errlen, "cannot create the HTTP server");
+        goto err;
+    }
+    evhttp_set_gencb(s->http, on_main_request, s);
+    s->main_ev = event_new(main_base, s->main_fd, EV_READ | EV_PERSIST, on_main_notify, s);
+    s->stats_ev = event_new(main_base, -1, EV_PERSIST, on_main_stats, s);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = STATS_PUBLISH_MS * 1000};
+    if (s->main_ev == NULL || s->stats_ev == NULL || event_add(s->main_ev, NULL) != 0 ||
+        event_add(s->stats_ev, &tv) != 0) {
+        snprintf(err, errlen, "cannot start the main thread's events");
+        goto err;
+    }
+    return s;
+err:
+    ingest_server_free(s);
+    return NULL;
+}
+
+void ingest_server_free(struct ingest_server *s)
+{
+    if (s == NULL)
+        return;
+    for (uint32_t i = 0; i < s->nthreads; i++)
+        fast_free(&s->threads[i]);
+    free(s->threads);
+    ingest_free(s->main_ingest);
+    if (s->main_ev)
+        event_free(s->main_ev);
+    if (s->stats_ev)
+        event_free(s->stats_ev);
+    if (s->http)
+        evhttp_free(s->http);
+    if (s->main_fd >= 0)
+        close(s->main_fd);
+    ingest_shared_free(s->shared);
+    free(s);
+}

@@ -1,0 +1,63 @@
+/*
+ * The ingest process's threads. Every fast thread has its own event loop,
+ * its own listening socket on the shared port (SO_REUSEPORT: the kernel
+ * spreads the connections), its own httpd, ingest instance and store
+ * thread: nothing is locked on the request path. The main thread runs an
+ * evhttp server that the fast threads hand every connection whose first
+ * request is not an answer (admin, health, metrics, and in livetally the
+ * dashboard); it serves the whole API as well, only slower.
+ *
+ *   client -> fast thread: "POST /v1/answers" ? httpd + ingest : hand over -> main: evhttp
+ */
+#ifndef LT_SERVER_H
+#define LT_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "eventfile.h"
+#include "httpd.h"
+#include "ingest.h"
+
+struct event_base;
+struct evhttp_request;
+struct evbuffer;
+struct store;
+
+struct ingest_server_config {
+    const char *listen;         /* HOST:PORT */
+    uint32_t threads;           /* fast threads */
+    struct ingest_config ic;
+    struct httpd_config hc;
+    uint32_t http_timeout_s;    /* the evhttp side */
+};
+
+/* Requests the ingest API does not serve (livetally: the dashboard). */
+struct ingest_server_extra {
+    bool (*route)(struct evhttp_request *req, const char *path, void *arg);
+    void (*metrics)(struct evbuffer *out, void *arg);
+    void *arg;
+};
+
+struct ingest_server;
+
+/* The defaults of API.md and the README (threads: the number of cores). */
+void ingest_server_defaults(struct ingest_server_config *sc);
+
+/* Starts the threads. store is a template: each thread gets a clone; it is
+ * owned from here on and used by the main thread's instance. */
+struct ingest_server *ingest_server_start(struct event_base *main_base,
+                                          const struct eventfile *ef, struct store *store,
+                                          const struct ingest_server_config *cfg,
+                                          const struct ingest_server_extra *extra, char *err,
+                                          size_t errlen);
+
+/* SIGTERM: healthz 503, answers 503 draining, every thread writes what is
+ * pending; drained(arg) runs on the main thread once all have. */
+void ingest_server_drain(struct ingest_server *s, void (*drained)(void *arg), void *arg);
+bool ingest_server_draining(const struct ingest_server *s);
+
+/* Stops the threads (answering what still waits) and frees. */
+void ingest_server_free(struct ingest_server *s);
+
+#endif
