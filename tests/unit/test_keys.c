@@ -208,6 +208,74 @@ static void test_answer_keys_one_shard(void **state)
     eventfile_free(&ef);
 }
 
+
+/* Every logical counter of an answer formats, with a given shard, to the
+ * key keys_for_answer would build with that shard; ids are dense, distinct
+ * per counter, and the shard counts follow the event file. */
+static void test_logical_counters_match_keys(void **state)
+{
+    (void)state;
+    struct eventfile ef;
+    load(&ef, "{\"event\":\"ev\",\"shards\":5,\"country_shards\":2,\"hot_countries\":{\"gb\":4},"
+              "\"questions\":[{\"id\":7,\"text\":\"t\",\"options\":[\"a\",\"b\",\"c\"],\"correct\":1},"
+              "{\"id\":9,\"text\":\"u\",\"options\":[\"a\",\"b\"],\"correct\":0}]}");
+    uint32_t n = keys_counter_count(&ef);
+    assert_int_equal(n, 2 * KEYS_PER_QUESTION(&ef));
+    unsigned char *seen = calloc(n, 1);
+    assert_non_null(seen);
+    for (uint32_t qi = 0; qi < ef.n_questions; qi++) {
+        const struct event_question *q = &ef.questions[qi];
+        for (uint32_t opt = 0; opt < q->n_options; opt++) {
+            for (uint32_t b = 0; b < ef.n_age_buckets; b++) {
+                for (int c = 0; c < COUNTRY_COUNT; c++) {
+                    struct answer_counters a = {.question = q->id,
+                                                .outcome = opt == q->correct ? KEY_RIGHT : KEY_WRONG,
+                                                .age_bucket = b, .country = c, .option = opt};
+                    uint32_t ids[KEYS_PER_ANSWER];
+                    keys_counters_for_answer(&ef, qi, &a, ids);
+                    char want[KEY_MAX], got[KEY_MAX];
+                    uint32_t shard = 1;
+                    key_question(want, ef.name, q->id, a.outcome, shard);
+                    keys_counter_key(&ef, ids[0], shard, got);
+                    assert_string_equal(got, want);
+                    key_age(want, ef.name, q->id, b + 1, a.outcome, shard);
+                    keys_counter_key(&ef, ids[1], shard, got);
+                    assert_string_equal(got, want);
+                    key_country(want, ef.name, q->id, country_code(c), a.outcome, shard);
+                    keys_counter_key(&ef, ids[2], shard, got);
+                    assert_string_equal(got, want);
+                    key_option(want, ef.name, q->id, opt, shard);
+                    keys_counter_key(&ef, ids[3], shard, got);
+                    assert_string_equal(got, want);
+                    assert_int_equal(keys_counter_shards(&ef, ids[0]), 5);
+                    assert_int_equal(keys_counter_shards(&ef, ids[1]), 5);
+                    assert_int_equal(keys_counter_shards(&ef, ids[2]), ef.country_shard_count[c]);
+                    assert_int_equal(keys_counter_shards(&ef, ids[3]), 5);
+                    for (int k = 0; k < KEYS_PER_ANSWER; k++) {
+                        assert_true(ids[k] < n);
+                        seen[ids[k]] = 1;
+                    }
+                }
+            }
+        }
+    }
+    /* gb is hot (4 shards), others 2, unknown keeps the default 15 of the
+     * defaults only when hot_countries does not replace them: here 2. */
+    struct answer_counters gb = {.question = 7, .outcome = KEY_RIGHT, .country = cidx("gb")};
+    uint32_t ids[KEYS_PER_ANSWER];
+    keys_counters_for_answer(&ef, 0, &gb, ids);
+    assert_int_equal(keys_counter_shards(&ef, ids[2]), 4);
+    /* Distinct counters never share an id: count the ids used. */
+    uint32_t used = 0;
+    for (uint32_t i = 0; i < n; i++)
+        used += seen[i];
+    uint32_t per_q_used_7 = 2 + 2 * ef.n_age_buckets + 2 * COUNTRY_COUNT + 3;
+    uint32_t per_q_used_9 = 2 + 2 * ef.n_age_buckets + 2 * COUNTRY_COUNT + 2;
+    assert_int_equal(used, per_q_used_7 + per_q_used_9);
+    free(seen);
+    eventfile_free(&ef);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,6 +285,7 @@ int main(void)
         cmocka_unit_test(test_answer_keys_default_country),
         cmocka_unit_test(test_answer_keys_defaults),
         cmocka_unit_test(test_answer_keys_one_shard),
+        cmocka_unit_test(test_logical_counters_match_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
