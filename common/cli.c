@@ -55,9 +55,9 @@ enum cli_result cli_parse(int argc, char **argv, const char *prog, const char *s
     longopts[k] = (struct option){NULL, 0, NULL, 0};
 
     opterr = 0; /* our own one-line messages */
-    optind = 1;
+    optind = 0; /* 0, not 1: glibc then resets all of getopt's state */
     for (;;) {
-        int prev = optind;
+        int prev = optind ? optind : 1;
         int c = getopt_long(argc, argv, ":", longopts, NULL);
         if (c == -1)
             break;

@@ -1,0 +1,125 @@
+/*
+ * The request engine: T threads, each with its own event_base
+ * (EVENT_BASE_FLAG_NOLOCK | PRECISE_TIMER) and its share of N keep-alive
+ * connections, sending POST /v1/answers with an optional pipeline depth.
+ *
+ * Open loop (the default): arrival m has an intended send time from the
+ * profile or the replay file; thread i sends m = i, i+T, ...; latency is
+ * measured from the intended time, so when the target (or the generator)
+ * falls behind, the wait shows in the latency rather than vanishing
+ * (no coordinated omission). The backlog is implicit: an arrival that is due
+ * waits for a free connection slot without taking memory.
+ *
+ * Closed loop (--max): every slot is refilled as soon as its reply arrives;
+ * latency is then from the actual send. For comparing with wrk.
+ *
+ * Each thread owns its counters, histograms and tally; the control thread
+ * reads published counters and swaps the per-interval histogram under a
+ * mutex once a second; the rest is merged after join.
+ */
+#ifndef LT_LOADENGINE_H
+#define LT_LOADENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loadhist.h"
+#include "loadhttp.h"
+#include "loadprofile.h"
+#include "loadreplay.h"
+#include "loadsynth.h"
+#include "loadtally.h"
+
+#define LOADENGINE_MAX_THREADS 64
+#define LOADENGINE_MAX_CONNECTIONS 10000
+#define LOADENGINE_MAX_PIPELINE 256
+#define LOADENGINE_ERR_KINDS 32
+
+struct loadengine_config {
+    const struct loadurl *target;     /* ref, resolved */
+    uint32_t threads;                 /* 1..LOADENGINE_MAX_THREADS, <= connections */
+    uint32_t connections;
+    uint32_t pipeline;                /* requests in flight per connection */
+    uint64_t timeout_us;              /* per request, from its send */
+    /* exactly one source of arrivals: */
+    const struct loadprofile *profile; /* open loop, bodies from synth */
+    const struct loadreplay *replay;   /* open loop, recorded bodies and times */
+    bool closed_loop;                  /* --max, bodies from synth */
+    uint64_t duration_us, requests;    /* closed loop bounds (0 = none) */
+    double replay_speedup;             /* >= 1 */
+    const struct loadsynth *synth;     /* ref, for profile and closed loop */
+    bool gate;                         /* burst b waits for loadengine_allow(> b) */
+    const char *record_path;           /* NULL: no recording */
+    uint32_t n_questions;              /* the event's, for the tally (0 without event) */
+    uint64_t seed;
+};
+
+/* Failures by HTTP status and "error" code; status 0 is the client side:
+ * connection_closed, timeout, bad_response, interrupted, connect_failed
+ * (the requests a connection had in flight when it ended). */
+struct loadengine_err {
+    int status;
+    char code[LOADHTTP_ERROR_MAX];
+    uint64_t count;
+};
+
+struct loadengine_errs {
+    struct loadengine_err e[LOADENGINE_ERR_KINDS];
+    uint32_t n;
+    uint64_t other; /* kinds past the table */
+};
+
+void loadengine_errs_add(struct loadengine_errs *t, int status, const char *code, uint64_t n);
+
+struct loadengine_progress {
+    uint64_t sent, acked, errors;
+};
+
+struct loadengine_result {
+    uint64_t sent;          /* requests written (or queued to write) */
+    uint64_t completed;     /* responses received */
+    uint64_t acked;         /* 202 */
+    uint64_t errors;        /* every other response, and requests lost with a connection */
+    uint64_t indeterminate; /* of those: in flight when a connection died (may have counted) */
+    uint64_t unsent;        /* due but never sent: the run was stopped or the target gone */
+    uint64_t first_send_us, last_reply_us; /* monotonic; 0 when none */
+    uint64_t connects;      /* connections opened, reconnects included */
+    uint64_t connect_failures;
+    struct loadhist latency; /* every response, us */
+    struct loadtally tally;
+    struct loadengine_errs errs;
+};
+void loadengine_result_free(struct loadengine_result *r);
+
+struct loadengine;
+
+/* Connects (at least one connection must succeed), starts the threads and
+ * returns once every thread is ready; the schedule starts a few ms later. */
+struct loadengine *loadengine_start(const struct loadengine_config *cfg, char *err,
+                                    size_t errlen);
+
+/* Monotonic time (us) of arrival time 0. */
+uint64_t loadengine_start_us(const struct loadengine *e);
+
+/* Lets bursts 0..n-1 be sent (the gate of a concert). */
+void loadengine_allow(struct loadengine *e, uint32_t n);
+
+/* Stops sending; requests in flight get a short grace to finish. */
+void loadengine_stop(struct loadengine *e);
+
+/* Every thread has finished its schedule and its requests in flight. */
+bool loadengine_finished(const struct loadengine *e);
+
+/* Counters so far, and the latencies since the previous call merged into
+ * interval (then cleared on the threads' side). */
+void loadengine_progress(struct loadengine *e, struct loadengine_progress *p,
+                         struct loadhist *interval);
+
+/* Waits for the threads, merges their results into r (owned by the caller,
+ * loadengine_result_free) and frees the engine. false: out of memory, or the
+ * recording could not be written (err says). r is filled either way. */
+bool loadengine_finish(struct loadengine *e, struct loadengine_result *r, char *err,
+                       size_t errlen);
+
+#endif

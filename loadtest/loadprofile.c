@@ -1,0 +1,189 @@
+#include "loadprofile.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define US_PER_S 1e6
+/* The ramp is a tenth of the window, at most this long (before speedup). */
+#define MAX_RAMP_US 2e6
+/* The decay constant: the rate at the end of the window is e^-3 = 5 % of the peak. */
+#define DECAY_CONSTANTS 3.0
+/* Concert: the first answers of a question arrive this long after the open
+ * call: every ingest node sees a state change within a second (API.md
+ * section 3), so by then the question is open everywhere. At most half of
+ * the idle part of the period. */
+#define CONCERT_LEAD_US 1e6
+/* Below this a window cannot be shaped in whole microseconds. */
+#define MIN_WINDOW_US 10e3
+
+static bool fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static bool fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+/* Cumulative area of one burst at a peak of 1/s, in seconds, t in us. */
+static double burst_area(const struct loadprofile *p, double t_us)
+{
+    double r = p->ramp_us / US_PER_S;
+    double tau = p->tau_us / US_PER_S;
+    if (t_us >= p->window_us)
+        t_us = p->window_us;
+    double t = t_us / US_PER_S;
+    if (t <= 0)
+        return 0;
+    if (t < r)
+        return t * t / (2 * r);
+    return r / 2 + tau * (1 - exp(-(t - r) / tau));
+}
+
+/* Inverse of burst_area: the time (us) at which the area reaches x. */
+static double burst_inverse(const struct loadprofile *p, double x)
+{
+    double r = p->ramp_us / US_PER_S;
+    double tau = p->tau_us / US_PER_S;
+    double t;
+    if (x <= r / 2) {
+        t = sqrt(2 * r * x);
+    } else {
+        double f = 1 - (x - r / 2) / tau;
+        t = f <= 0 ? p->window_us / US_PER_S : r - tau * log(f);
+    }
+    double us = t * US_PER_S;
+    return us > p->window_us ? p->window_us : us;
+}
+
+bool loadprofile_init(struct loadprofile *p, const struct loadprofile_params *params, char *err,
+                      size_t errlen)
+{
+    memset(p, 0, sizeof(*p));
+    p->p = *params;
+    if (!(params->rate > 0) || !isfinite(params->rate))
+        return fail(err, errlen, "--rate must be positive");
+    if (!(params->speedup >= 1) || !isfinite(params->speedup))
+        return fail(err, errlen, "--speedup must be at least 1");
+    if (params->kind == LOADPROFILE_STEADY) {
+        if (params->duration_us == 0 && params->requests == 0)
+            return fail(err, errlen, "the steady profile needs --duration and/or --requests");
+        return true;
+    }
+    if (params->kind == LOADPROFILE_BURST && params->duration_us == 0 && params->requests == 0)
+        return fail(err, errlen, "the burst profile needs --duration and/or --requests");
+    if (params->kind == LOADPROFILE_CONCERT && params->bursts == 0)
+        return fail(err, errlen, "the concert needs at least one question");
+    if (params->window_us == 0 || params->window_us > params->period_us)
+        return fail(err, errlen, "--window must be positive and at most --period");
+
+    p->period_us = (double)params->period_us / params->speedup;
+    p->window_us = (double)params->window_us / params->speedup;
+    if (p->window_us < MIN_WINDOW_US)
+        return fail(err, errlen, "--window divided by --speedup must be at least 10ms");
+    double ramp = (double)params->window_us / 10;
+    if (ramp > MAX_RAMP_US)
+        ramp = MAX_RAMP_US;
+    p->ramp_us = ramp / params->speedup;
+    p->tau_us = (p->window_us - p->ramp_us) / DECAY_CONSTANTS;
+    if (params->kind == LOADPROFILE_CONCERT) {
+        double idle = p->period_us - p->window_us;
+        p->lead_us = idle / 2 < CONCERT_LEAD_US ? idle / 2 : CONCERT_LEAD_US;
+    }
+    p->area_s = burst_area(p, p->window_us);
+    double k = floor(params->rate * p->area_s + 0.5);
+    if (k < 1)
+        return fail(err, errlen,
+                    "--rate %.6g/s is too low: a burst of that peak over the window has no answer",
+                    params->rate);
+    if (k > 1e15)
+        return fail(err, errlen, "--rate too high for the window");
+    p->per_burst = (uint64_t)k;
+    return true;
+}
+
+bool loadprofile_arrival(const struct loadprofile *p, uint64_t m, struct loadprofile_arrival *a)
+{
+    if (p->p.requests != 0 && m >= p->p.requests)
+        return false;
+    double t;
+    uint32_t burst = 0;
+    uint64_t k = m;
+    if (p->p.kind == LOADPROFILE_STEADY) {
+        t = (double)m * US_PER_S / p->p.rate;
+    } else {
+        uint64_t b = m / p->per_burst;
+        if (b > UINT32_MAX || (p->p.bursts != 0 && b >= p->p.bursts))
+            return false;
+        burst = (uint32_t)b;
+        k = m % p->per_burst;
+        double x = ((double)k + 0.5) * p->area_s / (double)p->per_burst;
+        t = loadprofile_burst_start_us(p, burst) + burst_inverse(p, x);
+    }
+    if (p->p.duration_us != 0 && t >= (double)p->p.duration_us)
+        return false;
+    if (t >= 1.8e19)
+        return false;
+    a->t_us = (uint64_t)t;
+    a->burst = burst;
+    a->k = k;
+    return true;
+}
+
+double loadprofile_rate_at(const struct loadprofile *p, double t_us)
+{
+    if (t_us < 0 || (p->p.duration_us != 0 && t_us >= (double)p->p.duration_us))
+        return 0;
+    if (p->p.kind == LOADPROFILE_STEADY)
+        return p->p.rate;
+    double rel = t_us - p->lead_us;
+    if (rel < 0)
+        return 0;
+    double b = floor(rel / p->period_us);
+    if (p->p.bursts != 0 && b >= p->p.bursts)
+        return 0;
+    double in = rel - b * p->period_us;
+    if (in >= p->window_us)
+        return 0;
+    /* The deterministic inversion scales the curve to a whole number of
+     * answers per burst; the rate is scaled alike so both agree. */
+    double scale = (double)p->per_burst / (p->p.rate * p->area_s);
+    if (in < p->ramp_us)
+        return p->p.rate * scale * in / p->ramp_us;
+    return p->p.rate * scale * exp(-(in - p->ramp_us) / p->tau_us);
+}
+
+double loadprofile_burst_start_us(const struct loadprofile *p, uint32_t b)
+{
+    return p->lead_us + (double)b * p->period_us;
+}
+
+double loadprofile_burst_end_us(const struct loadprofile *p, uint32_t b)
+{
+    return loadprofile_burst_start_us(p, b) + p->window_us;
+}
+
+double loadprofile_end_us(const struct loadprofile *p)
+{
+    double end = INFINITY;
+    if (p->p.duration_us != 0)
+        end = (double)p->p.duration_us;
+    if (p->p.kind != LOADPROFILE_STEADY && p->p.bursts != 0) {
+        double e = loadprofile_burst_end_us(p, p->p.bursts - 1);
+        if (e < end)
+            end = e;
+    }
+    if (p->p.requests != 0) {
+        struct loadprofile_arrival a;
+        if (loadprofile_arrival(p, p->p.requests - 1, &a) && (double)a.t_us + 1 < end)
+            end = (double)a.t_us + 1;
+    }
+    return end;
+}

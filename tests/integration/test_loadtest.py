@@ -1,0 +1,212 @@
+"""livetally-loadtest against a real `livetally` (embedded store):
+
+- a concert of 3 questions compressed to ~20 s (admin open/close, bursts, a
+  user population) verifies: exit 0, every figure in --json, and the
+  dashboard's own totals agree with what the tool says was acknowledged;
+- a recorded run replays with its bodies; both verify with --verify-delta on
+  a server that already counted, while plain --verify (totals) fails there;
+- a stub dashboard that passes the real stats through verifies (the
+  control), and the same stub with one count altered makes --verify exit 1
+  and name the count;
+- usage errors exit 2, --help exits 0, a non-loopback target is refused.
+"""
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ltutil as lt  # noqa: E402
+
+LOADTEST = lt.binary("livetally-loadtest")
+
+
+def run_loadtest(args, timeout=120):
+    p = subprocess.run([LOADTEST] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       stdin=subprocess.DEVNULL, timeout=timeout, text=True)
+    sys.stdout.write(p.stdout)
+    if p.stderr:
+        sys.stdout.write("[stderr] " + p.stderr)
+    return p
+
+
+class StubDashboard:
+    """GET /v1/stats: the real dashboard's stats, optionally with one count
+    raised by one (the first non-empty by_country entry's "right")."""
+
+    def __init__(self, real_url):
+        self.real_url = real_url
+        self.alter = False
+        self.altered = None
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path != "/v1/stats":
+                    self.send_error(404)
+                    return
+                with urllib.request.urlopen(stub.real_url + "/v1/stats", timeout=5) as r:
+                    stats = json.loads(r.read())
+                if stub.alter:
+                    for q in stats["questions"]:
+                        if q["by_country"]:
+                            q["by_country"][0]["right"] += 1
+                            stub.altered = (q["id"], q["by_country"][0]["country"])
+                            break
+                body = json.dumps(stats).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.port = lt.free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_livetally(event, token_path):
+    port = lt.free_port()
+    srv = lt.Proc([lt.binary("livetally"), "--event", event, "--listen", "127.0.0.1:%d" % port,
+                   "--admin-token-file", token_path, "--interval", "250"],
+                  port=port, log_name="livetally")
+    return srv, port, "http://127.0.0.1:%d" % port
+
+
+def main():
+    c = lt.Checker("test_loadtest")
+    tmp = tempfile.mkdtemp(prefix="lt-loadtest-")
+    token_path, _ = lt.write_token(tmp)
+    event = lt.EVENT
+    stub = None
+    try:
+        # 1. The concert on a fresh server: questions 2, 3, 4 open in turn,
+        # 600 s / 300 s compressed 100x; the totals must match exactly.
+        srv, port, url = start_livetally(event, token_path)
+        report = os.path.join(tmp, "concert.json")
+        p = run_loadtest(["--target", url, "--event", event, "--profile", "concert",
+                          "--questions", "2-4", "--rate", "1500", "--period", "600s",
+                          "--window", "300s", "--speedup", "100", "--users", "50k",
+                          "--connections", "16", "--admin-token-file", token_path,
+                          "--verify", url, "--json", report, "--no-progress", "--seed", "42"])
+        c.eq(p.returncode, 0, "concert with --verify exits 0")
+        c.true("verify         passed" in p.stdout, "the summary says verify passed")
+        with open(report) as f:
+            rep = json.load(f)
+        c.true(rep["sent"] > 1000, "the concert sent answers")
+        c.eq(rep["acknowledged"], rep["sent"], "every answer acknowledged")
+        c.eq(rep["errors"]["total"], 0, "no errors")
+        c.eq(rep["verify"]["passed"], True, "json verify.passed")
+        c.eq(rep["verify"]["mode"], "totals", "json verify.mode")
+        c.eq(rep["verify"]["differences"], [], "json verify.differences")
+        for k in ("p50", "p90", "p99", "p999", "max"):
+            c.true(k in rep["latency_ms"] and rep["latency_ms"][k] >= 0, "latency_ms." + k)
+        c.true(rep["latency_ms"]["p50"] <= rep["latency_ms"]["p99"] <= rep["latency_ms"]["max"],
+               "percentiles are ordered")
+        c.true(rep["achieved_rps"] > 0, "achieved_rps")
+        c.eq(sum(s["sent"] for s in rep["series"]), rep["sent"], "the series adds up to sent")
+        c.eq(sum(s["acknowledged"] for s in rep["series"]), rep["acknowledged"],
+             "the series adds up to acknowledged")
+        c.true(15 <= rep["elapsed_s"] <= 40, "compressed to ~20 s (%.1f)" % rep["elapsed_s"])
+        # Independently of the tool: the dashboard's totals are what it reported.
+        client = lt.Client(port)
+        status, stats, _ = client.json("GET", "/v1/stats")
+        c.eq(status, 200, "GET /v1/stats")
+        by_id = {q["id"]: q for q in stats["questions"]}
+        c.eq(sum(by_id[i]["answers"] for i in (2, 3, 4)), rep["acknowledged"],
+             "dashboard answers of questions 2-4 = acknowledged")
+        c.true(all(by_id[i]["answers"] > 0 for i in (2, 3, 4)), "every question got answers")
+        c.eq([by_id[i]["state"] for i in (2, 3, 4)], ["closed"] * 3, "the concert closed them")
+        client.close()
+
+        # 2. Same server, already counted: record a run, then replay it twice
+        # as fast; --verify-delta checks the change of each.
+        rec = os.path.join(tmp, "run.jsonl")
+        p = run_loadtest(["--target", url, "--event", event, "--rate", "800", "--requests", "1200",
+                          "--record", rec, "--verify", url, "--verify-delta", "--no-progress"])
+        c.eq(p.returncode, 0, "recorded run verifies (delta)")
+        with open(rec) as f:
+            lines = [json.loads(line) for line in f]
+        c.eq(len(lines), 1200, "one line per request sent")
+        c.true(all(a["t_us"] <= b["t_us"] for a, b in zip(lines, lines[1:])), "lines sorted by time")
+        c.true(all(line["body"]["question"] == 1 for line in lines), "bodies answer the open question")
+        p = run_loadtest(["--target", url, "--event", event, "--replay", rec, "--speedup", "2",
+                          "--verify", url, "--verify-delta", "--no-progress"])
+        c.eq(p.returncode, 0, "replay verifies (delta)")
+        c.true("sent           1200 " in p.stdout, "replay sent the whole file")
+        # Totals against a server that had answers before: a difference, and a hint.
+        p = run_loadtest(["--target", url, "--event", event, "--rate", "200", "--requests", "100",
+                          "--verify", url, "--no-progress"])
+        c.eq(p.returncode, 1, "totals differ on a server that already counted")
+        c.true("--verify-delta" in p.stderr and "--verify-delta" in p.stdout,
+               "the warning and the summary suggest --verify-delta")
+        srv.stop()
+
+        # 3. A stub dashboard in front of a fresh server: faithful (the
+        # control), then on another fresh server with one count off.
+        for alter, want in ((False, 0), (True, 1)):
+            srv, port, url = start_livetally(event, token_path)
+            stub = StubDashboard(url)
+            stub.alter = alter
+            report = os.path.join(tmp, "stub.json")
+            p = run_loadtest(["--target", url, "--event", event, "--rate", "500", "--duration", "2s",
+                              "--connections", "4", "--verify", stub.url, "--json", report,
+                              "--no-progress"])
+            with open(report) as f:
+                rep = json.load(f)
+            if not alter:
+                c.eq(p.returncode, 0, "verify through a faithful stub passes")
+                c.eq(rep["verify"]["passed"], True, "faithful stub: json verify.passed")
+            else:
+                c.eq(p.returncode, 1, "verify against an altered count exits 1")
+                c.true(stub.altered is not None, "the stub altered a count")
+                if stub.altered:
+                    want_line = "question %d by_country[%s].right: dashboard" % stub.altered
+                    c.true(want_line in p.stdout, "the difference is printed: " + want_line)
+                c.eq(rep["verify"]["passed"], False, "json verify.passed is false")
+                c.eq(rep["verify"]["difference_count"], 1, "exactly one difference")
+            stub.close()
+            stub = None
+            srv.stop()
+
+        # 4. Usage.
+        c.eq(run_loadtest(["--help"]).returncode, 0, "--help exits 0")
+        c.eq(run_loadtest(["--version"]).returncode, 0, "--version exits 0")
+        p = run_loadtest(["--event", event, "--duration", "1s", "--bogus"])
+        c.eq(p.returncode, 2, "unknown flag exits 2")
+        c.eq(len(p.stderr.strip().splitlines()), 1, "one line for a usage error")
+        c.eq(run_loadtest(["--event", event]).returncode, 2, "steady without a bound exits 2")
+        p = run_loadtest(["--event", event, "--duration", "1s", "--target", "http://192.0.2.1:80"])
+        c.eq(p.returncode, 2, "a non-loopback target is refused")
+        c.true("--allow-remote" in p.stderr, "the refusal names --allow-remote")
+        closed = lt.free_port()
+        p = run_loadtest(["--event", event, "--duration", "1s", "--target",
+                          "http://127.0.0.1:%d" % closed])
+        c.eq(p.returncode, 1, "nothing listening: exit 1")
+        c.true("cannot connect" in p.stderr, "says it cannot connect")
+    finally:
+        if stub is not None:
+            stub.close()
+    c.finish()
+
+
+if __name__ == "__main__":
+    main()
