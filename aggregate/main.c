@@ -24,16 +24,18 @@ struct options {
     const char *backend;
     uint32_t interval_ms;
     bool once;
+    bool describe_metrics;
     enum log_level log_level;
 };
 
-enum { OPT_EVENT, OPT_BACKEND, OPT_INTERVAL, OPT_ONCE, OPT_LOG_LEVEL };
+enum { OPT_EVENT, OPT_BACKEND, OPT_INTERVAL, OPT_ONCE, OPT_DESCRIBE_METRICS, OPT_LOG_LEVEL };
 
 static const struct cli_opt cli_opts[] = {
     {"event", "FILE", "the event file (required)", OPT_EVENT},
     {"backend", "URL", "counter store: memcached://H:P[,H:P...] (required)", OPT_BACKEND},
     {"interval", "MS", "aggregation period (default 1000)", OPT_INTERVAL},
     {"once", NULL, "run one pass, publish, exit (0: published, 1: failed)", OPT_ONCE},
+    {"describe-metrics", NULL, "list the aggregator's metrics (name, type, help) and exit", OPT_DESCRIBE_METRICS},
     {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
 };
 
@@ -53,6 +55,7 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     case OPT_BACKEND: return (o->backend = val, store_url_check(val, err, errlen));
     case OPT_INTERVAL: return cli_u32(val, 50, 3600000, &o->interval_ms, err, errlen);
     case OPT_ONCE: o->once = true; return true;
+    case OPT_DESCRIBE_METRICS: o->describe_metrics = true; return true;
     case OPT_LOG_LEVEL:
         return log_parse_level(val, &o->log_level) ||
                (snprintf(err, errlen, "expected error, warn, info or debug"), false);
@@ -104,6 +107,11 @@ int main(int argc, char **argv)
                                   cli_opts, LT_ARRAY_LEN(cli_opts), set_opt, &o);
     if (r != CLI_CONTINUE)
         return r == CLI_EXIT_OK ? 0 : 2;
+    if (o.describe_metrics) {
+        /* The same metrics livetally serves for its in-process aggregator. */
+        agg_runner_describe_metrics(stdout);
+        return 0;
+    }
     if (o.event_path == NULL)
         return cli_usage_error(PROG, "--event FILE is required"), 2;
     if (o.backend == NULL)

@@ -1,6 +1,5 @@
 #include "runner.h"
 
-#include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
@@ -8,9 +7,33 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "util.h"
 #include "worker.h"
+
+#define RUNNER_METRICS(X)                                                                          \
+    X(RM_GENERATION, "livetally_aggregate_generation", GAUGE,                                      \
+      "Generation of the last published snapshot")                                                 \
+    X(RM_PASSES, "livetally_aggregate_passes_total", COUNTER, "Aggregation passes")               \
+    X(RM_FAILED, "livetally_aggregate_failed_passes_total", COUNTER,                               \
+      "Passes that published nothing (a store read or write failed)")                              \
+    X(RM_PASS_DURATION, "livetally_aggregate_pass_duration_seconds", HISTOGRAM,                    \
+      "Duration of the aggregation passes")                                                        \
+    X(RM_PASS_SECONDS, "livetally_aggregate_pass_seconds", GAUGE, "Duration of the last pass")    \
+    X(RM_KEYS_READ, "livetally_aggregate_keys_read", GAUGE, "Counter keys read in the last pass") \
+    X(RM_KEYS_READ_TOTAL, "livetally_aggregate_keys_read_total", COUNTER,                          \
+      "Counter keys read, summed over passes")                                                     \
+    X(RM_KEYS, "livetally_aggregate_keys", GAUGE, "Counter keys of the event")                    \
+    X(RM_SETTLED, "livetally_aggregate_questions_settled", GAUGE,                                  \
+      "Closed questions whose sums are cached (their keys are not read any more)")                 \
+    X(RM_BACKWARDS, "livetally_aggregate_backwards_total", COUNTER,                                \
+      "Counters seen going backwards (store data loss)")                                           \
+    X(RM_CHECK_FAILURES, "livetally_aggregate_check_failures_total", COUNTER,                      \
+      "Passes whose breakdowns did not add up")
+
+enum runner_metric { RUNNER_METRICS(METRIC_ENUM) RM_COUNT };
+static const struct metric_def metric_defs[] = {RUNNER_METRICS(METRIC_DEF)};
 
 struct agg_runner {
     struct aggregator *agg;     /* owned; touched only by the worker thread while running */
@@ -20,8 +43,12 @@ struct agg_runner {
     enum store_status last;     /* written by the pass, read in pass_done */
     struct aggregator_stats pass_stats; /* written by the worker thread */
     struct aggregator_stats stats;      /* loop thread's copy, for metrics */
+    struct metrics_hist pass_hist;      /* loop thread */
+    uint64_t keys_read_total;           /* loop thread */
     void (*final_done)(void *arg);
     void *final_arg;
+    void (*on_publish)(void *arg);
+    void *publish_arg;
 };
 
 static void pass_run(struct store *s, void *arg)
@@ -36,8 +63,12 @@ static void pass_done(void *arg)
     struct agg_runner *r = arg;
     r->running = false;
     r->stats = r->pass_stats;
+    metrics_hist_add(&r->pass_hist, r->stats.pass_us);
+    r->keys_read_total += r->stats.keys_read;
     if (r->last != STORE_OK)
         log_warn("aggregation pass failed status=%s", store_status_str(r->last));
+    else if (r->on_publish)
+        r->on_publish(r->publish_arg);
     if (r->final_done) {
         void (*fn)(void *) = r->final_done;
         r->final_done = NULL;
@@ -87,34 +118,32 @@ void agg_runner_final_pass(struct agg_runner *r, void (*done)(void *arg), void *
         done(arg);
 }
 
+void agg_runner_on_publish(struct agg_runner *r, void (*fn)(void *arg), void *arg)
+{
+    r->on_publish = fn;
+    r->publish_arg = arg;
+}
+
+void agg_runner_describe_metrics(FILE *out)
+{
+    metrics_describe(out, metric_defs, RM_COUNT);
+}
+
 void agg_runner_write_metrics(struct agg_runner *r, struct evbuffer *out)
 {
     const struct aggregator_stats *s = &r->stats;
-    evbuffer_add_printf(
-        out,
-        "# HELP livetally_aggregate_generation Generation of the last published snapshot\n"
-        "# TYPE livetally_aggregate_generation gauge\n"
-        "livetally_aggregate_generation %" PRIu64 "\n"
-        "# HELP livetally_aggregate_passes_total Aggregation passes\n"
-        "# TYPE livetally_aggregate_passes_total counter\n"
-        "livetally_aggregate_passes_total %" PRIu64 "\n"
-        "# HELP livetally_aggregate_failed_passes_total Passes that published nothing\n"
-        "# TYPE livetally_aggregate_failed_passes_total counter\n"
-        "livetally_aggregate_failed_passes_total %" PRIu64 "\n"
-        "# HELP livetally_aggregate_keys_read Counter keys read in the last pass\n"
-        "# TYPE livetally_aggregate_keys_read gauge\n"
-        "livetally_aggregate_keys_read %" PRIu64 "\n"
-        "# HELP livetally_aggregate_pass_seconds Duration of the last pass\n"
-        "# TYPE livetally_aggregate_pass_seconds gauge\n"
-        "livetally_aggregate_pass_seconds %.6f\n"
-        "# HELP livetally_aggregate_backwards_total Counters seen going backwards (store data loss)\n"
-        "# TYPE livetally_aggregate_backwards_total counter\n"
-        "livetally_aggregate_backwards_total %" PRIu64 "\n"
-        "# HELP livetally_aggregate_check_failures_total Passes whose breakdowns did not add up\n"
-        "# TYPE livetally_aggregate_check_failures_total counter\n"
-        "livetally_aggregate_check_failures_total %" PRIu64 "\n",
-        s->generation, s->passes, s->failed_passes, s->keys_read, (double)s->pass_us / 1e6,
-        s->warnings, s->check_failures);
+    const struct metric_def *m = metric_defs;
+    metrics_emit_u64(out, &m[RM_GENERATION], s->generation);
+    metrics_emit_u64(out, &m[RM_PASSES], s->passes);
+    metrics_emit_u64(out, &m[RM_FAILED], s->failed_passes);
+    metrics_emit_hist(out, &m[RM_PASS_DURATION], &r->pass_hist);
+    metrics_emit_f64(out, &m[RM_PASS_SECONDS], (double)s->pass_us / 1e6);
+    metrics_emit_u64(out, &m[RM_KEYS_READ], s->keys_read);
+    metrics_emit_u64(out, &m[RM_KEYS_READ_TOTAL], r->keys_read_total);
+    metrics_emit_u64(out, &m[RM_KEYS], s->keys_total);
+    metrics_emit_u64(out, &m[RM_SETTLED], s->questions_settled);
+    metrics_emit_u64(out, &m[RM_BACKWARDS], s->warnings);
+    metrics_emit_u64(out, &m[RM_CHECK_FAILURES], s->check_failures);
 }
 
 void agg_runner_stop(struct agg_runner *r)

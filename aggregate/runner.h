@@ -8,6 +8,7 @@
 #define LT_RUNNER_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "aggregate.h"
 
@@ -25,7 +26,15 @@ struct agg_runner *agg_runner_start(struct event_base *base, const struct eventf
  * loop thread. */
 void agg_runner_final_pass(struct agg_runner *r, void (*done)(void *arg), void *arg);
 
+/* Calls fn(arg) on the loop thread after every pass that published a
+ * snapshot (a dashboard in the same process looks for it at once instead of
+ * at its next poll). One hook; NULL removes it. */
+void agg_runner_on_publish(struct agg_runner *r, void (*fn)(void *arg), void *arg);
+
 void agg_runner_write_metrics(struct agg_runner *r, struct evbuffer *out);
+
+/* --describe-metrics: the runner's metric definitions. */
+void agg_runner_describe_metrics(FILE *out);
 
 /* Stops the timer and the worker (a running pass finishes first). */
 void agg_runner_stop(struct agg_runner *r);

@@ -8,35 +8,69 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <jansson.h>
+#include <event2/keyvalq_struct.h>
 
-#include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "page.h"
+#include "snapshot.h"
 #include "snapstore.h"
+#include "sse.h"
 #include "store.h"
 #include "util.h"
 #include "worker.h"
 
 #define QUESTION_PREFIX "/v1/stats/questions/"
-static const int status_codes[] = {200, 404, 405, 503};
-#define N_STATUS LT_ARRAY_LEN(status_codes)
 
-/* A snapshot ready to serve: the full JSON and each question's entry. */
-struct snapshot {
-    uint64_t generation;
-    char *json;       /* owned */
-    size_t len;
-    size_t n;         /* questions */
-    uint32_t *qids;   /* owned */
-    char **qjson;     /* owned, n strings */
-    size_t *qlen;     /* owned */
+#define DASHBOARD_METRICS(X)                                                                       \
+    X(DM_REQUESTS, "livetally_dashboard_requests_total", COUNTER,                                  \
+      "Dashboard HTTP replies by path and status")                                                 \
+    X(DM_DURATION, "livetally_dashboard_request_duration_seconds", HISTOGRAM,                      \
+      "Time to handle a dashboard request until its reply is queued, by path")                     \
+    X(DM_GENERATION, "livetally_dashboard_snapshot_generation", GAUGE,                             \
+      "Generation of the snapshot being served (0: none yet)")                                     \
+    X(DM_AGE, "livetally_dashboard_snapshot_age_seconds", GAUGE,                                   \
+      "Now minus the served snapshot's generated_at (-1: none yet)")                               \
+    X(DM_UNCHANGED, "livetally_dashboard_snapshot_unchanged_seconds", GAUGE,                       \
+      "Since a new generation last arrived (-1: none yet)")                                        \
+    X(DM_POLLS, "livetally_dashboard_polls_total", COUNTER, "Snapshot reads from the store")      \
+    X(DM_STORE_ERRORS, "livetally_dashboard_store_errors_total", COUNTER,                          \
+      "Snapshot reads that failed: store errors or a snapshot that does not parse")                \
+    X(DM_STREAMS, "livetally_dashboard_streams", GAUGE, "Connected Server-Sent Events clients")    \
+    X(DM_STREAMS_ACCEPTED, "livetally_dashboard_streams_accepted_total", COUNTER,                  \
+      "Server-Sent Events streams started")                                                        \
+    X(DM_STREAMS_REJECTED, "livetally_dashboard_streams_rejected_total", COUNTER,                  \
+      "Streams refused with 503 because --max-streams were connected")                             \
+    X(DM_STREAMS_DROPPED, "livetally_dashboard_streams_dropped_total", COUNTER,                    \
+      "Streams dropped because the client did not read (unsent bytes past the bound)")             \
+    X(DM_STREAMS_CLOSED, "livetally_dashboard_streams_closed_total", COUNTER,                      \
+      "Streams closed by the client or by a write timeout")                                        \
+    X(DM_STREAM_EVENTS, "livetally_dashboard_stream_events_total", COUNTER,                        \
+      "Snapshot events queued to stream clients, summed over clients")
+
+enum dashboard_metric { DASHBOARD_METRICS(METRIC_ENUM) DM_COUNT };
+static const struct metric_def metric_defs[] = {DASHBOARD_METRICS(METRIC_DEF)};
+
+/* The path label: a fixed set, so a scan of random URLs cannot grow it. */
+enum route {
+    R_PAGE, R_APP_JS, R_STYLE_CSS, R_STATS, R_QUESTION, R_STREAM, R_CSV, R_CONFIG, R_HEALTHZ,
+    R_METRICS, R_OTHER, R_COUNT
 };
+static const char *const route_names[R_COUNT] = {
+    "/", "/app.js", "/style.css", "/v1/stats", "/v1/stats/questions/{id}", "/v1/stats/stream",
+    "/v1/stats.csv", "/v1/dashboard/config", "/healthz", "/metrics", "other",
+};
+
+static const int status_codes[] = {200, 304, 404, 405, 500, 503};
+#define N_STATUS LT_ARRAY_LEN(status_codes)
+#define STATUS_OTHER N_STATUS /* any other code */
 
 struct poll_job {
     struct dashboard *d;
     uint64_t known_generation;
+    uint64_t bad_generation;
     enum store_status status;
+    bool invalid;           /* read, but not a snapshot */
     struct snapshot *fresh; /* owned by the job until done takes it */
 };
 
@@ -47,71 +81,46 @@ struct dashboard {
     struct worker *worker;
     struct event *poll_timer;
     bool poll_running;
-    struct snapshot *current;   /* owned; NULL before the first */
-    uint64_t current_mono_ms;   /* when current was installed */
-    uint64_t requests[N_STATUS];
-    uint64_t poll_failures;
+    bool poll_again;            /* asked for while a poll ran */
+    struct snapshot *current;   /* one reference; NULL before the first */
+    uint64_t bad_generation;    /* published but unreadable: not fetched again */
+    uint64_t current_mono_ms;   /* when current arrived */
+    struct sse_hub *hub;
+    uint64_t requests[R_COUNT][N_STATUS + 1];
+    struct metrics_hist duration[R_COUNT];
+    uint64_t polls;
+    uint64_t store_errors;
 };
 
-static void snapshot_free(struct snapshot *s)
+/* ---- accounting ---------------------------------------------------------- */
+
+static void account(struct dashboard *d, enum route r, int code, uint64_t start_us)
 {
-    if (s == NULL)
-        return;
-    for (size_t i = 0; i < s->n; i++)
-        free(s->qjson[i]);
-    free(s->qjson);
-    free(s->qlen);
-    free(s->qids);
-    free(s->json);
-    free(s);
+    size_t k = STATUS_OTHER;
+    for (size_t i = 0; i < N_STATUS; i++)
+        if (status_codes[i] == code)
+            k = i;
+    d->requests[r][k]++;
+    uint64_t now = util_mono_us();
+    metrics_hist_add(&d->duration[r], now > start_us ? now - start_us : 0);
 }
 
-/* Splits out each question's entry so /v1/stats/questions/{id} costs no parse. */
-static struct snapshot *snapshot_build(uint64_t gen, char *json, size_t len)
+static enum route route_of(const char *path)
 {
-    struct snapshot *s = calloc(1, sizeof(*s));
-    json_error_t jerr;
-    json_t *root = NULL;
-    if (s == NULL)
-        goto err;
-    s->generation = gen;
-    s->json = json;
-    s->len = len;
-    json = NULL;
-    root = json_loadb(s->json, s->len, 0, &jerr);
-    json_t *qs = root ? json_object_get(root, "questions") : NULL;
-    if (!json_is_array(qs)) {
-        log_warn("snapshot generation=%" PRIu64 " is not valid: %s", gen,
-                 root ? "no questions array" : jerr.text);
-        goto err;
-    }
-    size_t n = json_array_size(qs);
-    s->qids = calloc(n ? n : 1, sizeof(*s->qids));
-    s->qjson = calloc(n ? n : 1, sizeof(*s->qjson));
-    s->qlen = calloc(n ? n : 1, sizeof(*s->qlen));
-    if (!s->qids || !s->qjson || !s->qlen)
-        goto err;
-    for (size_t i = 0; i < n; i++) {
-        json_t *q = json_array_get(qs, i);
-        json_t *id = json_object_get(q, "id");
-        if (!json_is_integer(id))
-            continue;
-        char *text = json_dumps(q, JSON_COMPACT);
-        if (text == NULL)
-            goto err;
-        s->qids[s->n] = (uint32_t)json_integer_value(id);
-        s->qjson[s->n] = text;
-        s->qlen[s->n] = strlen(text);
-        s->n++;
-    }
-    json_decref(root);
-    return s;
-err:
-    json_decref(root);
-    free(json);
-    snapshot_free(s);
-    return NULL;
+    for (int r = 0; r < R_OTHER; r++)
+        if (strcmp(route_names[r], path) == 0)
+            return (enum route)r;
+    if (strncmp(path, QUESTION_PREFIX, strlen(QUESTION_PREFIX)) == 0)
+        return R_QUESTION;
+    return R_OTHER;
 }
+
+void dashboard_account(struct dashboard *d, const char *path, int code, uint64_t start_us)
+{
+    account(d, route_of(path), code, start_us);
+}
+
+/* ---- polling ------------------------------------------------------------- */
 
 static void poll_run(struct store *st, void *arg)
 {
@@ -119,7 +128,7 @@ static void poll_run(struct store *st, void *arg)
     const char *event = j->d->ef->name;
     uint64_t gen;
     j->status = snapstore_generation(st, event, &gen);
-    if (j->status != STORE_OK || gen == j->known_generation)
+    if (j->status != STORE_OK || gen == j->known_generation || gen == j->bad_generation)
         return;
     char *json;
     size_t len;
@@ -127,24 +136,54 @@ static void poll_run(struct store *st, void *arg)
     if (j->status != STORE_OK)
         return;
     j->fresh = snapshot_build(gen, json, len);
-    if (j->fresh == NULL)
-        j->status = STORE_ERROR;
+    j->invalid = j->fresh == NULL;
+    if (j->invalid)
+        j->bad_generation = gen;
 }
+
+static void start_poll(struct dashboard *d);
 
 static void poll_done(void *arg)
 {
     struct poll_job *j = arg;
     struct dashboard *d = j->d;
     d->poll_running = false;
+    d->polls++;
     if (j->status == STORE_OK && j->fresh) {
-        snapshot_free(d->current);
+        snapshot_unref(d->current);
         d->current = j->fresh;
         d->current_mono_ms = util_mono_ms();
-    } else if (j->status != STORE_OK && j->status != STORE_NOTFOUND) {
-        d->poll_failures++;
-        log_warn("snapshot poll failed status=%s", store_status_str(j->status));
+        sse_hub_push(d->hub, d->current);
+    } else if (j->invalid || (j->status != STORE_OK && j->status != STORE_NOTFOUND)) {
+        d->store_errors++;
+        if (j->invalid)
+            d->bad_generation = j->bad_generation;
+        log_warn("snapshot poll failed status=%s", j->invalid ? "invalid_snapshot"
+                                                              : store_status_str(j->status));
     }
     free(j);
+    if (d->poll_again) {
+        d->poll_again = false;
+        start_poll(d);
+    }
+}
+
+static void start_poll(struct dashboard *d)
+{
+    if (d->poll_running) {
+        d->poll_again = true;
+        return;
+    }
+    struct poll_job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return;
+    j->d = d;
+    j->known_generation = d->current ? d->current->generation : 0;
+    j->bad_generation = d->bad_generation;
+    if (worker_submit(d->worker, poll_run, poll_done, j))
+        d->poll_running = true;
+    else
+        free(j);
 }
 
 static void on_poll_timer(evutil_socket_t fd, short what, void *arg)
@@ -152,101 +191,241 @@ static void on_poll_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct dashboard *d = arg;
-    if (d->poll_running)
-        return;
-    struct poll_job *j = calloc(1, sizeof(*j));
-    if (j == NULL)
-        return;
-    j->d = d;
-    j->known_generation = d->current ? d->current->generation : 0;
-    if (worker_submit(d->worker, poll_run, poll_done, j))
-        d->poll_running = true;
-    else
-        free(j);
+    if (!d->poll_running)
+        start_poll(d);
 }
 
-static void count_status(struct dashboard *d, int code)
+void dashboard_poll_now(struct dashboard *d)
 {
-    for (size_t i = 0; i < N_STATUS; i++)
-        if (status_codes[i] == code)
-            d->requests[i]++;
+    start_poll(d);
 }
 
-static void reply_error(struct dashboard *d, struct evhttp_request *req, int code,
-                        const char *error)
+/* ---- replies ------------------------------------------------------------- */
+
+/* Every dashboard reply goes out here. evhttp (2.1) would send a body after
+ * the headers of a HEAD reply too, which a keep-alive client then reads as
+ * the next response: for HEAD the body is dropped and only its length told. */
+static void send_reply(struct dashboard *d, struct evhttp_request *req, enum route r,
+                       uint64_t t0, int code, const char *type, struct evbuffer *body)
 {
-    count_status(d, code);
-    http_reply_error(req, code, error, NULL, code == 503 ? 1 : 0);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    if (type != NULL)
+        evhttp_add_header(h, "Content-Type", type);
+    if (body != NULL && evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        char len[32];
+        snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
+        evhttp_add_header(h, "Content-Length", len);
+        body = NULL;
+    }
+    const char *reason = code == 200 ? "OK" : code == 304 ? "Not Modified"
+                       : code == 404 ? "Not Found" : code == 405 ? "Method Not Allowed"
+                       : code == 503 ? "Service Unavailable" : "Internal Server Error";
+    evhttp_send_reply(req, code, reason, body);
+    account(d, r, code, t0);
 }
 
-static bool get_only(struct dashboard *d, struct evhttp_request *req)
+/* The error shape of API.md: {"error":"<error>"}; 503 says when to retry. */
+static void reply_error(struct dashboard *d, struct evhttp_request *req, enum route r,
+                        uint64_t t0, int code, const char *error)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    if (code == 503 && evhttp_find_header(h, "Retry-After") == NULL)
+        evhttp_add_header(h, "Retry-After", "1");
+    struct evbuffer *body = evbuffer_new();
+    if (body != NULL)
+        evbuffer_add_printf(body, "{\"error\":\"%s\"}", error);
+    send_reply(d, req, r, t0, code, "application/json", body);
+    if (body != NULL)
+        evbuffer_free(body);
+}
+
+static bool get_only(struct dashboard *d, struct evhttp_request *req, enum route r, uint64_t t0)
 {
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD)
         return true;
-    reply_error(d, req, 405, "method_not_allowed");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+    reply_error(d, req, r, t0, 405, "method_not_allowed");
     return false;
 }
 
-static void reply_json(struct dashboard *d, struct evhttp_request *req, const char *json,
-                       size_t len)
+/* 200 with bytes of the current snapshot, sent by reference. */
+static void reply_snapshot(struct dashboard *d, struct evhttp_request *req, enum route r,
+                           uint64_t t0, const char *type, const char *data, size_t len)
 {
-    count_status(d, 200);
-    http_reply_json(req, 200, json, len);
+    struct evbuffer *body = evbuffer_new();
+    if (body == NULL || !snapshot_add_to(d->current, body, data, len)) {
+        if (body)
+            evbuffer_free(body);
+        reply_error(d, req, r, t0, 500, "internal_error");
+        return;
+    }
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    char gen[32];
+    snprintf(gen, sizeof(gen), "%" PRIu64, d->current->generation);
+    evhttp_add_header(h, "X-Livetally-Generation", gen);
+    send_reply(d, req, r, t0, 200, type, body);
+    evbuffer_free(body);
 }
 
-static void handle_question(struct dashboard *d, struct evhttp_request *req, const char *idtext)
+static void handle_question(struct dashboard *d, struct evhttp_request *req, uint64_t t0,
+                            const char *idtext)
 {
     uint32_t id;
     if (!util_parse_u32(idtext, 0, UINT32_MAX, &id) || eventfile_question(d->ef, id) == NULL) {
-        reply_error(d, req, 404, "unknown_question");
+        reply_error(d, req, R_QUESTION, t0, 404, "unknown_question");
         return;
     }
     if (d->current == NULL) {
-        reply_error(d, req, 503, "no_snapshot_yet");
+        reply_error(d, req, R_QUESTION, t0, 503, "no_snapshot_yet");
         return;
     }
-    for (size_t i = 0; i < d->current->n; i++) {
-        if (d->current->qids[i] == id) {
-            reply_json(d, req, d->current->qjson[i], d->current->qlen[i]);
-            return;
-        }
+    size_t len;
+    const char *q = snapshot_question(d->current, id, &len);
+    if (q == NULL) {
+        /* The event file knows it but the snapshot was built from another one. */
+        reply_error(d, req, R_QUESTION, t0, 404, "unknown_question");
+        return;
     }
-    /* The event file knows it but the snapshot was built from another one. */
-    reply_error(d, req, 404, "unknown_question");
+    reply_snapshot(d, req, R_QUESTION, t0, "application/json", q, len);
+}
+
+static void handle_csv(struct dashboard *d, struct evhttp_request *req, uint64_t t0)
+{
+    if (d->current == NULL) {
+        reply_error(d, req, R_CSV, t0, 503, "no_snapshot_yet");
+        return;
+    }
+    char disp[128];
+    snprintf(disp, sizeof(disp), "attachment; filename=\"%s-stats-%" PRIu64 ".csv\"", d->ef->name,
+             d->current->generation);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Disposition", disp);
+    reply_snapshot(d, req, R_CSV, t0, "text/csv; charset=utf-8; header=present",
+                   d->current->csv, d->current->csv_len);
+}
+
+/* What the page cannot learn from a snapshot: how often one should arrive
+ * (for its freshness warning) and the server's clock (to age generated_at
+ * without trusting the screen's clock). */
+static void handle_config(struct dashboard *d, struct evhttp_request *req, uint64_t t0)
+{
+    char buf[512];
+    int n = snprintf(buf, sizeof(buf),
+                     "{\"event\":\"%s\",\"interval_ms\":%u,\"stale_after_ms\":%" PRIu64
+                     ",\"heartbeat_ms\":%u,\"server_time_ms\":%" PRIu64
+                     ",\"stream\":\"v1/stats/stream\",\"stats\":\"v1/stats\","
+                     "\"csv\":\"v1/stats.csv\"}",
+                     d->ef->name, d->cfg.interval_ms, (uint64_t)d->cfg.interval_ms * 3,
+                     d->cfg.heartbeat_ms, util_wall_ms());
+    struct evbuffer *body = evbuffer_new();
+    if (body == NULL || evbuffer_add(body, buf, (size_t)n < sizeof(buf) ? (size_t)n : 0) != 0) {
+        if (body)
+            evbuffer_free(body);
+        reply_error(d, req, R_CONFIG, t0, 500, "internal_error");
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+    send_reply(d, req, R_CONFIG, t0, 200, "application/json", body);
+    evbuffer_free(body);
+}
+
+static void handle_stream(struct dashboard *d, struct evhttp_request *req, uint64_t t0)
+{
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        send_reply(d, req, R_STREAM, t0, 200, "text/event-stream", NULL);
+        return;
+    }
+    const char *last =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
+    if (!sse_hub_join(d->hub, req, d->current, last)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
+        reply_error(d, req, R_STREAM, t0, 503, "too_many_streams");
+        return;
+    }
+    account(d, R_STREAM, 200, t0);
+}
+
+static void handle_asset(struct dashboard *d, struct evhttp_request *req, uint64_t t0,
+                         enum route r, const struct page_asset *a)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    /* Revalidated on every load (a new build is picked up at once), but an
+     * unchanged page costs a 304. */
+    evhttp_add_header(h, "Cache-Control", "no-cache");
+    evhttp_add_header(h, "ETag", a->etag);
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    if (r == R_PAGE) {
+        /* The page is self-contained: nothing may load from elsewhere. */
+        evhttp_add_header(h, "Content-Security-Policy",
+                          "default-src 'none'; script-src 'self'; style-src 'self'; "
+                          "connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
+                          "form-action 'none'");
+        evhttp_add_header(h, "Referrer-Policy", "no-referrer");
+    }
+    const char *inm = evhttp_find_header(evhttp_request_get_input_headers(req), "If-None-Match");
+    if (inm != NULL && strcmp(inm, a->etag) == 0) {
+        send_reply(d, req, r, t0, 304, NULL, NULL);
+        return;
+    }
+    struct evbuffer *body = evbuffer_new();
+    if (body == NULL || evbuffer_add_reference(body, a->data, a->len, NULL, NULL) != 0) {
+        if (body)
+            evbuffer_free(body);
+        reply_error(d, req, r, t0, 500, "internal_error");
+        return;
+    }
+    send_reply(d, req, r, t0, 200, a->content_type, body);
+    evbuffer_free(body);
 }
 
 bool dashboard_handle(struct dashboard *d, struct evhttp_request *req, const char *path)
 {
-    if (strcmp(path, "/v1/stats") == 0) {
-        if (!get_only(d, req))
+    uint64_t t0 = util_mono_us();
+    enum route r = route_of(path);
+    const struct page_asset *asset = NULL;
+    if (r == R_OTHER && strcmp(path, "/index.html") == 0)
+        r = R_PAGE;
+    switch (r) {
+    case R_PAGE:
+    case R_APP_JS:
+    case R_STYLE_CSS:
+        asset = page_find(path);
+        if (asset == NULL)
+            return false;
+        if (get_only(d, req, r, t0))
+            handle_asset(d, req, t0, r, asset);
+        return true;
+    case R_STATS:
+        if (!get_only(d, req, r, t0))
             return true;
         if (d->current == NULL)
-            reply_error(d, req, 503, "no_snapshot_yet");
+            reply_error(d, req, r, t0, 503, "no_snapshot_yet");
         else
-            reply_json(d, req, d->current->json, d->current->len);
+            reply_snapshot(d, req, r, t0, "application/json", d->current->json, d->current->len);
         return true;
-    }
-    if (strncmp(path, QUESTION_PREFIX, strlen(QUESTION_PREFIX)) == 0) {
-        if (get_only(d, req))
-            handle_question(d, req, path + strlen(QUESTION_PREFIX));
+    case R_QUESTION:
+        if (get_only(d, req, r, t0))
+            handle_question(d, req, t0, path + strlen(QUESTION_PREFIX));
         return true;
-    }
-    if (strcmp(path, "/") == 0 || strcmp(path, "/index.html") == 0) {
-        if (!get_only(d, req))
-            return true;
-        count_status(d, 200);
-        struct evbuffer *out = evbuffer_new();
-        if (out == NULL) {
-            reply_error(d, req, 503, "overloaded");
-            return true;
-        }
-        evbuffer_add_reference(out, page_html, page_html_len, NULL, NULL);
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                          "text/html; charset=utf-8");
-        evhttp_send_reply(req, 200, "OK", out);
-        evbuffer_free(out);
+    case R_STREAM:
+        if (get_only(d, req, r, t0))
+            handle_stream(d, req, t0);
         return true;
+    case R_CSV:
+        if (get_only(d, req, r, t0))
+            handle_csv(d, req, t0);
+        return true;
+    case R_CONFIG:
+        if (get_only(d, req, r, t0))
+            handle_config(d, req, t0);
+        return true;
+    case R_HEALTHZ:
+    case R_METRICS:
+    case R_OTHER:
+    case R_COUNT:
+        break;
     }
     return false;
 }
@@ -256,27 +435,61 @@ uint64_t dashboard_generation(const struct dashboard *d)
     return d->current ? d->current->generation : 0;
 }
 
+/* ---- metrics ------------------------------------------------------------- */
+
+void dashboard_describe_metrics(FILE *out)
+{
+    metrics_describe(out, metric_defs, DM_COUNT);
+}
+
 void dashboard_write_metrics(struct dashboard *d, struct evbuffer *out)
 {
-    evbuffer_add_printf(out,
-                        "# HELP livetally_dashboard_requests_total Dashboard HTTP responses by status\n"
-                        "# TYPE livetally_dashboard_requests_total counter\n");
-    for (size_t i = 0; i < N_STATUS; i++)
-        evbuffer_add_printf(out, "livetally_dashboard_requests_total{code=\"%d\"} %" PRIu64 "\n",
-                            status_codes[i], d->requests[i]);
-    double age = d->current ? (double)(util_mono_ms() - d->current_mono_ms) / 1000.0 : -1;
-    evbuffer_add_printf(out,
-                        "# HELP livetally_dashboard_snapshot_generation Generation being served\n"
-                        "# TYPE livetally_dashboard_snapshot_generation gauge\n"
-                        "livetally_dashboard_snapshot_generation %" PRIu64 "\n"
-                        "# HELP livetally_dashboard_snapshot_age_seconds Since the served snapshot arrived (-1: none)\n"
-                        "# TYPE livetally_dashboard_snapshot_age_seconds gauge\n"
-                        "livetally_dashboard_snapshot_age_seconds %.3f\n"
-                        "# HELP livetally_dashboard_poll_failures_total Failed snapshot reads\n"
-                        "# TYPE livetally_dashboard_poll_failures_total counter\n"
-                        "livetally_dashboard_poll_failures_total %" PRIu64 "\n",
-                        dashboard_generation(d), age, d->poll_failures);
+    char labels[128];
+    const struct metric_def *m = metric_defs;
+    metrics_write_head(out, &m[DM_REQUESTS]);
+    for (size_t r = 0; r < R_COUNT; r++) {
+        for (size_t k = 0; k <= N_STATUS; k++) {
+            if (d->requests[r][k] == 0)
+                continue;
+            char code[16];
+            if (k == STATUS_OTHER)
+                snprintf(code, sizeof(code), "other");
+            else
+                snprintf(code, sizeof(code), "%d", status_codes[k]);
+            snprintf(labels, sizeof(labels), "path=\"%s\",code=\"%s\"", route_names[r], code);
+            metrics_write_u64(out, &m[DM_REQUESTS], labels, d->requests[r][k]);
+        }
+    }
+    metrics_write_head(out, &m[DM_DURATION]);
+    for (size_t r = 0; r < R_COUNT; r++) {
+        if (d->duration[r].count == 0)
+            continue;
+        snprintf(labels, sizeof(labels), "path=\"%s\"", route_names[r]);
+        metrics_write_hist(out, &m[DM_DURATION], labels, &d->duration[r]);
+    }
+    double age = -1, unchanged = -1;
+    if (d->current != NULL) {
+        uint64_t now = util_wall_ms();
+        uint64_t at = d->current->generated_ms;
+        age = at == 0 ? -1 : (double)(now > at ? now - at : 0) / 1000.0;
+        unchanged = (double)(util_mono_ms() - d->current_mono_ms) / 1000.0;
+    }
+    metrics_emit_u64(out, &m[DM_GENERATION], dashboard_generation(d));
+    metrics_emit_f64(out, &m[DM_AGE], age);
+    metrics_emit_f64(out, &m[DM_UNCHANGED], unchanged);
+    metrics_emit_u64(out, &m[DM_POLLS], d->polls);
+    metrics_emit_u64(out, &m[DM_STORE_ERRORS], d->store_errors);
+    struct sse_stats ss;
+    sse_hub_get_stats(d->hub, &ss);
+    metrics_emit_u64(out, &m[DM_STREAMS], ss.clients);
+    metrics_emit_u64(out, &m[DM_STREAMS_ACCEPTED], ss.accepted);
+    metrics_emit_u64(out, &m[DM_STREAMS_REJECTED], ss.rejected);
+    metrics_emit_u64(out, &m[DM_STREAMS_DROPPED], ss.dropped);
+    metrics_emit_u64(out, &m[DM_STREAMS_CLOSED], ss.closed);
+    metrics_emit_u64(out, &m[DM_STREAM_EVENTS], ss.events);
 }
+
+/* ---- life cycle ---------------------------------------------------------- */
 
 struct dashboard *dashboard_create(struct event_base *base, const struct eventfile *ef,
                                    struct store *store, const struct dashboard_config *cfg,
@@ -293,16 +506,27 @@ struct dashboard *dashboard_create(struct event_base *base, const struct eventfi
     d->cfg = *cfg;
     if (d->cfg.poll_ms == 0)
         d->cfg.poll_ms = 250;
+    if (d->cfg.interval_ms == 0)
+        d->cfg.interval_ms = 1000;
+    if (d->cfg.heartbeat_ms == 0)
+        d->cfg.heartbeat_ms = 15000;
+    struct sse_config sc = {.heartbeat_ms = d->cfg.heartbeat_ms,
+                            .max_clients = d->cfg.max_streams,
+                            .max_pending = d->cfg.max_stream_pending,
+                            .write_timeout_s = d->cfg.stream_timeout_s,
+                            .retry_ms = d->cfg.interval_ms < 1000 ? 1000 : d->cfg.interval_ms};
+    d->hub = sse_hub_create(base, &sc);
     d->worker = worker_start("dashboard-store", store, base, 4);
     d->poll_timer = event_new(base, -1, EV_PERSIST, on_poll_timer, d);
     struct timeval tv = {.tv_sec = d->cfg.poll_ms / 1000,
                          .tv_usec = (suseconds_t)(d->cfg.poll_ms % 1000) * 1000};
-    if (d->worker == NULL || d->poll_timer == NULL || event_add(d->poll_timer, &tv) != 0) {
+    if (d->hub == NULL || d->worker == NULL || d->poll_timer == NULL ||
+        event_add(d->poll_timer, &tv) != 0) {
         snprintf(err, errlen, "cannot start the snapshot poller");
         dashboard_free(d);
         return NULL;
     }
-    on_poll_timer(-1, 0, d); /* the first look right away */
+    start_poll(d); /* the first look right away */
     return d;
 }
 
@@ -312,7 +536,10 @@ void dashboard_free(struct dashboard *d)
         return;
     if (d->poll_timer)
         event_free(d->poll_timer);
-    worker_stop(d->worker);
-    snapshot_free(d->current);
+    worker_stop(d->worker); /* runs poll_done of a poll still out */
+    d->poll_again = false;
+    sse_hub_free(d->hub);
+    d->hub = NULL;
+    snapshot_unref(d->current);
     free(d);
 }

@@ -29,12 +29,16 @@ struct options {
     const char *token_path;
     uint32_t interval_ms;
     uint32_t drain_timeout_s;
+    uint32_t max_streams;
+    uint32_t heartbeat_ms;
+    bool describe_metrics;
     enum log_level log_level;
     struct ingest_server_config sc;
 };
 
-enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_INTERVAL, OPT_THREADS, OPT_FLUSH_MS,
-       OPT_NO_COALESCE, OPT_DEADLINE_MS, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT, OPT_LOG_LEVEL };
+enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_INTERVAL, OPT_THREADS, OPT_FLUSH_MS, OPT_NO_COALESCE,
+       OPT_DEADLINE_MS, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT, OPT_MAX_STREAMS, OPT_HEARTBEAT,
+       OPT_DESCRIBE_METRICS, OPT_LOG_LEVEL };
 
 static const struct cli_opt cli_opts[] = {
     {"event", "FILE", "the event file (required)", OPT_EVENT},
@@ -48,6 +52,9 @@ static const struct cli_opt cli_opts[] = {
     {"deadline-ms", "MS", "retry an unconfirmed batch this long before 503 (default 2000)", OPT_DEADLINE_MS},
     {"drain-timeout", "S", "on SIGTERM, wait at most this long for the store (default 30)", OPT_DRAIN_TIMEOUT},
     {"http-timeout", "S", "drop a client that is idle, or slow to send a request, this long (default 10)", OPT_HTTP_TIMEOUT},
+    {"max-streams", "N", "Server-Sent Events clients at once; past it 503 (default 1000)", OPT_MAX_STREAMS},
+    {"heartbeat-ms", "MS", "comment line on every stream this often (default 15000)", OPT_HEARTBEAT},
+    {"describe-metrics", NULL, "list the /metrics metrics (name, type, help) and exit", OPT_DESCRIBE_METRICS},
     {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
 };
 
@@ -57,7 +64,9 @@ static const char about[] =
     "  POST /v1/admin/questions/{id}/open     admin (Authorization: Bearer TOKEN)\n"
     "  POST /v1/admin/questions/{id}/close\n"
     "  GET  /v1/stats, /v1/stats/questions/{id}   the latest statistics (JSON)\n"
-    "  GET  /                                 the live page\n"
+    "  GET  /v1/stats/stream                  Server-Sent Events, one per new snapshot\n"
+    "  GET  /v1/stats.csv                     the report (CSV)\n"
+    "  GET  /                                 the live page (/?screen=1: big screen)\n"
     "  GET  /healthz, /metrics\n"
     "SIGTERM/SIGINT: stop taking answers, write everything pending, publish a\n"
     "last snapshot, exit.\n\n"
@@ -81,6 +90,9 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
         return cli_u32(val, 10, 600000, &o->sc.ic.commit.deadline_ms, err, errlen);
     case OPT_DRAIN_TIMEOUT: return cli_u32(val, 1, 3600, &o->drain_timeout_s, err, errlen);
     case OPT_HTTP_TIMEOUT: return cli_u32(val, 1, 3600, &o->sc.http_timeout_s, err, errlen);
+    case OPT_MAX_STREAMS: return cli_u32(val, 1, 100000, &o->max_streams, err, errlen);
+    case OPT_HEARTBEAT: return cli_u32(val, 100, 600000, &o->heartbeat_ms, err, errlen);
+    case OPT_DESCRIBE_METRICS: o->describe_metrics = true; return true;
     case OPT_LOG_LEVEL:
         return log_parse_level(val, &o->log_level) ||
                (snprintf(err, errlen, "expected error, warn, info or debug"), false);
@@ -112,6 +124,14 @@ static void metrics_extra(struct evbuffer *out, void *arg)
     struct app *app = arg;
     dashboard_write_metrics(app->dashboard, out);
     agg_runner_write_metrics(app->runner, out);
+}
+
+/* The aggregator is in this process: streams hear of a snapshot as soon as
+ * it is published, not at the dashboard's next poll. */
+static void on_published(void *arg)
+{
+    struct app *app = arg;
+    dashboard_poll_now(app->dashboard);
 }
 
 static void on_final_snapshot(void *arg)
@@ -161,6 +181,8 @@ int main(int argc, char **argv)
         .backend = "memory:",
         .interval_ms = 1000,
         .drain_timeout_s = 30,
+        .max_streams = 1000,
+        .heartbeat_ms = 15000,
         .log_level = LOG_INFO,
     };
     ingest_server_defaults(&o.sc);
@@ -168,6 +190,11 @@ int main(int argc, char **argv)
                                   LT_ARRAY_LEN(cli_opts), set_opt, &o);
     if (r != CLI_CONTINUE)
         return r == CLI_EXIT_OK ? 0 : 2;
+    if (o.describe_metrics) {
+        dashboard_describe_metrics(stdout);
+        agg_runner_describe_metrics(stdout);
+        return 0;
+    }
     if (o.event_path == NULL)
         return cli_usage_error(PROG, "--event FILE is required"), 2;
     log_init("livetally", o.log_level);
@@ -206,13 +233,18 @@ int main(int argc, char **argv)
      * memory: they share one table. */
     struct store *dash_store = store_clone(store);
     struct store *agg_store = store_clone(store);
-    struct dashboard_config dc = {.poll_ms = o.interval_ms / 4 ? o.interval_ms / 4 : 1};
+    struct dashboard_config dc = {.poll_ms = o.interval_ms / 4 ? o.interval_ms / 4 : 1,
+                                  .interval_ms = o.interval_ms,
+                                  .heartbeat_ms = o.heartbeat_ms,
+                                  .max_streams = o.max_streams,
+                                  .stream_timeout_s = o.sc.http_timeout_s};
     app.runner = agg_runner_start(app.base, &ef, agg_store, o.interval_ms);
     app.dashboard = dashboard_create(app.base, &ef, dash_store, &dc, err, sizeof(err));
     if (app.runner == NULL || app.dashboard == NULL) {
         fprintf(stderr, PROG ": %s\n", app.runner ? err : "cannot start the aggregator");
         goto done;
     }
+    agg_runner_on_publish(app.runner, on_published, &app);
     struct ingest_server_extra extra = {.route = route_extra, .metrics = metrics_extra, .arg = &app};
     app.server = ingest_server_start(app.base, &ef, store, &o.sc, &extra, err, sizeof(err));
     store = NULL;
@@ -233,7 +265,8 @@ int main(int argc, char **argv)
     rc = app.exit_code;
 
 done:
-    /* The dashboard first (it may hold requests of the server's evhttp). */
+    /* The dashboard closes its streams before the server frees their
+     * connections. */
     if (app.dashboard)
         dashboard_free(app.dashboard);
     ingest_server_free(app.server);

@@ -1,0 +1,52 @@
+/*
+ * A published snapshot, ready to serve: the JSON as published, each
+ * question's entry, the Server-Sent Events frame carrying it and the CSV
+ * report, all rendered once when the snapshot arrives.
+ *
+ * Reference-counted, so replies send its bytes without copying them
+ * (evbuffer_add_reference): the dashboard holds one reference to the
+ * snapshot it serves, and every reply or stream still sending its bytes
+ * holds one more. Built on any thread; after that used on the event loop's
+ * thread only (the count is not atomic).
+ */
+#ifndef LT_SNAPSHOT_H
+#define LT_SNAPSHOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+struct snapshot {
+    unsigned refs;
+    uint64_t generation;
+    uint64_t generated_ms; /* its generated_at, ms since the epoch (0: unreadable) */
+    char *json;       /* owned: as published, NUL-terminated */
+    size_t len;
+    char *frame;      /* owned: "event: stats\nid: <generation>\ndata: <json>\n\n" */
+    size_t frame_len;
+    char *csv;        /* owned: stats_csv.h's report */
+    size_t csv_len;
+    size_t n;         /* questions */
+    uint32_t *qids;   /* owned */
+    char **qjson;     /* owned, n strings */
+    size_t *qlen;     /* owned */
+};
+
+/* Takes json over (freed on failure too). The result holds one reference.
+ * NULL when json is not a snapshot (no questions array) or memory runs out. */
+struct snapshot *snapshot_build(uint64_t generation, char *json, size_t len);
+
+void snapshot_ref(struct snapshot *s);
+/* Frees the snapshot with its last reference. NULL is ignored. */
+void snapshot_unref(struct snapshot *s);
+
+/* Appends len bytes at data (inside s) to out without copying; s keeps a
+ * reference until out has let go of them. false when memory runs out. */
+bool snapshot_add_to(struct snapshot *s, struct evbuffer *out, const char *data, size_t len);
+
+/* The question's entry (JSON object), or NULL when the snapshot has none. */
+const char *snapshot_question(const struct snapshot *s, uint32_t id, size_t *len);
+
+#endif

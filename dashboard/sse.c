@@ -1,0 +1,241 @@
+#include "sse.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "log.h"
+#include "snapshot.h"
+#include "util.h"
+
+/* What a client may send on a stream connection before we stop reading it:
+ * nothing is expected after the request, and an unread input buffer must not
+ * grow without bound. */
+#define SSE_MAX_INPUT 4096
+
+static const char heartbeat[] = ": heartbeat\n\n";
+
+struct sse_client {
+    struct sse_hub *hub;            /* (ref) */
+    struct evhttp_request *req;     /* (ref) owned by evhttp while the connection lives */
+    struct evhttp_connection *conn; /* (ref) */
+    struct sse_client *prev;
+    struct sse_client *next;
+};
+
+struct sse_hub {
+    struct sse_config cfg;
+    struct event *heartbeat_timer;
+    struct evbuffer *scratch;   /* reused to hand chunks to evhttp (left empty) */
+    struct sse_client *clients; /* owned, doubly linked */
+    struct sse_stats stats;
+};
+
+static void unlink_client(struct sse_hub *h, struct sse_client *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    h->stats.clients--;
+    free(c);
+}
+
+/* The peer went away (EOF, error, write timeout): evhttp is freeing the
+ * connection. On those paths it has detached the unfinished request from
+ * it, so the request is ours to free; otherwise evhttp frees it. */
+static void on_close(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    struct sse_client *c = arg;
+    struct sse_hub *h = c->hub;
+    struct evhttp_request *req = c->req;
+    h->stats.closed++;
+    unlink_client(h, c);
+    if (evhttp_request_get_connection(req) == NULL)
+        evhttp_request_free(req);
+}
+
+/* We end the stream: no close callback for us, evhttp frees the request
+ * with its connection. */
+static void close_client(struct sse_hub *h, struct sse_client *c)
+{
+    struct evhttp_connection *conn = c->conn;
+    struct evhttp_request *req = c->req;
+    unlink_client(h, c);
+    if (evhttp_request_get_connection(req) == NULL) {
+        /* Detached already (its connection failed without telling us). */
+        evhttp_request_free(req);
+        return;
+    }
+    evhttp_connection_set_closecb(conn, NULL, NULL);
+    evhttp_connection_free(conn);
+}
+
+static size_t pending_bytes(const struct sse_client *c)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(c->conn);
+    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+}
+
+/* Drops c when it is gone or cannot keep up; true when c is still there. */
+static bool keep_client(struct sse_hub *h, struct sse_client *c)
+{
+    if (evhttp_request_get_connection(c->req) == NULL) {
+        h->stats.closed++;
+        close_client(h, c);
+        return false;
+    }
+    if (pending_bytes(c) > h->cfg.max_pending) {
+        log_info("stream client dropped: %zu bytes unsent", pending_bytes(c));
+        h->stats.dropped++;
+        close_client(h, c);
+        return false;
+    }
+    return true;
+}
+
+static void send_snapshot(struct sse_hub *h, struct sse_client *c, struct snapshot *s)
+{
+    if (!snapshot_add_to(s, h->scratch, s->frame, s->frame_len))
+        return; /* out of memory: this client misses one event, not the stream */
+    evhttp_send_reply_chunk(c->req, h->scratch);
+    /* evhttp moves the chains; anything left (no connection) is dropped. */
+    evbuffer_drain(h->scratch, evbuffer_get_length(h->scratch));
+    h->stats.events++;
+}
+
+static void send_text(struct sse_hub *h, struct sse_client *c, const char *text, size_t len)
+{
+    if (evbuffer_add(h->scratch, text, len) != 0)
+        return;
+    evhttp_send_reply_chunk(c->req, h->scratch);
+    evbuffer_drain(h->scratch, evbuffer_get_length(h->scratch));
+}
+
+static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct sse_hub *h = arg;
+    struct sse_client *next;
+    for (struct sse_client *c = h->clients; c; c = next) {
+        next = c->next;
+        if (keep_client(h, c))
+            send_text(h, c, heartbeat, sizeof(heartbeat) - 1);
+    }
+}
+
+struct sse_hub *sse_hub_create(struct event_base *base, const struct sse_config *cfg)
+{
+    struct sse_hub *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    h->cfg = *cfg;
+    if (h->cfg.heartbeat_ms == 0)
+        h->cfg.heartbeat_ms = 15000;
+    if (h->cfg.max_clients == 0)
+        h->cfg.max_clients = 1000;
+    if (h->cfg.max_pending == 0)
+        h->cfg.max_pending = 4u << 20;
+    if (h->cfg.write_timeout_s == 0)
+        h->cfg.write_timeout_s = 10;
+    if (h->cfg.retry_ms == 0)
+        h->cfg.retry_ms = 1000;
+    h->scratch = evbuffer_new();
+    h->heartbeat_timer = event_new(base, -1, EV_PERSIST, on_heartbeat, h);
+    struct timeval tv = {.tv_sec = h->cfg.heartbeat_ms / 1000,
+                         .tv_usec = (suseconds_t)(h->cfg.heartbeat_ms % 1000) * 1000};
+    if (h->scratch == NULL || h->heartbeat_timer == NULL ||
+        event_add(h->heartbeat_timer, &tv) != 0) {
+        sse_hub_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+bool sse_hub_join(struct sse_hub *h, struct evhttp_request *req, struct snapshot *current,
+                  const char *last_event_id)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+    if (h->stats.clients >= h->cfg.max_clients) {
+        h->stats.rejected++;
+        return false;
+    }
+    struct sse_client *c = calloc(1, sizeof(*c));
+    if (c == NULL || bev == NULL) {
+        free(c);
+        return false;
+    }
+    c->hub = h;
+    c->req = req;
+    c->conn = conn;
+    c->next = h->clients;
+    if (h->clients)
+        h->clients->prev = c;
+    h->clients = c;
+    h->stats.clients++;
+    h->stats.accepted++;
+
+    struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
+    evhttp_add_header(hdr, "Content-Type", "text/event-stream");
+    evhttp_add_header(hdr, "Cache-Control", "no-store");
+    /* nginx buffers proxied responses unless told not to. */
+    evhttp_add_header(hdr, "X-Accel-Buffering", "no");
+    evhttp_send_reply_start(req, 200, "OK");
+    /* The server's idle timeout would end a stream the client has no reason
+     * to talk on: no read timeout; a write that makes no progress still
+     * times out (a client that stopped reading). */
+    struct timeval wt = {.tv_sec = h->cfg.write_timeout_s, .tv_usec = 0};
+    bufferevent_set_timeouts(bev, NULL, &wt);
+    bufferevent_setwatermark(bev, EV_READ, 0, SSE_MAX_INPUT);
+    evhttp_connection_set_closecb(conn, on_close, c);
+
+    char hello[64];
+    int n = snprintf(hello, sizeof(hello), "retry: %u\n\n", h->cfg.retry_ms);
+    send_text(h, c, hello, (size_t)n);
+    uint64_t last;
+    bool resumed = last_event_id != NULL &&
+                   util_parse_u64(last_event_id, 0, UINT64_MAX, &last) && current != NULL &&
+                   last == current->generation;
+    if (current != NULL && !resumed)
+        send_snapshot(h, c, current);
+    return true;
+}
+
+void sse_hub_push(struct sse_hub *h, struct snapshot *s)
+{
+    struct sse_client *next;
+    for (struct sse_client *c = h->clients; c; c = next) {
+        next = c->next;
+        if (keep_client(h, c))
+            send_snapshot(h, c, s);
+    }
+}
+
+void sse_hub_get_stats(const struct sse_hub *h, struct sse_stats *out)
+{
+    *out = h->stats;
+}
+
+void sse_hub_free(struct sse_hub *h)
+{
+    if (h == NULL)
+        return;
+    while (h->clients)
+        close_client(h, h->clients);
+    if (h->heartbeat_timer)
+        event_free(h->heartbeat_timer);
+    if (h->scratch)
+        evbuffer_free(h->scratch);
+    free(h);
+}
