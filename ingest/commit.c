@@ -321,7 +321,8 @@ static void flush_done(void *arg)
     c->st.batches++;
     c->st.batch_keys += b->n_items;
     c->st.store_retries += b->retries;
-    c->st.last_flush_us = b->flush_us;
+    c->st.batch_answers += b->n_waiters;
+    metrics_hist_add(&c->st.flush_hist, b->flush_us);
     if (fresh_ok)
         c->st.acked += b->n_waiters;
     else

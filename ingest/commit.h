@@ -26,6 +26,7 @@
 
 #include "eventfile.h"
 #include "keys.h"
+#include "metrics.h"
 
 struct event_base;
 struct worker;
@@ -66,7 +67,8 @@ struct commit_stats {
     uint64_t store_retries;
     uint64_t carried_keys;    /* counters carried to a later batch, ever */
     uint64_t uncertain;       /* increments whose reply was lost: maybe applied, never resent */
-    uint64_t last_flush_us;
+    uint64_t batch_answers;   /* answers in the batches written */
+    struct metrics_hist flush_hist; /* batch write durations */
     uint64_t waiting;         /* gauge */
     uint64_t carry;           /* gauge: counters waiting to be retried */
     uint64_t open_answers;    /* gauge: answers in the batch being filled */

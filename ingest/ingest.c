@@ -15,6 +15,7 @@
 #include "http.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "qstate.h"
 #include "store.h"
 #include "util.h"
@@ -33,6 +34,7 @@ struct ingest_figures {
     bool in_use;
     uint64_t requests[N_STATUS];
     uint64_t answers_received;
+    struct metrics_hist latency;
     struct commit_stats cs;
     struct httpd_stats hs;
 };
@@ -67,6 +69,7 @@ struct ingest {
     struct util_rng rng;
     uint64_t requests[N_STATUS];
     uint64_t answers_received;
+    struct metrics_hist latency;     /* valid answer -> reply */
 };
 
 /* ---- shared ----------------------------------------------------------- */
@@ -168,11 +171,13 @@ struct pending_answer {
     struct ingest *ig;
     ingest_reply_fn reply;
     void *ctx;
+    uint64_t start_us;
 };
 
 static void on_committed(void *arg, enum commit_result r)
 {
     struct pending_answer *p = arg;
+    metrics_hist_add(&p->ig->latency, util_mono_us() - p->start_us);
     if (r == COMMIT_OK) {
         static const char accepted[] = "{\"status\":\"accepted\"}";
         count_status(p->ig, 202);
@@ -235,7 +240,7 @@ static void serve_answer(struct ingest *ig, const struct ingest_request *r, inge
         reply_error(ig, reply, ctx, 503, "overloaded", NULL);
         return;
     }
-    *p = (struct pending_answer){.ig = ig, .reply = reply, .ctx = ctx};
+    *p = (struct pending_answer){.ig = ig, .reply = reply, .ctx = ctx, .start_us = util_mono_us()};
     enum commit_refusal refusal = committer_submit(ig->committer, ids, on_committed, p);
     if (refusal != COMMIT_ACCEPTED) {
         free(p);
@@ -555,11 +560,62 @@ void ingest_free(struct ingest *ig)
 
 /* ---- metrics ---------------------------------------------------------- */
 
+/* Each metric once (common/metrics.h); the figure each reads is in
+ * figure_value(). */
+#define INGEST_METRICS(X)                                                                          \
+    X(IM_REQUESTS, "livetally_ingest_requests_total", COUNTER,                                     \
+      "Ingest API responses by status code")                                                       \
+    X(IM_RECEIVED, "livetally_ingest_answers_received_total", COUNTER, "POST /v1/answers received") \
+    X(IM_ACKED, "livetally_ingest_answers_acknowledged_total", COUNTER,                            \
+      "Answers confirmed by the store (202)")                                                      \
+    X(IM_UNCONFIRMED, "livetally_ingest_answers_unconfirmed_total", COUNTER,                       \
+      "Answers answered 503 backend_unavailable after the store deadline")                         \
+    X(IM_LATENCY, "livetally_ingest_answer_latency_seconds", HISTOGRAM,                            \
+      "From a valid answer's arrival to its reply (202 or 503): the group commit's wait")          \
+    X(IM_BATCHES, "livetally_ingest_batches_total", COUNTER, "Batches written to the store")      \
+    X(IM_BATCH_ANSWERS, "livetally_ingest_batch_answers_total", COUNTER,                           \
+      "Answers in the batches written (divided by batches: the mean batch size)")                  \
+    X(IM_BATCH_KEYS, "livetally_ingest_batch_keys_total", COUNTER,                                 \
+      "Counter increments sent to the store, summed over batches")                                 \
+    X(IM_INCREMENTS, "livetally_ingest_increments_total", COUNTER,                                 \
+      "Answer increments folded into batches (4 per answer)")                                      \
+    X(IM_FLUSH, "livetally_ingest_flush_seconds", HISTOGRAM,                                       \
+      "Duration of a batch write, retries included")                                               \
+    X(IM_RETRIES, "livetally_ingest_store_retries_total", COUNTER,                                 \
+      "Batch retries after a store failure")                                                       \
+    X(IM_CARRIED, "livetally_ingest_carried_keys_total", COUNTER,                                  \
+      "Unapplied increments carried to a later batch")                                             \
+    X(IM_UNCERTAIN, "livetally_ingest_uncertain_increments_total", COUNTER,                        \
+      "Increments whose store reply was lost: maybe applied, never resent")                        \
+    X(IM_WAITING, "livetally_ingest_waiting_answers", GAUGE, "Answers waiting for the store")     \
+    X(IM_CARRY, "livetally_ingest_carry_keys", GAUGE,                                      \
+      "Counters of partly applied answers still to be written")                                    \
+    X(IM_OPEN, "livetally_ingest_open_batch_answers", GAUGE, "Answers in the batches being filled") \
+    X(IM_ACCEPTED, "livetally_ingest_connections_accepted_total", COUNTER,                         \
+      "Connections accepted by the answer threads")                                                \
+    X(IM_REFUSED, "livetally_ingest_connections_refused_total", COUNTER,                           \
+      "Connections refused over --max-conns")                                                      \
+    X(IM_TIMEOUTS, "livetally_ingest_connections_timed_out_total", COUNTER,                        \
+      "Connections dropped by a deadline (slow or idle clients)")                                  \
+    X(IM_BAD, "livetally_ingest_bad_requests_total", COUNTER, "Unparsable HTTP requests")         \
+    X(IM_CONNS, "livetally_ingest_open_connections", GAUGE,                                        \
+      "Open connections of the answer threads")                                                    \
+    X(IM_DRAINING, "livetally_ingest_draining", GAUGE, "1 while draining")
+
+enum ingest_metric { INGEST_METRICS(METRIC_ENUM) INGEST_METRIC_COUNT };
+static const struct metric_def ingest_metrics[] = {INGEST_METRICS(METRIC_DEF)};
+
+void ingest_describe_metrics(FILE *out)
+{
+    metrics_describe(out, ingest_metrics, INGEST_METRIC_COUNT);
+}
+
 void ingest_publish_stats(struct ingest *ig, const struct httpd_stats *hs)
 {
     struct ingest_figures f = {.in_use = true};
     memcpy(f.requests, ig->requests, sizeof(f.requests));
     f.answers_received = ig->answers_received;
+    f.latency = ig->latency;
     committer_get_stats(ig->committer, &f.cs);
     if (hs)
         f.hs = *hs;
@@ -568,76 +624,70 @@ void ingest_publish_stats(struct ingest *ig, const struct httpd_stats *hs)
     pthread_mutex_unlock(&ig->sh->lock);
 }
 
-/* Each metric once: name, type, help, the figure it reads. */
-#define INGEST_METRICS(X)                                                                          \
-    X(livetally_ingest_answers_received_total, counter, "POST /v1/answers received",              \
-      answers_received)                                                                            \
-    X(livetally_ingest_answers_acknowledged_total, counter,                                        \
-      "Answers confirmed by the store (202)", cs.acked)                                            \
-    X(livetally_ingest_answers_unconfirmed_total, counter,                                         \
-      "Answers answered 503 backend_unavailable after the store deadline", cs.failed)              \
-    X(livetally_ingest_batches_total, counter, "Batches written to the store", cs.batches)        \
-    X(livetally_ingest_batch_keys_total, counter, "Counter increments sent, summed over batches",  \
-      cs.batch_keys)                                                                               \
-    X(livetally_ingest_increments_total, counter, "Answer increments folded into batches",        \
-      cs.increments)                                                                               \
-    X(livetally_ingest_store_retries_total, counter, "Batch retries after a store failure",       \
-      cs.store_retries)                                                                            \
-    X(livetally_ingest_carried_keys_total, counter,                                                \
-      "Unapplied increments carried to a later batch", cs.carried_keys)                           \
-    X(livetally_ingest_uncertain_increments_total, counter,                                        \
-      "Increments whose store reply was lost: maybe applied, never resent", cs.uncertain)          \
-    X(livetally_ingest_waiting_answers, gauge, "Answers waiting for the store", cs.waiting)       \
-    X(livetally_ingest_carry_keys, gauge, "Counters pending a retry", cs.carry)                   \
-    X(livetally_ingest_open_batch_answers, gauge, "Answers in the batches being filled",          \
-      cs.open_answers)                                                                             \
-    X(livetally_ingest_connections_accepted_total, counter, "Connections accepted by the fast path", \
-      hs.accepted)                                                                                 \
-    X(livetally_ingest_connections_refused_total, counter, "Connections refused over --max-conns", \
-      hs.refused)                                                                                  \
-    X(livetally_ingest_connections_timed_out_total, counter,                                       \
-      "Connections dropped by a read deadline (slow or idle clients)", hs.timeouts)               \
-    X(livetally_ingest_bad_requests_total, counter, "Unparsable HTTP requests", hs.bad_requests)  \
-    X(livetally_ingest_open_connections, gauge, "Open connections of the fast path", hs.open_conns)
+static uint64_t figure_value(const struct ingest_figures *f, enum ingest_metric m,
+                             const struct ingest_shared *sh)
+{
+    switch (m) {
+    case IM_RECEIVED: return f->answers_received;
+    case IM_ACKED: return f->cs.acked;
+    case IM_UNCONFIRMED: return f->cs.failed;
+    case IM_BATCHES: return f->cs.batches;
+    case IM_BATCH_ANSWERS: return f->cs.batch_answers;
+    case IM_BATCH_KEYS: return f->cs.batch_keys;
+    case IM_INCREMENTS: return f->cs.increments;
+    case IM_RETRIES: return f->cs.store_retries;
+    case IM_CARRIED: return f->cs.carried_keys;
+    case IM_UNCERTAIN: return f->cs.uncertain;
+    case IM_WAITING: return f->cs.waiting;
+    case IM_CARRY: return f->cs.carry;
+    case IM_OPEN: return f->cs.open_answers;
+    case IM_ACCEPTED: return f->hs.accepted;
+    case IM_REFUSED: return f->hs.refused;
+    case IM_TIMEOUTS: return f->hs.timeouts;
+    case IM_BAD: return f->hs.bad_requests;
+    case IM_CONNS: return f->hs.open_conns;
+    case IM_DRAINING: return ingest_shared_draining(sh) ? 1 : 0;
+    default: return 0;
+    }
+}
 
 void ingest_shared_write_metrics(struct ingest_shared *sh, struct evbuffer *out)
 {
-    struct ingest_figures sum;
-    memset(&sum, 0, sizeof(sum));
-    uint64_t last_flush_us = 0;
+    uint64_t sums[INGEST_METRIC_COUNT] = {0};
+    uint64_t requests[N_STATUS] = {0};
+    struct metrics_hist latency, flush;
+    memset(&latency, 0, sizeof(latency));
+    memset(&flush, 0, sizeof(flush));
     pthread_mutex_lock(&sh->lock);
     for (int i = 0; i < MAX_INSTANCES; i++) {
         const struct ingest_figures *f = &sh->figures[i];
         if (!f->in_use)
             continue;
         for (size_t k = 0; k < N_STATUS; k++)
-            sum.requests[k] += f->requests[k];
-#define X(name, type, help, field) sum.field += f->field;
-        INGEST_METRICS(X)
-#undef X
-        if (f->cs.last_flush_us > last_flush_us)
-            last_flush_us = f->cs.last_flush_us;
+            requests[k] += f->requests[k];
+        for (int m = 0; m < INGEST_METRIC_COUNT; m++)
+            sums[m] += figure_value(f, (enum ingest_metric)m, sh);
+        metrics_hist_merge(&latency, &f->latency);
+        metrics_hist_merge(&flush, &f->cs.flush_hist);
     }
     pthread_mutex_unlock(&sh->lock);
+    sums[IM_DRAINING] = ingest_shared_draining(sh) ? 1 : 0;
 
-    evbuffer_add_printf(out,
-                        "# HELP livetally_ingest_requests_total Ingest API responses by status\n"
-                        "# TYPE livetally_ingest_requests_total counter\n");
-    for (size_t i = 0; i < N_STATUS; i++)
-        evbuffer_add_printf(out, "livetally_ingest_requests_total{code=\"%d\"} %" PRIu64 "\n",
-                            status_codes[i], sum.requests[i]);
-#define X(name, type, help, field)                                                                 \
-    evbuffer_add_printf(out, "# HELP " #name " " help "\n# TYPE " #name " " #type "\n" #name       \
-                             " %" PRIu64 "\n",                                                     \
-                        (uint64_t)sum.field);
-    INGEST_METRICS(X)
-#undef X
-    evbuffer_add_printf(out,
-                        "# HELP livetally_ingest_last_flush_seconds Longest last batch write of the threads\n"
-                        "# TYPE livetally_ingest_last_flush_seconds gauge\n"
-                        "livetally_ingest_last_flush_seconds %.6f\n"
-                        "# HELP livetally_ingest_draining 1 while draining\n"
-                        "# TYPE livetally_ingest_draining gauge\n"
-                        "livetally_ingest_draining %d\n",
-                        (double)last_flush_us / 1e6, ingest_shared_draining(sh) ? 1 : 0);
+    for (int m = 0; m < INGEST_METRIC_COUNT; m++) {
+        const struct metric_def *def = &ingest_metrics[m];
+        if (m == IM_REQUESTS) {
+            metrics_write_head(out, def);
+            for (size_t k = 0; k < N_STATUS; k++) {
+                char label[24];
+                snprintf(label, sizeof(label), "code=\"%d\"", status_codes[k]);
+                metrics_write_u64(out, def, label, requests[k]);
+            }
+        } else if (m == IM_LATENCY) {
+            metrics_emit_hist(out, def, &latency);
+        } else if (m == IM_FLUSH) {
+            metrics_emit_hist(out, def, &flush);
+        } else {
+            metrics_emit_u64(out, def, sums[m]);
+        }
+    }
 }

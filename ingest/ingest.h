@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "commit.h"
 #include "eventfile.h"
@@ -68,6 +69,9 @@ bool ingest_serve(struct ingest *ig, const struct ingest_request *r, ingest_repl
 /* Refuses new answers from now on (503 draining), writes everything pending,
  * calls drained once nothing is. */
 void ingest_drain(struct ingest *ig, void (*drained)(void *arg), void *arg);
+
+/* --describe-metrics: the ingest's metric definitions. */
+void ingest_describe_metrics(FILE *out);
 
 /* Copies this instance's figures where ingest_shared_write_metrics reads them. */
 void ingest_publish_stats(struct ingest *ig, const struct httpd_stats *hs);

@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "eventfile.h"
 #include "http.h"
+#include "ingest.h"
 #include "log.h"
 #include "server.h"
 #include "store.h"
@@ -25,13 +26,14 @@ struct options {
     const char *backend;
     const char *token_path;
     uint32_t drain_timeout_s;
+    bool describe_metrics;
     enum log_level log_level;
     struct ingest_server_config sc;
 };
 
 enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_THREADS, OPT_FLUSH_MS, OPT_NO_COALESCE, OPT_DEADLINE_MS,
        OPT_MAX_WAITING, OPT_MAX_BATCH, OPT_MAX_CONNS, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT,
-       OPT_LOG_LEVEL };
+       OPT_LOG_LEVEL, OPT_DESCRIBE_METRICS };
 
 static const struct cli_opt cli_opts[] = {
     {"event", "FILE", "the event file (required)", OPT_EVENT},
@@ -48,6 +50,7 @@ static const struct cli_opt cli_opts[] = {
     {"drain-timeout", "S", "on SIGTERM, wait at most this long for the store (default 30)", OPT_DRAIN_TIMEOUT},
     {"http-timeout", "S", "drop a client that is idle, or slow to send a request, this long (default 10)", OPT_HTTP_TIMEOUT},
     {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
+    {"describe-metrics", NULL, "list the /metrics metrics (name, type, help) and exit", OPT_DESCRIBE_METRICS},
 };
 
 static const char about[] =
@@ -83,6 +86,7 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     case OPT_MAX_CONNS: return cli_u32(val, 1, 1000000, &sc->hc.max_conns, err, errlen);
     case OPT_DRAIN_TIMEOUT: return cli_u32(val, 1, 3600, &o->drain_timeout_s, err, errlen);
     case OPT_HTTP_TIMEOUT: return cli_u32(val, 1, 3600, &sc->http_timeout_s, err, errlen);
+    case OPT_DESCRIBE_METRICS: o->describe_metrics = true; return true;
     case OPT_LOG_LEVEL:
         return log_parse_level(val, &o->log_level) ||
                (snprintf(err, errlen, "expected error, warn, info or debug"), false);
@@ -143,6 +147,10 @@ int main(int argc, char **argv)
                                   cli_opts, LT_ARRAY_LEN(cli_opts), set_opt, &o);
     if (r != CLI_CONTINUE)
         return r == CLI_EXIT_OK ? 0 : 2;
+    if (o.describe_metrics) {
+        ingest_describe_metrics(stdout);
+        return 0;
+    }
     if (o.event_path == NULL)
         return cli_usage_error(PROG, "--event FILE is required"), 2;
     if (o.backend == NULL)

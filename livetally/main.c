@@ -191,6 +191,7 @@ int main(int argc, char **argv)
     if (r != CLI_CONTINUE)
         return r == CLI_EXIT_OK ? 0 : 2;
     if (o.describe_metrics) {
+        ingest_describe_metrics(stdout);
         dashboard_describe_metrics(stdout);
         agg_runner_describe_metrics(stdout);
         return 0;
