@@ -136,17 +136,22 @@ struct url_option {
     size_t offset; /* of a uint32_t in struct store_url */
 };
 
+enum { OPT_TIMEOUT_MS, OPT_REPLICAS, OPT_HINT_KEYS };
 static const struct url_option url_options[] = {
-    {"timeout_ms", STORE_TIMEOUT_MS_MIN, STORE_TIMEOUT_MS_MAX,
-     offsetof(struct store_url, timeout_ms)},
+    [OPT_TIMEOUT_MS] = {"timeout_ms", STORE_TIMEOUT_MS_MIN, STORE_TIMEOUT_MS_MAX,
+                        offsetof(struct store_url, timeout_ms)},
+    [OPT_REPLICAS] = {"replicas", 1, STORE_MAX_NODES, offsetof(struct store_url, replicas)},
+    [OPT_HINT_KEYS] = {"hint_keys", 0, STORE_HINT_KEYS_MAX,
+                       offsetof(struct store_url, hint_keys)},
 };
 
 /*
  *   query = name "=" value *( "&" name "=" value )
+ * seen[] tells the caller which options were given.
  */
-static bool parse_query(const char *q, struct store_url *u, char *err, size_t errlen)
+static bool parse_query(const char *q, struct store_url *u, bool *seen, char *err,
+                        size_t errlen)
 {
-    bool seen[LT_ARRAY_LEN(url_options)] = {false};
     if (*q == '\0')
         return fail(err, errlen, "backend URL: empty query after '?'");
     while (*q != '\0') {
@@ -194,6 +199,7 @@ static bool parse_query(const char *q, struct store_url *u, char *err, size_t er
 
 static bool parse_pool(const char *p, struct store_url *u, char *err, size_t errlen)
 {
+    bool seen[LT_ARRAY_LEN(url_options)] = {false};
     const char *query = strchr(p, '?');
     size_t listlen = query != NULL ? (size_t)(query - p) : strlen(p);
     if (listlen == 0)
@@ -217,8 +223,19 @@ static bool parse_pool(const char *p, struct store_url *u, char *err, size_t err
             break;
         seg = comma + 1;
     }
-    if (query != NULL && !parse_query(query + 1, u, err, errlen))
+    if (query != NULL && !parse_query(query + 1, u, seen, err, errlen))
         return false;
+    if (u->kind == STORE_KIND_REDIS_CLUSTER && (seen[OPT_REPLICAS] || seen[OPT_HINT_KEYS]))
+        /* A cluster replicates each master to its own replicas (and fails
+         * over): copies of our own on other masters would fight its slot
+         * placement. */
+        return fail(err, errlen,
+                    "backend URL: %s is not supported on redis-cluster:// (the cluster "
+                    "replicates its masters itself: give them replicas, cluster-replicas)",
+                    seen[OPT_REPLICAS] ? "replicas" : "hint_keys");
+    if (u->replicas > u->n_nodes)
+        return fail(err, errlen, "backend URL: replicas=%u needs at least %u nodes, %zu given",
+                    u->replicas, u->replicas, u->n_nodes);
     return true;
 }
 
@@ -234,26 +251,33 @@ bool store_url_parse(const char *url, struct store_url *out, char *err, size_t e
     if (u == NULL)
         return fail(err, errlen, "out of memory");
     u->timeout_ms = STORE_TIMEOUT_MS_DEFAULT;
+    u->replicas = STORE_REPLICAS_DEFAULT;
+    u->hint_keys = STORE_HINT_KEYS_DEFAULT;
     bool ok = false;
 
     if (strcmp(url, "memory:") == 0) {
         u->kind = STORE_KIND_MEMORY;
         ok = true;
     } else if (strncmp(url, "memory:", 7) == 0) {
-        fail(err, errlen, "backend URL: memory: takes no host or options");
+        fail(err, errlen, "backend URL: memory: takes no host or options (replicas need a pool)");
     } else if (strncmp(url, "memcached://", 12) == 0) {
         u->kind = STORE_KIND_MEMCACHED;
         ok = parse_pool(url + 12, u, err, errlen);
-    } else if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "redis-cluster://", 16) == 0) {
-        fail(err, errlen, "backend URL: the redis backend is not built yet (use memory: or "
-                          "memcached://HOST:PORT)");
+    } else if (strncmp(url, "redis://", 8) == 0) {
+        u->kind = STORE_KIND_REDIS;
+        ok = parse_pool(url + 8, u, err, errlen);
+    } else if (strncmp(url, "redis-cluster://", 16) == 0) {
+        u->kind = STORE_KIND_REDIS_CLUSTER;
+        ok = parse_pool(url + 16, u, err, errlen);
     } else {
         const char *colon = strchr(url, ':');
         int n = colon != NULL ? (int)(colon - url) : (int)strlen(url);
         if (n > 32)
             n = 32;
         fail(err, errlen,
-             "backend URL: unknown scheme '%.*s' (expected memory: or memcached://HOST:PORT)", n,
+             "backend URL: unknown scheme '%.*s' (expected memory:, memcached://, redis:// or "
+             "redis-cluster://)",
+             n,
              url);
     }
     if (ok)
@@ -291,6 +315,12 @@ struct store *store_open(const char *url, char *err, size_t errlen)
     case STORE_KIND_MEMCACHED:
         s = store_memcached_open(u, err, errlen);
         break;
+    case STORE_KIND_REDIS:
+        s = store_redis_open(u, err, errlen);
+        break;
+    case STORE_KIND_REDIS_CLUSTER:
+        s = store_rediscluster_open(u, err, errlen);
+        break;
     }
 done:
     free(u);
@@ -321,6 +351,14 @@ void store_get_stats(const struct store *s, struct store_stats *out)
         memset(out, 0, sizeof(*out));
     else
         *out = s->stats;
+}
+
+size_t store_placement(struct store *s, const char *key, size_t keylen, uint32_t *nodes,
+                       size_t max)
+{
+    if (s == NULL || s->ops->placement == NULL || !store_key_valid(key, keylen))
+        return 0;
+    return s->ops->placement(s, key, keylen, nodes, max);
 }
 
 bool store_key_valid(const char *key, size_t keylen)
@@ -372,8 +410,7 @@ enum store_status store_incr_batch(struct store *s, struct store_incr *items, si
 {
     if (s == NULL || (items == NULL && n > 0))
         return STORE_ERROR;
-    if (n == 0)
-        return STORE_OK;
+    /* n == 0 reaches the backend too: a replicated pool replays its hints. */
     return s->ops->incr_batch(s, items, n, ttl_s);
 }
 

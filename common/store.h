@@ -7,9 +7,17 @@
  * URLs (API.md section 1):
  *   memory:                                   embedded, in-process
  *   memcached://HOST:PORT[,HOST:PORT...]      pool, ketama consistent hashing
- *   redis://HOST:PORT[,HOST:PORT...]          (later)
- * Query options: ?timeout_ms=N (connect and I/O timeout, 10..60000, default
- * 1000). An unknown option is an error.
+ *   redis://HOST:PORT[,HOST:PORT...]          pool, the same ketama placement
+ *   redis-cluster://HOST:PORT[,HOST:PORT...]  a Redis Cluster: seed nodes, the
+ *                                             slot map is discovered
+ * Query options (an unknown one is an error):
+ *   timeout_ms=N   connect and I/O timeout, 10..60000, default 1000
+ *   replicas=R     pools only: every counter goes to R distinct nodes
+ *                  (1..nodes, default 1); reads take the maximum of the
+ *                  replicas (store_pool.h)
+ *   hint_keys=N    pools only: per node and handle, at most N keys of
+ *                  increments kept for a replica that was down, replayed
+ *                  when it answers again (0..1000000, default 65536)
  */
 #ifndef LT_STORE_H
 #define LT_STORE_H
@@ -45,7 +53,16 @@ bool store_url_check(const char *url, char *err, size_t errlen);
 #define STORE_TIMEOUT_MS_MIN 10u
 #define STORE_TIMEOUT_MS_MAX 60000u
 
-enum store_kind { STORE_KIND_MEMORY = 0, STORE_KIND_MEMCACHED };
+#define STORE_REPLICAS_DEFAULT 1u
+#define STORE_HINT_KEYS_DEFAULT 65536u
+#define STORE_HINT_KEYS_MAX 1000000u
+
+enum store_kind {
+    STORE_KIND_MEMORY = 0,
+    STORE_KIND_MEMCACHED,
+    STORE_KIND_REDIS,
+    STORE_KIND_REDIS_CLUSTER,
+};
 
 struct store_node {
     char host[STORE_HOST_MAX + 1];
@@ -58,6 +75,8 @@ struct store_url {
     size_t n_nodes;                          /* 0 for memory: */
     struct store_node nodes[STORE_MAX_NODES]; /* in URL order: ketama depends on it */
     uint32_t timeout_ms;
+    uint32_t replicas;  /* 1..n_nodes; 1 for memory: and redis-cluster:// */
+    uint32_t hint_keys; /* per node and handle */
 };
 
 /* Pure parser behind store_open/store_url_check; writes *out only on success. */
@@ -76,7 +95,7 @@ struct store *store_clone(struct store *s);
 /* NULL is a no-op. */
 void store_close(struct store *s);
 
-/* "memory", "memcached", ... */
+/* "memory", "memcached", "redis", "redis-cluster" */
 const char *store_kind(const struct store *s);
 
 struct store_incr {
@@ -90,7 +109,8 @@ struct store_incr {
 };
 
 /* Adds delta to every counter, creating a missing one at delta, and sets its
- * TTL to ttl_s (every key expires ttl_s after its last write). Returns
+ * TTL to ttl_s (every key expires ttl_s after its last write; 0: never).
+ * n == 0 is allowed: with replicas it replays pending hints. Returns
  * STORE_OK when every item's status is STORE_OK; otherwise the status of the
  * first failed item. Items are independent: on failure some may have
  * landed; each item's status says which:
@@ -100,11 +120,18 @@ struct store_incr {
  *   STORE_ERROR        refused (bad key, value not a number), or sent and
  *                      never confirmed (the node failed mid-batch): it MAY
  *                      have been applied, so sending it again may count twice
- * Counters wrap at 2^64 like memcached's (a test pins it). */
+ * With replicas=R, STORE_OK means every replica that is up confirmed the
+ * item and at least one did (the others get it replayed later: hints);
+ * STORE_UNAVAILABLE means no replica can have applied it.
+ * Counters wrap at 2^64 like memcached's (a test pins it). On Redis they
+ * are signed 64-bit: a delta or a total above 2^63 - 1 is STORE_ERROR
+ * (refused, not applied). */
 enum store_status store_incr_batch(struct store *s, struct store_incr *items, size_t n,
                                    uint32_t ttl_s);
 
 /* Reads n counters; values[i] is 0 for a missing key. present may be NULL.
+ * With replicas, every replica is read and the maximum taken (counters only
+ * grow); STORE_OK when each key was read from at least one replica.
  * A value that is not a decimal number is STORE_ERROR (that key reads 0,
  * absent; the others are still read). STORE_UNAVAILABLE when a node was
  * down or failed: its keys read 0, absent. STORE_OK only when every value
@@ -114,7 +141,13 @@ enum store_status store_mget_u64(struct store *s, const char *const *keys, const
 
 /* Blob operations (question state, snapshot chunks, per-user markers).
  * Values are at most STORE_MAX_VALUE bytes. *val is malloc'd, owned by the
- * caller, NUL-terminated (the NUL not counted in vallen). */
+ * caller, NUL-terminated (the NUL not counted in vallen).
+ * With replicas: set and delete go to every replica; add asks the replicas
+ * in placement order and the first that answers decides (STORE_EXISTS
+ * there is STORE_EXISTS); get returns the first replica, in placement
+ * order, that has the key. A replica that missed a set or delete gets the
+ * key deleted when it answers again, so it cannot serve the stale value
+ * first (store_pool.h). */
 #define STORE_MAX_VALUE (1000u * 1024u)
 enum store_status store_get(struct store *s, const char *key, size_t keylen, char **val,
                             size_t *vallen);
@@ -132,6 +165,15 @@ struct store_stats {
     uint64_t unavailable_items; /* items/keys refused because their node was down */
     uint64_t error_items;       /* items with STORE_ERROR (server error or outcome unknown) */
     uint64_t connects;          /* successful (re)connections */
+    /* replicas >= 2: hinted handoff (store_pool.h), counted in replica
+     * writes (queued = replayed + dropped + those still pending) */
+    uint64_t hints_queued;      /* replica writes kept for a node that was down */
+    uint64_t hints_replayed;    /* of those, written once the node answered */
+    uint64_t hints_dropped;     /* lost: table full, outcome unknown, or handle closed */
+    uint64_t hints_pending;     /* keys waiting now, all nodes (a gauge) */
+    /* redis-cluster:// */
+    uint64_t redirects;         /* MOVED and ASK replies followed */
+    uint64_t map_refreshes;     /* slot maps read (CLUSTER SLOTS) */
 };
 void store_get_stats(const struct store *s, struct store_stats *out);
 

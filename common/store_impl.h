@@ -21,6 +21,10 @@ struct store_ops {
     enum store_status (*add)(struct store *s, const char *key, size_t keylen, const char *val,
                              size_t vallen, uint32_t ttl_s);
     enum store_status (*del)(struct store *s, const char *key, size_t keylen);
+    /* Pools: the nodes (URL order) of key, replicas first to last; NULL
+     * for backends without client-side placement. */
+    size_t (*placement)(struct store *s, const char *key, size_t keylen, uint32_t *nodes,
+                        size_t max);
 };
 
 /* Every backend's handle starts with this. */
@@ -29,9 +33,17 @@ struct store {
     struct store_stats stats; /* written by the owning thread only */
 };
 
-/* Backends (store_memory.c, store_memcached.c). A new handle has zeroed stats. */
+/* Backends (store_memory.c, store_memcached.c, store_redis.c,
+ * store_rediscluster.c). A new handle has zeroed stats. */
 struct store *store_memory_open(void);
 struct store *store_memcached_open(const struct store_url *url, char *err, size_t errlen);
+struct store *store_redis_open(const struct store_url *url, char *err, size_t errlen);
+struct store *store_rediscluster_open(const struct store_url *url, char *err, size_t errlen);
+
+/* Test hook: the nodes (URL order) a pool puts key on, replicas in
+ * placement order; 0 for backends without client-side placement. */
+size_t store_placement(struct store *s, const char *key, size_t keylen, uint32_t *nodes,
+                       size_t max);
 
 /* Parses memcached's decimal counter text: digits, then only spaces (incr
  * pads a value that got shorter in place with spaces). */

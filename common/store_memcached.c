@@ -21,14 +21,16 @@
  * So a batch is, per node, one stream of ma commands and one mn, written
  * while replies are read (poll on both directions: a big batch can never
  * deadlock on two full socket buffers), and MN confirms every silent item.
- * Keys are placed by ketama (ketama.h), the same placement as libmemcached's.
+ * Keys are placed by ketama (ketama.h), the same placement as libmemcached's,
+ * and replicated by the pool layer (store_pool.h): this file is the engine
+ * that runs commands on the nodes the pool chose.
  *
  * Failure handling: a node that fails (connect, write, read, timeout,
  * garbled reply) is marked down for a backoff (100 ms doubling to 2 s,
  * shared by every clone of the handle) so a dead node costs one timeout, not
- * one per key or per thread. Items of a down node get STORE_UNAVAILABLE
- * without being sent; items that may have reached a node that then failed
- * before MN get STORE_ERROR (outcome unknown).
+ * one per key or per thread. Commands for a down node get STORE_UNAVAILABLE
+ * without being sent; commands that may have reached a node that then
+ * failed before MN get STORE_ERROR (outcome unknown).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,31 +48,25 @@
 
 #include "ketama.h"
 #include "store_impl.h"
+#include "store_pool.h"
 
 #define MC_LINE_MAX 4096u          /* longest reply line accepted */
 #define MC_RBUF_SIZE 65536u        /* read buffer per connection */
 #define MC_WBUF_SIZE 65536u        /* a batch is formatted this much at a time */
 #define MC_CMD_MAX 512u            /* longest command we format: key <= 250 */
 #define MC_SMALL_VALUE 32u         /* a counter's text: 20 digits (+ padding) */
-#define MC_BACKOFF_MIN_MS 100u
-#define MC_BACKOFF_MAX_MS 2000u
 /* memcached reads an exptime above 30 days as an absolute unix time. */
 #define MC_RELATIVE_TTL_MAX 2592000u
-
-/* Health of a node, shared by every clone (atomics: several threads). */
-struct mc_health {
-    _Atomic uint64_t down_until_ms; /* monotonic; 0 or past: usable */
-    _Atomic uint32_t backoff_ms;    /* the next backoff; 0 while healthy */
-    _Atomic uint32_t epoch;         /* bumped at each failure */
-};
 
 /* The pool: immutable after open except health; shared by clones. */
 struct mc_pool {
     atomic_size_t refs;
     uint32_t timeout_ms;
+    uint32_t replicas;
+    uint32_t hint_keys;
     size_t n_nodes;
-    struct store_node *nodes;  /* n_nodes */
-    struct mc_health *health;  /* n_nodes */
+    struct store_node *nodes;    /* n_nodes */
+    struct node_health *health;  /* n_nodes, shared by every clone */
     struct ketama *ketama;
 };
 
@@ -85,54 +81,48 @@ struct mc_conn {
 
 /* One node's part of the batch being run. */
 struct mc_run {
-    size_t first, count; /* its items: order[first .. first + count) */
-    size_t next;         /* items formatted so far */
-    size_t buf_first;    /* first item in the current write buffer */
+    size_t first, count; /* its ops: order[first .. first + count) */
+    size_t next;         /* ops formatted so far */
+    size_t buf_first;    /* first op in the current write buffer */
     bool mn_queued;
     bool active;         /* still waiting for MN */
-    bool unattributed;   /* an error reply without O: which item is unknown */
+    bool unattributed;   /* an error reply without O: which op is unknown */
     uint64_t deadline;   /* ms: no progress by then is a failure */
     size_t skip;         /* bytes of a large value block still to discard */
 };
 
 enum mc_kind { MC_INCR, MC_MGET };
 
-/* The batch being run (on the handle: no allocation per batch). */
+/* The batch being run (on the handle: no allocation per batch). Op i's
+ * replies carry O<i>. */
 struct mc_batch {
     enum mc_kind kind;
     size_t n;
-    struct store_incr *items; /* MC_INCR */
-    char ttl[24];             /* MC_INCR: formatted memcached exptime */
+    struct store_op *ops;     /* (ref) the pool's */
+    uint32_t ttl_s;           /* MC_INCR: the exptime last formatted, */
+    char ttl[24];             /* and its text */
     size_t ttllen;
-    const char *const *keys;  /* MC_MGET */
-    const size_t *keylens;
-    uint64_t *values;
-    bool *present;
-    bool bad_value;           /* MC_MGET: a non-decimal value */
-    bool unavailable;         /* MC_MGET: some node was down or failed */
-    bool failed;              /* MC_MGET: an error reply without opaque */
 };
 
 struct mc_store {
     struct store base;
     struct mc_pool *pool;     /* shared */
+    struct pool placement;    /* this handle's: replicas, hints */
     struct mc_conn *conns;    /* n_nodes, this handle's own */
     struct mc_run *runs;      /* n_nodes */
     /* Scratch grown to the largest batch seen. */
-    uint32_t *route;          /* node of item i (UINT32_MAX: not sent) */
-    size_t *order;            /* item indexes grouped by node */
-    unsigned char *seen;      /* item i got an explicit reply */
+    size_t *order;            /* op indexes grouped by node */
+    unsigned char *seen;      /* op i got an explicit reply */
     size_t scratch_cap;
     struct mc_batch batch;
 };
 
 static const struct store_ops mc_ops;
+static const struct pool_engine mc_engine;
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return store_now_ms();
 }
 
 static struct mc_store *mc_of(struct store *s)
@@ -168,9 +158,9 @@ static void conns_free(struct mc_conn *c, size_t n)
 static void mc_close(struct store *s)
 {
     struct mc_store *h = mc_of(s);
+    pool_fini(&h->placement, s);
     conns_free(h->conns, h->pool->n_nodes);
     free(h->runs);
-    free(h->route);
     free(h->order);
     free(h->seen);
     pool_unref(h->pool);
@@ -187,13 +177,16 @@ static struct store *handle_new(struct mc_pool *pool)
     h->pool = pool;
     h->conns = calloc(pool->n_nodes, sizeof(*h->conns));
     h->runs = calloc(pool->n_nodes, sizeof(*h->runs));
-    if (h->conns == NULL || h->runs == NULL)
+    if (h->conns == NULL || h->runs == NULL ||
+        !pool_init(&h->placement, &mc_engine, pool->ketama, pool->nodes, pool->n_nodes,
+                   pool->replicas, pool->hint_keys))
         goto err;
     for (size_t i = 0; i < pool->n_nodes; i++)
         h->conns[i].fd = -1;
     atomic_fetch_add(&pool->refs, 1);
     return &h->base;
 err:
+    pool_fini(&h->placement, &h->base);
     free(h->conns);
     free(h->runs);
     free(h);
@@ -207,6 +200,8 @@ struct store *store_memcached_open(const struct store_url *url, char *err, size_
     if (p == NULL || url->n_nodes == 0 || url->n_nodes > STORE_MAX_NODES)
         goto err;
     p->timeout_ms = url->timeout_ms;
+    p->replicas = url->replicas;
+    p->hint_keys = url->hint_keys;
     p->n_nodes = url->n_nodes;
     p->nodes = calloc(url->n_nodes, sizeof(*p->nodes));
     p->health = calloc(url->n_nodes, sizeof(*p->health));
@@ -216,9 +211,7 @@ struct store *store_memcached_open(const struct store_url *url, char *err, size_
         p->nodes[i] = url->nodes[i];
         kn[i].host = p->nodes[i].host;
         kn[i].port = p->nodes[i].port;
-        atomic_init(&p->health[i].down_until_ms, 0);
-        atomic_init(&p->health[i].backoff_ms, 0);
-        atomic_init(&p->health[i].epoch, 0);
+        node_health_init(&p->health[i]);
     }
     p->ketama = ketama_create(kn, url->n_nodes);
     if (p->ketama == NULL)
@@ -249,7 +242,12 @@ static struct store *mc_clone(struct store *s)
 
 static bool node_down(const struct mc_pool *p, size_t node, uint64_t now)
 {
-    return atomic_load_explicit(&p->health[node].down_until_ms, memory_order_relaxed) > now;
+    return node_health_down(&p->health[node], now);
+}
+
+static bool mc_up(struct store *s, uint32_t node)
+{
+    return !node_down(mc_of(s)->pool, node, now_ms());
 }
 
 static void conn_drop(struct mc_conn *c)
@@ -265,23 +263,14 @@ static void conn_drop(struct mc_conn *c)
  * it for the backoff. */
 static void node_fail(struct mc_store *h, size_t node)
 {
-    struct mc_health *hl = &h->pool->health[node];
-    uint32_t b = atomic_load_explicit(&hl->backoff_ms, memory_order_relaxed);
-    uint32_t next = b == 0 ? MC_BACKOFF_MIN_MS : b * 2;
-    if (next > MC_BACKOFF_MAX_MS)
-        next = MC_BACKOFF_MAX_MS;
-    atomic_store_explicit(&hl->backoff_ms, next, memory_order_relaxed);
-    atomic_store_explicit(&hl->down_until_ms, now_ms() + next, memory_order_relaxed);
-    atomic_fetch_add_explicit(&hl->epoch, 1, memory_order_relaxed);
+    node_health_fail(&h->pool->health[node]);
     conn_drop(&h->conns[node]);
     h->base.stats.node_failures++;
 }
 
 static void node_ok(struct mc_store *h, size_t node)
 {
-    struct mc_health *hl = &h->pool->health[node];
-    if (atomic_load_explicit(&hl->backoff_ms, memory_order_relaxed) != 0)
-        atomic_store_explicit(&hl->backoff_ms, 0, memory_order_relaxed);
+    node_health_ok(&h->pool->health[node]);
 }
 
 /* ---- connections ---- */
@@ -352,7 +341,7 @@ static bool conn_open(struct mc_store *h, size_t node)
     if (fd < 0)
         return false;
     c->fd = fd;
-    c->epoch = atomic_load_explicit(&h->pool->health[node].epoch, memory_order_relaxed);
+    c->epoch = node_health_epoch(&h->pool->health[node]);
     c->rpos = c->rend = 0;
     c->wpos = c->wend = 0;
     h->base.stats.connects++;
@@ -377,7 +366,7 @@ static bool conn_ready(struct mc_store *h, size_t node, uint64_t now)
     if (node_down(h->pool, node, now))
         return false;
     if (c->fd >= 0 &&
-        (c->epoch != atomic_load_explicit(&h->pool->health[node].epoch, memory_order_relaxed) ||
+        (c->epoch != node_health_epoch(&h->pool->health[node]) ||
          conn_stale(c)))
         conn_drop(c);
     if (c->fd >= 0)
@@ -397,16 +386,13 @@ static bool scratch_reserve(struct mc_store *h, size_t n)
     size_t cap = h->scratch_cap ? h->scratch_cap : 256;
     while (cap < n)
         cap *= 2;
-    uint32_t *route = realloc(h->route, cap * sizeof(*route));
-    if (route != NULL)
-        h->route = route;
     size_t *order = realloc(h->order, cap * sizeof(*order));
     if (order != NULL)
         h->order = order;
     unsigned char *seen = realloc(h->seen, cap);
     if (seen != NULL)
         h->seen = seen;
-    if (route == NULL || order == NULL || seen == NULL)
+    if (order == NULL || seen == NULL)
         return false;
     h->scratch_cap = cap;
     return true;
@@ -437,27 +423,31 @@ static size_t format_ttl(char *buf, uint32_t ttl_s)
  *   ma <key> N<ttl> J<delta> D<delta> T<ttl> q O<i>\r\n     (v instead of q: want_value)
  *   mg <key> v q O<i>\r\n
  */
-static char *format_item(const struct mc_batch *b, size_t i, char *p)
+static char *format_item(struct mc_batch *b, size_t i, char *p)
 {
+    const struct store_op *op = &b->ops[i];
     if (b->kind == MC_INCR) {
-        const struct store_incr *it = &b->items[i];
+        if (op->ttl_s != b->ttl_s || b->ttllen == 0) {
+            b->ttl_s = op->ttl_s; /* ops of a batch share one TTL: formatted once */
+            b->ttllen = format_ttl(b->ttl, op->ttl_s);
+        }
         p = put(p, "ma ", 3);
-        p = put(p, it->key, it->keylen);
+        p = put(p, op->key, op->keylen);
         p = put(p, " N", 2);
         p = put(p, b->ttl, b->ttllen);
         p = put(p, " J", 2);
-        p = put_u64(p, it->delta);
+        p = put_u64(p, op->delta);
         p = put(p, " D", 2);
-        p = put_u64(p, it->delta);
+        p = put_u64(p, op->delta);
         p = put(p, " T", 2);
         p = put(p, b->ttl, b->ttllen);
         /* q also silences the VA of a successful ma v (memcached 1.6.18):
-         * an item that wants its value is sent without q. */
-        p = put(p, it->want_value ? " v O" : " q O", 4);
+         * an op that wants its value is sent without q. */
+        p = put(p, op->want_value ? " v O" : " q O", 4);
         p = put_u64(p, i);
     } else {
         p = put(p, "mg ", 3);
-        p = put(p, b->keys[i], b->keylens[i]);
+        p = put(p, op->key, op->keylen);
         p = put(p, " v q O", 6);
         p = put_u64(p, i);
     }
@@ -488,37 +478,38 @@ static void refill(struct mc_store *h, size_t node)
 
 /* ---- reply handling ---- */
 
-/* Marks the outcome of every item of node that got no explicit reply. */
+/* Marks the outcome of every op of node that got no explicit reply. */
 static void settle_node(struct mc_store *h, size_t node, bool confirmed)
 {
     struct mc_run *r = &h->runs[node];
     struct mc_batch *b = &h->batch;
     struct mc_conn *c = &h->conns[node];
-    /* Items [0, sent_upto) may have reached the server. */
+    /* Ops [0, sent_upto) may have reached the server. */
     size_t sent_upto = confirmed ? r->count : (c->wpos > 0 ? r->next : r->buf_first);
     for (size_t k = 0; k < r->count; k++) {
         size_t i = h->order[r->first + k];
+        struct store_op *op = &b->ops[i];
         if (b->kind == MC_MGET) {
             if (!confirmed) {
-                b->values[i] = 0;
-                if (b->present != NULL)
-                    b->present[i] = false;
-                h->base.stats.unavailable_items++;
+                op->status = STORE_UNAVAILABLE;
+                op->value = 0;
+                op->present = false;
+            } else if (!h->seen[i]) {
+                /* Misses are silent (q); after an error reply without an
+                 * opaque, a silent op may be that error instead. */
+                op->status = r->unattributed ? STORE_ERROR : STORE_OK;
             }
             continue;
         }
-        struct store_incr *it = &b->items[i];
         if (h->seen[i])
             continue;
-        if (confirmed && !r->unattributed && !it->want_value)
-            it->status = STORE_OK;
+        if (confirmed && !r->unattributed && !op->want_value)
+            op->status = STORE_OK;
         else if (k < sent_upto)
-            it->status = STORE_ERROR; /* no value came, or outcome unknown */
+            op->status = STORE_ERROR; /* no value came, or outcome unknown */
         else
-            it->status = STORE_UNAVAILABLE;
+            op->status = STORE_UNAVAILABLE;
     }
-    if (b->kind == MC_MGET && !confirmed)
-        b->unavailable = true;
 }
 
 /* Finds the O<i> flag among the reply's flags; true with *idx set. */
@@ -544,20 +535,13 @@ static bool reply_opaque(const char *flags, const char *end, size_t *idx)
 
 static void item_value(struct mc_store *h, size_t i, const char *data, size_t len)
 {
-    struct mc_batch *b = &h->batch;
+    struct store_op *op = &h->batch.ops[i];
     uint64_t v = 0;
     bool ok = store_parse_counter(data, len, &v);
     h->seen[i] = 1;
-    if (b->kind == MC_INCR) {
-        b->items[i].status = ok ? STORE_OK : STORE_ERROR;
-        b->items[i].value = ok ? v : 0;
-        return;
-    }
-    b->values[i] = ok ? v : 0;
-    if (b->present != NULL)
-        b->present[i] = ok;
-    if (!ok)
-        b->bad_value = true;
+    op->status = ok ? STORE_OK : STORE_ERROR;
+    op->value = ok ? v : 0;
+    op->present = ok;
 }
 
 enum parse_result { PARSE_MORE, PARSE_DONE, PARSE_BAD };
@@ -607,7 +591,7 @@ static enum parse_result parse_replies(struct mc_store *h, size_t node)
             size_t idx;
             if (linelen < 4 || !store_parse_counter(p, (size_t)(lenend - p), &dlen) ||
                 lenend[-1] == ' ' || dlen > STORE_MAX_VALUE ||
-                !reply_opaque(lenend, end, &idx) || idx >= b->n || h->route[idx] != node)
+                !reply_opaque(lenend, end, &idx) || idx >= b->n || b->ops[idx].node != node)
                 return PARSE_BAD;
             if (dlen > MC_SMALL_VALUE) {
                 /* Not a counter: only mg can meet one (a blob at a counter's key). */
@@ -632,17 +616,17 @@ static enum parse_result parse_replies(struct mc_store *h, size_t node)
             (memcmp(start, "HD", 2) == 0 || memcmp(start, "NS", 2) == 0 ||
              memcmp(start, "NF", 2) == 0 || memcmp(start, "EX", 2) == 0 ||
              memcmp(start, "EN", 2) == 0)) {
-            if (!reply_opaque(start + 2, end, &idx) || idx >= b->n || h->route[idx] != node)
+            if (!reply_opaque(start + 2, end, &idx) || idx >= b->n || b->ops[idx].node != node)
                 return PARSE_BAD;
             h->seen[idx] = 1;
+            struct store_op *op = &b->ops[idx];
             if (b->kind == MC_INCR) {
-                b->items[idx].status = memcmp(start, "HD", 2) == 0 && !b->items[idx].want_value
-                                           ? STORE_OK
-                                           : STORE_ERROR;
+                op->status = memcmp(start, "HD", 2) == 0 && !op->want_value ? STORE_OK
+                                                                            : STORE_ERROR;
             } else {
-                b->values[idx] = 0; /* EN: a miss */
-                if (b->present != NULL)
-                    b->present[idx] = false;
+                op->status = STORE_OK; /* EN: a miss */
+                op->value = 0;
+                op->present = false;
             }
             c->rpos += consumed;
             continue;
@@ -660,8 +644,7 @@ static enum parse_result parse_replies(struct mc_store *h, size_t node)
 
 /* ---- the batch engine ---- */
 
-/* Groups items by node (counting sort into order[]) and prepares runs.
- * Items with a bad key get STORE_ERROR and no node. */
+/* Groups ops by node (counting sort into order[]) and prepares runs. */
 static void route_batch(struct mc_store *h)
 {
     struct mc_batch *b = &h->batch;
@@ -669,15 +652,8 @@ static void route_batch(struct mc_store *h)
     for (size_t k = 0; k < nn; k++)
         h->runs[k] = (struct mc_run){0};
     for (size_t i = 0; i < b->n; i++) {
-        const char *key = b->kind == MC_INCR ? b->items[i].key : b->keys[i];
-        size_t len = b->kind == MC_INCR ? b->items[i].keylen : b->keylens[i];
         h->seen[i] = 0;
-        if (!store_key_valid(key, len)) {
-            h->route[i] = UINT32_MAX;
-            continue;
-        }
-        h->route[i] = ketama_lookup(h->pool->ketama, key, len);
-        h->runs[h->route[i]].count++;
+        h->runs[b->ops[i].node].count++;
     }
     size_t off = 0;
     for (size_t k = 0; k < nn; k++) {
@@ -685,11 +661,10 @@ static void route_batch(struct mc_store *h)
         off += h->runs[k].count;
         h->runs[k].count = 0;
     }
-    for (size_t i = 0; i < b->n; i++)
-        if (h->route[i] != UINT32_MAX) {
-            struct mc_run *r = &h->runs[h->route[i]];
-            h->order[r->first + r->count++] = i;
-        }
+    for (size_t i = 0; i < b->n; i++) {
+        struct mc_run *r = &h->runs[b->ops[i].node];
+        h->order[r->first + r->count++] = i;
+    }
 }
 
 static void run_fail(struct mc_store *h, size_t node)
@@ -738,11 +713,10 @@ static bool conn_write(struct mc_conn *c)
 }
 
 /* Runs h->batch on every node at once: write and read interleaved by poll.
- * Every routed item ends with a status (MC_INCR) or a value (MC_MGET). */
+ * Every op ends with a status (and a value). */
 static void run_batch(struct mc_store *h)
 {
     struct mc_pool *pool = h->pool;
-    struct mc_batch *b = &h->batch;
     size_t nn = pool->n_nodes;
     struct pollfd pfds[STORE_MAX_NODES];
     size_t pnode[STORE_MAX_NODES];
@@ -826,8 +800,6 @@ static void run_batch(struct mc_store *h)
                             r->active = false;
                             active--;
                             node_ok(h, k);
-                            if (b->kind == MC_MGET && r->unattributed)
-                                b->failed = true;
                             continue;
                         }
                     } else if (res == PARSE_BAD) {
@@ -845,64 +817,42 @@ static void run_batch(struct mc_store *h)
     }
 }
 
+/* Engine: runs ops (each on its node) in one pipelined batch. */
+static void run_ops(struct store *s, enum mc_kind kind, struct store_op *ops, size_t n)
+{
+    struct mc_store *h = mc_of(s);
+    for (size_t i = 0; i < n; i++) {
+        ops[i].status = STORE_UNAVAILABLE; /* not sent unless the run says otherwise */
+        ops[i].value = 0;
+        ops[i].present = false;
+    }
+    if (n == 0 || !scratch_reserve(h, n))
+        return; /* nothing was sent */
+    h->batch = (struct mc_batch){.kind = kind, .n = n, .ops = ops};
+    run_batch(h);
+}
+
+static void mc_engine_incr(struct store *s, struct store_op *ops, size_t n)
+{
+    run_ops(s, MC_INCR, ops, n);
+}
+
+static void mc_engine_mget(struct store *s, struct store_op *ops, size_t n)
+{
+    run_ops(s, MC_MGET, ops, n);
+}
+
 static enum store_status mc_incr_batch(struct store *s, struct store_incr *items, size_t n,
                                        uint32_t ttl_s)
 {
-    struct mc_store *h = mc_of(s);
-    if (!scratch_reserve(h, n)) {
-        for (size_t i = 0; i < n; i++)
-            items[i].status = STORE_NOMEM;
-        return STORE_NOMEM;
-    }
-    h->batch = (struct mc_batch){.kind = MC_INCR, .n = n, .items = items};
-    h->batch.ttllen = format_ttl(h->batch.ttl, ttl_s);
-    for (size_t i = 0; i < n; i++) {
-        items[i].status = STORE_ERROR; /* bad key unless the run settles it */
-        items[i].value = 0;
-    }
-    run_batch(h);
-    enum store_status first = STORE_OK;
-    for (size_t i = 0; i < n; i++) {
-        enum store_status st = items[i].status;
-        if (st == STORE_OK)
-            continue;
-        if (st == STORE_UNAVAILABLE)
-            s->stats.unavailable_items++;
-        else
-            s->stats.error_items++;
-        if (first == STORE_OK)
-            first = st;
-    }
-    return first;
+    return pool_incr_batch(&mc_of(s)->placement, s, items, n, ttl_s);
 }
 
 static enum store_status mc_mget_u64(struct store *s, const char *const *keys,
                                      const size_t *keylens, size_t n, uint64_t *values,
                                      bool *present)
 {
-    struct mc_store *h = mc_of(s);
-    if (!scratch_reserve(h, n))
-        return STORE_NOMEM;
-    h->batch = (struct mc_batch){
-        .kind = MC_MGET, .n = n, .keys = keys, .keylens = keylens, .values = values,
-        .present = present};
-    bool bad_key = false;
-    for (size_t i = 0; i < n; i++) {
-        values[i] = 0;
-        if (present != NULL)
-            present[i] = false;
-        if (!store_key_valid(keys[i], keylens[i]))
-            bad_key = true;
-    }
-    run_batch(h);
-    /* Misses are silent (q): a key without a VA is absent, already 0. */
-    if (h->batch.unavailable)
-        return STORE_UNAVAILABLE;
-    if (h->batch.failed || h->batch.bad_value || bad_key) {
-        s->stats.error_items++;
-        return STORE_ERROR;
-    }
-    return STORE_OK;
+    return pool_mget_u64(&mc_of(s)->placement, s, keys, keylens, n, values, present);
 }
 
 /* ---- single operations (blocking with the I/O timeout) ---- */
@@ -1003,15 +953,12 @@ static bool recv_block(struct mc_store *h, size_t node, char *dst, size_t len)
     return true;
 }
 
-/* Prepares node for a single operation on key. */
-static enum store_status single_begin(struct mc_store *h, const char *key, size_t keylen,
-                                      size_t *node)
+/* Prepares node for a single operation (the pool layer counts the
+ * operation's outcome in the stats). */
+static enum store_status single_begin(struct mc_store *h, size_t node)
 {
-    *node = ketama_lookup(h->pool->ketama, key, keylen);
-    if (!conn_ready(h, *node, now_ms())) {
-        h->base.stats.unavailable_items++;
+    if (!conn_ready(h, node, now_ms()))
         return STORE_UNAVAILABLE;
-    }
     return STORE_OK;
 }
 
@@ -1020,11 +967,8 @@ static enum store_status single_begin(struct mc_store *h, const char *key, size_
 static enum store_status single_fail(struct mc_store *h, size_t node, size_t sent, bool writes)
 {
     node_fail(h, node);
-    if (sent == 0 || !writes) {
-        h->base.stats.unavailable_items++;
+    if (sent == 0 || !writes)
         return STORE_UNAVAILABLE;
-    }
-    h->base.stats.error_items++;
     return STORE_ERROR;
 }
 
@@ -1038,7 +982,6 @@ static enum store_status reply_error(struct mc_store *h, size_t node, const char
     if (strncmp(line, "SERVER_ERROR", 12) == 0 || strncmp(line, "CLIENT_ERROR", 12) == 0) {
         if (line[0] == 'C')
             conn_drop(&h->conns[node]);
-        h->base.stats.error_items++;
         return STORE_ERROR;
     }
     return single_fail(h, node, sent, writes);
@@ -1047,12 +990,12 @@ static enum store_status reply_error(struct mc_store *h, size_t node, const char
 /*
  *   mg <key> v\r\n  ->  VA <len>\r\n<data>\r\n  |  EN\r\n
  */
-static enum store_status mc_get(struct store *s, const char *key, size_t keylen, char **val,
-                                size_t *vallen)
+static enum store_status mc_node_get(struct store *s, uint32_t node, const char *key,
+                                     size_t keylen, char **val, size_t *vallen)
 {
     struct mc_store *h = mc_of(s);
-    size_t node, sent = 0;
-    enum store_status rc = single_begin(h, key, keylen, &node);
+    size_t sent = 0;
+    enum store_status rc = single_begin(h, node);
     if (rc != STORE_OK)
         return rc;
     char cmd[MC_CMD_MAX];
@@ -1075,7 +1018,6 @@ static enum store_status mc_get(struct store *s, const char *key, size_t keylen,
         /* Stored by another client with a larger limit: not ours to read.
          * The block stays unread, so start a new connection. */
         conn_drop(&h->conns[node]);
-        h->base.stats.error_items++;
         return STORE_ERROR;
     }
     char *buf = malloc((size_t)len + 1);
@@ -1097,12 +1039,13 @@ static enum store_status mc_get(struct store *s, const char *key, size_t keylen,
 /*
  *   ms <key> <len> T<ttl>[ ME]\r\n<data>\r\n  ->  HD | NS | SERVER_ERROR ...
  */
-static enum store_status store_value(struct store *s, const char *key, size_t keylen,
-                                     const char *val, size_t vallen, uint32_t ttl_s, bool add)
+static enum store_status mc_node_put(struct store *s, uint32_t node, const char *key,
+                                     size_t keylen, const char *val, size_t vallen,
+                                     uint32_t ttl_s, bool add)
 {
     struct mc_store *h = mc_of(s);
-    size_t node, sent = 0;
-    enum store_status rc = single_begin(h, key, keylen, &node);
+    size_t sent = 0;
+    enum store_status rc = single_begin(h, node);
     if (rc != STORE_OK)
         return rc;
     char cmd[MC_CMD_MAX];
@@ -1126,33 +1069,21 @@ static enum store_status store_value(struct store *s, const char *key, size_t ke
         return STORE_OK;
     if (strcmp(line, "NS") == 0 && add)
         return STORE_EXISTS;
-    if (strcmp(line, "NS") == 0) {
-        h->base.stats.error_items++;
+    if (strcmp(line, "NS") == 0)
         return STORE_ERROR;
-    }
     return reply_error(h, node, line, sent, true);
 }
 
-static enum store_status mc_set(struct store *s, const char *key, size_t keylen,
-                                const char *val, size_t vallen, uint32_t ttl_s)
-{
-    return store_value(s, key, keylen, val, vallen, ttl_s, false);
-}
-
-static enum store_status mc_add(struct store *s, const char *key, size_t keylen,
-                                const char *val, size_t vallen, uint32_t ttl_s)
-{
-    return store_value(s, key, keylen, val, vallen, ttl_s, true);
-}
 
 /*
  *   md <key>\r\n  ->  HD | NF
  */
-static enum store_status mc_del(struct store *s, const char *key, size_t keylen)
+static enum store_status mc_node_del(struct store *s, uint32_t node, const char *key,
+                                     size_t keylen)
 {
     struct mc_store *h = mc_of(s);
-    size_t node, sent = 0;
-    enum store_status rc = single_begin(h, key, keylen, &node);
+    size_t sent = 0;
+    enum store_status rc = single_begin(h, node);
     if (rc != STORE_OK)
         return rc;
     char cmd[MC_CMD_MAX];
@@ -1172,6 +1103,44 @@ static enum store_status mc_del(struct store *s, const char *key, size_t keylen)
     return reply_error(h, node, line, sent, true);
 }
 
+static enum store_status mc_get(struct store *s, const char *key, size_t keylen, char **val,
+                                size_t *vallen)
+{
+    return pool_get(&mc_of(s)->placement, s, key, keylen, val, vallen);
+}
+
+static enum store_status mc_set(struct store *s, const char *key, size_t keylen,
+                                const char *val, size_t vallen, uint32_t ttl_s)
+{
+    return pool_put(&mc_of(s)->placement, s, key, keylen, val, vallen, ttl_s, false);
+}
+
+static enum store_status mc_add(struct store *s, const char *key, size_t keylen,
+                                const char *val, size_t vallen, uint32_t ttl_s)
+{
+    return pool_put(&mc_of(s)->placement, s, key, keylen, val, vallen, ttl_s, true);
+}
+
+static enum store_status mc_del(struct store *s, const char *key, size_t keylen)
+{
+    return pool_del(&mc_of(s)->placement, s, key, keylen);
+}
+
+static size_t mc_placement(struct store *s, const char *key, size_t keylen, uint32_t *nodes,
+                           size_t max)
+{
+    return pool_placement(&mc_of(s)->placement, key, keylen, nodes, max);
+}
+
+static const struct pool_engine mc_engine = {
+    .incr = mc_engine_incr,
+    .mget = mc_engine_mget,
+    .get = mc_node_get,
+    .put = mc_node_put,
+    .del = mc_node_del,
+    .up = mc_up,
+};
+
 static const struct store_ops mc_ops = {
     .kind = "memcached",
     .clone = mc_clone,
@@ -1182,4 +1151,5 @@ static const struct store_ops mc_ops = {
     .set = mc_set,
     .add = mc_add,
     .del = mc_del,
+    .placement = mc_placement,
 };

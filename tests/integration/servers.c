@@ -19,17 +19,22 @@
  * binary is single-threaded at the points where servers start and stop. */
 #define SERVERS_MAX 16
 static pid_t running[SERVERS_MAX];
+static char running_dir[SERVERS_MAX][64];
 static bool atexit_set;
 
-static void track(pid_t pid, bool add)
+static void remove_dir(char *dir);
+
+static void track(pid_t pid, bool add, const char *dir)
 {
     for (int i = 0; i < SERVERS_MAX; i++) {
         if (add && running[i] == 0) {
             running[i] = pid;
+            snprintf(running_dir[i], sizeof(running_dir[i]), "%s", dir);
             return;
         }
         if (!add && running[i] == pid) {
             running[i] = 0;
+            running_dir[i][0] = '\0';
             return;
         }
     }
@@ -42,6 +47,7 @@ static void stop_all(void)
             kill(running[i], SIGKILL);
             waitpid(running[i], NULL, 0);
             running[i] = 0;
+            remove_dir(running_dir[i]);
         }
 }
 
@@ -83,10 +89,14 @@ static int connect_port(uint16_t port)
     return fd;
 }
 
-static pid_t spawn(enum server_kind kind, uint16_t port)
+static pid_t spawn(enum server_kind kind, uint16_t port, const char *dir)
 {
-    char portstr[8];
+    char portstr[8], busstr[8];
     snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
+    /* The cluster bus defaults to port + 10000, which may be taken or past
+     * 65535: give it a free port of its own. */
+    snprintf(busstr, sizeof(busstr), "%u",
+             kind == SERVER_REDIS_CLUSTER ? (unsigned)free_port() : 0u);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid != 0)
@@ -106,10 +116,29 @@ static pid_t spawn(enum server_kind kind, uint16_t port)
     if (kind == SERVER_MEMCACHED)
         execlp("memcached", "memcached", "-u", "root", "-l", "127.0.0.1", "-p", portstr, "-U",
                "0", "-t", "1", "-m", "64", (char *)NULL);
-    else
+    else if (kind == SERVER_REDIS)
         execlp("redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1",
                "--save", "", "--appendonly", "no", (char *)NULL);
+    else
+        execlp("redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1",
+               "--save", "", "--appendonly", "no", "--cluster-enabled", "yes",
+               "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
+               "--cluster-port", busstr, "--dir", dir, (char *)NULL);
     _exit(127);
+}
+
+/* A cluster node's directory holds nodes.conf only (no RDB, no AOF). */
+static void remove_dir(char *dir)
+{
+    if (dir[0] == '\0')
+        return;
+    char path[64 + sizeof("/nodes.conf")];
+    size_t len = strnlen(dir, 63);
+    memcpy(path, dir, len);
+    memcpy(path + len, "/nodes.conf", sizeof("/nodes.conf"));
+    unlink(path);
+    rmdir(dir);
+    dir[0] = '\0';
 }
 
 bool server_start(struct server *sv, enum server_kind kind, uint16_t port)
@@ -118,19 +147,25 @@ bool server_start(struct server *sv, enum server_kind kind, uint16_t port)
         atexit(stop_all);
         atexit_set = true;
     }
+    char dir[64] = "";
+    if (kind == SERVER_REDIS_CLUSTER) {
+        snprintf(dir, sizeof(dir), "/tmp/lt-redis-node-XXXXXX");
+        if (mkdtemp(dir) == NULL)
+            return false;
+    }
     for (int attempt = 0; attempt < 5; attempt++) {
         uint16_t p = port != 0 ? port : free_port();
         if (p == 0)
             continue;
-        pid_t pid = spawn(kind, p);
+        pid_t pid = spawn(kind, p, dir);
         if (pid < 0)
-            return false;
-        track(pid, true);
+            break;
+        track(pid, true, dir);
         uint64_t deadline = mono_ms() + 5000;
         while (mono_ms() < deadline) {
             int status;
             if (waitpid(pid, &status, WNOHANG) == pid) {
-                track(pid, false); /* exited: port taken, or no such binary */
+                track(pid, false, NULL); /* exited: port taken, or no such binary */
                 pid = 0;
                 break;
             }
@@ -140,6 +175,7 @@ bool server_start(struct server *sv, enum server_kind kind, uint16_t port)
                 sv->kind = kind;
                 sv->pid = pid;
                 sv->port = p;
+                memcpy(sv->dir, dir, sizeof(sv->dir));
                 return true;
             }
             struct timespec ts = {0, 10 * 1000000L};
@@ -148,7 +184,7 @@ bool server_start(struct server *sv, enum server_kind kind, uint16_t port)
         if (pid > 0) {
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
-            track(pid, false);
+            track(pid, false, NULL);
         }
         if (port != 0) {
             /* a fixed port may still be in TIME_WAIT or held by the old
@@ -157,6 +193,7 @@ bool server_start(struct server *sv, enum server_kind kind, uint16_t port)
             nanosleep(&ts, NULL);
         }
     }
+    remove_dir(dir);
     return false;
 }
 
@@ -177,8 +214,9 @@ static void reap(struct server *sv, bool gentle)
     kill(sv->pid, SIGKILL);
     waitpid(sv->pid, NULL, 0);
 done:
-    track(sv->pid, false);
+    track(sv->pid, false, NULL);
     sv->pid = 0;
+    remove_dir(sv->dir);
 }
 
 void server_stop(struct server *sv)
@@ -194,8 +232,12 @@ void server_kill(struct server *sv)
 void server_url(const struct server *const *svs, int n, const char *query, char *buf,
                 size_t len)
 {
-    size_t off = (size_t)snprintf(buf, len, "%s://",
-                                  svs[0]->kind == SERVER_MEMCACHED ? "memcached" : "redis");
+    static const char *const schemes[] = {
+        [SERVER_MEMCACHED] = "memcached",
+        [SERVER_REDIS] = "redis",
+        [SERVER_REDIS_CLUSTER] = "redis-cluster",
+    };
+    size_t off = (size_t)snprintf(buf, len, "%s://", schemes[svs[0]->kind]);
     for (int i = 0; i < n && off < len; i++)
         off += (size_t)snprintf(buf + off, len - off, "%s127.0.0.1:%u", i ? "," : "",
                                 (unsigned)svs[i]->port);
@@ -237,4 +279,97 @@ err:
     if (fd >= 0)
         close(fd);
     return -1;
+}
+
+int server_run(const char *const *argv, char *out, size_t outlen)
+{
+    int pipefd[2] = {-1, -1};
+    if (out != NULL && (outlen == 0 || pipe(pipefd) != 0))
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        if (out != NULL) {
+            close(pipefd[0]);
+            close(pipefd[1]);
+        }
+        return -1;
+    }
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, STDIN_FILENO);
+            dup2(devnull, STDERR_FILENO);
+            dup2(out != NULL ? pipefd[1] : devnull, STDOUT_FILENO);
+        }
+        if (out != NULL) {
+            close(pipefd[0]);
+            close(pipefd[1]);
+        }
+        execvp(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    size_t got = 0;
+    if (out != NULL) {
+        close(pipefd[1]);
+        for (;;) {
+            ssize_t r = read(pipefd[0], out + got, outlen - 1 - got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            if (got == outlen - 1) {
+                char sink[4096]; /* keep draining: the child must not block */
+                while (read(pipefd[0], sink, sizeof(sink)) > 0)
+                    ;
+                break;
+            }
+        }
+        out[got] = '\0';
+        close(pipefd[0]);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static bool cluster_ok(const struct server *sv)
+{
+    char reply[4096];
+    if (server_raw(sv, "CLUSTER INFO\r\n", "\r\n\r\n", reply, sizeof(reply)) <= 0)
+        return false;
+    return strstr(reply, "cluster_state:ok") != NULL;
+}
+
+bool server_cluster_create(const struct server *const *svs, int n)
+{
+    char addrs[16][32];
+    const char *argv[24];
+    int argc = 0;
+    if (n < 3 || n > 16)
+        return false;
+    argv[argc++] = "redis-cli";
+    argv[argc++] = "--cluster";
+    argv[argc++] = "create";
+    for (int i = 0; i < n; i++) {
+        snprintf(addrs[i], sizeof(addrs[i]), "127.0.0.1:%u", (unsigned)svs[i]->port);
+        argv[argc++] = addrs[i];
+    }
+    argv[argc++] = "--cluster-yes";
+    argv[argc] = NULL;
+    if (server_run(argv, NULL, 0) != 0)
+        return false;
+    uint64_t deadline = mono_ms() + 20000;
+    while (mono_ms() < deadline) {
+        bool all = true;
+        for (int i = 0; i < n && all; i++)
+            all = cluster_ok(svs[i]);
+        if (all)
+            return true;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return false;
 }

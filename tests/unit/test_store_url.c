@@ -74,8 +74,23 @@ static const struct bad_url bad[] = {
     {"memory", "unknown scheme"},
     {"memory:x", "takes no host"},
     {"memory://", "takes no host"},
-    {"redis://127.0.0.1:6379", "redis backend is not built yet"},
-    {"redis-cluster://127.0.0.1:7000", "redis backend is not built yet"},
+    {"redis://", "no HOST:PORT"},
+    {"redis://h", "missing ':PORT'"},
+    {"redis-cluster://", "no HOST:PORT"},
+    {"redis-cluster://h:1,h:1", "listed twice"},
+    {"rediss://h:1", "unknown scheme 'rediss'"},
+    /* replicas */
+    {"memcached://h:1,g:2?replicas=0", "replicas must be an integer in 1..64"},
+    {"memcached://h:1,g:2?replicas=3", "replicas=3 needs at least 3 nodes, 2 given"},
+    {"redis://h:1?replicas=2", "replicas=2 needs at least 2 nodes, 1 given"},
+    {"redis://h:1,g:1?replicas=65", "1..64"},
+    {"redis://h:1,g:1?replicas=-1", "1..64"},
+    {"memcached://h:1,g:2?replicas=2&replicas=2", "given twice"},
+    {"memory:?replicas=2", "memory: takes no host or options"},
+    {"redis-cluster://h:1,g:2?replicas=2", "replicas is not supported on redis-cluster://"},
+    {"redis-cluster://h:1?hint_keys=10", "hint_keys is not supported on redis-cluster://"},
+    {"memcached://h:1?hint_keys=1000001", "hint_keys must be an integer in 0..1000000"},
+    {"memcached://h:1?hint_keys=", "0..1000000"},
     {"ftp://x:1", "unknown scheme 'ftp'"},
     {"memcached:/h:1", "unknown scheme"},
     {"memcached://", "no HOST:PORT"},
@@ -200,10 +215,113 @@ static void test_open_memory_and_lazy_pool(void **state)
     assert_string_equal(err, "");
 }
 
+struct option_url {
+    const char *url;
+    enum store_kind kind;
+    size_t n_nodes;
+    uint32_t replicas;
+    uint32_t hint_keys;
+    uint32_t timeout_ms;
+};
+
+static const struct option_url option_urls[] = {
+    {"memcached://a:1", STORE_KIND_MEMCACHED, 1, 1, STORE_HINT_KEYS_DEFAULT, 1000},
+    {"redis://127.0.0.1:6379", STORE_KIND_REDIS, 1, 1, STORE_HINT_KEYS_DEFAULT, 1000},
+    {"redis://a:1,b:2,[::1]:3?timeout_ms=50", STORE_KIND_REDIS, 3, 1, STORE_HINT_KEYS_DEFAULT,
+     50},
+    {"redis-cluster://a:7000,b:7001", STORE_KIND_REDIS_CLUSTER, 2, 1, STORE_HINT_KEYS_DEFAULT,
+     1000},
+    {"redis-cluster://a:7000?timeout_ms=200", STORE_KIND_REDIS_CLUSTER, 1, 1,
+     STORE_HINT_KEYS_DEFAULT, 200},
+    {"memcached://a:1,b:1,c:1?replicas=2", STORE_KIND_MEMCACHED, 3, 2, STORE_HINT_KEYS_DEFAULT,
+     1000},
+    {"memcached://a:1,b:1,c:1?replicas=3&hint_keys=0", STORE_KIND_MEMCACHED, 3, 3, 0, 1000},
+    {"redis://a:1,b:1?hint_keys=1000000&replicas=2&timeout_ms=10", STORE_KIND_REDIS, 2, 2,
+     1000000, 10},
+    {"redis://a:1,b:1?replicas=1", STORE_KIND_REDIS, 2, 1, STORE_HINT_KEYS_DEFAULT, 1000},
+};
+
+static void test_redis_and_replica_options(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(option_urls) / sizeof(option_urls[0]); i++) {
+        const struct option_url *w = &option_urls[i];
+        struct store_url *u = malloc(sizeof(*u));
+        char err[256] = "";
+        assert_non_null(u);
+        if (!store_url_parse(w->url, u, err, sizeof(err)))
+            fail_msg("%s: %s", w->url, err);
+        assert_int_equal(u->kind, w->kind);
+        assert_int_equal(u->n_nodes, w->n_nodes);
+        assert_int_equal(u->replicas, w->replicas);
+        assert_int_equal(u->hint_keys, w->hint_keys);
+        assert_int_equal(u->timeout_ms, w->timeout_ms);
+        free(u);
+    }
+    /* memory: has one replica, the defaults */
+    struct store_url *u = malloc(sizeof(*u));
+    char err[256];
+    assert_non_null(u);
+    assert_true(store_url_parse("memory:", u, err, sizeof(err)));
+    assert_int_equal(u->replicas, 1);
+    free(u);
+    /* the most replicas a full pool allows */
+    char url[4096];
+    size_t off = (size_t)snprintf(url, sizeof(url), "redis://");
+    for (int i = 0; i < STORE_MAX_NODES; i++)
+        off += (size_t)snprintf(url + off, sizeof(url) - off, "%sn%d:%d", i ? "," : "", i,
+                                1000 + i);
+    snprintf(url + off, sizeof(url) - off, "?replicas=%d", STORE_MAX_NODES);
+    u = malloc(sizeof(*u));
+    assert_non_null(u);
+    assert_true(store_url_parse(url, u, err, sizeof(err)));
+    assert_int_equal(u->replicas, STORE_MAX_NODES);
+    free(u);
+}
+
+/* The redis backends open without a server (connect lazily) and refuse
+ * what they cannot reach; kinds are reported. */
+static void test_open_redis_lazily(void **state)
+{
+    (void)state;
+    char err[256];
+    struct store *s = store_open("redis://127.0.0.1:1,127.0.0.1:2?timeout_ms=50&replicas=2",
+                                 err, sizeof(err));
+    assert_non_null(s);
+    assert_string_equal(store_kind(s), "redis");
+    struct store_incr it = {.key = "k", .keylen = 1, .delta = 1};
+    assert_int_equal(store_incr_batch(s, &it, 1, 0), STORE_UNAVAILABLE);
+    assert_int_equal(it.status, STORE_UNAVAILABLE);
+    struct store_stats st;
+    store_get_stats(s, &st);
+    assert_int_equal(st.hints_queued, 0); /* nothing landed: nothing to hint */
+    struct store *c = store_clone(s);
+    assert_non_null(c);
+    assert_string_equal(store_kind(c), "redis");
+    store_close(c);
+    store_close(s);
+    s = store_open("redis-cluster://127.0.0.1:1?timeout_ms=50", err, sizeof(err));
+    assert_non_null(s);
+    assert_string_equal(store_kind(s), "redis-cluster");
+    assert_int_equal(store_incr_batch(s, &it, 1, 0), STORE_UNAVAILABLE);
+    uint64_t v = 9;
+    const char *keys[] = {"k"};
+    size_t lens[] = {1};
+    assert_int_equal(store_mget_u64(s, keys, lens, 1, &v, NULL), STORE_UNAVAILABLE);
+    assert_int_equal(v, 0);
+    char *val = NULL;
+    size_t len;
+    assert_int_equal(store_get(s, "k", 1, &val, &len), STORE_UNAVAILABLE);
+    assert_int_equal(store_incr_batch(s, NULL, 0, 0), STORE_OK);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_urls),
+        cmocka_unit_test(test_redis_and_replica_options),
+        cmocka_unit_test(test_open_redis_lazily),
         cmocka_unit_test(test_bad_urls),
         cmocka_unit_test(test_node_count_limit),
         cmocka_unit_test(test_host_length_limit),

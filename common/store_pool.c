@@ -1,0 +1,641 @@
+/*
+ * Placement, replication and hinted handoff for the pool backends (the
+ * rules are in store_pool.h). Everything here runs on the handle's thread;
+ * only node health is shared between clones.
+ */
+#include "store_pool.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ketama.h"
+#include "log.h"
+#include "store_hints.h"
+#include "store_impl.h"
+
+/* ---- node health ---- */
+
+uint64_t store_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void node_health_init(struct node_health *h)
+{
+    atomic_init(&h->down_until_ms, 0);
+    atomic_init(&h->backoff_ms, 0);
+    atomic_init(&h->epoch, 0);
+}
+
+bool node_health_down(const struct node_health *h, uint64_t now_ms)
+{
+    return atomic_load_explicit(&h->down_until_ms, memory_order_relaxed) > now_ms;
+}
+
+void node_health_fail(struct node_health *h)
+{
+    uint32_t b = atomic_load_explicit(&h->backoff_ms, memory_order_relaxed);
+    uint32_t next = b == 0 ? NODE_BACKOFF_MIN_MS : b * 2;
+    if (next > NODE_BACKOFF_MAX_MS)
+        next = NODE_BACKOFF_MAX_MS;
+    atomic_store_explicit(&h->backoff_ms, next, memory_order_relaxed);
+    atomic_store_explicit(&h->down_until_ms, store_now_ms() + next, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->epoch, 1, memory_order_relaxed);
+}
+
+void node_health_ok(struct node_health *h)
+{
+    if (atomic_load_explicit(&h->backoff_ms, memory_order_relaxed) != 0)
+        atomic_store_explicit(&h->backoff_ms, 0, memory_order_relaxed);
+}
+
+uint32_t node_health_epoch(const struct node_health *h)
+{
+    return atomic_load_explicit(&h->epoch, memory_order_relaxed);
+}
+
+/* ---- set-up ---- */
+
+#define LOST_LOG_EVERY_MS 1000u
+
+/* Logs the replica writes lost since the last line, at most once a second
+ * (a batch every few milliseconds would flood the log otherwise). */
+static void flush_lost_log(struct pool *p, bool now_anyway)
+{
+    uint64_t now = store_now_ms();
+    if (!now_anyway && now < p->lost_log_ms + LOST_LOG_EVERY_MS)
+        return;
+    for (size_t k = 0; k < p->n_nodes; k++) {
+        if (p->lost[k] == 0)
+            continue;
+        log_error("store: replica writes lost node=%s:%u count=%llu reason=%s hint_keys=%u "
+                  "(that replica stays behind; reads take the maximum of the replicas)",
+                  p->nodes[k].host, (unsigned)p->nodes[k].port,
+                  (unsigned long long)p->lost[k], p->lost_why[k], p->hint_keys);
+        p->lost[k] = 0;
+    }
+    p->lost_log_ms = now;
+}
+
+static void log_lost(struct pool *p, uint32_t node, size_t lost, const char *why)
+{
+    p->lost[node] += lost;
+    p->lost_why[node] = why;
+    flush_lost_log(p, false);
+}
+
+
+/* Missed writes a table stands for. */
+static uint64_t hint_writes(const struct store_hints *h)
+{
+    uint64_t w = 0;
+    size_t n = hints_count(h);
+    for (size_t i = 0; i < n; i++) {
+        struct hint_entry e;
+        hints_get(h, i, &e);
+        w += e.writes;
+    }
+    return w;
+}
+
+
+bool pool_init(struct pool *p, const struct pool_engine *eng, const struct ketama *ketama,
+               const struct store_node *nodes, size_t n_nodes, uint32_t replicas,
+               uint32_t hint_keys)
+{
+    *p = (struct pool){.eng = eng,
+                       .ketama = ketama,
+                       .nodes = nodes,
+                       .n_nodes = n_nodes,
+                       .replicas = replicas == 0 ? 1 : replicas,
+                       .hint_keys = hint_keys};
+    if (p->replicas > n_nodes)
+        p->replicas = (uint32_t)n_nodes;
+    p->hints = calloc(n_nodes, sizeof(*p->hints));
+    p->lost = calloc(n_nodes, sizeof(*p->lost));
+    p->lost_why = calloc(n_nodes, sizeof(*p->lost_why));
+    return p->hints != NULL && p->lost != NULL && p->lost_why != NULL;
+}
+
+void pool_fini(struct pool *p, struct store *s)
+{
+    if (p->lost != NULL && p->lost_why != NULL)
+        flush_lost_log(p, true);
+    if (p->hints != NULL) {
+        for (size_t k = 0; k < p->n_nodes; k++) {
+            size_t n = hints_count(p->hints[k]);
+            if (n > 0) {
+                uint64_t w = hint_writes(p->hints[k]);
+                log_error("store: closing with hints not replayed node=%s:%u keys=%zu "
+                          "writes=%llu (that replica stays behind; reads take the maximum of "
+                          "the replicas)",
+                          p->nodes[k].host, (unsigned)p->nodes[k].port, n,
+                          (unsigned long long)w);
+                s->stats.hints_dropped += w;
+            }
+            hints_free(p->hints[k]);
+        }
+        s->stats.hints_pending = 0;
+    }
+    free(p->hints);
+    free(p->lost);
+    free(p->lost_why);
+    free(p->ops);
+    free(p->drop);
+    p->lost = NULL;
+    p->lost_why = NULL;
+    p->hints = NULL;
+    p->ops = NULL;
+    p->drop = NULL;
+}
+
+static bool ops_reserve(struct pool *p, size_t n)
+{
+    if (n <= p->ops_cap)
+        return true;
+    size_t cap = p->ops_cap ? p->ops_cap : 256;
+    while (cap < n)
+        cap *= 2;
+    struct store_op *ops = realloc(p->ops, cap * sizeof(*ops));
+    if (ops == NULL)
+        return false;
+    p->ops = ops;
+    p->ops_cap = cap;
+    return true;
+}
+
+static bool drop_reserve(struct pool *p, size_t n)
+{
+    if (n <= p->drop_cap)
+        return true;
+    size_t cap = p->drop_cap ? p->drop_cap : 256;
+    while (cap < n)
+        cap *= 2;
+    bool *d = realloc(p->drop, cap * sizeof(*d));
+    if (d == NULL)
+        return false;
+    p->drop = d;
+    p->drop_cap = cap;
+    return true;
+}
+
+size_t pool_placement(const struct pool *p, const char *key, size_t keylen, uint32_t *nodes,
+                      size_t max)
+{
+    size_t r = p->replicas < max ? p->replicas : max;
+    if (r == 0)
+        return 0;
+    if (r == 1) {
+        nodes[0] = ketama_lookup(p->ketama, key, keylen);
+        return 1;
+    }
+    return ketama_lookup_n(p->ketama, key, keylen, nodes, r);
+}
+
+/* ---- hints ---- */
+
+static void update_pending(struct pool *p, struct store *s)
+{
+    uint64_t n = 0;
+    for (size_t k = 0; k < p->n_nodes; k++)
+        n += hints_count(p->hints[k]);
+    s->stats.hints_pending = n;
+}
+
+/* Keeps a write node missed; false when it is lost (the table is full or
+ * disabled, or no memory): counted, and the caller logs. */
+static bool hint(struct pool *p, struct store *s, uint32_t node, enum hint_kind kind,
+                 const char *key, size_t keylen, uint64_t delta, uint32_t ttl_s)
+{
+    if (p->hint_keys > 0 && p->hints[node] == NULL)
+        p->hints[node] = hints_new(p->hint_keys);
+    if (p->hints[node] == NULL || !hints_add(p->hints[node], kind, key, keylen, delta, ttl_s)) {
+        s->stats.hints_dropped++;
+        return false;
+    }
+    s->stats.hints_queued++;
+    return true;
+}
+
+static bool any_hints(const struct pool *p, enum hint_kind kind)
+{
+    if (p->replicas < 2)
+        return false;
+    for (size_t k = 0; k < p->n_nodes; k++)
+        if (hints_count_kind(p->hints[k], kind) > 0)
+            return true;
+    return false;
+}
+
+/* Deletes, on every node that answers again, the blobs it missed a write
+ * of. Runs before every operation: cheap when there is nothing. */
+static void flush_stale(struct pool *p, struct store *s)
+{
+    if (!any_hints(p, HINT_STALE))
+        return;
+    for (uint32_t k = 0; k < p->n_nodes; k++) {
+        struct store_hints *h = p->hints[k];
+        if (hints_count_kind(h, HINT_STALE) == 0 || !p->eng->up(s, k))
+            continue;
+        size_t n = hints_count(h);
+        if (!drop_reserve(p, n))
+            return;
+        memset(p->drop, 0, n * sizeof(*p->drop));
+        size_t lost = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct hint_entry e;
+            hints_get(h, i, &e);
+            if (e.kind != HINT_STALE)
+                continue;
+            enum store_status st = p->eng->del(s, k, e.key, e.keylen);
+            if (st == STORE_UNAVAILABLE)
+                break; /* down again: keep the rest */
+            p->drop[i] = true;
+            if (st == STORE_OK || st == STORE_NOTFOUND) {
+                s->stats.hints_replayed += e.writes;
+            } else {
+                s->stats.hints_dropped += e.writes;
+                lost += e.writes;
+            }
+        }
+        hints_remove(h, p->drop);
+        if (lost > 0)
+            log_lost(p, k, lost, "stale_delete_failed");
+    }
+    update_pending(p, s);
+}
+
+/* Status of one write from its replicas' outcomes (store_pool.h). */
+static enum store_status merge_write(size_t ok, size_t err_up, size_t err_down)
+{
+    if (ok == 0 && err_up == 0 && err_down == 0)
+        return STORE_UNAVAILABLE;
+    if (ok > 0 && err_up == 0)
+        return STORE_OK;
+    return STORE_ERROR;
+}
+
+static void count_status(struct store *s, enum store_status st)
+{
+    if (st == STORE_UNAVAILABLE)
+        s->stats.unavailable_items++;
+    else if (st == STORE_ERROR || st == STORE_NOMEM)
+        s->stats.error_items++;
+}
+
+/* ---- counters ---- */
+
+/* Hint ops of the nodes that are out of their backoff, at ops[0..); which
+ * nodes are in hnodes (their entries' order). Returns the op count. */
+static size_t plan_hint_ops(struct pool *p, struct store *s, uint32_t *hnodes, size_t *nhn)
+{
+    size_t j = 0;
+    *nhn = 0;
+    for (uint32_t k = 0; k < p->n_nodes; k++) {
+        struct store_hints *h = p->hints[k];
+        if (hints_count_kind(h, HINT_INCR) == 0 || !p->eng->up(s, k))
+            continue;
+        hnodes[(*nhn)++] = k;
+        size_t n = hints_count(h);
+        for (size_t i = 0; i < n; i++) {
+            struct hint_entry e;
+            hints_get(h, i, &e);
+            if (e.kind != HINT_INCR)
+                continue;
+            p->ops[j++] = (struct store_op){.key = e.key, .keylen = e.keylen, .delta = e.delta,
+                                            .ttl_s = e.ttl_s, .node = k};
+        }
+    }
+    return j;
+}
+
+static void settle_hint_ops(struct pool *p, struct store *s, const uint32_t *hnodes, size_t nhn)
+{
+    size_t j = 0;
+    for (size_t x = 0; x < nhn; x++) {
+        uint32_t k = hnodes[x];
+        struct store_hints *h = p->hints[k];
+        size_t n = hints_count(h);
+        if (!drop_reserve(p, n)) {
+            /* Cannot remove the replayed ones: drop them all rather than
+             * replay an increment twice. */
+            uint64_t w = hint_writes(h);
+            hints_free(h);
+            p->hints[k] = NULL;
+            s->stats.hints_dropped += w;
+            log_lost(p, k, (size_t)w, "no_memory");
+            continue;
+        }
+        size_t lost = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct hint_entry e;
+            hints_get(h, i, &e);
+            p->drop[i] = false;
+            if (e.kind != HINT_INCR)
+                continue;
+            enum store_status st = p->ops[j++].status;
+            if (st == STORE_OK) {
+                p->drop[i] = true;
+                s->stats.hints_replayed += e.writes;
+            } else if (st != STORE_UNAVAILABLE) {
+                p->drop[i] = true; /* maybe applied: never twice */
+                s->stats.hints_dropped += e.writes;
+                lost += e.writes;
+            }
+        }
+        hints_remove(h, p->drop);
+        if (lost > 0)
+            log_lost(p, k, lost, "replay_outcome_unknown");
+    }
+}
+
+enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_incr *items,
+                                  size_t n, uint32_t ttl_s)
+{
+    size_t rn = p->replicas;
+    uint32_t hnodes[STORE_MAX_NODES];
+    size_t nhn = 0, nh = 0;
+
+    flush_stale(p, s);
+    if (any_hints(p, HINT_INCR))
+        for (uint32_t k = 0; k < p->n_nodes; k++)
+            if (p->eng->up(s, k))
+                nh += hints_count_kind(p->hints[k], HINT_INCR);
+    if (!ops_reserve(p, nh + n * rn)) {
+        for (size_t i = 0; i < n; i++)
+            items[i].status = STORE_NOMEM;
+        s->stats.error_items += n;
+        return n > 0 ? STORE_NOMEM : STORE_OK;
+    }
+    size_t j = nh > 0 ? plan_hint_ops(p, s, hnodes, &nhn) : 0;
+    size_t hint_end = j;
+    for (size_t i = 0; i < n; i++) {
+        struct store_incr *it = &items[i];
+        it->value = 0;
+        if (!store_key_valid(it->key, it->keylen)) {
+            it->status = STORE_ERROR;
+            continue;
+        }
+        uint32_t nodes[STORE_MAX_NODES];
+        size_t r = pool_placement(p, it->key, it->keylen, nodes, rn);
+        for (size_t x = 0; x < r; x++)
+            p->ops[j++] = (struct store_op){.key = it->key, .keylen = it->keylen,
+                                            .delta = it->delta, .ttl_s = ttl_s,
+                                            .node = nodes[x], .want_value = it->want_value};
+    }
+    p->eng->incr(s, p->ops, j);
+    if (nhn > 0)
+        settle_hint_ops(p, s, hnodes, nhn);
+
+    size_t lost[STORE_MAX_NODES] = {0};
+    bool any_lost = false;
+    enum store_status first = STORE_OK;
+    j = hint_end;
+    for (size_t i = 0; i < n; i++) {
+        struct store_incr *it = &items[i];
+        if (it->status == STORE_ERROR && !store_key_valid(it->key, it->keylen)) {
+            count_status(s, STORE_ERROR);
+            if (first == STORE_OK)
+                first = STORE_ERROR;
+            continue;
+        }
+        const struct store_op *op = &p->ops[j];
+        size_t r = rn; /* pool_placement gives rn: rn <= n_nodes */
+        j += r;
+        size_t ok = 0, err_up = 0, err_down = 0;
+        uint64_t value = 0;
+        for (size_t x = 0; x < r; x++) {
+            if (op[x].status == STORE_OK) {
+                ok++;
+                if (op[x].value > value)
+                    value = op[x].value;
+            } else if (op[x].status != STORE_UNAVAILABLE) {
+                if (p->eng->up(s, op[x].node))
+                    err_up++;
+                else
+                    err_down++;
+            }
+        }
+        it->status = merge_write(ok, err_up, err_down);
+        it->value = it->status == STORE_OK && it->want_value ? value : 0;
+        if (r > 1 && it->status != STORE_UNAVAILABLE)
+            for (size_t x = 0; x < r; x++)
+                if (op[x].status == STORE_UNAVAILABLE &&
+                    !hint(p, s, op[x].node, HINT_INCR, it->key, it->keylen, it->delta, ttl_s)) {
+                    lost[op[x].node]++;
+                    any_lost = true;
+                }
+        if (it->status != STORE_OK) {
+            count_status(s, it->status);
+            if (first == STORE_OK)
+                first = it->status;
+        }
+    }
+    if (any_lost)
+        for (uint32_t k = 0; k < p->n_nodes; k++)
+            if (lost[k] > 0)
+                log_lost(p, k, lost[k],
+                         p->hint_keys == 0 ? "hints_disabled" : "hint_table_full");
+    if (rn > 1)
+        update_pending(p, s);
+    return first;
+}
+
+enum store_status pool_mget_u64(struct pool *p, struct store *s, const char *const *keys,
+                                const size_t *keylens, size_t n, uint64_t *values,
+                                bool *present)
+{
+    size_t rn = p->replicas;
+    bool bad_key = false;
+    for (size_t i = 0; i < n; i++) {
+        values[i] = 0;
+        if (present != NULL)
+            present[i] = false;
+    }
+    if (!ops_reserve(p, n * rn))
+        return STORE_NOMEM;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!store_key_valid(keys[i], keylens[i])) {
+            bad_key = true;
+            continue;
+        }
+        uint32_t nodes[STORE_MAX_NODES];
+        size_t r = pool_placement(p, keys[i], keylens[i], nodes, rn);
+        for (size_t x = 0; x < r; x++)
+            p->ops[j++] = (struct store_op){.key = keys[i], .keylen = keylens[i],
+                                            .node = nodes[x]};
+    }
+    p->eng->mget(s, p->ops, j);
+    size_t unreadable = 0;
+    bool error = bad_key;
+    j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!store_key_valid(keys[i], keylens[i]))
+            continue;
+        bool read = false;
+        for (size_t x = 0; x < rn; x++, j++) {
+            const struct store_op *op = &p->ops[j];
+            if (op->status == STORE_OK) {
+                read = true;
+                if (op->present) {
+                    if (present != NULL)
+                        present[i] = true;
+                    if (op->value > values[i])
+                        values[i] = op->value;
+                }
+            } else if (op->status != STORE_UNAVAILABLE) {
+                read = true; /* answered, with a value that is not a counter */
+                error = true;
+            }
+        }
+        if (!read)
+            unreadable++;
+    }
+    if (unreadable > 0) {
+        s->stats.unavailable_items += unreadable;
+        return STORE_UNAVAILABLE;
+    }
+    if (error) {
+        s->stats.error_items++;
+        return STORE_ERROR;
+    }
+    return STORE_OK;
+}
+
+/* ---- blobs ---- */
+
+enum store_status pool_get(struct pool *p, struct store *s, const char *key, size_t keylen,
+                           char **val, size_t *vallen)
+{
+    uint32_t nodes[STORE_MAX_NODES];
+    flush_stale(p, s);
+    size_t r = pool_placement(p, key, keylen, nodes, STORE_MAX_NODES);
+    bool notfound = false, error = false;
+    for (size_t x = 0; x < r; x++) {
+        enum store_status st = p->eng->get(s, nodes[x], key, keylen, val, vallen);
+        if (st == STORE_OK || st == STORE_NOMEM) {
+            count_status(s, st);
+            return st;
+        }
+        if (st == STORE_NOTFOUND)
+            notfound = true;
+        else if (st != STORE_UNAVAILABLE)
+            error = true;
+    }
+    enum store_status st =
+        error ? STORE_ERROR : notfound ? STORE_NOTFOUND : STORE_UNAVAILABLE;
+    count_status(s, st);
+    return st;
+}
+
+/* Stale hints for the replicas in miss[0..nmiss) that may hold an older
+ * value than the one the others now have. */
+static void hint_stale(struct pool *p, struct store *s, const uint32_t *miss, size_t nmiss,
+                       const char *key, size_t keylen)
+{
+    for (size_t x = 0; x < nmiss; x++)
+        if (!hint(p, s, miss[x], HINT_STALE, key, keylen, 0, 0))
+            log_lost(p, miss[x], 1,
+                     p->hint_keys == 0 ? "hints_disabled" : "hint_table_full");
+    update_pending(p, s);
+}
+
+/* add found the key on a later replica: copy its value over ours on the
+ * replicas that took ours (best effort: a failure leaves a stale hint). */
+static void add_repair(struct pool *p, struct store *s, uint32_t from, const uint32_t *took,
+                       size_t ntook, const char *key, size_t keylen, uint32_t ttl_s)
+{
+    char *old = NULL;
+    size_t oldlen = 0;
+    enum store_status st = p->eng->get(s, from, key, keylen, &old, &oldlen);
+    for (size_t x = 0; x < ntook; x++) {
+        enum store_status w = STORE_ERROR;
+        if (st == STORE_OK)
+            w = p->eng->put(s, took[x], key, keylen, old, oldlen, ttl_s, false);
+        else if (st == STORE_NOTFOUND)
+            w = p->eng->del(s, took[x], key, keylen);
+        if (w != STORE_OK && w != STORE_NOTFOUND)
+            hint_stale(p, s, &took[x], 1, key, keylen);
+    }
+    free(old);
+}
+
+enum store_status pool_put(struct pool *p, struct store *s, const char *key, size_t keylen,
+                           const char *val, size_t vallen, uint32_t ttl_s, bool add)
+{
+    uint32_t nodes[STORE_MAX_NODES], took[STORE_MAX_NODES], miss[STORE_MAX_NODES];
+    size_t ntook = 0, nmiss = 0, err_up = 0, err_down = 0;
+    flush_stale(p, s);
+    size_t r = pool_placement(p, key, keylen, nodes, STORE_MAX_NODES);
+    if (r == 1) {
+        enum store_status st = p->eng->put(s, nodes[0], key, keylen, val, vallen, ttl_s, add);
+        count_status(s, st);
+        return st;
+    }
+    for (size_t x = 0; x < r; x++) {
+        enum store_status st = p->eng->put(s, nodes[x], key, keylen, val, vallen, ttl_s, add);
+        if (st == STORE_OK) {
+            took[ntook++] = nodes[x];
+        } else if (st == STORE_EXISTS) {
+            /* The first answer decides; a later one means the replicas
+             * before it lost the key: give them the old value back. */
+            if (ntook > 0)
+                add_repair(p, s, nodes[x], took, ntook, key, keylen, ttl_s);
+            return STORE_EXISTS;
+        } else {
+            miss[nmiss++] = nodes[x];
+            if (st != STORE_UNAVAILABLE) {
+                if (p->eng->up(s, nodes[x]))
+                    err_up++;
+                else
+                    err_down++;
+            }
+        }
+    }
+    enum store_status st = merge_write(ntook, err_up, err_down);
+    if (st != STORE_UNAVAILABLE && nmiss > 0)
+        hint_stale(p, s, miss, nmiss, key, keylen);
+    count_status(s, st);
+    return st;
+}
+
+enum store_status pool_del(struct pool *p, struct store *s, const char *key, size_t keylen)
+{
+    uint32_t nodes[STORE_MAX_NODES], miss[STORE_MAX_NODES];
+    size_t ok = 0, notfound = 0, nmiss = 0, err_up = 0, err_down = 0;
+    flush_stale(p, s);
+    size_t r = pool_placement(p, key, keylen, nodes, STORE_MAX_NODES);
+    if (r == 1) {
+        enum store_status st = p->eng->del(s, nodes[0], key, keylen);
+        count_status(s, st);
+        return st;
+    }
+    for (size_t x = 0; x < r; x++) {
+        enum store_status st = p->eng->del(s, nodes[x], key, keylen);
+        if (st == STORE_OK) {
+            ok++;
+        } else if (st == STORE_NOTFOUND) {
+            notfound++;
+        } else {
+            miss[nmiss++] = nodes[x];
+            if (st != STORE_UNAVAILABLE) {
+                if (p->eng->up(s, nodes[x]))
+                    err_up++;
+                else
+                    err_down++;
+            }
+        }
+    }
+    /* NOTFOUND is as good as a confirmed delete. */
+    enum store_status st = merge_write(ok + notfound, err_up, err_down);
+    if (st != STORE_UNAVAILABLE && nmiss > 0)
+        hint_stale(p, s, miss, nmiss, key, keylen);
+    if (st == STORE_OK && ok == 0)
+        st = STORE_NOTFOUND;
+    count_status(s, st);
+    return st;
+}

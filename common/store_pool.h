@@ -1,0 +1,154 @@
+/*
+ * A pool of nodes with client-side placement (ketama.h) and optional
+ * replication: the part of the memcached and redis pool backends that does
+ * not depend on the protocol. A backend supplies an engine that runs
+ * commands on given nodes; this layer decides the nodes, merges the
+ * replicas' outcomes and keeps the hints. Only store_*.c and tests include
+ * this.
+ *
+ * replicas=R: a key lives on the R distinct nodes ketama_lookup_n gives,
+ * the first being ketama_lookup's (R = 1 is the plain pool, unchanged).
+ *
+ *   incr   every replica gets the increment in the same pipelined run. The
+ *          item's status, from its replicas' outcomes:
+ *            UNAVAILABLE  no replica can have applied it (all were down):
+ *                         the caller may resend it, no hint is kept
+ *            OK           at least one replica confirmed it and every other
+ *                         one was down, or failed with its node
+ *            ERROR        a node that is up refused it, or none confirmed
+ *                         it while one may have applied it
+ *          Unless the item is UNAVAILABLE, each replica that was down gets
+ *          a hint: the caller will not resend, so the hint is how that
+ *          replica catches up. A replica whose node failed after the
+ *          command went out gets none: it may have applied it, and an
+ *          increment counted twice on one replica would be read back as
+ *          the maximum, while one missing is hidden by the maximum.
+ *          want_value: the largest value a replica confirmed.
+ *   mget   every replica is read; a key's value is the largest any replica
+ *          returned (grow-only counters: a node that restarted empty cannot
+ *          pull it down). STORE_UNAVAILABLE only for a key no replica could
+ *          be read for.
+ *   hints  per node, a bounded table in the handle (store_hints.h). The
+ *          increments go in front of the next batch (store_incr_batch,
+ *          also with n == 0) once the node is out of its backoff: OK
+ *          removes them, UNAVAILABLE keeps them, ERROR (outcome unknown)
+ *          drops them, for the reason above. A full table drops the
+ *          increment (stats hints_dropped, logged); so does closing the
+ *          handle with hints pending.
+ *   blobs  set and delete go to every replica; a replica that was down
+ *          gets a HINT_STALE: the key is deleted there when it answers, so
+ *          it cannot serve the old value first. get asks the replicas in
+ *          placement order and returns the first that has the key: the
+ *          primary unless it is down or restarted empty. add asks them in
+ *          placement order too, so concurrent adds meet on the first
+ *          replica that answers; the first answer decides, and when a later
+ *          replica already had the key (the primary restarted empty), its
+ *          value is copied back over ours and the add is STORE_EXISTS.
+ *          Stale hints are replayed at the start of every operation.
+ */
+#ifndef LT_STORE_POOL_H
+#define LT_STORE_POOL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+struct ketama;
+struct store_hints;
+
+/* ---- node health, shared by every clone of a backend (atomics) ---- */
+
+#define NODE_BACKOFF_MIN_MS 100u
+#define NODE_BACKOFF_MAX_MS 2000u
+
+struct node_health {
+    _Atomic uint64_t down_until_ms; /* monotonic; 0 or past: usable */
+    _Atomic uint32_t backoff_ms;    /* the next backoff; 0 while healthy */
+    _Atomic uint32_t epoch;         /* bumped at each failure */
+};
+
+uint64_t store_now_ms(void); /* CLOCK_MONOTONIC */
+void node_health_init(struct node_health *h);
+bool node_health_down(const struct node_health *h, uint64_t now_ms);
+/* The node failed: keep every handle away from it for the backoff (100 ms
+ * doubling to 2 s while it keeps failing). */
+void node_health_fail(struct node_health *h);
+void node_health_ok(struct node_health *h);
+uint32_t node_health_epoch(const struct node_health *h);
+
+/* ---- the engine interface ---- */
+
+/* One command for one node. */
+struct store_op {
+    const char *key;    /* (ref) a valid key (store_key_valid) */
+    size_t keylen;
+    uint64_t delta;     /* incr */
+    uint32_t ttl_s;     /* incr */
+    uint32_t node;
+    bool want_value;    /* incr */
+    /* out */
+    bool present;       /* mget: the key exists */
+    enum store_status status; /* OK, UNAVAILABLE (not sent), ERROR (refused or unknown) */
+    uint64_t value;     /* incr with want_value, mget */
+};
+
+struct pool_engine {
+    /* Run every op on its node, pipelined per node; each op ends with a
+     * status (and value). n may be 0. */
+    void (*incr)(struct store *s, struct store_op *ops, size_t n);
+    void (*mget)(struct store *s, struct store_op *ops, size_t n);
+    /* Single operations on one node, with store.h's statuses. */
+    enum store_status (*get)(struct store *s, uint32_t node, const char *key, size_t keylen,
+                             char **val, size_t *vallen);
+    enum store_status (*put)(struct store *s, uint32_t node, const char *key, size_t keylen,
+                             const char *val, size_t vallen, uint32_t ttl_s, bool add);
+    enum store_status (*del)(struct store *s, uint32_t node, const char *key, size_t keylen);
+    /* false while the node is in its backoff after a failure */
+    bool (*up)(struct store *s, uint32_t node);
+};
+
+/* Part of a pool backend's handle (one per handle: no locking). */
+struct pool {
+    const struct pool_engine *eng;  /* (ref) */
+    const struct ketama *ketama;    /* (ref) the backend's, shared by its clones */
+    const struct store_node *nodes; /* (ref) n_nodes, for log lines */
+    size_t n_nodes;
+    uint32_t replicas;
+    uint32_t hint_keys;
+    struct store_hints **hints;     /* owned, n_nodes; an entry is NULL until needed */
+    struct store_op *ops;           /* owned scratch, grown to the largest run */
+    size_t ops_cap;
+    bool *drop;                     /* owned scratch for hint removal */
+    size_t drop_cap;
+    uint64_t *lost;                 /* owned, n_nodes: writes lost, not logged yet */
+    const char **lost_why;          /* owned, n_nodes: the last reason (static text) */
+    uint64_t lost_log_ms;           /* when the last such line was logged */
+};
+
+bool pool_init(struct pool *p, const struct pool_engine *eng, const struct ketama *ketama,
+               const struct store_node *nodes, size_t n_nodes, uint32_t replicas,
+               uint32_t hint_keys);
+/* Frees what pool_init and the operations allocated; hints still pending
+ * are counted in s's stats as dropped and logged. */
+void pool_fini(struct pool *p, struct store *s);
+
+/* store.h's operations; s is the handle p belongs to (its stats). */
+enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_incr *items,
+                                  size_t n, uint32_t ttl_s);
+enum store_status pool_mget_u64(struct pool *p, struct store *s, const char *const *keys,
+                                const size_t *keylens, size_t n, uint64_t *values,
+                                bool *present);
+enum store_status pool_get(struct pool *p, struct store *s, const char *key, size_t keylen,
+                           char **val, size_t *vallen);
+enum store_status pool_put(struct pool *p, struct store *s, const char *key, size_t keylen,
+                           const char *val, size_t vallen, uint32_t ttl_s, bool add);
+enum store_status pool_del(struct pool *p, struct store *s, const char *key, size_t keylen);
+
+/* The nodes (URL order) that hold key, replicas in placement order. */
+size_t pool_placement(const struct pool *p, const char *key, size_t keylen, uint32_t *nodes,
+                      size_t max);
+
+#endif

@@ -1,0 +1,683 @@
+/*
+ * The Redis pool backend (redis://HOST:PORT,...): independent Redis
+ * servers, keys placed by the same ketama continuum as the memcached pool
+ * (ketama.h) and replicated by the pool layer (store_pool.h). This file is
+ * the engine that runs commands on the nodes the pool chose, over one
+ * hiredis connection per node per handle (store_resp.h).
+ *
+ * A counter write is two pipelined commands:
+ *
+ *   INCRBY <key> <delta>     -> :<new value>     the reply confirms the increment
+ *   EXPIRE <key> <ttl>       -> :1               (PERSIST <key> for ttl 0)
+ *
+ * Measured against the alternative, one EVALSHA of a script doing both
+ * (redis-benchmark -P 64 over 100k keys, one server, this machine): INCRBY
+ * ~500k/s and EXPIRE ~460k/s alone, so ~240k pairs/s, against ~210k/s for
+ * the script. The pair is no slower, needs no script loaded on every node
+ * (NOSCRIPT after a restart), and the INCRBY reply alone decides the item.
+ * The cost: the EXPIRE also runs when INCRBY is refused (a blob at a
+ * counter's key gets its TTL refreshed).
+ *
+ * Reads: MGET of at most 1000 keys per command, every node's commands
+ * written before any reply is read. Per node a batch goes in chunks (1024
+ * writes or 4 MGETs, at most 64 KiB of commands): write the chunk to every
+ * node, then read every node's replies, so the nodes work in parallel.
+ *
+ * Failure handling is the memcached backend's: a node that fails is marked
+ * down for a backoff shared by every clone; commands for a down node are
+ * STORE_UNAVAILABLE without being sent; a command that may have reached a
+ * node before it failed is STORE_ERROR (outcome unknown).
+ *
+ * Counters are Redis integers, signed 64-bit: a delta above 2^63 - 1 is
+ * refused without being sent, and an increment past 2^63 - 1 is refused by
+ * Redis ("increment or decrement would overflow"); both STORE_ERROR.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ketama.h"
+#include "store_impl.h"
+#include "store_pool.h"
+#include "store_resp.h"
+
+#define RD_CHUNK_OPS 1024u          /* counter writes per node per round trip */
+#define RD_MGET_KEYS 1000u          /* keys per MGET */
+#define RD_CHUNK_MGETS 4u           /* MGETs per node per round trip */
+#define RD_CHUNK_BYTES (64u * 1024u) /* formatting stops past this */
+/* The largest command we format: MGET of RD_MGET_KEYS keys of the longest
+ * size, or one INCRBY + EXPIRE pair. */
+#define RD_CMD_MAX (RD_MGET_KEYS * (STORE_MAX_KEY + RESP_ARG_COST) + 64u)
+#define RD_WBUF_SIZE (RD_CHUNK_BYTES + RD_CMD_MAX)
+
+/* The pool: immutable after open except health; shared by clones. */
+struct rd_pool {
+    atomic_size_t refs;
+    uint32_t timeout_ms;
+    uint32_t replicas;
+    uint32_t hint_keys;
+    size_t n_nodes;
+    struct store_node *nodes;   /* n_nodes */
+    struct node_health *health; /* n_nodes */
+    struct ketama *ketama;
+};
+
+/* One node's part of the batch being run. */
+struct rd_run {
+    size_t first, count; /* its ops: order[first .. first + count) */
+    size_t next;         /* ops written so far */
+    size_t chunk_first;  /* the chunk in flight: ops [chunk_first, next) */
+    bool active;
+};
+
+enum rd_kind { RD_INCR, RD_MGET };
+
+struct rd_store {
+    struct store base;
+    struct rd_pool *pool;    /* shared */
+    struct pool placement;   /* this handle's: replicas, hints */
+    struct resp_conn *conns; /* n_nodes, this handle's own */
+    struct rd_run *runs;     /* n_nodes */
+    char *wbuf;              /* RD_WBUF_SIZE, allocated at the first batch */
+    /* Scratch grown to the largest batch seen. */
+    size_t *order;           /* op indexes grouped by node */
+    size_t scratch_cap;
+    /* The batch being run. */
+    enum rd_kind kind;
+    struct store_op *ops;    /* (ref) the pool's */
+    size_t mget_base;        /* MGET being read: its first op in order[] */
+    size_t mget_count;
+};
+
+static const struct store_ops rd_ops;
+static const struct pool_engine rd_engine;
+
+static struct rd_store *rd_of(struct store *s)
+{
+    return (struct rd_store *)s;
+}
+
+/* ---- pool and handles ---- */
+
+static void pool_unref(struct rd_pool *p)
+{
+    if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    ketama_free(p->ketama);
+    free(p->health);
+    free(p->nodes);
+    free(p);
+}
+
+static void rd_close(struct store *s)
+{
+    struct rd_store *h = rd_of(s);
+    pool_fini(&h->placement, s);
+    for (size_t i = 0; i < h->pool->n_nodes; i++)
+        resp_close(&h->conns[i]);
+    free(h->conns);
+    free(h->runs);
+    free(h->wbuf);
+    free(h->order);
+    pool_unref(h->pool);
+    free(h);
+}
+
+static struct store *handle_new(struct rd_pool *pool)
+{
+    struct rd_store *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return NULL;
+    h->base.ops = &rd_ops;
+    h->pool = pool;
+    h->conns = calloc(pool->n_nodes, sizeof(*h->conns));
+    h->runs = calloc(pool->n_nodes, sizeof(*h->runs));
+    if (h->conns == NULL || h->runs == NULL ||
+        !pool_init(&h->placement, &rd_engine, pool->ketama, pool->nodes, pool->n_nodes,
+                   pool->replicas, pool->hint_keys))
+        goto err;
+    atomic_fetch_add(&pool->refs, 1);
+    return &h->base;
+err:
+    pool_fini(&h->placement, &h->base);
+    free(h->conns);
+    free(h->runs);
+    free(h);
+    return NULL;
+}
+
+struct store *store_redis_open(const struct store_url *url, char *err, size_t errlen)
+{
+    struct ketama_node kn[STORE_MAX_NODES];
+    struct rd_pool *p = calloc(1, sizeof(*p));
+    if (p == NULL || url->n_nodes == 0 || url->n_nodes > STORE_MAX_NODES)
+        goto err;
+    p->timeout_ms = url->timeout_ms;
+    p->replicas = url->replicas;
+    p->hint_keys = url->hint_keys;
+    p->n_nodes = url->n_nodes;
+    p->nodes = calloc(url->n_nodes, sizeof(*p->nodes));
+    p->health = calloc(url->n_nodes, sizeof(*p->health));
+    if (p->nodes == NULL || p->health == NULL)
+        goto err;
+    for (size_t i = 0; i < url->n_nodes; i++) {
+        p->nodes[i] = url->nodes[i];
+        kn[i].host = p->nodes[i].host;
+        kn[i].port = p->nodes[i].port;
+        node_health_init(&p->health[i]);
+    }
+    p->ketama = ketama_create(kn, url->n_nodes);
+    if (p->ketama == NULL)
+        goto err;
+    atomic_init(&p->refs, 0);
+    struct store *s = handle_new(p);
+    if (s == NULL)
+        goto err;
+    return s;
+err:
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "redis backend: out of memory");
+    if (p != NULL) {
+        ketama_free(p->ketama);
+        free(p->health);
+        free(p->nodes);
+        free(p);
+    }
+    return NULL;
+}
+
+static struct store *rd_clone(struct store *s)
+{
+    return handle_new(rd_of(s)->pool);
+}
+
+/* ---- node health and connections ---- */
+
+static bool rd_up(struct store *s, uint32_t node)
+{
+    return !node_health_down(&rd_of(s)->pool->health[node], store_now_ms());
+}
+
+static void node_fail(struct rd_store *h, size_t node)
+{
+    node_health_fail(&h->pool->health[node]);
+    resp_close(&h->conns[node]);
+    h->base.stats.node_failures++;
+}
+
+/* Ready to send to node: false when it is down or cannot be reached (then
+ * it is marked down). */
+static bool conn_ready(struct rd_store *h, size_t node)
+{
+    struct resp_conn *c = &h->conns[node];
+    const struct node_health *hl = &h->pool->health[node];
+    if (node_health_down(hl, store_now_ms()))
+        return false;
+    if (resp_connected(c) && (c->epoch != node_health_epoch(hl) || resp_stale(c)))
+        resp_close(c);
+    if (resp_connected(c))
+        return true;
+    const struct store_node *n = &h->pool->nodes[node];
+    if (resp_connect(c, n->host, n->port, h->pool->timeout_ms)) {
+        c->epoch = node_health_epoch(hl);
+        h->base.stats.connects++;
+        return true;
+    }
+    node_fail(h, node);
+    return false;
+}
+
+/* ---- the batch engine ---- */
+
+static bool scratch_reserve(struct rd_store *h, size_t n)
+{
+    if (h->wbuf == NULL && (h->wbuf = malloc(RD_WBUF_SIZE)) == NULL)
+        return false;
+    if (n <= h->scratch_cap)
+        return true;
+    size_t cap = h->scratch_cap ? h->scratch_cap : 256;
+    while (cap < n)
+        cap *= 2;
+    size_t *order = realloc(h->order, cap * sizeof(*order));
+    if (order == NULL)
+        return false;
+    h->order = order;
+    h->scratch_cap = cap;
+    return true;
+}
+
+/* Redis counters are signed. */
+static bool delta_ok(const struct store_op *op)
+{
+    return op->delta <= (uint64_t)INT64_MAX;
+}
+
+static void route(struct rd_store *h, size_t n)
+{
+    size_t nn = h->pool->n_nodes;
+    for (size_t k = 0; k < nn; k++)
+        h->runs[k] = (struct rd_run){0};
+    for (size_t i = 0; i < n; i++)
+        h->runs[h->ops[i].node].count++;
+    size_t off = 0;
+    for (size_t k = 0; k < nn; k++) {
+        h->runs[k].first = off;
+        off += h->runs[k].count;
+        h->runs[k].count = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct rd_run *r = &h->runs[h->ops[i].node];
+        h->order[r->first + r->count++] = i;
+    }
+}
+
+/*
+ *   *3 $6 INCRBY $<n> <key> $<n> <delta>   *3 $6 EXPIRE $<n> <key> $<n> <ttl>
+ *   (*2 $7 PERSIST $<n> <key> for ttl 0)
+ */
+static char *format_incr(char *p, const struct store_op *op)
+{
+    p = resp_put_cmd(p, 3);
+    p = resp_put_arg(p, "INCRBY", 6);
+    p = resp_put_arg(p, op->key, op->keylen);
+    char num[24];
+    size_t nlen = store_format_u64(num, op->delta);
+    p = resp_put_arg(p, num, nlen);
+    if (op->ttl_s == 0) {
+        p = resp_put_cmd(p, 2);
+        p = resp_put_arg(p, "PERSIST", 7);
+        return resp_put_arg(p, op->key, op->keylen);
+    }
+    p = resp_put_cmd(p, 3);
+    p = resp_put_arg(p, "EXPIRE", 6);
+    p = resp_put_arg(p, op->key, op->keylen);
+    nlen = store_format_u64(num, op->ttl_s);
+    return resp_put_arg(p, num, nlen);
+}
+
+/* Formats the node's next chunk into wbuf; returns its length. */
+static size_t format_chunk(struct rd_store *h, struct rd_run *r)
+{
+    char *p = h->wbuf;
+    char *limit = h->wbuf + RD_CHUNK_BYTES;
+    r->chunk_first = r->next;
+    if (h->kind == RD_INCR) {
+        while (r->next < r->count && r->next - r->chunk_first < RD_CHUNK_OPS && p < limit) {
+            const struct store_op *op = &h->ops[h->order[r->first + r->next++]];
+            if (delta_ok(op))
+                p = format_incr(p, op);
+        }
+        return (size_t)(p - h->wbuf);
+    }
+    for (unsigned m = 0; m < RD_CHUNK_MGETS && r->next < r->count && p < limit; m++) {
+        /* MGET of up to RD_MGET_KEYS keys, the argument count first. */
+        size_t take = 0, bytes = 0;
+        while (r->next + take < r->count && take < RD_MGET_KEYS &&
+               bytes < RD_CHUNK_BYTES) {
+            bytes += h->ops[h->order[r->first + r->next + take]].keylen + RESP_ARG_COST;
+            take++;
+        }
+        p = resp_put_cmd(p, (unsigned)take + 1);
+        p = resp_put_arg(p, "MGET", 4);
+        for (size_t i = 0; i < take; i++) {
+            const struct store_op *op = &h->ops[h->order[r->first + r->next++]];
+            p = resp_put_arg(p, op->key, op->keylen);
+        }
+    }
+    return (size_t)(p - h->wbuf);
+}
+
+/* The node failed with ops [chunk_first, next) in flight, of which those
+ * formatted before byte `sent` may have reached it. Everything not settled
+ * gets its status; the node is marked down. */
+static void run_fail(struct rd_store *h, size_t node, size_t settled, size_t sent,
+                     bool node_failed)
+{
+    struct rd_run *r = &h->runs[node];
+    size_t off = 0; /* byte offset of the op in the chunk, recomputed */
+    char scratch[2 * (STORE_MAX_KEY + 3 * RESP_ARG_COST) + 64];
+    for (size_t k = r->chunk_first; k < r->count; k++) {
+        struct store_op *op = &h->ops[h->order[r->first + k]];
+        if (k < settled)
+            continue;
+        if (h->kind == RD_MGET) {
+            op->status = STORE_UNAVAILABLE; /* a read: never "maybe applied" */
+            continue;
+        }
+        bool maybe_sent = k < r->next && off < sent;
+        if (k < r->next && delta_ok(op))
+            off += (size_t)(format_incr(scratch, op) - scratch);
+        if (!delta_ok(op))
+            op->status = STORE_ERROR;
+        else
+            op->status = maybe_sent ? STORE_ERROR : STORE_UNAVAILABLE;
+    }
+    r->active = false;
+    if (node_failed)
+        node_fail(h, node);
+    else
+        resp_close(&h->conns[node]);
+}
+
+/* MGET elements: element i of the MGET being read is op order[base + i]. */
+static void on_mget_elem(void *arg, const int *path, int depth, enum resp_type type,
+                         const char *s, size_t len, long long v)
+{
+    struct rd_store *h = arg;
+    (void)v;
+    if (depth != 1 || path[0] < 0 || (size_t)path[0] >= h->mget_count)
+        return;
+    struct store_op *op = &h->ops[h->order[h->mget_base + (size_t)path[0]]];
+    if (type == RESP_NIL) {
+        op->status = STORE_OK;
+        op->present = false;
+        op->value = 0;
+    } else if (type == RESP_STRING && store_parse_counter(s, len, &op->value)) {
+        op->status = STORE_OK;
+        op->present = true;
+    } else {
+        op->status = STORE_ERROR; /* not a counter */
+        op->value = 0;
+        op->present = false;
+    }
+}
+
+/* Reads the replies of the node's chunk in flight; false when the node
+ * failed or the connection had to be closed (then every op of the node has
+ * its status). */
+static bool read_chunk(struct rd_store *h, size_t node)
+{
+    struct rd_run *r = &h->runs[node];
+    struct resp_conn *c = &h->conns[node];
+    size_t k = r->chunk_first;
+    enum resp_result res = RESP_FAILED;
+    if (h->kind == RD_INCR) {
+        for (; k < r->next; k++) {
+            struct store_op *op = &h->ops[h->order[r->first + k]];
+            if (!delta_ok(op)) {
+                op->status = STORE_ERROR;
+                continue;
+            }
+            if ((res = resp_read(c)) != RESP_OK)
+                goto fail;
+            if (c->reply.type == RESP_INTEGER) {
+                op->status = STORE_OK;
+                op->value = c->reply.integer > 0 ? (uint64_t)c->reply.integer : 0;
+            } else if (c->reply.type == RESP_ERROR) {
+                op->status = STORE_ERROR; /* not an integer, or would overflow */
+            } else {
+                op->status = STORE_ERROR;
+                k++;
+                res = RESP_FAILED;
+                goto fail; /* not Redis speaking: out of step */
+            }
+            /* The EXPIRE's reply: the increment is already confirmed, so a
+             * failure here costs the TTL refresh only. */
+            if ((res = resp_read(c)) != RESP_OK) {
+                k++;
+                goto fail;
+            }
+        }
+        return true;
+    }
+    c->elem = on_mget_elem;
+    c->elem_arg = h;
+    while (k < r->next) {
+        size_t take = 0, bytes = 0;
+        while (k + take < r->next && take < RD_MGET_KEYS && bytes < RD_CHUNK_BYTES) {
+            bytes += h->ops[h->order[r->first + k + take]].keylen + RESP_ARG_COST;
+            take++;
+        }
+        h->mget_base = r->first + k;
+        h->mget_count = take;
+        for (size_t i = 0; i < take; i++)
+            h->ops[h->order[r->first + k + i]].status = STORE_UNAVAILABLE;
+        if ((res = resp_read(c)) != RESP_OK) {
+            c->elem = NULL;
+            if (res == RESP_TOO_BIG) {
+                /* A value far larger than a counter (another client's):
+                 * its MGET reads as an error, the node is fine. */
+                for (size_t i = 0; i < take; i++)
+                    h->ops[h->order[r->first + k + i]].status = STORE_ERROR;
+                k += take;
+            }
+            goto fail;
+        }
+        if (c->reply.type != RESP_ARRAY || c->reply.integer != (long long)take) {
+            for (size_t i = 0; i < take; i++)
+                h->ops[h->order[r->first + k + i]].status = STORE_ERROR;
+            if (c->reply.type != RESP_ERROR) {
+                c->elem = NULL;
+                k += take;
+                res = RESP_FAILED;
+                goto fail;
+            }
+        }
+        k += take;
+    }
+    c->elem = NULL;
+    return true;
+fail:
+    run_fail(h, node, k, SIZE_MAX, res == RESP_FAILED);
+    return false;
+}
+
+static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *ops, size_t n)
+{
+    size_t nn = h->pool->n_nodes;
+    for (size_t i = 0; i < n; i++) {
+        ops[i].status = STORE_UNAVAILABLE; /* not sent unless said otherwise */
+        ops[i].value = 0;
+        ops[i].present = false;
+    }
+    if (n == 0 || !scratch_reserve(h, n))
+        return;
+    h->kind = kind;
+    h->ops = ops;
+    route(h, n);
+    for (size_t k = 0; k < nn; k++)
+        h->runs[k].active = h->runs[k].count > 0 && conn_ready(h, k);
+    for (;;) {
+        bool any = false;
+        for (size_t k = 0; k < nn; k++) {
+            struct rd_run *r = &h->runs[k];
+            if (!r->active)
+                continue;
+            if (r->next == r->count) {
+                r->active = false;
+                node_health_ok(&h->pool->health[k]);
+                continue;
+            }
+            size_t len = format_chunk(h, r);
+            size_t sent = 0;
+            if (len > 0 && !resp_send(&h->conns[k], h->wbuf, len, &sent)) {
+                run_fail(h, k, r->chunk_first, sent, true);
+                continue;
+            }
+            any = true;
+        }
+        if (!any)
+            break;
+        for (size_t k = 0; k < nn; k++)
+            if (h->runs[k].active)
+                read_chunk(h, k);
+    }
+}
+
+static void rd_engine_incr(struct store *s, struct store_op *ops, size_t n)
+{
+    run_batch(rd_of(s), RD_INCR, ops, n);
+}
+
+static void rd_engine_mget(struct store *s, struct store_op *ops, size_t n)
+{
+    run_batch(rd_of(s), RD_MGET, ops, n);
+}
+
+/* ---- single operations ---- */
+
+/* A failed exchange. RESP_FAILED: the node failed; UNAVAILABLE when
+ * nothing was sent (or the command only reads), ERROR when a write may have
+ * been applied. A reply too large is ERROR (the node is fine). */
+static enum store_status single_result(struct rd_store *h, size_t node, enum resp_result res,
+                                       size_t sent, bool writes)
+{
+    if (res == RESP_NOMEM)
+        return sent == 0 || !writes ? STORE_NOMEM : STORE_ERROR;
+    if (res == RESP_TOO_BIG)
+        return STORE_ERROR;
+    node_fail(h, node);
+    return sent == 0 || !writes ? STORE_UNAVAILABLE : STORE_ERROR;
+}
+
+static enum store_status rd_node_get(struct store *s, uint32_t node, const char *key,
+                                     size_t keylen, char **val, size_t *vallen)
+{
+    struct rd_store *h = rd_of(s);
+    struct resp_conn *c = &h->conns[node];
+    if (!conn_ready(h, node))
+        return STORE_UNAVAILABLE;
+    const char *argv[] = {"GET", key};
+    size_t argvlen[] = {3, keylen};
+    size_t sent;
+    c->keep_blob = true;
+    enum resp_result res = resp_call(c, 2, argv, argvlen, &sent);
+    c->keep_blob = false;
+    if (res != RESP_OK)
+        return single_result(h, node, res, sent, false);
+    node_health_ok(&h->pool->health[node]);
+    if (c->reply.type == RESP_NIL)
+        return STORE_NOTFOUND;
+    if (c->reply.type != RESP_STRING || c->reply.too_big)
+        return STORE_ERROR; /* WRONGTYPE, or a value over STORE_MAX_VALUE */
+    *val = c->reply.blob;
+    *vallen = c->reply.len;
+    c->reply.blob = NULL;
+    return STORE_OK;
+}
+
+/*
+ *   SET <key> <value> [EX <ttl>] [NX]  ->  +OK | $-1 (NX: exists)
+ */
+static enum store_status rd_node_put(struct store *s, uint32_t node, const char *key,
+                                     size_t keylen, const char *val, size_t vallen,
+                                     uint32_t ttl_s, bool add)
+{
+    struct rd_store *h = rd_of(s);
+    struct resp_conn *c = &h->conns[node];
+    if (!conn_ready(h, node))
+        return STORE_UNAVAILABLE;
+    char ttl[24];
+    const char *argv[6] = {"SET", key, val};
+    size_t argvlen[6] = {3, keylen, vallen};
+    int argc = 3;
+    if (ttl_s > 0) {
+        argv[argc] = "EX";
+        argvlen[argc++] = 2;
+        argvlen[argc] = store_format_u64(ttl, ttl_s);
+        argv[argc++] = ttl;
+    }
+    if (add) {
+        argv[argc] = "NX";
+        argvlen[argc++] = 2;
+    }
+    size_t sent;
+    enum resp_result res = resp_call(c, argc, argv, argvlen, &sent);
+    if (res != RESP_OK)
+        return single_result(h, node, res, sent, true);
+    node_health_ok(&h->pool->health[node]);
+    if (c->reply.type == RESP_STATUS && strcmp(c->reply.text, "OK") == 0)
+        return STORE_OK;
+    if (c->reply.type == RESP_NIL && add)
+        return STORE_EXISTS;
+    return STORE_ERROR;
+}
+
+/*
+ *   DEL <key>  ->  :1 | :0
+ */
+static enum store_status rd_node_del(struct store *s, uint32_t node, const char *key,
+                                     size_t keylen)
+{
+    struct rd_store *h = rd_of(s);
+    struct resp_conn *c = &h->conns[node];
+    if (!conn_ready(h, node))
+        return STORE_UNAVAILABLE;
+    const char *argv[] = {"DEL", key};
+    size_t argvlen[] = {3, keylen};
+    size_t sent;
+    enum resp_result res = resp_call(c, 2, argv, argvlen, &sent);
+    if (res != RESP_OK)
+        return single_result(h, node, res, sent, true);
+    node_health_ok(&h->pool->health[node]);
+    if (c->reply.type != RESP_INTEGER)
+        return STORE_ERROR;
+    return c->reply.integer > 0 ? STORE_OK : STORE_NOTFOUND;
+}
+
+/* ---- store.h entry points ---- */
+
+static enum store_status rd_incr_batch(struct store *s, struct store_incr *items, size_t n,
+                                       uint32_t ttl_s)
+{
+    return pool_incr_batch(&rd_of(s)->placement, s, items, n, ttl_s);
+}
+
+static enum store_status rd_mget_u64(struct store *s, const char *const *keys,
+                                     const size_t *keylens, size_t n, uint64_t *values,
+                                     bool *present)
+{
+    return pool_mget_u64(&rd_of(s)->placement, s, keys, keylens, n, values, present);
+}
+
+static enum store_status rd_get(struct store *s, const char *key, size_t keylen, char **val,
+                                size_t *vallen)
+{
+    return pool_get(&rd_of(s)->placement, s, key, keylen, val, vallen);
+}
+
+static enum store_status rd_set(struct store *s, const char *key, size_t keylen,
+                                const char *val, size_t vallen, uint32_t ttl_s)
+{
+    return pool_put(&rd_of(s)->placement, s, key, keylen, val, vallen, ttl_s, false);
+}
+
+static enum store_status rd_add(struct store *s, const char *key, size_t keylen,
+                                const char *val, size_t vallen, uint32_t ttl_s)
+{
+    return pool_put(&rd_of(s)->placement, s, key, keylen, val, vallen, ttl_s, true);
+}
+
+static enum store_status rd_del(struct store *s, const char *key, size_t keylen)
+{
+    return pool_del(&rd_of(s)->placement, s, key, keylen);
+}
+
+static size_t rd_placement(struct store *s, const char *key, size_t keylen, uint32_t *nodes,
+                           size_t max)
+{
+    return pool_placement(&rd_of(s)->placement, key, keylen, nodes, max);
+}
+
+static const struct pool_engine rd_engine = {
+    .incr = rd_engine_incr,
+    .mget = rd_engine_mget,
+    .get = rd_node_get,
+    .put = rd_node_put,
+    .del = rd_node_del,
+    .up = rd_up,
+};
+
+static const struct store_ops rd_ops = {
+    .kind = "redis",
+    .clone = rd_clone,
+    .close = rd_close,
+    .incr_batch = rd_incr_batch,
+    .mget_u64 = rd_mget_u64,
+    .get = rd_get,
+    .set = rd_set,
+    .add = rd_add,
+    .del = rd_del,
+    .placement = rd_placement,
+};

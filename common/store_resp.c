@@ -1,0 +1,284 @@
+/*
+ * Redis connections on hiredis (store_resp.h).
+ */
+#include "store_resp.h"
+
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "util.h"
+
+/* ---- the reader: no allocation per reply ---- */
+
+/* Every callback returns the connection itself: hiredis needs a non-NULL
+ * object per value and never looks inside it; freeObject does nothing. */
+
+static void elem(const redisReadTask *t, enum resp_type type, const char *s, size_t len,
+                 long long v)
+{
+    struct resp_conn *c = t->privdata;
+    int path[RESP_DEPTH_MAX];
+    int depth = 0;
+    for (const redisReadTask *p = t; p->parent != NULL; p = p->parent)
+        depth++;
+    if (c->elem == NULL || depth > RESP_DEPTH_MAX)
+        return;
+    int d = depth;
+    for (const redisReadTask *p = t; p->parent != NULL; p = p->parent)
+        path[--d] = p->idx;
+    c->elem(c->elem_arg, path, depth, type, s, len, v);
+}
+
+static void *on_string(const redisReadTask *t, char *s, size_t len)
+{
+    struct resp_conn *c = t->privdata;
+    if (t->parent != NULL) {
+        elem(t, (enum resp_type)t->type, s, len, 0);
+        return c;
+    }
+    struct resp_reply *r = &c->reply;
+    r->type = (enum resp_type)t->type;
+    r->len = len;
+    size_t n = len < RESP_TEXT_MAX - 1 ? len : RESP_TEXT_MAX - 1;
+    memcpy(r->text, s, n);
+    r->text[n] = '\0';
+    if (t->type == RESP_STRING && c->keep_blob) {
+        if (len > STORE_MAX_VALUE) {
+            r->too_big = true;
+        } else {
+            r->blob = malloc(len + 1);
+            if (r->blob == NULL)
+                return NULL; /* the reader fails: out of memory */
+            memcpy(r->blob, s, len);
+            r->blob[len] = '\0';
+        }
+    }
+    return c;
+}
+
+static void *on_array(const redisReadTask *t, int elements)
+{
+    struct resp_conn *c = t->privdata;
+    if (t->parent != NULL) {
+        elem(t, RESP_ARRAY, NULL, 0, elements);
+        return c;
+    }
+    c->reply.type = RESP_ARRAY;
+    c->reply.integer = elements;
+    return c;
+}
+
+static void *on_integer(const redisReadTask *t, long long v)
+{
+    struct resp_conn *c = t->privdata;
+    if (t->parent != NULL) {
+        elem(t, RESP_INTEGER, NULL, 0, v);
+        return c;
+    }
+    c->reply.type = RESP_INTEGER;
+    c->reply.integer = v;
+    return c;
+}
+
+static void *on_nil(const redisReadTask *t)
+{
+    struct resp_conn *c = t->privdata;
+    if (t->parent != NULL) {
+        elem(t, RESP_NIL, NULL, 0, 0);
+        return c;
+    }
+    c->reply.type = RESP_NIL;
+    return c;
+}
+
+static void on_free(void *obj)
+{
+    (void)obj;
+}
+
+/* Never written; not const only because hiredis' field is not. */
+static redisReplyObjectFunctions reply_fns = {
+    .createString = on_string,
+    .createArray = on_array,
+    .createInteger = on_integer,
+    .createNil = on_nil,
+    .freeObject = on_free,
+};
+
+/* ---- connection ---- */
+
+bool resp_connect(struct resp_conn *c, const char *host, uint16_t port, uint32_t timeout_ms)
+{
+    struct timeval tv = {.tv_sec = timeout_ms / 1000,
+                         .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
+    resp_close(c);
+    redisContext *ctx = redisConnectWithTimeout(host, port, tv);
+    if (ctx == NULL)
+        return false;
+    if (ctx->err != 0 || redisSetTimeout(ctx, tv) != REDIS_OK) {
+        redisFree(ctx);
+        return false;
+    }
+    /* hiredis 0.14 lets the reader's functions be swapped on a live
+     * context: the reader holds no reply yet. */
+    ctx->reader->fn = &reply_fns;
+    ctx->reader->privdata = c;
+    c->ctx = ctx;
+    return true;
+}
+
+void resp_close(struct resp_conn *c)
+{
+    if (c->ctx != NULL)
+        redisFree(c->ctx);
+    c->ctx = NULL;
+    free(c->reply.blob);
+    c->reply.blob = NULL;
+}
+
+bool resp_stale(const struct resp_conn *c)
+{
+    struct pollfd pfd = {.fd = c->ctx->fd, .events = POLLIN | POLLRDHUP};
+    return poll(&pfd, 1, 0) != 0;
+}
+
+bool resp_send(struct resp_conn *c, const char *buf, size_t len, size_t *sent)
+{
+    redisContext *ctx = c->ctx;
+    *sent = 0;
+    /* Our connections never keep unsent bytes between calls. */
+    if (sdslen(ctx->obuf) != 0 || redisAppendFormattedCommand(ctx, buf, len) != REDIS_OK)
+        goto fail;
+    int done = 0;
+    do {
+        if (redisBufferWrite(ctx, &done) != REDIS_OK) {
+            *sent = len - sdslen(ctx->obuf);
+            goto fail;
+        }
+    } while (!done);
+    *sent = len;
+    return true;
+fail:
+    resp_close(c);
+    return false;
+}
+
+enum resp_result resp_read(struct resp_conn *c)
+{
+    redisContext *ctx = c->ctx;
+    enum resp_result res = RESP_FAILED;
+    free(c->reply.blob);
+    c->reply = (struct resp_reply){.type = RESP_NONE};
+    for (;;) {
+        void *obj = NULL;
+        if (redisReaderGetReply(ctx->reader, &obj) != REDIS_OK) {
+            if (ctx->reader->err == REDIS_ERR_OOM)
+                res = RESP_NOMEM;
+            break; /* else a protocol error */
+        }
+        if (obj != NULL)
+            return RESP_OK;
+        /* What is buffered is one reply in progress: bound it. */
+        if (ctx->reader->len - ctx->reader->pos > RESP_READ_MAX) {
+            res = RESP_TOO_BIG;
+            break;
+        }
+        if (redisBufferRead(ctx) != REDIS_OK)
+            break; /* EOF, error or the I/O timeout */
+    }
+    resp_close(c);
+    return res;
+}
+
+enum resp_result resp_call(struct resp_conn *c, int argc, const char **argv,
+                           const size_t *argvlen, size_t *sent)
+{
+    char *cmd = NULL;
+    *sent = 0;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0)
+        return RESP_NOMEM; /* nothing sent, the connection is fine */
+    bool ok = resp_send(c, cmd, (size_t)len, sent);
+    redisFreeCommand(cmd);
+    return ok ? resp_read(c) : RESP_FAILED;
+}
+
+/* ---- formatting ---- */
+
+char *resp_put_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0)
+        *p++ = tmp[--n];
+    return p;
+}
+
+char *resp_put_cmd(char *p, unsigned argc)
+{
+    *p++ = '*';
+    p = resp_put_u64(p, argc);
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+char *resp_put_arg(char *p, const char *s, size_t len)
+{
+    *p++ = '$';
+    p = resp_put_u64(p, len);
+    *p++ = '\r';
+    *p++ = '\n';
+    memcpy(p, s, len);
+    p += len;
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+/*
+ *   MOVED 3999 127.0.0.1:6381      ASK 3999 [::1]:6381
+ */
+bool resp_parse_redirect(const char *text, const char *kind, uint16_t *slot, char *host,
+                         size_t hostcap, uint16_t *port)
+{
+    size_t klen = strlen(kind);
+    if (strncmp(text, kind, klen) != 0 || text[klen] != ' ')
+        return false;
+    const char *p = text + klen + 1;
+    const char *sp = strchr(p, ' ');
+    if (sp == NULL || sp == p || sp - p > 5)
+        return false;
+    char num[8];
+    memcpy(num, p, (size_t)(sp - p));
+    num[sp - p] = '\0';
+    uint32_t v;
+    if (!util_parse_u32(num, 0, 16383, &v))
+        return false;
+    const char *addr = sp + 1;
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || colon == addr)
+        return false;
+    const char *h = addr;
+    size_t hlen = (size_t)(colon - addr);
+    if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    uint32_t pv;
+    if (hlen == 0 || hlen >= hostcap || !util_parse_u32(colon + 1, 1, 65535, &pv))
+        return false;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *slot = (uint16_t)v;
+    *port = (uint16_t)pv;
+    return true;
+}

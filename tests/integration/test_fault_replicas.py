@@ -1,0 +1,112 @@
+"""Lose a store node mid-burst, lose no count: the split binaries on
+replicas=2 over 3 memcached servers, then over 3 redis servers. While
+answers stream in, one node is killed with kill -9 and restarted empty on
+the same port a few seconds later; every answer must still be acknowledged
+(202) and the final statistics must equal the tally of acknowledged answers
+exactly (reads take the maximum of the replicas, so the empty node cannot
+pull a total down, and the increments it missed are replayed to it)."""
+
+import collections
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import ltutil  # noqa: E402
+import test_pipeline  # noqa: E402
+
+SENDERS = 4
+
+
+def stream(port, seed, tally, statuses, lock, stop):
+    """Sends answers to question 1 until stop is set; tallies the 202s."""
+    rng = random.Random(seed)
+    c = ltutil.Client(port)
+    while not stop.is_set():
+        for a in test_pipeline.make_answers(rng, 1, 50):
+            if stop.is_set():
+                break
+            status, _, _ = c.json("POST", "/v1/answers", a)
+            with lock:
+                statuses[status] += 1
+            if status == 202:
+                tally.add(a)
+    c.close()
+
+
+def run(kind, chk, token_path):
+    start = ltutil.memcached if kind == "memcached" else ltutil.redis
+    nodes = [start() for _ in range(3)]
+    ports = [n.port for n in nodes]
+    backend = "%s://%s?replicas=2&timeout_ms=300" % (
+        kind, ",".join("127.0.0.1:%d" % p for p in ports))
+    ip, dp = ltutil.free_port(), ltutil.free_port()
+    ing = ltutil.Proc([ltutil.binary("livetally-ingest"), "--event", ltutil.EVENT, "--backend",
+                       backend, "--listen", "127.0.0.1:%d" % ip, "--admin-token-file",
+                       token_path], port=ip, log_name="ingest")
+    agg = ltutil.Proc([ltutil.binary("livetally-aggregate"), "--event", ltutil.EVENT,
+                       "--backend", backend, "--interval", "200"], log_name="aggregate")
+    dash = ltutil.Proc([ltutil.binary("livetally-dashboard"), "--event", ltutil.EVENT,
+                        "--backend", backend, "--listen", "127.0.0.1:%d" % dp, "--interval",
+                        "200"], port=dp, log_name="dashboard")
+    mode = "%s replicas=2" % kind
+    try:
+        tally = test_pipeline.Tally()
+        statuses = collections.Counter()
+        lock = threading.Lock()
+        stop = threading.Event()
+        senders = [threading.Thread(target=stream, args=(ip, 100 + i, tally, statuses, lock,
+                                                         stop)) for i in range(SENDERS)]
+        for t in senders:
+            t.start()
+        time.sleep(1.0)
+        victim = 1
+        before_kill = tally.total()
+        nodes[victim].p.kill()  # kill -9, mid-load
+        nodes[victim].p.wait()
+        time.sleep(2.5)
+        during = tally.total() - before_kill
+        nodes[victim] = start(port=ports[victim])  # back, empty
+        time.sleep(3.0)  # the load goes on: the missed increments are replayed
+        stop.set()
+        for t in senders:
+            t.join()
+        total = tally.total()
+        print("%s: %d answers acknowledged, %d while the node was down; statuses %s" %
+              (mode, total, during, dict(statuses)), flush=True)
+        chk.eq(set(statuses), {202}, "%s: every answer acknowledged" % mode)
+        chk.true(during > 100, "%s: answers kept coming while the node was down" % mode)
+
+        d = ltutil.Client(dp)
+        stats = ltutil.wait_stats(d, lambda s: s["totals"]["answers"] >= total, timeout=20)
+        test_pipeline.check_stats(stats, tally, {1: "open"}, chk, mode)
+        # and it stays exact (nothing arrives late, nothing is counted twice)
+        gen = stats["generation"]
+        later = ltutil.wait_stats(d, lambda s: s["generation"] > gen + 2)
+        chk.eq(later["totals"], stats["totals"], "%s: totals stable" % mode)
+        d.close()
+    finally:
+        chk.eq(ing.stop(), 0, "%s: ingest exit 0 on SIGTERM" % mode)
+        chk.eq(agg.stop(), 0, "%s: aggregate exit 0 on SIGTERM" % mode)
+        chk.eq(dash.stop(), 0, "%s: dashboard exit 0 on SIGTERM" % mode)
+        if chk.failed:
+            for p in (ing, agg, dash):
+                print(p.output()[-3000:])
+        for n in nodes:
+            n.stop()
+
+
+def main():
+    chk = ltutil.Checker("test_fault_replicas")
+    tmp = tempfile.mkdtemp(prefix="lt-fault-")
+    token_path, _ = ltutil.write_token(tmp)
+    run("memcached", chk, token_path)
+    run("redis", chk, token_path)
+    chk.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+/* The redis-cluster:// backend against a real 3-master Redis Cluster made
+ * by redis-cli --cluster create: placement by slot, exact counts through a
+ * resharding (MOVED and ASK followed), blobs, clones, a dead master. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "crc16.h"
+#include "servers.h"
+#include "snapstore.h"
+#include "store.h"
+
+#define NMASTERS 3
+
+struct fixture {
+    struct server node[NMASTERS];
+    struct store *s;
+    char url[256];
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    *state = f; /* teardown stops what started, also when setup fails */
+    const struct server *svs[NMASTERS];
+    for (int i = 0; i < NMASTERS; i++) {
+        assert_true(server_start(&f->node[i], SERVER_REDIS_CLUSTER, 0));
+        svs[i] = &f->node[i];
+    }
+    assert_true(server_cluster_create(svs, NMASTERS));
+    server_url(svs, NMASTERS, NULL, f->url, sizeof(f->url));
+    assert_non_null(strstr(f->url, "redis-cluster://"));
+    char err[256];
+    f->s = store_open(f->url, err, sizeof(err));
+    assert_non_null(f->s);
+    assert_string_equal(store_kind(f->s), "redis-cluster");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    if (f == NULL)
+        return 0;
+    store_close(f->s);
+    for (int i = 0; i < NMASTERS; i++)
+        server_stop(&f->node[i]);
+    free(f);
+    return 0;
+}
+
+/* Keys held by one node (DBSIZE). */
+static long dbsize(const struct server *sv)
+{
+    char reply[64];
+    if (server_raw(sv, "DBSIZE\r\n", "\r\n", reply, sizeof(reply)) <= 0 || reply[0] != ':')
+        return -1;
+    return strtol(reply + 1, NULL, 10);
+}
+
+#define NKEYS 6000
+
+struct keyset {
+    char (*buf)[48];
+    const char **keys;
+    size_t *lens;
+    struct store_incr *items;
+    uint64_t *vals;
+    bool *present;
+};
+
+static void keyset_init(struct keyset *k, size_t n, const char *fmt)
+{
+    k->buf = calloc(n, sizeof(*k->buf));
+    k->keys = calloc(n, sizeof(*k->keys));
+    k->lens = calloc(n, sizeof(*k->lens));
+    k->items = calloc(n, sizeof(*k->items));
+    k->vals = calloc(n, sizeof(*k->vals));
+    k->present = calloc(n, sizeof(*k->present));
+    assert_non_null(k->present);
+    for (size_t i = 0; i < n; i++) {
+        k->lens[i] = (size_t)snprintf(k->buf[i], sizeof(k->buf[i]), fmt, i);
+        k->keys[i] = k->buf[i];
+    }
+}
+
+static void keyset_free(struct keyset *k)
+{
+    free(k->buf);
+    free(k->keys);
+    free(k->lens);
+    free(k->items);
+    free(k->vals);
+    free(k->present);
+}
+
+static void test_incr_and_mget_exact(void **state)
+{
+    struct fixture *f = *state;
+    struct keyset k;
+    keyset_init(&k, NKEYS, "1d-live:q1c%04zuwrong07");
+    for (int pass = 1; pass <= 2; pass++) {
+        for (size_t i = 0; i < NKEYS; i++)
+            k.items[i] = (struct store_incr){.key = k.keys[i], .keylen = k.lens[i],
+                                             .delta = i % 5 + 1, .want_value = pass == 2};
+        assert_int_equal(store_incr_batch(f->s, k.items, NKEYS, 600), STORE_OK);
+        for (size_t i = 0; i < NKEYS; i++) {
+            assert_int_equal(k.items[i].status, STORE_OK);
+            if (pass == 2)
+                assert_int_equal(k.items[i].value, 2 * (i % 5 + 1));
+        }
+    }
+    /* every master holds a share */
+    long total = 0;
+    for (int i = 0; i < NMASTERS; i++) {
+        long n = dbsize(&f->node[i]);
+        assert_true(n > NKEYS / 6);
+        total += n;
+    }
+    assert_int_equal(total, NKEYS);
+    assert_int_equal(store_mget_u64(f->s, k.keys, k.lens, NKEYS, k.vals, k.present), STORE_OK);
+    for (size_t i = 0; i < NKEYS; i++) {
+        assert_true(k.present[i]);
+        assert_int_equal(k.vals[i], 2 * (i % 5 + 1));
+    }
+    const char *miss[] = {"1d-live:nothing", k.keys[3]};
+    size_t mlens[] = {15, k.lens[3]};
+    uint64_t mv[2];
+    bool mp[2];
+    assert_int_equal(store_mget_u64(f->s, miss, mlens, 2, mv, mp), STORE_OK);
+    assert_false(mp[0]);
+    assert_int_equal(mv[0], 0);
+    assert_int_equal(mv[1], 8);
+    keyset_free(&k);
+}
+
+/* The 100 shards of one counter land on many slots and on every master:
+ * no hash tag pins them together. */
+static void test_shards_spread_over_slots(void **state)
+{
+    struct fixture *f = *state;
+    bool seen[CRC16_SLOTS] = {false};
+    size_t slots = 0;
+    struct store_incr items[100];
+    char keys[100][32];
+    for (int s = 1; s <= 100; s++) {
+        size_t len = (size_t)snprintf(keys[s - 1], sizeof(keys[0]), "1d-live:q7right%02d", s);
+        uint16_t slot = crc16_key_slot(keys[s - 1], len);
+        slots += !seen[slot];
+        seen[slot] = true;
+        items[s - 1] = (struct store_incr){.key = keys[s - 1], .keylen = len, .delta = 1};
+    }
+    assert_true(slots >= 95);
+    long before[NMASTERS];
+    for (int i = 0; i < NMASTERS; i++)
+        before[i] = dbsize(&f->node[i]);
+    assert_int_equal(store_incr_batch(f->s, items, 100, 60), STORE_OK);
+    for (int i = 0; i < NMASTERS; i++)
+        assert_true(dbsize(&f->node[i]) - before[i] >= 15);
+}
+
+static void test_blobs(void **state)
+{
+    struct fixture *f = *state;
+    char *val = NULL;
+    size_t len = 0;
+    assert_int_equal(store_get(f->s, "b:none", 6, &val, &len), STORE_NOTFOUND);
+    assert_int_equal(store_add(f->s, "b:st", 4, "open 1", 6, 60), STORE_OK);
+    assert_int_equal(store_add(f->s, "b:st", 4, "open 2", 6, 60), STORE_EXISTS);
+    assert_int_equal(store_get(f->s, "b:st", 4, &val, &len), STORE_OK);
+    assert_string_equal(val, "open 1");
+    free(val);
+    assert_int_equal(store_set(f->s, "b:st", 4, "closed 1 2", 10, 0), STORE_OK);
+    assert_int_equal(store_get(f->s, "b:st", 4, &val, &len), STORE_OK);
+    assert_int_equal(len, 10);
+    free(val);
+    assert_int_equal(store_delete(f->s, "b:st", 4), STORE_OK);
+    assert_int_equal(store_delete(f->s, "b:st", 4), STORE_NOTFOUND);
+    size_t n = 1100u * 1024u; /* 3 chunks on 3 slots */
+    char *json = malloc(n);
+    assert_non_null(json);
+    for (size_t i = 0; i < n; i++)
+        json[i] = (char)('a' + i % 26);
+    uint64_t gen = 0;
+    char *out = NULL;
+    assert_int_equal(snapstore_publish(f->s, "clev", 60, 3, json, n), STORE_OK);
+    assert_int_equal(snapstore_fetch(f->s, "clev", &gen, &out, &len), STORE_OK);
+    assert_int_equal(gen, 3);
+    assert_int_equal(len, n);
+    assert_memory_equal(out, json, n);
+    free(out);
+    free(json);
+    /* a blob at a counter key: that item fails, the others land */
+    assert_int_equal(store_set(f->s, "b:blob", 6, "text", 4, 60), STORE_OK);
+    struct store_incr it[2] = {{.key = "b:blob", .keylen = 6, .delta = 1},
+                               {.key = "b:cnt", .keylen = 5, .delta = 1}};
+    assert_int_equal(store_incr_batch(f->s, it, 2, 60), STORE_ERROR);
+    assert_int_equal(it[0].status, STORE_ERROR);
+    assert_int_equal(it[1].status, STORE_OK);
+}
+
+/* A clone starts without a map; a dead first seed is skipped. */
+static void test_clone_and_seeds(void **state)
+{
+    struct fixture *f = *state;
+    struct store *c = store_clone(f->s);
+    assert_non_null(c);
+    struct store_incr it = {.key = "cl:x", .keylen = 4, .delta = 4, .want_value = true};
+    assert_int_equal(store_incr_batch(c, &it, 1, 60), STORE_OK);
+    assert_int_equal(it.value, 4);
+    store_close(c);
+    char url[128], err[256];
+    snprintf(url, sizeof(url), "redis-cluster://127.0.0.1:1,127.0.0.1:%u?timeout_ms=200",
+             (unsigned)f->node[2].port);
+    struct store *s = store_open(url, err, sizeof(err));
+    assert_non_null(s);
+    assert_int_equal(store_incr_batch(s, &it, 1, 60), STORE_OK);
+    assert_int_equal(it.value, 8);
+    struct store_stats st;
+    store_get_stats(s, &st);
+    assert_int_equal(st.map_refreshes, 1);
+    store_close(s);
+    /* no seed answers: refused, not applied */
+    s = store_open("redis-cluster://127.0.0.1:1?timeout_ms=100", err, sizeof(err));
+    assert_non_null(s);
+    assert_int_equal(store_incr_batch(s, &it, 1, 60), STORE_UNAVAILABLE);
+    assert_int_equal(it.status, STORE_UNAVAILABLE);
+    store_close(s);
+}
+
+/* ---- resharding under load ---- */
+
+#define RKEYS 3000
+
+struct loader {
+    struct store *s;
+    struct keyset k;
+    uint64_t *expect;    /* confirmed increments per key */
+    uint64_t *maybe;     /* STORE_ERROR: may have landed */
+    atomic_bool stop;
+    uint64_t batches, unavailable, errors;
+};
+
+static void *load(void *arg)
+{
+    struct loader *l = arg;
+    uint64_t round = 0;
+    while (!atomic_load(&l->stop)) {
+        for (size_t i = 0; i < RKEYS; i++)
+            l->k.items[i] = (struct store_incr){.key = l->k.keys[i], .keylen = l->k.lens[i],
+                                                .delta = (i + round) % 3 + 1};
+        store_incr_batch(l->s, l->k.items, RKEYS, 600);
+        for (size_t i = 0; i < RKEYS; i++) {
+            const struct store_incr *it = &l->k.items[i];
+            if (it->status == STORE_OK)
+                l->expect[i] += it->delta;
+            else if (it->status == STORE_ERROR)
+                l->maybe[i] += it->delta, l->errors++;
+            else
+                l->unavailable++;
+        }
+        l->batches++;
+        round++;
+    }
+    return NULL;
+}
+
+static void node_id(const struct server *sv, char *id, size_t len)
+{
+    char reply[128];
+    assert_true(server_raw(sv, "CLUSTER MYID\r\n", "\r\n", reply, sizeof(reply)) > 0);
+    /* $40\r\n<id>\r\n */
+    char *p = strstr(reply, "\r\n");
+    assert_non_null(p);
+    snprintf(id, len, "%.40s", p + 2);
+    assert_int_equal(strlen(id), 40);
+}
+
+static void test_exact_through_resharding(void **state)
+{
+    struct fixture *f = *state;
+    struct loader l = {.s = store_clone(f->s)};
+    assert_non_null(l.s);
+    keyset_init(&l.k, RKEYS, "1d-live:q9age2right%04zu");
+    l.expect = calloc(RKEYS, sizeof(*l.expect));
+    l.maybe = calloc(RKEYS, sizeof(*l.maybe));
+    assert_non_null(l.maybe);
+    atomic_init(&l.stop, false);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, load, &l), 0);
+
+    char from[48], to[48], addr[32], slots[] = "600";
+    node_id(&f->node[0], from, sizeof(from));
+    node_id(&f->node[1], to, sizeof(to));
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)f->node[0].port);
+    const char *argv[] = {"redis-cli", "--cluster", "reshard", addr, "--cluster-from", from,
+                          "--cluster-to", to, "--cluster-slots", slots, "--cluster-yes",
+                          "--cluster-pipeline", "5", NULL};
+    uint64_t t0 = mono_ms();
+    int rc = server_run(argv, NULL, 0);
+    uint64_t took = mono_ms() - t0;
+    atomic_store(&l.stop, true);
+    pthread_join(t, NULL);
+    assert_int_equal(rc, 0);
+
+    struct store_stats st;
+    store_get_stats(l.s, &st);
+    print_message("reshard of %s slots took %llu ms under %llu batches: redirects=%llu "
+                  "map_refreshes=%llu unavailable=%llu errors=%llu\n",
+                  slots, (unsigned long long)took, (unsigned long long)l.batches,
+                  (unsigned long long)st.redirects, (unsigned long long)st.map_refreshes,
+                  (unsigned long long)l.unavailable, (unsigned long long)l.errors);
+    assert_true(l.batches >= 3);
+    assert_true(st.redirects > 0);
+    assert_int_equal(l.errors, 0);
+
+    /* read through another handle, whose map predates nothing */
+    assert_int_equal(store_mget_u64(f->s, l.k.keys, l.k.lens, RKEYS, l.k.vals, NULL), STORE_OK);
+    for (size_t i = 0; i < RKEYS; i++)
+        if (l.k.vals[i] < l.expect[i] || l.k.vals[i] > l.expect[i] + l.maybe[i])
+            fail_msg("%s reads %llu, confirmed %llu", l.k.keys[i],
+                     (unsigned long long)l.k.vals[i], (unsigned long long)l.expect[i]);
+    /* node 1 now owns keys it did not before */
+    assert_true(dbsize(&f->node[1]) > 0);
+    keyset_free(&l.k);
+    free(l.expect);
+    free(l.maybe);
+    store_close(l.s);
+}
+
+/* A master dies (no replica to fail over to): its keys are refused at once,
+ * the other masters' keys still land. */
+static void test_dead_master(void **state)
+{
+    struct fixture *f = *state;
+    char url[256], err[256];
+    const struct server *svs[] = {&f->node[0], &f->node[1], &f->node[2]};
+    server_url(svs, NMASTERS, "timeout_ms=300", url, sizeof(url));
+    struct store *s = store_open(url, err, sizeof(err));
+    assert_non_null(s);
+    struct keyset k;
+    keyset_init(&k, 900, "dm:q1right%03zu");
+    for (size_t i = 0; i < 900; i++)
+        k.items[i] = (struct store_incr){.key = k.keys[i], .keylen = k.lens[i], .delta = 1};
+    assert_int_equal(store_incr_batch(s, k.items, 900, 60), STORE_OK);
+    server_kill(&f->node[2]);
+    for (size_t i = 0; i < 900; i++)
+        k.items[i] = (struct store_incr){.key = k.keys[i], .keylen = k.lens[i], .delta = 1};
+    uint64_t t0 = mono_ms();
+    assert_int_equal(store_incr_batch(s, k.items, 900, 60), STORE_UNAVAILABLE);
+    uint64_t took = mono_ms() - t0;
+    size_t ok = 0, unav = 0;
+    for (size_t i = 0; i < 900; i++) {
+        ok += k.items[i].status == STORE_OK;
+        unav += k.items[i].status == STORE_UNAVAILABLE;
+    }
+    print_message("dead master: %llu ms, ok=%zu unavailable=%zu\n", (unsigned long long)took,
+                  ok, unav);
+    assert_int_equal(ok + unav, 900);
+    assert_true(ok > 300 && unav > 100);
+    /* refused without waiting for the dead node again and again: one
+     * failure recorded, a few at most (map refreshes try it too) */
+    struct store_stats st;
+    store_get_stats(s, &st);
+    assert_true(st.node_failures >= 1 && st.node_failures <= 3);
+    assert_int_equal(store_mget_u64(s, k.keys, k.lens, 900, k.vals, NULL), STORE_UNAVAILABLE);
+    keyset_free(&k);
+    store_close(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_incr_and_mget_exact),
+        cmocka_unit_test(test_shards_spread_over_slots),
+        cmocka_unit_test(test_blobs),
+        cmocka_unit_test(test_clone_and_seeds),
+        cmocka_unit_test(test_exact_through_resharding),
+        cmocka_unit_test(test_dead_master),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,359 @@
+/* replicas=2 on 3 memcached and on 3 redis servers: a node killed with
+ * kill -9 in the middle of a loop of batches and restarted empty loses no
+ * count (every batch acknowledged, the maximum across replicas exact), the
+ * increments it missed are replayed to it (hinted handoff), and blobs never
+ * come back stale from a replica that missed a write. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "servers.h"
+#include "store.h"
+#include "store_impl.h"
+#include "store_pool.h"
+
+#define NNODES 3
+
+struct fixture {
+    enum server_kind kind;
+    struct server node[NNODES];
+    char url[300];
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int setup(void **state, enum server_kind kind)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    *state = f;
+    f->kind = kind;
+    const struct server *svs[NNODES];
+    for (int i = 0; i < NNODES; i++) {
+        assert_true(server_start(&f->node[i], kind, 0));
+        svs[i] = &f->node[i];
+    }
+    server_url(svs, NNODES, "replicas=2&timeout_ms=300", f->url, sizeof(f->url));
+    return 0;
+}
+
+static int setup_memcached(void **state)
+{
+    return setup(state, SERVER_MEMCACHED);
+}
+
+static int setup_redis(void **state)
+{
+    return setup(state, SERVER_REDIS);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    if (f == NULL)
+        return 0;
+    for (int i = 0; i < NNODES; i++)
+        server_stop(&f->node[i]);
+    free(f);
+    return 0;
+}
+
+/* A store on one node alone: what that replica holds. */
+static struct store *open_node(const struct fixture *f, int i)
+{
+    const struct server *one[] = {&f->node[i]};
+    char url[128], err[256];
+    server_url(one, 1, "timeout_ms=300", url, sizeof(url));
+    struct store *s = store_open(url, err, sizeof(err));
+    assert_non_null(s);
+    return s;
+}
+
+static void restart_empty(struct fixture *f, int i)
+{
+    uint16_t port = f->node[i].port;
+    assert_true(server_start(&f->node[i], f->kind, port));
+}
+
+#define NKEYS 3000
+
+struct loader {
+    struct store *s;
+    char (*buf)[40];
+    const char **keys;
+    size_t *lens;
+    struct store_incr *items;
+    uint64_t *expect;     /* acknowledged increments per key */
+    uint64_t *after_fail; /* of those, after the batch that saw the node fail */
+    uint64_t *in_fail;    /* of those, in the batch that saw it fail */
+    atomic_bool stop;
+    atomic_int phase;     /* 0 before the failure was seen, 1 after */
+    uint64_t batches, not_ok;
+};
+
+static void *load(void *arg)
+{
+    struct loader *l = arg;
+    uint64_t round = 0;
+    while (!atomic_load(&l->stop)) {
+        for (size_t i = 0; i < NKEYS; i++)
+            l->items[i] = (struct store_incr){.key = l->keys[i], .keylen = l->lens[i],
+                                              .delta = (i + round) % 4 + 1};
+        struct store_stats before, after;
+        store_get_stats(l->s, &before);
+        store_incr_batch(l->s, l->items, NKEYS, 600);
+        store_get_stats(l->s, &after);
+        bool failing = atomic_load(&l->phase) == 0 && after.node_failures > before.node_failures;
+        for (size_t i = 0; i < NKEYS; i++) {
+            const struct store_incr *it = &l->items[i];
+            if (it->status != STORE_OK) {
+                l->not_ok++;
+                continue;
+            }
+            l->expect[i] += it->delta;
+            if (failing)
+                l->in_fail[i] += it->delta;
+            else if (atomic_load(&l->phase) == 1)
+                l->after_fail[i] += it->delta;
+        }
+        if (failing)
+            atomic_store(&l->phase, 1);
+        l->batches++;
+        round++;
+        sleep_ms(2); /* about ingest's flush period */
+    }
+    return NULL;
+}
+
+static void test_kill_one_node_mid_load(void **state)
+{
+    struct fixture *f = *state;
+    char err[256];
+    struct loader l = {0};
+    l.s = store_open(f->url, err, sizeof(err));
+    assert_non_null(l.s);
+    l.buf = calloc(NKEYS, sizeof(*l.buf));
+    l.keys = calloc(NKEYS, sizeof(*l.keys));
+    l.lens = calloc(NKEYS, sizeof(*l.lens));
+    l.items = calloc(NKEYS, sizeof(*l.items));
+    l.expect = calloc(NKEYS, sizeof(*l.expect));
+    l.after_fail = calloc(NKEYS, sizeof(*l.after_fail));
+    l.in_fail = calloc(NKEYS, sizeof(*l.in_fail));
+    assert_non_null(l.in_fail);
+    for (size_t i = 0; i < NKEYS; i++) {
+        l.lens[i] = (size_t)snprintf(l.buf[i], sizeof(l.buf[i]), "1d-live:q4c%04zuright", i);
+        l.keys[i] = l.buf[i];
+    }
+    atomic_init(&l.stop, false);
+    atomic_init(&l.phase, 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, load, &l), 0);
+    sleep_ms(500);
+    const uint32_t victim = 1;
+    server_kill(&f->node[victim]); /* kill -9, mid-load */
+    sleep_ms(2000);
+    restart_empty(f, victim);
+    sleep_ms(1500); /* the loop goes on: the hints go in front of its batches */
+    atomic_store(&l.stop, true);
+    pthread_join(t, NULL);
+    /* An empty batch replays what is left once the node is out of its
+     * backoff (at most NODE_BACKOFF_MAX_MS). */
+    struct store_stats st;
+    uint64_t until = mono_ms() + 3 * NODE_BACKOFF_MAX_MS;
+    do {
+        assert_int_equal(store_incr_batch(l.s, NULL, 0, 600), STORE_OK);
+        store_get_stats(l.s, &st);
+        if (st.hints_pending > 0)
+            sleep_ms(50);
+    } while (st.hints_pending > 0 && mono_ms() < until);
+    print_message("%s: %llu batches, not ok=%llu, node_failures=%llu hints queued=%llu "
+                  "replayed=%llu dropped=%llu pending=%llu\n",
+                  f->kind == SERVER_MEMCACHED ? "memcached" : "redis",
+                  (unsigned long long)l.batches, (unsigned long long)l.not_ok,
+                  (unsigned long long)st.node_failures, (unsigned long long)st.hints_queued,
+                  (unsigned long long)st.hints_replayed, (unsigned long long)st.hints_dropped,
+                  (unsigned long long)st.hints_pending);
+    /* every batch acknowledged in full: one replica was always up */
+    assert_int_equal(l.not_ok, 0);
+    assert_int_equal(atomic_load(&l.phase), 1);
+    assert_true(st.node_failures >= 1);
+    assert_true(st.hints_queued > 0);
+    assert_int_equal(st.hints_replayed, st.hints_queued);
+    assert_int_equal(st.hints_dropped, 0);
+    assert_int_equal(st.hints_pending, 0);
+
+    /* the maximum across replicas is exact, for every key */
+    uint64_t *vals = calloc(NKEYS, sizeof(*vals));
+    assert_non_null(vals);
+    struct store *reader = store_open(f->url, err, sizeof(err));
+    assert_non_null(reader);
+    assert_int_equal(store_mget_u64(reader, l.keys, l.lens, NKEYS, vals, NULL), STORE_OK);
+    for (size_t i = 0; i < NKEYS; i++)
+        if (vals[i] != l.expect[i])
+            fail_msg("%s reads %llu, acknowledged %llu", l.keys[i],
+                     (unsigned long long)vals[i], (unsigned long long)l.expect[i]);
+
+    /* the restarted node holds what it missed (replayed) and what came
+     * after; the batch that saw it fail may or may not have reached it */
+    struct store *one = open_node(f, victim);
+    assert_int_equal(store_mget_u64(one, l.keys, l.lens, NKEYS, vals, NULL), STORE_OK);
+    size_t on_victim = 0;
+    for (size_t i = 0; i < NKEYS; i++) {
+        uint32_t nodes[2];
+        assert_int_equal(store_placement(l.s, l.keys[i], l.lens[i], nodes, 2), 2);
+        assert_int_not_equal(nodes[0], nodes[1]);
+        if (nodes[0] != victim && nodes[1] != victim) {
+            assert_int_equal(vals[i], 0);
+            continue;
+        }
+        on_victim++;
+        if (vals[i] < l.after_fail[i] || vals[i] > l.after_fail[i] + l.in_fail[i])
+            fail_msg("%s on the restarted node: %llu, expected %llu..%llu", l.keys[i],
+                     (unsigned long long)vals[i], (unsigned long long)l.after_fail[i],
+                     (unsigned long long)(l.after_fail[i] + l.in_fail[i]));
+    }
+    assert_true(on_victim > NKEYS / 3);
+    store_close(one);
+    store_close(reader);
+    store_close(l.s);
+    free(vals);
+    free(l.buf);
+    free(l.keys);
+    free(l.lens);
+    free(l.items);
+    free(l.expect);
+    free(l.after_fail);
+    free(l.in_fail);
+}
+
+/* The first replica of a key (placement order). */
+static int primary_of(struct store *s, const char *key)
+{
+    uint32_t nodes[2];
+    assert_int_equal(store_placement(s, key, strlen(key), nodes, 2), 2);
+    return (int)nodes[0];
+}
+
+/* Blobs: a replica that missed a set must not serve its old value first;
+ * a primary that restarted empty must not make add succeed twice. */
+static void test_blobs_with_a_replica_down(void **state)
+{
+    struct fixture *f = *state;
+    char err[256];
+    struct store *s = store_open(f->url, err, sizeof(err));
+    assert_non_null(s);
+    const char *key = "1d-live:q2:state";
+    size_t klen = strlen(key);
+    int p = primary_of(s, key);
+    char *val = NULL;
+    size_t len;
+
+    assert_int_equal(store_set(s, key, klen, "open 100", 8, 600), STORE_OK);
+    /* the primary stops answering, keeping its data */
+    kill(f->node[p].pid, SIGSTOP);
+    assert_int_equal(store_get(s, key, klen, &val, &len), STORE_OK); /* times out, then replica 2 */
+    assert_string_equal(val, "open 100");
+    free(val);
+    /* within the backoff the primary is skipped: the set reaches replica 2 only */
+    assert_int_equal(store_set(s, key, klen, "closed 100 200", 14, 600), STORE_OK);
+    struct store_stats st;
+    store_get_stats(s, &st);
+    assert_int_equal(st.hints_pending, 1);
+    kill(f->node[p].pid, SIGCONT);
+    struct store *prim = open_node(f, p);
+    assert_int_equal(store_get(prim, key, klen, &val, &len), STORE_OK);
+    /* stale there ("open 100"), unless the machine was so slow that the
+     * backoff ended first and the set was sent to the stopped node, which
+     * has just applied it */
+    if (strcmp(val, "open 100") != 0)
+        assert_string_equal(val, "closed 100 200");
+    free(val);
+    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    /* the next operation deletes the stale copy first */
+    assert_int_equal(store_get(s, key, klen, &val, &len), STORE_OK);
+    assert_string_equal(val, "closed 100 200");
+    free(val);
+    store_get_stats(s, &st);
+    assert_int_equal(st.hints_pending, 0);
+    assert_int_equal(store_get(prim, key, klen, &val, &len), STORE_NOTFOUND);
+    /* a reader without the hint reads the fresh value too */
+    struct store *other = store_open(f->url, err, sizeof(err));
+    assert_non_null(other);
+    assert_int_equal(store_get(other, key, klen, &val, &len), STORE_OK);
+    assert_string_equal(val, "closed 100 200");
+    free(val);
+    store_close(prim);
+
+    /* add: the primary restarts empty; the key still exists on replica 2 */
+    const char *ukey = "1d-live:u:fan-7:q2";
+    size_t ulen = strlen(ukey);
+    int up = primary_of(s, ukey);
+    assert_int_equal(store_add(s, ukey, ulen, "1", 1, 600), STORE_OK);
+    assert_int_equal(store_add(s, ukey, ulen, "2", 1, 600), STORE_EXISTS);
+    server_kill(&f->node[up]);
+    restart_empty(f, up);
+    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    assert_int_equal(store_add(other, ukey, ulen, "3", 1, 600), STORE_EXISTS);
+    /* and the primary got the old value back */
+    prim = open_node(f, up);
+    assert_int_equal(store_get(prim, ukey, ulen, &val, &len), STORE_OK);
+    assert_string_equal(val, "1");
+    free(val);
+    assert_int_equal(store_add(s, ukey, ulen, "4", 1, 600), STORE_EXISTS);
+    /* delete reaches both */
+    assert_int_equal(store_delete(s, ukey, ulen), STORE_OK);
+    assert_int_equal(store_get(s, ukey, ulen, &val, &len), STORE_NOTFOUND);
+    assert_int_equal(store_delete(s, ukey, ulen), STORE_NOTFOUND);
+    store_close(prim);
+
+    /* counters: a primary restarted empty cannot pull a total down */
+    struct store_incr it = {.key = "1d-live:q3right07", .keylen = 17, .delta = 40};
+    assert_int_equal(store_incr_batch(s, &it, 1, 600), STORE_OK);
+    int cp = primary_of(s, it.key);
+    server_kill(&f->node[cp]);
+    restart_empty(f, cp);
+    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    it.delta = 2;
+    it.want_value = true;
+    assert_int_equal(store_incr_batch(other, &it, 1, 600), STORE_OK);
+    assert_int_equal(it.value, 42); /* the largest replica's */
+    uint64_t v = 0;
+    const char *keys[] = {it.key};
+    size_t lens[] = {it.keylen};
+    assert_int_equal(store_mget_u64(other, keys, lens, 1, &v, NULL), STORE_OK);
+    assert_int_equal(v, 42);
+    store_close(other);
+    store_close(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kill_one_node_mid_load),
+        cmocka_unit_test(test_blobs_with_a_replica_down),
+    };
+    int failed = cmocka_run_group_tests_name("memcached", tests, setup_memcached, teardown);
+    failed += cmocka_run_group_tests_name("redis", tests, setup_redis, teardown);
+    return failed;
+}
