@@ -65,9 +65,16 @@ static const int status_codes[] = {200, 304, 404, 405, 500, 503};
 #define N_STATUS LT_ARRAY_LEN(status_codes)
 #define STATUS_OTHER N_STATUS /* any other code */
 
+/* A head older than the snapshot held is a replica that missed the last
+ * writes, and is ignored; one that stays older this many polls is a store
+ * that really started over, and is taken. */
+#define OLDER_HEAD_POLLS 8
+
 struct poll_job {
     struct dashboard *d;
     uint64_t known_generation;
+    bool accept_older;
+    bool older;             /* the head was older than known_generation */
     uint64_t bad_generation;
     enum store_status status;
     bool invalid;           /* read, but not a snapshot */
@@ -89,6 +96,7 @@ struct dashboard {
     uint64_t requests[R_COUNT][N_STATUS + 1];
     struct metrics_hist duration[R_COUNT];
     uint64_t polls;
+    uint32_t older_polls;       /* consecutive polls that saw an older head */
     uint64_t store_errors;
 };
 
@@ -130,6 +138,10 @@ static void poll_run(struct store *st, void *arg)
     j->status = snapstore_generation(st, event, &gen);
     if (j->status != STORE_OK || gen == j->known_generation || gen == j->bad_generation)
         return;
+    if (gen < j->known_generation && !j->accept_older) {
+        j->older = true;
+        return;
+    }
     char *json;
     size_t len;
     j->status = snapstore_fetch(st, event, &gen, &json, &len);
@@ -149,6 +161,7 @@ static void poll_done(void *arg)
     struct dashboard *d = j->d;
     d->poll_running = false;
     d->polls++;
+    d->older_polls = j->older ? d->older_polls + 1 : 0;
     if (j->status == STORE_OK && j->fresh) {
         snapshot_unref(d->current);
         d->current = j->fresh;
@@ -179,6 +192,7 @@ static void start_poll(struct dashboard *d)
         return;
     j->d = d;
     j->known_generation = d->current ? d->current->generation : 0;
+    j->accept_older = d->older_polls >= OLDER_HEAD_POLLS;
     j->bad_generation = d->bad_generation;
     if (worker_submit(d->worker, poll_run, poll_done, j))
         d->poll_running = true;

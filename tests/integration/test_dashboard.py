@@ -691,6 +691,13 @@ def split():
         CHECK.eq(status, 404, "unknown path")
         CHECK.true(value_of(metrics(c), "livetally_dashboard_requests_total",
                             {"path": "other", "code": "404"}) >= 1, "404s counted as other")
+
+        # An older head (a replica that missed writes) is not served at once;
+        # one that stays (the store started over) is taken, not ignored forever.
+        ltutil.publish_snapshot(mc.port, EV["event"], 50, crafted(50))
+        ltutil.wait_stats(c, lambda s: s["generation"] == 50, timeout=10)
+        CHECK.eq(c.json("GET", "/v1/stats")[1]["generation"], 50,
+                 "a store that started over is followed")
     finally:
         for s in streams:
             s.close()
