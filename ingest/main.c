@@ -94,51 +94,6 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     return false;
 }
 
-struct app {
-    struct event_base *base;
-    struct ingest_server *server;
-    struct options *opt;
-    struct event *sigterm;
-    struct event *sigint;
-    struct event *drain_deadline;
-    int exit_code;
-};
-
-static void on_drained(void *arg)
-{
-    struct app *app = arg;
-    log_info("drained: every acknowledged answer is in the store");
-    /* Let the last replies leave their socket buffers before the loop ends. */
-    struct timeval grace = {.tv_sec = 0, .tv_usec = 200000};
-    event_base_loopexit(app->base, &grace);
-}
-
-static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct app *app = arg;
-    log_error("drain timeout: increments still unconfirmed by the store; exiting");
-    app->exit_code = 1;
-    event_base_loopexit(app->base, NULL);
-}
-
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-    (void)what;
-    struct app *app = arg;
-    if (ingest_server_draining(app->server)) {
-        log_warn("second signal %d: exiting now", (int)sig);
-        app->exit_code = 1;
-        event_base_loopexit(app->base, NULL);
-        return;
-    }
-    log_info("signal %d: draining", (int)sig);
-    struct timeval tv = {.tv_sec = app->opt->drain_timeout_s, .tv_usec = 0};
-    evtimer_add(app->drain_deadline, &tv);
-    ingest_server_drain(app->server, on_drained, app);
-}
-
 int main(int argc, char **argv)
 {
     struct options o = {.drain_timeout_s = 30, .log_level = LOG_INFO};
@@ -158,8 +113,6 @@ int main(int argc, char **argv)
     log_init("ingest", o.log_level);
     signal(SIGPIPE, SIG_IGN);
     util_raise_nofile();
-    o.sc.hc.request_timeout_ms = o.sc.http_timeout_s * 1000;
-    o.sc.hc.idle_timeout_ms = o.sc.http_timeout_s * 1000;
 
     int rc = 2;
     char err[512];
@@ -167,53 +120,29 @@ int main(int argc, char **argv)
     memset(&ef, 0, sizeof(ef));
     char *token = NULL;
     struct store *store = NULL;
-    struct app app = {.opt = &o, .exit_code = 0};
+    struct event_base *base = NULL;
+    struct ingest_server *server = NULL;
 
-    if (!eventfile_load(o.event_path, &ef, err, sizeof(err))) {
-        fprintf(stderr, PROG ": %s\n", err);
+    if (!ingest_server_load(PROG, o.event_path, o.token_path, o.backend, &o.sc, &ef, &token,
+                            &store))
         goto done;
-    }
-    if (o.token_path && (token = http_load_token(o.token_path, err, sizeof(err))) == NULL) {
-        fprintf(stderr, PROG ": %s\n", err);
-        goto done;
-    }
-    o.sc.ic.admin_token = token;
-    o.sc.ic.commit.ttl_s = ef.ttl_s;
-    if ((store = store_open(o.backend, err, sizeof(err))) == NULL) {
-        fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
-        goto done;
-    }
     rc = 1;
-    if ((app.base = event_base_new()) == NULL)
+    if ((base = event_base_new()) == NULL)
         goto done;
-    app.server = ingest_server_start(app.base, &ef, store, &o.sc, NULL, err, sizeof(err));
+    server = ingest_server_start(base, &ef, store, &o.sc, NULL, err, sizeof(err));
     store = NULL; /* owned by the server now */
-    if (app.server == NULL) {
+    if (server == NULL) {
         fprintf(stderr, PROG ": %s\n", err);
         goto done;
     }
-    app.sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
-    app.sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
-    app.drain_deadline = evtimer_new(app.base, on_drain_deadline, &app);
-    if (!app.sigterm || !app.sigint || !app.drain_deadline || event_add(app.sigterm, NULL) ||
-        event_add(app.sigint, NULL))
-        goto done;
-
     log_info("listening addr=%s threads=%u event=%s backend=%s admin=%s", o.sc.listen,
              o.sc.threads, ef.name, o.backend, token ? "on" : "off");
-    event_base_dispatch(app.base);
-    rc = app.exit_code;
+    rc = ingest_server_run(server, base, o.drain_timeout_s, NULL, NULL);
 
 done:
-    ingest_server_free(app.server);
-    if (app.sigterm)
-        event_free(app.sigterm);
-    if (app.sigint)
-        event_free(app.sigint);
-    if (app.drain_deadline)
-        event_free(app.drain_deadline);
-    if (app.base)
-        event_base_free(app.base);
+    ingest_server_free(server);
+    if (base)
+        event_base_free(base);
     store_close(store);
     free(token);
     eventfile_free(&ef);

@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -502,4 +503,107 @@ void ingest_server_free(struct ingest_server *s)
         close(s->main_fd);
     ingest_shared_free(s->shared);
     free(s);
+}
+
+/* ---- the serving binaries' common start and stop ----------------------- */
+
+bool ingest_server_load(const char *prog, const char *event_path, const char *token_path,
+                        const char *backend, struct ingest_server_config *sc,
+                        struct eventfile *ef, char **token, struct store **store)
+{
+    char err[512];
+    *token = NULL;
+    *store = NULL;
+    if (!eventfile_load(event_path, ef, err, sizeof(err))) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return false;
+    }
+    if (token_path && (*token = http_load_token(token_path, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return false;
+    }
+    if ((*store = store_open(backend, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "%s: --backend %s: %s\n", prog, backend, err);
+        return false;
+    }
+    sc->ic.admin_token = *token;
+    sc->ic.commit.ttl_s = ef->ttl_s;
+    sc->hc.request_timeout_ms = sc->http_timeout_s * 1000;
+    sc->hc.idle_timeout_ms = sc->http_timeout_s * 1000;
+    return true;
+}
+
+struct run_ctx {
+    struct ingest_server *server;
+    struct event_base *base;
+    uint32_t drain_timeout_s;
+    ingest_after_drain_fn after_drain;
+    void *arg;
+    struct event *deadline;
+    int exit_code;
+};
+
+static void run_finish(void *arg)
+{
+    struct run_ctx *r = arg;
+    /* Let the last replies leave their socket buffers before the loop ends. */
+    struct timeval grace = {.tv_sec = 0, .tv_usec = 200000};
+    event_base_loopexit(r->base, &grace);
+}
+
+static void run_drained(void *arg)
+{
+    struct run_ctx *r = arg;
+    log_info("drained: every acknowledged answer is in the store");
+    if (r->after_drain)
+        r->after_drain(r->arg, run_finish, r);
+    else
+        run_finish(r);
+}
+
+static void run_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct run_ctx *r = arg;
+    log_error("drain timeout: increments still unconfirmed by the store; exiting");
+    r->exit_code = 1;
+    event_base_loopexit(r->base, NULL);
+}
+
+static void run_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct run_ctx *r = arg;
+    if (ingest_server_draining(r->server)) {
+        log_warn("second signal %d: exiting now", (int)sig);
+        r->exit_code = 1;
+        event_base_loopexit(r->base, NULL);
+        return;
+    }
+    log_info("signal %d: draining", (int)sig);
+    struct timeval tv = {.tv_sec = r->drain_timeout_s, .tv_usec = 0};
+    evtimer_add(r->deadline, &tv);
+    ingest_server_drain(r->server, run_drained, r);
+}
+
+int ingest_server_run(struct ingest_server *s, struct event_base *base, uint32_t drain_timeout_s,
+                      ingest_after_drain_fn after_drain, void *arg)
+{
+    struct run_ctx r = {.server = s, .base = base, .drain_timeout_s = drain_timeout_s,
+                        .after_drain = after_drain, .arg = arg, .exit_code = 0};
+    struct event *term = evsignal_new(base, SIGTERM, run_signal, &r);
+    struct event *intr = evsignal_new(base, SIGINT, run_signal, &r);
+    r.deadline = evtimer_new(base, run_deadline, &r);
+    if (term && intr && r.deadline && event_add(term, NULL) == 0 && event_add(intr, NULL) == 0)
+        event_base_dispatch(base);
+    else
+        r.exit_code = 1;
+    if (term)
+        event_free(term);
+    if (intr)
+        event_free(intr);
+    if (r.deadline)
+        event_free(r.deadline);
+    return r.exit_code;
 }

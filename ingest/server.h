@@ -60,4 +60,21 @@ bool ingest_server_draining(const struct ingest_server *s);
 /* Stops the threads (answering what still waits) and frees. */
 void ingest_server_free(struct ingest_server *s);
 
+/* What a serving binary does before start: load the event file and the admin
+ * token, open the store, finish sc (TTL, token, HTTP deadlines). On failure
+ * prints one line prefixed with prog and returns false (exit 2). *token and
+ * *store are the caller's to free. */
+bool ingest_server_load(const char *prog, const char *event_path, const char *token_path,
+                        const char *backend, struct ingest_server_config *sc,
+                        struct eventfile *ef, char **token, struct store **store);
+
+/* Called once everything is drained; calls finish(finish_arg) when its own
+ * last work (livetally: a final snapshot) is done. */
+typedef void (*ingest_after_drain_fn)(void *arg, void (*finish)(void *), void *finish_arg);
+
+/* Runs the main loop until SIGTERM/SIGINT has drained everything (0), or a
+ * second signal or the drain deadline stops it first (1). */
+int ingest_server_run(struct ingest_server *s, struct event_base *base, uint32_t drain_timeout_s,
+                      ingest_after_drain_fn after_drain, void *arg);
+
 #endif

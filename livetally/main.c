@@ -105,11 +105,6 @@ struct app {
     struct ingest_server *server;
     struct dashboard *dashboard;
     struct agg_runner *runner;
-    struct options *opt;
-    struct event *sigterm;
-    struct event *sigint;
-    struct event *drain_deadline;
-    int exit_code;
 };
 
 /* What the ingest server does not serve itself: the dashboard. */
@@ -134,45 +129,12 @@ static void on_published(void *arg)
     dashboard_poll_now(app->dashboard);
 }
 
-static void on_final_snapshot(void *arg)
+/* After the drain: one more aggregation pass, so the last snapshot counts
+ * every acknowledged answer. */
+static void final_snapshot(void *arg, void (*finish)(void *), void *finish_arg)
 {
     struct app *app = arg;
-    log_info("final snapshot published");
-    struct timeval grace = {.tv_sec = 0, .tv_usec = 200000};
-    event_base_loopexit(app->base, &grace);
-}
-
-static void on_drained(void *arg)
-{
-    struct app *app = arg;
-    log_info("drained: every acknowledged answer is in the store");
-    agg_runner_final_pass(app->runner, on_final_snapshot, app);
-}
-
-static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct app *app = arg;
-    log_error("drain timeout: increments still unconfirmed by the store; exiting");
-    app->exit_code = 1;
-    event_base_loopexit(app->base, NULL);
-}
-
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-    (void)what;
-    struct app *app = arg;
-    if (ingest_server_draining(app->server)) {
-        log_warn("second signal %d: exiting now", (int)sig);
-        app->exit_code = 1;
-        event_base_loopexit(app->base, NULL);
-        return;
-    }
-    log_info("signal %d: draining", (int)sig);
-    struct timeval tv = {.tv_sec = app->opt->drain_timeout_s, .tv_usec = 0};
-    evtimer_add(app->drain_deadline, &tv);
-    ingest_server_drain(app->server, on_drained, app);
+    agg_runner_final_pass(app->runner, finish, finish_arg);
 }
 
 int main(int argc, char **argv)
@@ -201,8 +163,6 @@ int main(int argc, char **argv)
     log_init("livetally", o.log_level);
     signal(SIGPIPE, SIG_IGN);
     util_raise_nofile();
-    o.sc.hc.request_timeout_ms = o.sc.http_timeout_s * 1000;
-    o.sc.hc.idle_timeout_ms = o.sc.http_timeout_s * 1000;
 
     int rc = 2;
     char err[512];
@@ -210,25 +170,13 @@ int main(int argc, char **argv)
     memset(&ef, 0, sizeof(ef));
     char *token = NULL;
     struct store *store = NULL;
-    struct app app = {.opt = &o, .exit_code = 0};
+    struct app app = {0};
 
-    if (!eventfile_load(o.event_path, &ef, err, sizeof(err))) {
-        fprintf(stderr, PROG ": %s\n", err);
+    if (!ingest_server_load(PROG, o.event_path, o.token_path, o.backend, &o.sc, &ef, &token,
+                            &store))
         goto done;
-    }
-    if (o.token_path && (token = http_load_token(o.token_path, err, sizeof(err))) == NULL) {
-        fprintf(stderr, PROG ": %s\n", err);
-        goto done;
-    }
-    o.sc.ic.admin_token = token;
-    o.sc.ic.commit.ttl_s = ef.ttl_s;
-    if ((store = store_open(o.backend, err, sizeof(err))) == NULL) {
-        fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
-        goto done;
-    }
     rc = 1;
-    app.base = event_base_new();
-    if (app.base == NULL)
+    if ((app.base = event_base_new()) == NULL)
         goto done;
     /* Each part gets its own handle: they run on their own threads, and on
      * memory: they share one table. */
@@ -253,17 +201,9 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": %s\n", err);
         goto done;
     }
-    app.sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
-    app.sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
-    app.drain_deadline = evtimer_new(app.base, on_drain_deadline, &app);
-    if (!app.sigterm || !app.sigint || !app.drain_deadline || event_add(app.sigterm, NULL) ||
-        event_add(app.sigint, NULL))
-        goto done;
-
     log_info("listening addr=%s threads=%u event=%s backend=%s admin=%s page=http://%s/",
              o.sc.listen, o.sc.threads, ef.name, o.backend, token ? "on" : "off", o.sc.listen);
-    event_base_dispatch(app.base);
-    rc = app.exit_code;
+    rc = ingest_server_run(app.server, app.base, o.drain_timeout_s, final_snapshot, &app);
 
 done:
     /* The dashboard closes its streams before the server frees their
@@ -273,12 +213,6 @@ done:
     ingest_server_free(app.server);
     if (app.runner)
         agg_runner_stop(app.runner);
-    if (app.sigterm)
-        event_free(app.sigterm);
-    if (app.sigint)
-        event_free(app.sigint);
-    if (app.drain_deadline)
-        event_free(app.drain_deadline);
     if (app.base)
         event_base_free(app.base);
     store_close(store);
