@@ -22,6 +22,7 @@
 #define OUT_BACKLOG_MAX (256u * 1024u) /* stop parsing while this much waits for the client */
 #define FIELD_MAX 24
 #define PEEK_MAX 64
+#define HTTPD_PEEK_HEAD_MAX 16384
 
 enum hdr_target { HDR_NONE = 0, HDR_CONTENT_TYPE, HDR_AUTHORIZATION };
 enum last_cb { CB_NONE = 0, CB_URL, CB_FIELD, CB_VALUE };
@@ -53,6 +54,10 @@ struct conn {
     char *in;                   /* owned */
     size_t in_len;
     size_t in_cap;
+    size_t parsed;              /* in[0 .. parsed) went through the parser */
+    size_t msg_start;           /* where the message being parsed starts in in[] */
+    size_t handoff_from;        /* start of the request a handler passed on */
+    bool want_handoff;
     char *out;                  /* owned */
     size_t out_len;
     size_t out_off;
@@ -445,8 +450,10 @@ static int on_headers_complete(http_parser *p)
     if (end_value(c))
         return -1;
     c->cur->body_off = c->cur->len;
-    /* A declared body over the bound is refused before it is read. */
-    if (!(p->flags & F_CHUNKED) && p->content_length > c->srv->cfg.max_body_bytes) {
+    /* A declared body over the bound is refused before it is read
+     * (content_length is only meaningful with the header: http-parser
+     * leaves it at ULLONG_MAX without one). */
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->cfg.max_body_bytes) {
         c->too_large = true;
         c->message_done = true;
         http_parser_pause(p, 1);
@@ -544,10 +551,47 @@ static void bad_request(struct conn *c, int status)
     c->in_message = false;
 }
 
+/* Gives the socket, and the bytes of the passed request and all after it,
+ * to the handoff receiver. */
+static void conn_handoff(struct conn *c)
+{
+    struct httpd *h = c->srv;
+    size_t len = c->in_len - c->handoff_from;
+    char *prefix = malloc(len ? len : 1);
+    int fd = c->fd;
+    if (prefix == NULL) {
+        conn_close(c);
+        return;
+    }
+    memcpy(prefix, c->in + c->handoff_from, len);
+    struct sockaddr_storage sa = c->sa;
+    socklen_t salen = c->salen;
+    c->fd = -1; /* the receiver owns it now */
+    h->st.handed_off++;
+    conn_close(c);
+    h->handoff(fd, (struct sockaddr *)&sa, salen, prefix, len, h->classify_arg);
+    free(prefix);
+}
+
+bool httpd_handoff(struct httpd_request *req)
+{
+    struct conn *c = req->conn;
+    /* Only a request alone on its connection can move: earlier replies
+     * must not be overtaken, later requests go along with it. */
+    if (c->srv->handoff == NULL || c->count != 1 || c->out_len > c->out_off || req->too_large ||
+        c->state != CONN_OPEN || !c->in_parse)
+        return false;
+    c->want_handoff = true;
+    c->count--;
+    c->pending--;
+    c->head = (c->head + 1) % c->srv->cfg.max_pipeline;
+    return true;
+}
+
 static void conn_parse(struct conn *c)
 {
     struct httpd *h = c->srv;
-    size_t off = 0;
+    size_t off = c->parsed;
     c->in_parse = true;
     while (off < c->in_len && !c->close_after && c->state != CONN_DEAD) {
         if (c->count >= h->cfg.max_pipeline || c->out_len - c->out_off > OUT_BACKLOG_MAX) {
@@ -555,14 +599,22 @@ static void conn_parse(struct conn *c)
             event_del(c->rev);
             break;
         }
+        /* The parser pauses at every message's end, so outside a message
+         * this is where the next one starts. */
+        if (!c->in_message)
+            c->msg_start = off;
         c->message_done = false;
         size_t n = http_parser_execute(&c->parser, &parser_settings, c->in + off, c->in_len - off);
         off += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
-            if (c->message_done)
+            if (c->message_done) {
+                c->handoff_from = c->msg_start;
                 dispatch(c);
+                if (c->want_handoff)
+                    break;
+            }
             if (c->too_large) {
                 c->close_after = true; /* the rest of the body is never read */
                 break;
@@ -577,12 +629,21 @@ static void conn_parse(struct conn *c)
     c->in_parse = false;
     if (c->state == CONN_DEAD)
         return;
-    if (off > 0) {
-        memmove(c->in, c->in + off, c->in_len - off);
-        c->in_len -= off;
+    if (c->want_handoff) {
+        conn_handoff(c);
+        return;
     }
+    /* Parsed bytes go, but those of a message still incomplete stay: a
+     * handler may pass the whole request on to another server. */
+    size_t discard = c->in_message ? c->msg_start : off;
+    if (discard > 0) {
+        memmove(c->in, c->in + discard, c->in_len - discard);
+        c->in_len -= discard;
+    }
+    c->parsed = off - discard;
+    c->msg_start = 0;
     if (c->close_after)
-        c->in_len = 0;
+        c->in_len = c->parsed = 0;
     conn_advance(c);
     if (c->count == 0 && !c->in_message && !c->close_after)
         set_timer(c, false);
@@ -638,6 +699,20 @@ static void conn_start(struct conn *c)
     set_timer(c, false);
 }
 
+/* true when the first request's head ("\r\n\r\n") has arrived, or when
+ * more than max bytes did (the receiver refuses an oversized head). */
+static bool head_complete(int fd, uint32_t max)
+{
+    char buf[HTTPD_PEEK_HEAD_MAX];
+    size_t cap = max + 4 < sizeof(buf) ? max + 4 : sizeof(buf);
+    ssize_t n = recv(fd, buf, cap, MSG_PEEK);
+    if (n <= 0)
+        return n == 0 || (errno != EAGAIN && errno != EINTR); /* EOF or error: let it go */
+    if ((size_t)n >= cap)
+        return true;
+    return memmem(buf, (size_t)n, "\r\n\r\n", 4) != NULL;
+}
+
 static void on_peek(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
@@ -648,8 +723,16 @@ static void on_peek(evutil_socket_t fd, short what, void *arg)
         return;
     int verdict = n > 0 ? h->classify(buf, (size_t)n, h->classify_arg) : 1;
     (void)what;
+    /* The peek event is edge-triggered: it fires again only when more bytes
+     * come, so a client that stops mid-line costs nothing until its
+     * deadline (a level-triggered event would spin on the same bytes). */
     if (verdict < 0 && (size_t)n < sizeof(buf))
-        return; /* wait for more of the request line (the timer bounds it) */
+        return;
+    /* What is handed over has sent its whole first head in time: the
+     * receiving server's timeout only counts silence, so a client dribbling
+     * its headers is held to the request deadline here. */
+    if (verdict == 0 && !head_complete(fd, h->cfg.max_header_bytes))
+        return;
     if (verdict == 0) {
         int hfd = c->fd;
         c->fd = -1; /* the receiver owns it now */
@@ -657,7 +740,7 @@ static void on_peek(evutil_socket_t fd, short what, void *arg)
         struct sockaddr_storage sa = c->sa;
         socklen_t salen = c->salen;
         conn_close(c);
-        h->handoff(hfd, (struct sockaddr *)&sa, salen, h->classify_arg);
+        h->handoff(hfd, (struct sockaddr *)&sa, salen, NULL, 0, h->classify_arg);
         return;
     }
     event_free(c->rev);
@@ -718,7 +801,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->wev = event_new(h->base, fd, EV_WRITE, on_writable, c);
     c->timer = evtimer_new(h->base, on_timeout, c);
     if (h->classify)
-        c->rev = event_new(h->base, fd, EV_READ | EV_PERSIST, on_peek, c);
+        c->rev = event_new(h->base, fd, EV_READ | EV_PERSIST | EV_ET, on_peek, c);
     else
         c->rev = event_new(h->base, fd, EV_READ | EV_PERSIST, on_readable, c);
     if (c->wev == NULL || c->timer == NULL || c->rev == NULL || event_add(c->rev, NULL) != 0) {

@@ -51,8 +51,12 @@ typedef void (*httpd_handler_fn)(struct httpd_request *req, void *arg);
 /* Decides from the first bytes of a connection whether this server takes
  * it: 1 yes, 0 no (it goes to handoff), -1 not enough bytes yet. */
 typedef int (*httpd_classify_fn)(const char *data, size_t len, void *arg);
-/* Receives a connection this server did not take; the fd is the receiver's. */
-typedef void (*httpd_handoff_fn)(int fd, const struct sockaddr *sa, socklen_t salen, void *arg);
+/* Receives a connection this server did not take, or no longer serves; the
+ * fd is the receiver's. prefix holds bytes already read from it (a request
+ * passed on with httpd_handoff, and what followed), to be processed first;
+ * it is valid during the call only. */
+typedef void (*httpd_handoff_fn)(int fd, const struct sockaddr *sa, socklen_t salen,
+                                 const char *prefix, size_t prefix_len, void *arg);
 
 struct httpd_stats {
     uint64_t accepted;
@@ -77,6 +81,13 @@ void httpd_set_classifier(struct httpd *h, httpd_classify_fn classify, httpd_han
  * lines, or NULL. The body is copied. */
 void httpd_reply(struct httpd_request *req, int status, const char *content_type,
                  const char *body, size_t len, const char *extra_headers);
+
+/* Passes the request, its connection and whatever the client sent after it
+ * to the handoff receiver instead of answering it (a keep-alive client that
+ * posted answers and now asks for the dashboard). Only from inside the
+ * handler, and only for a request alone on its connection: false otherwise,
+ * and the handler must reply as usual. */
+bool httpd_handoff(struct httpd_request *req);
 
 /* Stops accepting (the listener closes); open connections stay. */
 void httpd_stop_accepting(struct httpd *h);

@@ -16,13 +16,49 @@ struct splice {
     struct bufferevent *a; /* the client */
     struct bufferevent *b; /* the target */
     bool closing;          /* one side is gone: free once the other has its bytes */
+    struct splice_set *set; /* (ref) */
+    struct splice *prev, *next;
 };
+
+struct splice_set {
+    struct event_base *base; /* (ref) */
+    struct splice *head;     /* owned, open splices */
+};
+
+struct splice_set *splice_set_new(struct event_base *base)
+{
+    struct splice_set *set = calloc(1, sizeof(*set));
+    if (set)
+        set->base = base;
+    return set;
+}
+
+static void splice_unlink(struct splice *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (s->set)
+        s->set->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
 
 static void splice_free(struct splice *s)
 {
+    splice_unlink(s);
     bufferevent_free(s->a);
     bufferevent_free(s->b);
     free(s);
+}
+
+void splice_set_free(struct splice_set *set)
+{
+    if (set == NULL)
+        return;
+    while (set->head)
+        splice_free(set->head);
+    free(set);
 }
 
 static void on_read(struct bufferevent *from, void *arg)
@@ -74,29 +110,39 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     bufferevent_setwatermark(other, EV_WRITE, 0, 0);
 }
 
-bool splice_start(struct event_base *base, int client_fd, const struct sockaddr *target,
-                  socklen_t target_len)
+bool splice_start(struct splice_set *set, int client_fd, const struct sockaddr *target,
+                  socklen_t target_len, const char *prefix, size_t prefix_len)
 {
+    struct event_base *base = set->base;
     struct splice *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         close(client_fd);
         return false;
     }
+    s->set = set;
+    s->next = set->head;
+    if (set->head)
+        set->head->prev = s;
+    set->head = s;
     s->a = bufferevent_socket_new(base, client_fd, BEV_OPT_CLOSE_ON_FREE);
     s->b = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (s->a == NULL || s->b == NULL) {
         if (s->a == NULL)
             close(client_fd);
-        if (s->a)
-            bufferevent_free(s->a);
-        if (s->b)
-            bufferevent_free(s->b);
+        struct bufferevent *a = s->a, *b = s->b;
+        s->a = s->b = NULL;
+        splice_unlink(s);
+        if (a)
+            bufferevent_free(a);
+        if (b)
+            bufferevent_free(b);
         free(s);
         return false;
     }
     bufferevent_setcb(s->a, on_read, on_write, on_event, s);
     bufferevent_setcb(s->b, on_read, on_write, on_event, s);
-    if (bufferevent_socket_connect(s->b, (struct sockaddr *)target, (int)target_len) != 0) {
+    if ((prefix_len > 0 && bufferevent_write(s->b, prefix, prefix_len) != 0) ||
+        bufferevent_socket_connect(s->b, (struct sockaddr *)target, (int)target_len) != 0) {
         splice_free(s);
         return false;
     }

@@ -9,13 +9,22 @@
 #define LT_SPLICE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <sys/socket.h>
 
 struct event_base;
 
-/* Takes ownership of client_fd. false (and client_fd closed) when the
- * target cannot be reached. */
-bool splice_start(struct event_base *base, int client_fd, const struct sockaddr *target,
-                  socklen_t target_len);
+/* The splices of one event loop, so that shutting down frees those still
+ * open. */
+struct splice_set;
+struct splice_set *splice_set_new(struct event_base *base);
+/* Closes and frees every splice still open, then the set. */
+void splice_set_free(struct splice_set *set);
+
+/* Takes ownership of client_fd; prefix (copied) is sent to the target
+ * before anything else. false (and client_fd closed) when the target cannot
+ * be reached. */
+bool splice_start(struct splice_set *set, int client_fd, const struct sockaddr *target,
+                  socklen_t target_len, const char *prefix, size_t prefix_len);
 
 #endif

@@ -46,6 +46,10 @@ static bool user_ok(const char *s, size_t len)
 bool answer_parse(const struct eventfile *ef, const char *body, size_t len, struct answer *out,
                   struct answer_error *err)
 {
+    /* jansson stops quietly at a NUL after a number: a body holding one is
+     * not the JSON it seems to be. */
+    if (memchr(body, '\0', len) != NULL)
+        return fail(err, 400, "invalid_json", NULL);
     json_error_t jerr;
     json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
