@@ -111,6 +111,7 @@ int main(int argc, char **argv)
     if (o.backend == NULL)
         return cli_usage_error(PROG, "--backend URL is required"), 2;
     log_init("ingest", o.log_level);
+    ingest_server_hold_signals();
     signal(SIGPIPE, SIG_IGN);
     util_raise_nofile();
 

@@ -33,6 +33,7 @@ struct fast_thread {
     struct event_base *base;
     struct httpd *httpd;
     struct ingest *ingest;
+    struct splice_set *splices;  /* connections passed to the main thread */
     int notify_fd;
     struct event *notify_ev;
     struct event *stats_ev;
@@ -111,8 +112,10 @@ static void on_fast_request(struct httpd_request *req, void *arg)
             return;
         }
     }
-    /* Other paths live on the main thread; a connection stays with the
-     * server that took its first request. */
+    /* Other paths live on the main thread: the connection moves there, with
+     * this request (a client that posted answers and now reads the stats). */
+    if (httpd_handoff(req))
+        return;
     static const char nf[] = "{\"error\":\"not_found\"}";
     httpd_reply(req, 404, NULL, nf, sizeof(nf) - 1, NULL);
 }
@@ -128,12 +131,14 @@ static int classify(const char *data, size_t len, void *arg)
 
 /* Not an answer connection: the main thread's evhttp serves it, reached
  * through its private socket. */
-static void handoff(int fd, const struct sockaddr *sa, socklen_t salen, void *arg)
+static void handoff(int fd, const struct sockaddr *sa, socklen_t salen, const char *prefix,
+                    size_t prefix_len, void *arg)
 {
     (void)sa;
     (void)salen;
     struct fast_thread *t = arg;
-    if (!splice_start(t->base, fd, (const struct sockaddr *)&t->srv->inner, t->srv->inner_len))
+    if (!splice_start(t->splices, fd, (const struct sockaddr *)&t->srv->inner, t->srv->inner_len,
+                      prefix, prefix_len))
         log_warn("cannot pass a connection to the main thread");
 }
 
@@ -382,6 +387,8 @@ static bool fast_start(struct ingest_server *s, struct fast_thread *t, struct st
         return false;
     }
     httpd_set_classifier(t->httpd, classify, handoff, t);
+    if ((t->splices = splice_set_new(t->base)) == NULL)
+        return snprintf(err, errlen, "out of memory"), false;
     t->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (t->notify_fd < 0)
         return snprintf(err, errlen, "eventfd failed"), false;
@@ -412,6 +419,7 @@ static void fast_free(struct fast_thread *t)
      * close. */
     ingest_free(t->ingest);
     httpd_free(t->httpd);
+    splice_set_free(t->splices);
     if (t->notify_ev)
         event_free(t->notify_ev);
     if (t->stats_ev)
@@ -447,28 +455,36 @@ struct ingest_server *ingest_server_start(struct event_base *main_base,
         snprintf(err, errlen, "out of memory");
         goto err;
     }
-    /* Threads first, so a port in use fails before anything else starts. */
+    /* Each thread's store handle, cloned before the main thread's instance
+     * takes the template. */
+    struct store **clones = calloc(cfg->threads ? cfg->threads : 1, sizeof(*clones));
+    if (clones == NULL) {
+        store_close(store);
+        snprintf(err, errlen, "out of memory");
+        goto err;
+    }
     for (uint32_t i = 0; i < cfg->threads; i++) {
-        struct store *clone = store_clone(store);
-        if (clone == NULL) {
+        if ((clones[i] = store_clone(store)) == NULL) {
+            for (uint32_t k = 0; k < i; k++)
+                store_close(clones[k]);
+            free(clones);
             store_close(store);
             snprintf(err, errlen, "cannot open the store for a thread");
             goto err;
         }
-        s->nthreads = i + 1;
-        if (!fast_start(s, &s->threads[i], clone, err, errlen)) {
-            store_close(store);
-            goto err;
-        }
     }
     s->main_ingest = ingest_create(main_base, ef, s->shared, true, store, &cfg->ic, err, errlen);
-    if (s->main_ingest == NULL)
+    if (s->main_ingest == NULL) {
+        for (uint32_t k = 0; k < cfg->threads; k++)
+            store_close(clones[k]);
+        free(clones);
         goto err;
+    }
     s->http = http_server_new(main_base, (int)cfg->http_timeout_s);
     s->main_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (s->http == NULL || s->main_fd < 0 || !inner_listen(s)) {
         snprintf(err, errlen, "cannot create the HTTP server");
-        goto err;
+        goto err_clones;
     }
     evhttp_set_gencb(s->http, on_main_request, s);
     s->main_ev = event_new(main_base, s->main_fd, EV_READ | EV_PERSIST, on_main_notify, s);
@@ -477,9 +493,21 @@ struct ingest_server *ingest_server_start(struct event_base *main_base,
     if (s->main_ev == NULL || s->stats_ev == NULL || event_add(s->main_ev, NULL) != 0 ||
         event_add(s->stats_ev, &tv) != 0) {
         snprintf(err, errlen, "cannot start the main thread's events");
-        goto err;
+        goto err_clones;
     }
+    for (uint32_t i = 0; i < cfg->threads; i++) {
+        s->nthreads = i + 1;
+        struct store *clone = clones[i];
+        clones[i] = NULL;
+        if (!fast_start(s, &s->threads[i], clone, err, errlen))
+            goto err_clones;
+    }
+    free(clones);
     return s;
+err_clones:
+    for (uint32_t k = 0; k < cfg->threads; k++)
+        store_close(clones[k]); /* those not handed to a thread yet */
+    free(clones);
 err:
     ingest_server_free(s);
     return NULL;
@@ -587,6 +615,20 @@ static void run_signal(evutil_socket_t sig, short what, void *arg)
     ingest_server_drain(r->server, run_drained, r);
 }
 
+static void stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+}
+
+void ingest_server_hold_signals(void)
+{
+    sigset_t set;
+    stop_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 int ingest_server_run(struct ingest_server *s, struct event_base *base, uint32_t drain_timeout_s,
                       ingest_after_drain_fn after_drain, void *arg)
 {
@@ -595,10 +637,16 @@ int ingest_server_run(struct ingest_server *s, struct event_base *base, uint32_t
     struct event *term = evsignal_new(base, SIGTERM, run_signal, &r);
     struct event *intr = evsignal_new(base, SIGINT, run_signal, &r);
     r.deadline = evtimer_new(base, run_deadline, &r);
-    if (term && intr && r.deadline && event_add(term, NULL) == 0 && event_add(intr, NULL) == 0)
+    if (term && intr && r.deadline && event_add(term, NULL) == 0 && event_add(intr, NULL) == 0) {
+        /* Only this thread takes them now (the others were started with
+         * them held), through libevent: one held meanwhile arrives now. */
+        sigset_t set;
+        stop_signals(&set);
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
         event_base_dispatch(base);
-    else
+    } else {
         r.exit_code = 1;
+    }
     if (term)
         event_free(term);
     if (intr)

@@ -72,6 +72,11 @@ bool ingest_server_load(const char *prog, const char *event_path, const char *to
  * last work (livetally: a final snapshot) is done. */
 typedef void (*ingest_after_drain_fn)(void *arg, void (*finish)(void *), void *finish_arg);
 
+/* Holds SIGTERM and SIGINT back until ingest_server_run can take them: call
+ * first thing, before any thread exists (threads inherit the mask), so a
+ * signal during start-up waits instead of killing the process undrained. */
+void ingest_server_hold_signals(void);
+
 /* Runs the main loop until SIGTERM/SIGINT has drained everything (0), or a
  * second signal or the drain deadline stops it first (1). */
 int ingest_server_run(struct ingest_server *s, struct event_base *base, uint32_t drain_timeout_s,

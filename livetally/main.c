@@ -161,6 +161,7 @@ int main(int argc, char **argv)
     if (o.event_path == NULL)
         return cli_usage_error(PROG, "--event FILE is required"), 2;
     log_init("livetally", o.log_level);
+    ingest_server_hold_signals();
     signal(SIGPIPE, SIG_IGN);
     util_raise_nofile();
 
