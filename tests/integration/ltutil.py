@@ -570,7 +570,8 @@ def counter_summary(ev, counters):
         p = parse_counter_key(ev, key)
         if p is None:
             rest = key[len(ev["event"]) + 1:]
-            if not (rest.startswith("snap") or rest.endswith(":state") or rest.startswith("u:")):
+            if not (rest.startswith("snap") or rest.endswith(":state") or rest.startswith("u:") or
+                    rest.startswith("fans:")):
                 anomalies.append(key)
             continue
         kind, qid, sub, outcome, shard = p
@@ -680,10 +681,19 @@ def mc_get_many(port, keys):
 
 def node_counters(port, ev):
     """{key: value} of the event's numeric keys on one memcached."""
-    every = mc_keys(port)
-    items = int(mc_stats(port)["curr_items"])
-    if len(every) != items:  # the dump must have seen every key, or nothing is proven
-        raise RuntimeError("memcached %d: metadump listed %d keys of %d" % (port, len(every), items))
+    # The dump must have seen every key, or nothing is proven. A server may
+    # still write in the background (the ingest's list of fans, once a
+    # second): dump again until no key was added meanwhile.
+    for _ in range(20):
+        before = int(mc_stats(port)["curr_items"])
+        every = mc_keys(port)
+        items = int(mc_stats(port)["curr_items"])
+        if len(every) == items == before:
+            break
+        time.sleep(0.2)
+    else:
+        raise RuntimeError("memcached %d: metadump listed %d keys of %d" %
+                           (port, len(every), items))
     keys = [k for k in every if k.startswith(ev["event"] + ":")]
     vals = mc_get_many(port, keys)
     out = {}
@@ -885,14 +895,14 @@ def metrics(port):
 
 def wait_metrics(port, predicate, timeout=15.0):
     """Polls /metrics until predicate(m) holds; returns the last figures
-    (the caller checks: a timeout is not an exception). A refused or reset
-    poll (a server at its connection bound) is tried again."""
+    (the caller checks: a timeout is not an exception). A refused, reset or
+    503 poll (a server at its connection bound) is tried again."""
     deadline = time.monotonic() + timeout
     m = None
     while True:
         try:
             m = metrics(port)
-        except (OSError, Closed):
+        except (OSError, Closed, RuntimeError):  # RuntimeError: a status other than 200
             if time.monotonic() >= deadline:
                 raise
         if (m is not None and predicate(m)) or time.monotonic() >= deadline:
