@@ -363,9 +363,16 @@ char *agg_stats_build_json(const struct agg_snapshot_in *in, size_t *len)
     for (size_t i = 0; i < n; i++)
         push(&b, countries, country_obj(&b, &scratch[i], true));
 
-    /* Filled by the ultimate-fans ranking; the key is there from the start so
-     * readers need no special case. */
-    put(&b, root, "ultimate_fans", json_array());
+    /* Always there, empty until a question has closed, so readers need no
+     * special case. */
+    json_t *fans = put(&b, root, "ultimate_fans", json_array());
+    for (size_t i = 0; in->fans != NULL && i < in->n_fans && i < FANS_SHOWN; i++) {
+        json_t *e = push(&b, fans, json_object());
+        put(&b, e, "rank", json_integer((json_int_t)i + 1));
+        put(&b, e, "user", json_string(in->fans[i].user));
+        put(&b, e, "right", jcount(in->fans[i].right));
+        put(&b, e, "total_ms", jcount(in->fans[i].total_ms));
+    }
     put(&b, root, "warnings", warnings_json(&b, in));
     put(&b, root, "checks", checks_json(&b, in->checks));
     if (!b.ok)

@@ -16,6 +16,7 @@
 
 #include "country.h"
 #include "eventfile.h"
+#include "fans.h"
 #include "qstate.h"
 
 /* How many counters going backwards, and how many failed checks, a snapshot
@@ -93,6 +94,8 @@ struct agg_snapshot_in {
     const struct agg_drops *drops;   /* may be NULL */
     const char *const *keys;         /* key names for drops (the key list); NULL if drops is */
     const struct agg_checks *checks; /* may be NULL: no check ran, "checks" says ok */
+    const struct fans_entry *fans;   /* the ultimate fans in rank order; may be NULL */
+    size_t n_fans;                   /* at most FANS_SHOWN are listed */
 };
 
 /* The snapshot as compact JSON, NUL-terminated, malloc'd and owned by the

@@ -7,6 +7,8 @@
 
 #include "agg_keys.h"
 #include "agg_stats.h"
+#include "fans.h"
+#include "keys.h"
 #include "log.h"
 #include "qstate.h"
 #include "snapstore.h"
@@ -26,6 +28,11 @@ struct aggregator {
     uint64_t *settled_close_ms; /* per question: the close time it settled on */
     struct agg_drops drops;     /* this pass's */
     struct agg_checks checks;   /* this pass's */
+    struct fans_entry *fans_all; /* every published entry of the pass (scratch) */
+    size_t fans_cap;
+    struct fans_entry fans[FANS_SHOWN]; /* the ultimate fans of the last good read */
+    size_t n_fans;
+    bool fans_cap_logged;
     uint64_t grace_ms;
     struct aggregator_stats stats;
 };
@@ -66,6 +73,7 @@ void aggregator_free(struct aggregator *a)
 {
     if (a == NULL)
         return;
+    free(a->fans_all);
     free(a->settled_close_ms);
     free(a->settled);
     free(a->reading);
@@ -166,6 +174,122 @@ static void log_drops(const struct aggregator *a)
                  a->drops.listed, a->ef->name);
 }
 
+/* ---- the ultimate fans ---------------------------------------------- */
+
+struct verify_ctx {
+    struct aggregator *a;
+    struct store *s;
+    enum store_status status; /* of the read that failed */
+};
+
+/* A candidate is an ultimate fan when its marker of every closed question
+ * says right. */
+static int verify_fan(void *arg, const struct fans_entry *e)
+{
+    struct verify_ctx *v = arg;
+    const struct eventfile *ef = v->a->ef;
+    char key[KEY_USER_MAX];
+    for (uint32_t qi = 0; qi < ef->n_questions; qi++) {
+        if (v->a->states[qi].kind != QSTATE_CLOSED)
+            continue;
+        size_t klen = key_user_marker(key, ef->name, e->user, ef->questions[qi].id);
+        char *val = NULL;
+        size_t vlen = 0;
+        enum store_status st = store_get(v->s, key, klen, &val, &vlen);
+        bool right = false;
+        uint64_t ms;
+        bool parsed = st == STORE_OK && fans_marker_parse(val, vlen, &right, &ms);
+        free(val);
+        if (st == STORE_NOTFOUND || (st == STORE_OK && (!parsed || !right)))
+            return 0;
+        if (st != STORE_OK) {
+            v->status = st;
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* Room for one more list in fans_all. */
+static bool fans_room(struct aggregator *a, size_t used)
+{
+    if (used + FANS_TOPK <= a->fans_cap)
+        return true;
+    size_t cap = a->fans_cap ? a->fans_cap * 2 : 8 * FANS_TOPK;
+    struct fans_entry *p = realloc(a->fans_all, cap * sizeof(*p));
+    if (p == NULL)
+        return false;
+    a->fans_all = p;
+    a->fans_cap = cap;
+    return true;
+}
+
+/* Reads every ingest list, merges, ranks and checks the candidates; on
+ * success replaces a->fans. Runs after the question states were read. */
+static enum store_status read_fans(struct aggregator *a, struct store *s)
+{
+    const struct eventfile *ef = a->ef;
+    uint64_t closed = 0;
+    for (uint32_t qi = 0; qi < ef->n_questions; qi++)
+        if (a->states[qi].kind == QSTATE_CLOSED)
+            closed++;
+    a->stats.fans_lists = 0;
+    a->stats.fans_checks = 0;
+    if (closed == 0) {
+        a->n_fans = 0;
+        return STORE_OK;
+    }
+
+    char key[KEY_USER_MAX];
+    size_t klen = key_fans_seq(key, ef->name);
+    const char *keys[] = {key};
+    uint64_t slots = 0;
+    enum store_status st = store_mget_u64(s, keys, &klen, 1, &slots, NULL);
+    if (st != STORE_OK)
+        return st;
+    if (slots > AGGREGATE_FANS_MAX_SLOTS) {
+        if (!a->fans_cap_logged)
+            log_warn("fans lists past the cap ignored slots=%" PRIu64 " read=%u event=%s", slots,
+                     AGGREGATE_FANS_MAX_SLOTS, ef->name);
+        a->fans_cap_logged = true;
+        slots = AGGREGATE_FANS_MAX_SLOTS;
+    }
+    size_t used = 0;
+    for (uint64_t slot = 1; slot <= slots; slot++) {
+        if (!fans_room(a, used))
+            return STORE_NOMEM;
+        klen = key_fans_list(key, ef->name, slot);
+        char *val = NULL;
+        size_t vlen = 0, n = 0;
+        st = store_get(s, key, klen, &val, &vlen);
+        if (st == STORE_NOTFOUND)
+            continue; /* a slot taken but not written yet, or expired */
+        if (st != STORE_OK) {
+            free(val);
+            return st;
+        }
+        if (fans_decode(val, vlen, a->fans_all + used, FANS_TOPK, &n)) {
+            used += n;
+            a->stats.fans_lists++;
+        } else {
+            log_warn("unparsable fans list ignored key=%s", key);
+        }
+        free(val);
+    }
+    size_t m = fans_merge(a->fans_all, used);
+    struct verify_ctx v = {.a = a, .s = s, .status = STORE_OK};
+    struct fans_entry out[FANS_SHOWN];
+    struct fans_selection sel;
+    fans_select(a->fans_all, m, closed, AGGREGATE_FANS_MAX_CHECKS, verify_fan, &v, out, FANS_SHOWN,
+                &sel);
+    a->stats.fans_checks = sel.checks;
+    if (sel.failed)
+        return v.status;
+    memcpy(a->fans, out, sel.n * sizeof(out[0]));
+    a->n_fans = sel.n;
+    return STORE_OK;
+}
+
 enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_t now_ms)
 {
     const struct eventfile *ef = a->ef;
@@ -201,6 +325,13 @@ enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_
         agg_stats_check(ef, qi, &a->counts[qi], &a->checks);
     }
 
+    enum store_status fst = read_fans(a, s);
+    if (fst != STORE_OK) {
+        a->stats.fans_failures++;
+        log_warn("ultimate fans kept from the previous pass status=%s event=%s",
+                 store_status_str(fst), ef->name);
+    }
+
     /* The store's head, not only our own count: a restarted aggregator, or a
      * second one running, must publish a newer generation than any there. */
     uint64_t head = 0;
@@ -223,7 +354,9 @@ enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_
                                  .now_ms = now_ms,
                                  .drops = &a->drops,
                                  .keys = a->keys.key,
-                                 .checks = &a->checks};
+                                 .checks = &a->checks,
+                                 .fans = a->fans,
+                                 .n_fans = a->n_fans};
     json = agg_stats_build_json(&in, &len);
     if (json == NULL) {
         st = STORE_NOMEM;

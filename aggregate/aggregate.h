@@ -27,6 +27,14 @@ struct aggregator;
  * time (acknowledged before it, or pending retries) have had time to land. */
 #define AGGREGATE_DEFAULT_GRACE_MS 10000u
 
+/* The ultimate fans (fans.h): at most this many ingest lists are read per
+ * pass ({event}:fans:1..N, N from {event}:fans:seq; one store get each),
+ * and at most this many candidates are checked against their markers (one
+ * get per closed question each). A slot past the cap is ignored (logged):
+ * with one slot per ingest thread that is 4096 threads. */
+#define AGGREGATE_FANS_MAX_SLOTS 4096u
+#define AGGREGATE_FANS_MAX_CHECKS 1000u
+
 /* ef is borrowed and must outlive the aggregator. Builds the key list of
  * every question once (they never change). NULL when memory runs out or the
  * event has more counters than the aggregator handles (logged). */
@@ -38,7 +46,9 @@ void aggregator_set_grace_ms(struct aggregator *a, uint64_t grace_ms);
 
 /* One pass at wall time now_ms: read, sum, build, publish. Either the whole
  * snapshot is published or nothing is: a failed read or publish returns its
- * status and counts a failed pass. The generation continues from the one in
+ * status and counts a failed pass. The ultimate fans are the exception: when
+ * their reads fail the snapshot keeps the previous pass's list (logged,
+ * counted in fans_failures) rather than holding back the counts. The generation continues from the one in
  * the store (a restarted aggregator, or a second one, never reuses one).
  * Not thread-safe: one thread per aggregator. */
 enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_t now_ms);
@@ -53,6 +63,9 @@ struct aggregator_stats {
     uint64_t check_failures; /* passes whose breakdowns did not add up */
     uint64_t keys_total;     /* counter keys of the event */
     uint64_t questions_settled; /* closed questions whose sums are cached */
+    uint64_t fans_lists;     /* ingest top lists read in the last pass */
+    uint64_t fans_checks;    /* candidates checked against their markers, last pass */
+    uint64_t fans_failures;  /* passes that kept the previous ultimate fans */
 };
 void aggregator_get_stats(const struct aggregator *a, struct aggregator_stats *out);
 

@@ -45,6 +45,39 @@ size_t key_state(char *buf, const char *event, uint32_t q)
     return clamp_len(snprintf(buf, KEY_MAX, "%s:q%u:state", event, q));
 }
 
+static size_t clamp_user_len(int n)
+{
+    if (n < 0)
+        return 0;
+    return (size_t)n >= KEY_USER_MAX ? KEY_USER_MAX - 1 : (size_t)n;
+}
+
+size_t key_user_marker(char *buf, const char *event, const char *user, uint32_t q)
+{
+    return clamp_user_len(snprintf(buf, KEY_USER_MAX, "%s:u:%.64s:q%u", event, user, q));
+}
+
+size_t key_user_right(char *buf, const char *event, const char *user)
+{
+    return clamp_user_len(snprintf(buf, KEY_USER_MAX, "%s:u:%.64s:right", event, user));
+}
+
+size_t key_user_ms(char *buf, const char *event, const char *user)
+{
+    return clamp_user_len(snprintf(buf, KEY_USER_MAX, "%s:u:%.64s:ms", event, user));
+}
+
+size_t key_fans_seq(char *buf, const char *event)
+{
+    return clamp_user_len(snprintf(buf, KEY_USER_MAX, "%s:fans:seq", event));
+}
+
+size_t key_fans_list(char *buf, const char *event, uint64_t slot)
+{
+    return clamp_user_len(
+        snprintf(buf, KEY_USER_MAX, "%s:fans:%llu", event, (unsigned long long)slot));
+}
+
 /* 1..n; a zeroed count (an eventfile not built by eventfile_parse) is one shard. */
 static uint32_t draw_shard(struct util_rng *rng, uint32_t n)
 {

@@ -8,6 +8,19 @@
  *   {event}:q{Q}:state                    question state (qstate.h)
  *   {event}:snap...                       snapshot (snapstore.h)
  *
+ * Per user (one answer per user per question, the ultimate fans), with
+ * user = 1..64 of [A-Za-z0-9_.:-]:
+ *   {event}:u:{user}:q{Q}                 marker "R <ms>" | "W <ms>": the user's answer
+ *                                         to question Q was right/wrong, ms after the
+ *                                         question opened (added only if absent)
+ *   {event}:u:{user}:right                counter: the user's right answers
+ *   {event}:u:{user}:ms                   counter: total answer time of those, ms
+ *   {event}:fans:seq                      counter: slots handed out to ingest instances
+ *   {event}:fans:{n}                      the top list published by slot n (fans.h)
+ * A marker ends in ":q" and digits, a counter in ":right" or ":ms", and the
+ * user holds no space: no two users, questions or kinds share a key. The
+ * longest, 32 + 3 + 64 + 9 bytes, is far below memcached's 250.
+ *
  * Shards are printed with at least two digits ("%02u"), as in the seed design
  * (q1right42, q1age2wrong66).
  */
@@ -24,6 +37,10 @@
 /* Longest key: 32 (event) + ":q1000000c" + "unknown" + "wrong" + "1000" + NUL. */
 #define KEY_MAX 96
 
+/* Longest per-user or fans key, NUL included: 32 (event) + ":u:" + 64 (user)
+ * + ":q1000000" + NUL = 109. */
+#define KEY_USER_MAX 112
+
 /* The four counters an accepted answer increments. */
 #define KEYS_PER_ANSWER 4
 
@@ -37,6 +54,14 @@ size_t key_country(char *buf, const char *event, uint32_t q, const char *cc, enu
                    uint32_t shard);
 size_t key_option(char *buf, const char *event, uint32_t q, uint32_t option, uint32_t shard);
 size_t key_state(char *buf, const char *event, uint32_t q);
+
+/* Per-user and fans keys; buf holds KEY_USER_MAX bytes. The user must
+ * already be valid (answer.h); a longer one is cut to fit. */
+size_t key_user_marker(char *buf, const char *event, const char *user, uint32_t q);
+size_t key_user_right(char *buf, const char *event, const char *user);
+size_t key_user_ms(char *buf, const char *event, const char *user);
+size_t key_fans_seq(char *buf, const char *event);
+size_t key_fans_list(char *buf, const char *event, uint64_t slot);
 
 /* One accepted answer, already validated against the event file. */
 struct answer_counters {

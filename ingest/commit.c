@@ -8,6 +8,7 @@
 #include <event2/event.h>
 
 #include "counts.h"
+#include "fans.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -15,10 +16,46 @@
 
 #define BACKOFF_FIRST_MS 5
 #define BACKOFF_MAX_MS 250
+/* How long a rollback retries deleting a marker whose node is down. */
+#define ROLLBACK_RETRY_MS 250
+/* Per-user increments kept for a later batch (about 128 bytes each). */
+#define USER_CARRY_MAX 65536
+/* item_ids of a per-user counter item (not a logical counter). */
+#define USER_ITEM UINT32_MAX
+#define NO_ITEM SIZE_MAX
+
+enum waiter_refusal { REFUSED_NONE = 0, REFUSED_DUPLICATE, REFUSED_UNAVAILABLE };
 
 struct waiter {
     commit_done_fn fn;
     void *arg;
+    uint8_t refused;           /* enum waiter_refusal; written by the job */
+};
+
+enum rec_state { REC_PENDING = 0, REC_ADDED, REC_DUPLICATE, REC_FAILED };
+
+/* An answer that carries a user. */
+struct user_rec {
+    char user[FANS_USER_MAX + 1];
+    uint32_t question;         /* question id */
+    uint32_t waiter;           /* index into the batch's waiters */
+    bool right;
+    uint64_t ms;
+    /* written by the job: */
+    uint8_t state;             /* enum rec_state */
+    size_t item;               /* its :right item (:ms follows), NO_ITEM when none */
+};
+
+/* A per-user increment carried to a later batch. */
+struct ucarry_item {
+    char key[KEY_USER_MAX];
+    size_t keylen;
+    uint64_t delta;
+};
+
+struct ucarry {
+    struct ucarry_item *v;     /* owned */
+    size_t n, cap;
 };
 
 struct batch {
@@ -29,6 +66,10 @@ struct batch {
     uint32_t (*answer_ids)[KEYS_PER_ANSWER]; /* owned, per waiter: for writes without coalescing */
     size_t n_waiters;
     size_t cap_waiters;
+    struct user_rec *recs;     /* owned: the answers carrying a user */
+    size_t n_recs, cap_recs;
+    size_t n_user_items;       /* items the recs add: 2 per right answer */
+    struct ucarry ucarry;      /* per-user increments of earlier batches, retried */
     /* written by the job: */
     struct store_incr *items;  /* owned, fresh ids then carry ids */
     uint32_t *item_ids;        /* owned, the counter id of each item */
@@ -38,6 +79,11 @@ struct batch {
     size_t cap_items;
     size_t n_items;
     size_t n_fresh_items;      /* items[0 .. n_fresh_items) are the waiters' */
+    char (*ukeys)[KEY_USER_MAX]; /* owned, keys of the recs' counter items */
+    size_t cap_ukeys;
+    bool fresh_ok;             /* every fresh item confirmed */
+    bool fresh_maybe_landed;   /* some fresh item may have been applied */
+    uint64_t markers_added, rolled_back, rollback_failures;
     uint64_t retries;
     uint64_t flush_us;
     struct util_rng rng;       /* draws the shards; used only by the job */
@@ -55,6 +101,7 @@ struct committer {
     struct batch *inflight;    /* owned by the worker job while not NULL */
     struct batch *spare;       /* owned: reused to avoid reallocating */
     struct counts carry;       /* unapplied remainders waiting for the next batch */
+    struct ucarry ucarry;      /* the same for per-user counters */
     struct event *timer;
     bool timer_armed;
     bool draining;
@@ -77,6 +124,9 @@ static void batch_free(struct batch *b)
     free(b->keys);
     free(b->retry);
     free(b->retry_idx);
+    free(b->recs);
+    free(b->ucarry.v);
+    free(b->ukeys);
     free(b);
 }
 
@@ -97,8 +147,18 @@ static struct batch *batch_new(struct committer *c)
     return b;
 }
 
-static bool ensure_items(struct batch *b, size_t n)
+static bool ensure_items(struct batch *b, size_t n, size_t n_ukeys)
 {
+    if (n_ukeys > b->cap_ukeys) {
+        size_t cap = b->cap_ukeys ? b->cap_ukeys : 64;
+        while (cap < n_ukeys)
+            cap *= 2;
+        void *p = realloc(b->ukeys, cap * sizeof(*b->ukeys));
+        if (p == NULL)
+            return false;
+        b->ukeys = p;
+        b->cap_ukeys = cap;
+    }
     if (n <= b->cap_items)
         return true;
     size_t cap = b->cap_items ? b->cap_items : 64;
@@ -150,38 +210,167 @@ static void add_item(struct batch *b, uint32_t id, uint64_t delta)
     b->items[i] = (struct store_incr){.key = b->keys[i], .keylen = len, .delta = delta};
 }
 
+/* key is (ref): it must stay valid until flush_done. */
+static void add_user_item(struct batch *b, const char *key, size_t keylen, uint64_t delta,
+                          bool want_value)
+{
+    size_t i = b->n_items++;
+    b->item_ids[i] = USER_ITEM;
+    b->items[i] = (struct store_incr){
+        .key = key, .keylen = keylen, .delta = delta, .want_value = want_value};
+}
+
+static uint64_t next_backoff(uint64_t backoff)
+{
+    return backoff * 2 < BACKOFF_MAX_MS ? backoff * 2 : BACKOFF_MAX_MS;
+}
+
+/* Sleeps the backoff, or until the deadline; false when it has passed. */
+static bool backoff_wait(uint64_t deadline_ms, uint64_t *backoff)
+{
+    uint64_t now = util_mono_ms();
+    if (now >= deadline_ms)
+        return false;
+    sleep_ms(*backoff < deadline_ms - now ? *backoff : deadline_ms - now);
+    *backoff = next_backoff(*backoff);
+    return true;
+}
+
+/* Adds every record's marker, in submission order (of two answers of one
+ * user to one question in this batch the first wins). A marker whose node
+ * is down is retried until the deadline; what then still failed, or got an
+ * unknown outcome, is refused with 503 and counts nothing. One store call
+ * per marker: the store has no batched add. */
+static void add_markers(struct store *s, struct batch *b, uint64_t deadline_ms)
+{
+    const struct eventfile *ef = b->c->ef;
+    uint32_t ttl_s = b->c->cfg.ttl_s;
+    char key[KEY_USER_MAX];
+    char val[24];
+    uint64_t backoff = BACKOFF_FIRST_MS;
+    for (size_t i = 0; i < b->n_recs; i++) {
+        b->recs[i].state = REC_PENDING;
+        b->recs[i].item = NO_ITEM;
+    }
+    for (;;) {
+        bool again = false;
+        for (size_t i = 0; i < b->n_recs; i++) {
+            struct user_rec *r = &b->recs[i];
+            if (r->state != REC_PENDING)
+                continue;
+            size_t klen = key_user_marker(key, ef->name, r->user, r->question);
+            size_t vlen = fans_marker_format(val, sizeof(val), r->right, r->ms);
+            enum store_status st = store_add(s, key, klen, val, vlen, ttl_s);
+            if (st == STORE_OK) {
+                r->state = REC_ADDED;
+                b->markers_added++;
+            } else if (st == STORE_EXISTS) {
+                r->state = REC_DUPLICATE;
+            } else if (st == STORE_UNAVAILABLE) {
+                again = true; /* not applied: safe to send again */
+            } else {
+                r->state = REC_FAILED;
+            }
+        }
+        if (!again || !backoff_wait(deadline_ms, &backoff))
+            break;
+        b->retries++;
+    }
+    for (size_t i = 0; i < b->n_recs; i++) {
+        struct user_rec *r = &b->recs[i];
+        if (r->state == REC_PENDING)
+            r->state = REC_FAILED;
+        if (r->state == REC_ADDED)
+            continue;
+        b->waiters[r->waiter].refused =
+            r->state == REC_DUPLICATE ? REFUSED_DUPLICATE : REFUSED_UNAVAILABLE;
+        /* Its counters leave the batch before anything is written. */
+        if (!b->c->cfg.no_coalesce)
+            for (int k = 0; k < KEYS_PER_ANSWER; k++)
+                counts_sub(&b->fresh, b->answer_ids[r->waiter][k], 1);
+    }
+}
+
+/* Nothing of the batch's own increments can have landed: its waiters get
+ * 503 and their retries must not be refused, so the markers it added go.
+ * A delete whose node is down is retried briefly; one that still fails
+ * leaves its marker (the retry of that answer will be refused). */
+static void rollback_markers(struct store *s, struct batch *b)
+{
+    const struct eventfile *ef = b->c->ef;
+    char key[KEY_USER_MAX];
+    uint64_t deadline_ms = util_mono_ms() + ROLLBACK_RETRY_MS;
+    for (size_t i = 0; i < b->n_recs; i++) {
+        struct user_rec *r = &b->recs[i];
+        if (r->state != REC_ADDED)
+            continue;
+        size_t klen = key_user_marker(key, ef->name, r->user, r->question);
+        uint64_t backoff = BACKOFF_FIRST_MS;
+        enum store_status st;
+        while ((st = store_delete(s, key, klen)) == STORE_UNAVAILABLE &&
+               backoff_wait(deadline_ms, &backoff))
+            ;
+        if (st == STORE_OK || st == STORE_NOTFOUND) {
+            b->rolled_back++;
+        } else {
+            b->rollback_failures++;
+            log_warn("marker not rolled back key=%s status=%s: a retry of this answer will be "
+                     "refused as a duplicate",
+                     key, store_status_str(st));
+        }
+    }
+}
+
 /* Worker thread: write the batch, retry what certainly did not land until
  * the deadline. */
 static void flush_job(struct store *s, void *arg)
 {
     struct batch *b = arg;
     const struct commit_config *cfg = &b->c->cfg;
+    const struct eventfile *ef = b->c->ef;
+    uint64_t start_us = util_mono_us();
+    uint64_t deadline_ms = util_mono_ms() + cfg->deadline_ms;
+    b->retries = 0;
+    b->markers_added = b->rolled_back = b->rollback_failures = 0;
+    add_markers(s, b, deadline_ms);
+
     b->n_items = 0;
     if (!cfg->no_coalesce) {
-        for (uint32_t i = 0; i < b->fresh.ntouched; i++)
-            add_item(b, b->fresh.touched[i], b->fresh.delta[b->fresh.touched[i]]);
+        for (uint32_t i = 0; i < b->fresh.ntouched; i++) {
+            uint32_t id = b->fresh.touched[i];
+            if (b->fresh.delta[id] != 0) /* 0: only refused answers touched it */
+                add_item(b, id, b->fresh.delta[id]);
+        }
     } else {
         /* Without coalescing every answer's increments go as they came. */
         for (size_t w = 0; w < b->n_waiters; w++)
-            for (int k = 0; k < KEYS_PER_ANSWER; k++)
-                add_item(b, b->answer_ids[w][k], 1);
+            if (b->waiters[w].refused == REFUSED_NONE)
+                for (int k = 0; k < KEYS_PER_ANSWER; k++)
+                    add_item(b, b->answer_ids[w][k], 1);
+    }
+    /* The users' totals: one increment per right answer and counter, not
+     * coalesced, so each returns the total its answer made. */
+    size_t nk = 0;
+    for (size_t i = 0; i < b->n_recs; i++) {
+        struct user_rec *r = &b->recs[i];
+        if (r->state != REC_ADDED || !r->right)
+            continue;
+        r->item = b->n_items;
+        size_t len = key_user_right(b->ukeys[nk], ef->name, r->user);
+        add_user_item(b, b->ukeys[nk++], len, 1, true);
+        len = key_user_ms(b->ukeys[nk], ef->name, r->user);
+        add_user_item(b, b->ukeys[nk++], len, r->ms, true);
     }
     b->n_fresh_items = b->n_items;
     for (uint32_t i = 0; i < b->carry.ntouched; i++)
         add_item(b, b->carry.touched[i], b->carry.delta[b->carry.touched[i]]);
+    for (size_t i = 0; i < b->ucarry.n; i++)
+        add_user_item(b, b->ucarry.v[i].key, b->ucarry.v[i].keylen, b->ucarry.v[i].delta, false);
     size_t n = b->n_items;
 
-    uint64_t start_us = util_mono_us();
-    uint64_t deadline_ms = util_mono_ms() + cfg->deadline_ms;
-    b->retries = 0;
     store_incr_batch(s, b->items, n, cfg->ttl_s);
     uint64_t backoff = BACKOFF_FIRST_MS;
-    while (any_unavailable(b->items, n)) {
-        uint64_t now = util_mono_ms();
-        if (now >= deadline_ms)
-            break;
-        sleep_ms(backoff < deadline_ms - now ? backoff : deadline_ms - now);
-        backoff = backoff * 2 < BACKOFF_MAX_MS ? backoff * 2 : BACKOFF_MAX_MS;
+    while (any_unavailable(b->items, n) && backoff_wait(deadline_ms, &backoff)) {
         /* Only what certainly did not land is sent again: an item whose reply
          * was lost (STORE_ERROR) may have been applied. */
         size_t m = 0;
@@ -193,9 +382,24 @@ static void flush_job(struct store *s, void *arg)
         }
         b->retries++;
         store_incr_batch(s, b->retry, m, cfg->ttl_s);
-        for (size_t i = 0; i < m; i++)
+        for (size_t i = 0; i < m; i++) {
             b->items[b->retry_idx[i]].status = b->retry[i].status;
+            b->items[b->retry_idx[i]].value = b->retry[i].value;
+        }
     }
+
+    b->fresh_ok = true;
+    b->fresh_maybe_landed = false;
+    for (size_t i = 0; i < b->n_fresh_items; i++) {
+        enum store_status st = b->items[i].status;
+        if (st != STORE_OK)
+            b->fresh_ok = false;
+        /* STORE_ERROR: the reply was lost, the increment may have landed. */
+        if (st == STORE_OK || st == STORE_ERROR)
+            b->fresh_maybe_landed = true;
+    }
+    if (!b->fresh_ok && !b->fresh_maybe_landed)
+        rollback_markers(s, b);
     b->flush_us = util_mono_us() - start_us;
 }
 
@@ -217,11 +421,44 @@ static void maybe_drained(struct committer *c)
     }
 }
 
+/* Appends a per-user increment to the committer's carry; false when full
+ * (the increment is dropped: a user total falls short, no answer count). */
+static bool ucarry_push(struct committer *c, const char *key, size_t keylen, uint64_t delta)
+{
+    struct ucarry *u = &c->ucarry;
+    if (delta == 0)
+        return true;
+    if (u->n == u->cap) {
+        size_t cap = u->cap ? u->cap * 2 : 64;
+        if (cap > USER_CARRY_MAX)
+            cap = USER_CARRY_MAX;
+        if (u->n >= cap) {
+            c->st.user_carry_dropped++;
+            return false;
+        }
+        void *p = realloc(u->v, cap * sizeof(*u->v));
+        if (p == NULL) {
+            c->st.user_carry_dropped++;
+            return false;
+        }
+        u->v = p;
+        u->cap = cap;
+    }
+    struct ucarry_item *it = &u->v[u->n++];
+    memcpy(it->key, key, keylen);
+    it->keylen = keylen;
+    it->delta = delta;
+    return true;
+}
+
 static void fail_batch(struct committer *c, struct batch *b)
 {
-    /* Nothing of it was sent: the fresh increments are dropped and their
-     * clients told; carried ones stay. */
+    /* Nothing of it was sent (no marker either): the fresh increments are
+     * dropped and their clients told; carried ones stay. */
     counts_merge(&c->carry, &b->carry);
+    for (size_t i = 0; i < b->ucarry.n; i++)
+        ucarry_push(c, b->ucarry.v[i].key, b->ucarry.v[i].keylen, b->ucarry.v[i].delta);
+    b->ucarry.n = 0;
     c->waiting -= b->n_waiters;
     c->st.failed += b->n_waiters;
     for (size_t i = 0; i < b->n_waiters; i++)
@@ -231,13 +468,16 @@ static void fail_batch(struct committer *c, struct batch *b)
 
 static void dispatch(struct committer *c)
 {
-    if (c->inflight != NULL || (c->open->fresh.ntouched == 0 && c->carry.ntouched == 0))
+    if (c->inflight != NULL ||
+        (c->open->fresh.ntouched == 0 && c->carry.ntouched == 0 && c->ucarry.n == 0))
         return;
     struct batch *next = c->spare ? c->spare : batch_new(c);
     struct batch *b = c->open;
     size_t fresh_items =
         c->cfg.no_coalesce ? b->n_waiters * KEYS_PER_ANSWER : b->fresh.ntouched;
-    if (next == NULL || !ensure_items(b, fresh_items + c->carry.ntouched)) {
+    if (next == NULL ||
+        !ensure_items(b, fresh_items + b->n_user_items + c->carry.ntouched + c->ucarry.n,
+                      b->n_user_items)) {
         if (next && next != c->spare)
             batch_free(next);
         arm_timer(c, 10); /* out of memory: try again shortly, keep everything */
@@ -248,6 +488,9 @@ static void dispatch(struct committer *c)
     struct counts tmp = b->carry; /* empty */
     b->carry = c->carry;
     c->carry = tmp;
+    struct ucarry utmp = b->ucarry; /* empty */
+    b->ucarry = c->ucarry;
+    c->ucarry = utmp;
 
     c->inflight = b;
     if (c->inline_store) {
@@ -288,15 +531,7 @@ static void flush_done(void *arg)
     c->inflight = NULL;
 
     size_t nf = b->n_fresh_items;
-    bool fresh_ok = true, fresh_maybe_landed = false;
-    for (size_t i = 0; i < nf; i++) {
-        enum store_status st = b->items[i].status;
-        if (st != STORE_OK)
-            fresh_ok = false;
-        /* STORE_ERROR: the reply was lost, the increment may have landed. */
-        if (st == STORE_OK || st == STORE_ERROR)
-            fresh_maybe_landed = true;
-    }
+    bool fresh_ok = b->fresh_ok, fresh_maybe_landed = b->fresh_maybe_landed;
     /* Carried: what certainly did not land, of a batch part of which did.
      * Uncertain items (reply lost) are neither carried nor resent. */
     for (size_t i = 0; i < b->n_items; i++) {
@@ -310,7 +545,10 @@ static void flush_done(void *arg)
         }
         if (is_fresh && !fresh_maybe_landed)
             continue; /* nothing of the batch landed: the clients' retries are exact */
-        counts_add(&c->carry, b->item_ids[i], b->items[i].delta);
+        if (b->item_ids[i] == USER_ITEM)
+            ucarry_push(c, b->items[i].key, b->items[i].keylen, b->items[i].delta);
+        else
+            counts_add(&c->carry, b->item_ids[i], b->items[i].delta);
         if (is_fresh)
             c->st.carried_keys++;
     }
@@ -318,23 +556,50 @@ static void flush_done(void *arg)
         log_warn("batch not confirmed counters=%zu answers=%zu carried=%u retries=%llu", nf,
                  b->n_waiters, c->carry.ntouched, (unsigned long long)b->retries);
 
+    /* The totals the store returned, for the fans lists: only where both
+     * counters of the answer were confirmed together. */
+    if (c->cfg.on_user_totals != NULL) {
+        for (size_t i = 0; i < b->n_recs; i++) {
+            const struct user_rec *r = &b->recs[i];
+            if (r->item == NO_ITEM || b->items[r->item].status != STORE_OK ||
+                b->items[r->item + 1].status != STORE_OK)
+                continue;
+            c->cfg.on_user_totals(c->cfg.totals_arg, r->user, b->items[r->item].value,
+                                  b->items[r->item + 1].value);
+        }
+    }
+
     c->st.batches++;
     c->st.batch_keys += b->n_items;
     c->st.store_retries += b->retries;
     c->st.batch_answers += b->n_waiters;
+    c->st.markers_added += b->markers_added;
+    c->st.rolled_back += b->rolled_back;
+    c->st.rollback_failures += b->rollback_failures;
     metrics_hist_add(&c->st.flush_hist, b->flush_us);
-    if (fresh_ok)
-        c->st.acked += b->n_waiters;
-    else
-        c->st.failed += b->n_waiters;
     c->waiting -= b->n_waiters;
 
     size_t n = b->n_waiters;
     b->n_waiters = 0;
+    b->n_recs = 0;
+    b->n_user_items = 0;
+    b->ucarry.n = 0;
     counts_clear(&b->fresh);
     counts_clear(&b->carry);
-    for (size_t i = 0; i < n; i++)
-        b->waiters[i].fn(b->waiters[i].arg, fresh_ok ? COMMIT_OK : COMMIT_UNAVAILABLE);
+    for (size_t i = 0; i < n; i++) {
+        enum commit_result r = fresh_ok ? COMMIT_OK : COMMIT_UNAVAILABLE;
+        if (b->waiters[i].refused == REFUSED_DUPLICATE)
+            r = COMMIT_DUPLICATE;
+        else if (b->waiters[i].refused == REFUSED_UNAVAILABLE)
+            r = COMMIT_UNAVAILABLE;
+        if (r == COMMIT_OK)
+            c->st.acked++;
+        else if (r == COMMIT_DUPLICATE)
+            c->st.duplicates++;
+        else
+            c->st.failed++;
+        b->waiters[i].fn(b->waiters[i].arg, r);
+    }
 
     if (c->spare == NULL)
         c->spare = b;
@@ -373,7 +638,8 @@ struct committer *committer_create(struct event_base *base, struct worker *worke
 }
 
 enum commit_refusal committer_submit(struct committer *c, const uint32_t ids[KEYS_PER_ANSWER],
-                                     commit_done_fn done, void *arg)
+                                     const struct commit_user *user, commit_done_fn done,
+                                     void *arg)
 {
     if (c->draining)
         return COMMIT_DRAINING;
@@ -391,6 +657,29 @@ enum commit_refusal committer_submit(struct committer *c, const uint32_t ids[KEY
             return COMMIT_OVERLOADED;
         b->answer_ids = ai;
         b->cap_waiters = cap;
+    }
+    if (user != NULL) {
+        size_t ulen = strnlen(user->user, FANS_USER_MAX + 1);
+        if (ulen == 0 || ulen > FANS_USER_MAX)
+            return COMMIT_OVERLOADED; /* the parser never lets one through */
+        if (b->n_recs == b->cap_recs) {
+            size_t cap = b->cap_recs ? b->cap_recs * 2 : 64;
+            struct user_rec *r = realloc(b->recs, cap * sizeof(*r));
+            if (r == NULL)
+                return COMMIT_OVERLOADED;
+            b->recs = r;
+            b->cap_recs = cap;
+        }
+        struct user_rec *r = &b->recs[b->n_recs++];
+        memset(r, 0, sizeof(*r));
+        memcpy(r->user, user->user, ulen);
+        r->question = user->question;
+        r->waiter = (uint32_t)b->n_waiters;
+        r->right = user->right;
+        r->ms = user->ms;
+        r->item = NO_ITEM;
+        if (user->right)
+            b->n_user_items += 2;
     }
     for (int i = 0; i < KEYS_PER_ANSWER; i++) {
         counts_add(&b->fresh, ids[i], 1);
@@ -420,7 +709,8 @@ void committer_drain(struct committer *c, void (*drained)(void *arg), void *arg)
 
 bool committer_idle(const struct committer *c)
 {
-    return c->inflight == NULL && c->open->fresh.ntouched == 0 && c->carry.ntouched == 0;
+    return c->inflight == NULL && c->open->fresh.ntouched == 0 && c->carry.ntouched == 0 &&
+           c->ucarry.n == 0;
 }
 
 void committer_get_stats(const struct committer *c, struct commit_stats *out)
@@ -429,7 +719,8 @@ void committer_get_stats(const struct committer *c, struct commit_stats *out)
     out->waiting = c->waiting;
     /* The remainder is resent at once, so while a node stays down it sits
      * in the batch in flight: count it there too (the job only reads it). */
-    out->carry = c->carry.ntouched + (c->inflight ? c->inflight->carry.ntouched : 0);
+    out->carry = c->carry.ntouched + c->ucarry.n +
+                 (c->inflight ? c->inflight->carry.ntouched + c->inflight->ucarry.n : 0);
     out->open_answers = c->open ? c->open->n_waiters : 0;
 }
 
@@ -464,5 +755,6 @@ void committer_free(struct committer *c)
     batch_free(c->open);
     batch_free(c->spare);
     counts_free(&c->carry);
+    free(c->ucarry.v);
     free(c);
 }

@@ -16,6 +16,26 @@
  * until it lands, so no answer stays counted in part. An increment whose
  * reply was lost (STORE_ERROR: maybe applied) is never resent, since that
  * could count it twice; it is counted in the uncertain metric instead.
+ *
+ * One answer per user (keys.h). An answer that carries a user travels with
+ * its batch as a record; the batch's job first adds each record's marker
+ * {event}:u:{user}:q{Q} (add-if-absent, one store call each, retried like
+ * the increments while its node is down):
+ *   - added: the answer is counted, and a right one also increments the
+ *     user's :right and :ms counters, whose new values go to on_user_totals;
+ *   - already there: COMMIT_DUPLICATE, its counters are taken out of the
+ *     batch before anything is written;
+ *   - not added (store down past the deadline): COMMIT_UNAVAILABLE, nothing
+ *     of it is counted, so the client's retry is exact.
+ * Rollback: when the batch's increments then fail so that nothing of them
+ * can have landed (the batch is dropped, its waiters get 503), the markers
+ * it added are deleted again, so the clients' retries are not refused as
+ * duplicates. When part landed, the rest is carried and the answers will be
+ * complete, so the markers stay: a retry is then a duplicate. A delete that
+ * fails too (the marker's node is down as well) leaves the marker: that
+ * retry is refused and the answer lost (counted: rollback_failures). The
+ * marker and the increments are separate store calls, so a crash between
+ * them leaves a marker without counts, with the same effect.
  */
 #ifndef LT_COMMIT_H
 #define LT_COMMIT_H
@@ -35,7 +55,21 @@ struct store;
 enum commit_result {
     COMMIT_OK = 0,      /* every increment confirmed by the store */
     COMMIT_UNAVAILABLE, /* the store did not confirm before the deadline */
+    COMMIT_DUPLICATE,   /* the user had answered this question: nothing counted */
 };
+
+/* The user part of an answer. */
+struct commit_user {
+    const char *user;  /* (ref, copied by submit) 1..64 of [A-Za-z0-9_.:-] */
+    uint32_t question; /* question id */
+    bool right;
+    uint64_t ms;       /* answer time: receive time - the question's open time */
+};
+
+/* The user's totals after a right answer, as the store returned them (loop
+ * thread). Only answers whose two counters were confirmed in one batch. */
+typedef void (*commit_totals_fn)(void *arg, const char *user, uint64_t right,
+                                 uint64_t total_ms);
 
 /* Submission refused: nothing was counted. */
 enum commit_refusal {
@@ -55,7 +89,9 @@ struct commit_config {
     uint32_t deadline_ms;      /* retry a batch this long before answering 503 */
     size_t max_batch_answers;  /* answers per batch */
     size_t max_waiting;        /* answers waiting for a confirmation, all batches */
-    uint32_t ttl_s;            /* TTL of every counter */
+    uint32_t ttl_s;            /* TTL of every counter and marker */
+    commit_totals_fn on_user_totals; /* may be NULL */
+    void *totals_arg;
 };
 
 struct commit_stats {
@@ -68,6 +104,11 @@ struct commit_stats {
     uint64_t carried_keys;    /* counters carried to a later batch, ever */
     uint64_t uncertain;       /* increments whose reply was lost: maybe applied, never resent */
     uint64_t batch_answers;   /* answers in the batches written */
+    uint64_t duplicates;      /* answered COMMIT_DUPLICATE */
+    uint64_t markers_added;   /* per-user markers added */
+    uint64_t rolled_back;     /* markers deleted again: nothing of their batch landed */
+    uint64_t rollback_failures; /* markers that could not be deleted (their answers are lost) */
+    uint64_t user_carry_dropped; /* per-user increments dropped: the carry was full */
     struct metrics_hist flush_hist; /* batch write durations */
     uint64_t waiting;         /* gauge */
     uint64_t carry;           /* gauge: counters waiting to be retried */
@@ -83,11 +124,12 @@ struct committer *committer_create(struct event_base *base, struct worker *worke
                                    struct store *inline_store, const struct eventfile *ef,
                                    const struct commit_config *cfg);
 
-/* Queues an answer's counters (keys_counters_for_answer); done is called
- * exactly once, later, on the loop's thread (never from inside this call)
- * unless a refusal is returned. */
+/* Queues an answer's counters (keys_counters_for_answer), with its user part
+ * or NULL; done is called exactly once, later, on the loop's thread (never
+ * from inside this call) unless a refusal is returned. */
 enum commit_refusal committer_submit(struct committer *c, const uint32_t ids[KEYS_PER_ANSWER],
-                                     commit_done_fn done, void *arg);
+                                     const struct commit_user *user, commit_done_fn done,
+                                     void *arg);
 
 /* Stops taking answers, flushes everything, calls drained once nothing is
  * pending (open, in flight or carried). */

@@ -30,6 +30,14 @@ static inline void counts_add(struct counts *c, uint32_t id, uint64_t d)
     c->delta[id] += d;
 }
 
+/* Takes back d of id's delta (d <= delta[id]), as for an answer refused after
+ * it was added. An id whose delta reaches 0 stays listed in touched: whoever
+ * walks touched skips zero deltas. */
+static inline void counts_sub(struct counts *c, uint32_t id, uint64_t d)
+{
+    c->delta[id] -= d;
+}
+
 /* Adds every delta of src into dst. */
 void counts_merge(struct counts *dst, const struct counts *src);
 void counts_clear(struct counts *c);

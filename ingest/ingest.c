@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "answer.h"
+#include "fans.h"
 #include "http.h"
 #include "keys.h"
 #include "log.h"
@@ -24,6 +25,10 @@
 #define WORKER_MAX_JOBS 256
 #define ADMIN_PREFIX "/v1/admin/questions/"
 #define MAX_INSTANCES 256
+/* The fans list goes to the store this often when it changed, and at least
+ * every FANS_REFRESH_MS anyway (a store node restarted empty gets it back). */
+#define FANS_PUBLISH_MS 1000
+#define FANS_REFRESH_MS 30000
 
 /* Status codes the ingest answers with, for requests_total{code=...}. */
 static const int status_codes[] = {202, 204, 400, 401, 404, 405, 409, 413, 415, 503};
@@ -37,6 +42,8 @@ struct ingest_figures {
     struct metrics_hist latency;
     struct commit_stats cs;
     struct httpd_stats hs;
+    uint64_t fans_publishes;
+    uint64_t fans_failures;
 };
 
 struct ingest_shared {
@@ -66,6 +73,22 @@ struct ingest {
     enum store_status refresh_status;
     bool states_initialised;         /* "open": true questions added to the store */
     struct event *refresh_timer;
+    /* the ultimate fans: this instance's top list (fans.h), loop thread */
+    struct fans_topk fans;
+    struct event *fans_timer;
+    bool fans_running;         /* a publish job is out */
+    uint64_t fans_slot;        /* {event}:fans:{slot}; 0 until the store gave one */
+    uint64_t fans_owner;       /* random: marks the lists this instance writes */
+    uint64_t fans_published_ms; /* monotonic, last successful publish */
+    char fans_json[FANS_JSON_MAX]; /* the publish job's text; written on the loop */
+    size_t fans_len;
+    enum store_status fans_status;
+    uint64_t fans_publishes;   /* successful */
+    uint64_t fans_failures;
+    void (*drained)(void *arg);
+    void *drained_arg;
+    bool drain_fans;           /* the drain waits for the last fans publish */
+    bool drain_final_sent;
     struct util_rng rng;
     uint64_t requests[N_STATUS];
     uint64_t answers_received;
@@ -182,6 +205,8 @@ static void on_committed(void *arg, enum commit_result r)
         static const char accepted[] = "{\"status\":\"accepted\"}";
         count_status(p->ig, 202);
         p->reply(p->ctx, 202, accepted, sizeof(accepted) - 1, NULL);
+    } else if (r == COMMIT_DUPLICATE) {
+        reply_error(p->ig, p->reply, p->ctx, 409, "duplicate_answer", NULL);
     } else {
         reply_error(p->ig, p->reply, p->ctx, 503, "backend_unavailable", NULL);
     }
@@ -241,7 +266,18 @@ static void serve_answer(struct ingest *ig, const struct ingest_request *r, inge
         return;
     }
     *p = (struct pending_answer){.ig = ig, .reply = reply, .ctx = ctx, .start_us = util_mono_us()};
-    enum commit_refusal refusal = committer_submit(ig->committer, ids, on_committed, p);
+    /* The answer time by the servers' clocks only: this receive time minus
+     * the open time that the node opening the question wrote. */
+    struct commit_user cu;
+    if (a.has_user) {
+        uint64_t now_ms = util_wall_ms();
+        cu = (struct commit_user){.user = a.user,
+                                  .question = a.question,
+                                  .right = ac.outcome == KEY_RIGHT,
+                                  .ms = now_ms > st->open_ms ? now_ms - st->open_ms : 0};
+    }
+    enum commit_refusal refusal =
+        committer_submit(ig->committer, ids, a.has_user ? &cu : NULL, on_committed, p);
     if (refusal != COMMIT_ACCEPTED) {
         free(p);
         reply_error(ig, reply, ctx, 503, refusal == COMMIT_DRAINING ? "draining" : "overloaded",
@@ -436,6 +472,122 @@ static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
         ig->refresh_running = true;
 }
 
+/* ---- the ultimate fans' list ------------------------------------------ */
+
+static void on_user_totals(void *arg, const char *user, uint64_t right, uint64_t total_ms)
+{
+    struct ingest *ig = arg;
+    fans_topk_update(&ig->fans, user, right, total_ms);
+}
+
+/* Worker thread: take a slot once (a counter every instance increments:
+ * unique without any registry), then write the list under it. */
+static void fans_publish_run(struct store *s, void *arg)
+{
+    struct ingest *ig = arg;
+    const struct eventfile *ef = ig->ef;
+    char key[KEY_USER_MAX];
+    if (ig->fans_slot != 0) {
+        /* A sequence below our slot: the store lost it (a node restarted
+         * empty), and it will hand our number out again. Take a new one, so
+         * no two instances ever write the same list. */
+        size_t klen = key_fans_seq(key, ef->name);
+        const char *keys[] = {key};
+        uint64_t seq = 0;
+        ig->fans_status = store_mget_u64(s, keys, &klen, 1, &seq, NULL);
+        if (ig->fans_status != STORE_OK)
+            return;
+        if (seq < ig->fans_slot)
+            ig->fans_slot = 0;
+    }
+    if (ig->fans_slot != 0) {
+        /* Another instance writes under our number (it was handed out again
+         * before we saw the sequence reset): we move. */
+        size_t klen = key_fans_list(key, ef->name, ig->fans_slot);
+        char *val = NULL;
+        size_t vlen = 0;
+        ig->fans_status = store_get(s, key, klen, &val, &vlen);
+        bool theirs = ig->fans_status == STORE_OK && !fans_owned_by(val, vlen, ig->fans_owner);
+        free(val);
+        if (ig->fans_status != STORE_OK && ig->fans_status != STORE_NOTFOUND)
+            return;
+        if (theirs)
+            ig->fans_slot = 0;
+    }
+    if (ig->fans_slot == 0) {
+        struct store_incr it = {.delta = 1, .want_value = true};
+        it.keylen = key_fans_seq(key, ef->name);
+        it.key = key;
+        ig->fans_status = store_incr_batch(s, &it, 1, ef->ttl_s);
+        if (ig->fans_status != STORE_OK)
+            return;
+        ig->fans_slot = it.value;
+    }
+    size_t klen = key_fans_list(key, ef->name, ig->fans_slot);
+    ig->fans_status = store_set(s, key, klen, ig->fans_json, ig->fans_len, ef->ttl_s);
+}
+
+static bool fans_publish(struct ingest *ig, bool force);
+
+static void finish_drain(struct ingest *ig)
+{
+    void (*fn)(void *) = ig->drained;
+    ig->drained = NULL;
+    ig->drain_fans = false;
+    if (fn != NULL)
+        fn(ig->drained_arg);
+}
+
+static void fans_publish_done(void *arg)
+{
+    struct ingest *ig = arg;
+    ig->fans_running = false;
+    if (ig->fans_status == STORE_OK) {
+        ig->fans_publishes++;
+        ig->fans_published_ms = util_mono_ms();
+        if (ig->fans_publishes == 1)
+            log_info("fans list published slot=%llu", (unsigned long long)ig->fans_slot);
+    } else {
+        ig->fans_failures++;
+        ig->fans.dirty = true; /* try again at the next tick */
+        log_warn("fans list not published slot=%llu status=%s",
+                 (unsigned long long)ig->fans_slot, store_status_str(ig->fans_status));
+    }
+    if (ig->drain_fans) {
+        /* The list this job wrote may predate the last totals. */
+        if (!ig->drain_final_sent && fans_publish(ig, true)) {
+            ig->drain_final_sent = true;
+            return;
+        }
+        finish_drain(ig);
+    }
+}
+
+/* Hands the list to the worker when it changed (or is due a refresh);
+ * false when nothing was submitted. */
+static bool fans_publish(struct ingest *ig, bool force)
+{
+    if (ig->fans_running || ig->fans.n == 0)
+        return false;
+    bool due = util_mono_ms() - ig->fans_published_ms >= FANS_REFRESH_MS;
+    if (!ig->fans.dirty && !due && !force)
+        return false;
+    ig->fans_len = fans_encode(ig->fans_owner, ig->fans.e, ig->fans.n, ig->fans_json,
+                               sizeof(ig->fans_json));
+    if (ig->fans_len == 0 || !worker_submit(ig->worker, fans_publish_run, fans_publish_done, ig))
+        return false;
+    ig->fans.dirty = false;
+    ig->fans_running = true;
+    return true;
+}
+
+static void on_fans_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fans_publish(arg, false);
+}
+
 /* ---- lifecycle -------------------------------------------------------- */
 
 struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef,
@@ -501,7 +653,11 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
         snprintf(err, errlen, "cannot start the store thread");
         goto err;
     }
-    ig->committer = committer_create(base, ig->worker, ig->inline_store, ef, &cfg->commit);
+    struct commit_config cc = cfg->commit;
+    cc.on_user_totals = on_user_totals;
+    cc.totals_arg = ig;
+    fans_topk_init(&ig->fans);
+    ig->committer = committer_create(base, ig->worker, ig->inline_store, ef, &cc);
     if (ig->committer == NULL) {
         snprintf(err, errlen, "out of memory");
         goto err;
@@ -510,6 +666,15 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
     if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
         seed = util_mono_us() ^ (uint64_t)(uintptr_t)ig;
     util_rng_seed(&ig->rng, seed);
+    ig->fans_owner = util_rng_next(&ig->rng);
+
+    ig->fans_timer = event_new(base, -1, EV_PERSIST, on_fans_timer, ig);
+    struct timeval ftv = {.tv_sec = FANS_PUBLISH_MS / 1000,
+                          .tv_usec = (suseconds_t)(FANS_PUBLISH_MS % 1000) * 1000};
+    if (ig->fans_timer == NULL || event_add(ig->fans_timer, &ftv) != 0) {
+        snprintf(err, errlen, "cannot start the fans timer");
+        goto err;
+    }
 
     if (refresher) {
         ig->refresh_timer = event_new(base, -1, EV_PERSIST, on_refresh_timer, ig);
@@ -527,10 +692,28 @@ err:
     return NULL;
 }
 
+/* Every pending increment is written: the fans list then gets its last
+ * totals out before the process goes (a list a second old would miss the
+ * last answers for good). */
+static void on_committer_drained(void *arg)
+{
+    struct ingest *ig = arg;
+    ig->drain_fans = true;
+    if (ig->fans_running)
+        return; /* fans_publish_done publishes once more, then calls drained */
+    if (fans_publish(ig, true)) {
+        ig->drain_final_sent = true;
+        return;
+    }
+    finish_drain(ig);
+}
+
 void ingest_drain(struct ingest *ig, void (*drained)(void *arg), void *arg)
 {
     ingest_shared_set_draining(ig->sh);
-    committer_drain(ig->committer, drained, arg);
+    ig->drained = drained;
+    ig->drained_arg = arg;
+    committer_drain(ig->committer, on_committer_drained, ig);
 }
 
 void ingest_free(struct ingest *ig)
@@ -539,6 +722,8 @@ void ingest_free(struct ingest *ig)
         return;
     if (ig->refresh_timer)
         event_free(ig->refresh_timer);
+    if (ig->fans_timer)
+        event_free(ig->fans_timer);
     /* Stopping the worker runs the queued jobs and their callbacks, which
      * answer every request still waiting. */
     worker_stop(ig->worker);
@@ -570,6 +755,20 @@ void ingest_free(struct ingest *ig)
       "Answers confirmed by the store (202)")                                                      \
     X(IM_UNCONFIRMED, "livetally_ingest_answers_unconfirmed_total", COUNTER,                       \
       "Answers answered 503 backend_unavailable after the store deadline")                         \
+    X(IM_DUPLICATES, "livetally_ingest_answers_duplicate_total", COUNTER,                          \
+      "Answers refused 409 duplicate_answer: the user had answered the question")                  \
+    X(IM_MARKERS, "livetally_ingest_user_markers_total", COUNTER,                                  \
+      "Per-user answer markers added (one store add each)")                                        \
+    X(IM_ROLLED_BACK, "livetally_ingest_markers_rolled_back_total", COUNTER,                       \
+      "Markers deleted again because nothing of their batch reached the store")                    \
+    X(IM_ROLLBACK_FAILED, "livetally_ingest_marker_rollback_failures_total", COUNTER,              \
+      "Markers that could not be deleted: a retry of their answer is refused")                     \
+    X(IM_USER_DROPPED, "livetally_ingest_user_increments_dropped_total", COUNTER,                  \
+      "Per-user increments dropped because the carry was full (a user total falls short)")         \
+    X(IM_FANS_PUBLISHED, "livetally_ingest_fans_publishes_total", COUNTER,                         \
+      "Top lists of users written to the store")                                                   \
+    X(IM_FANS_FAILED, "livetally_ingest_fans_publish_failures_total", COUNTER,                     \
+      "Top lists the store did not take (retried a second later)")                                 \
     X(IM_LATENCY, "livetally_ingest_answer_latency_seconds", HISTOGRAM,                            \
       "From a valid answer's arrival to its reply (202 or 503): the group commit's wait")          \
     X(IM_BATCHES, "livetally_ingest_batches_total", COUNTER, "Batches written to the store")      \
@@ -617,6 +816,8 @@ void ingest_publish_stats(struct ingest *ig, const struct httpd_stats *hs)
     f.answers_received = ig->answers_received;
     f.latency = ig->latency;
     committer_get_stats(ig->committer, &f.cs);
+    f.fans_publishes = ig->fans_publishes;
+    f.fans_failures = ig->fans_failures;
     if (hs)
         f.hs = *hs;
     pthread_mutex_lock(&ig->sh->lock);
@@ -631,6 +832,13 @@ static uint64_t figure_value(const struct ingest_figures *f, enum ingest_metric 
     case IM_RECEIVED: return f->answers_received;
     case IM_ACKED: return f->cs.acked;
     case IM_UNCONFIRMED: return f->cs.failed;
+    case IM_DUPLICATES: return f->cs.duplicates;
+    case IM_MARKERS: return f->cs.markers_added;
+    case IM_ROLLED_BACK: return f->cs.rolled_back;
+    case IM_ROLLBACK_FAILED: return f->cs.rollback_failures;
+    case IM_USER_DROPPED: return f->cs.user_carry_dropped;
+    case IM_FANS_PUBLISHED: return f->fans_publishes;
+    case IM_FANS_FAILED: return f->fans_failures;
     case IM_BATCHES: return f->cs.batches;
     case IM_BATCH_ANSWERS: return f->cs.batch_answers;
     case IM_BATCH_KEYS: return f->cs.batch_keys;

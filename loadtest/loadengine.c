@@ -36,6 +36,9 @@ struct inflight {
     uint64_t intended_us; /* latency is measured from here */
     uint64_t sent_us;     /* the time-out is measured from here */
     struct loadtally_key key;
+    bool has_user;        /* synthetic answers of the user population */
+    uint32_t slot;
+    uint64_t user;
 };
 
 struct worker;
@@ -375,6 +378,8 @@ static void on_reply(struct worker *w, struct conn *c, const struct loadhttp_res
     if (r->status == 202) {
         w->acked++;
         loadtally_add(&w->tally, &f->key);
+        if (f->has_user && f->key.right && w->e->cfg.fans != NULL)
+            loadtally_fans_mark(w->e->cfg.fans, f->user, f->slot);
         return;
     }
     char code[LOADHTTP_ERROR_MAX];
@@ -503,13 +508,15 @@ static void send_request(struct worker *w, struct conn *c, uint64_t now)
     const char *body;
     size_t blen;
     struct loadtally_key key;
+    bool has_user = false;
+    uint32_t slot = 0;
+    uint64_t user = 0;
     if (cfg->replay != NULL) {
         const struct loadreplay_entry *e = &cfg->replay->e[w->m];
         body = cfg->replay->text + e->off;
         blen = e->len;
         key = e->key;
     } else {
-        uint32_t slot;
         uint64_t k;
         uint32_t n_slots = cfg->synth->n_slots;
         if (cfg->closed_loop || cfg->profile->p.kind == LOADPROFILE_STEADY) {
@@ -521,6 +528,7 @@ static void send_request(struct worker *w, struct conn *c, uint64_t now)
         }
         blen = loadsynth_body(cfg->synth, slot, k, util_rng_next(&w->rng), w->scratch,
                               w->scratch_cap, &key);
+        has_user = loadsynth_user(cfg->synth, slot, k, &user);
         body = w->scratch;
     }
 
@@ -557,6 +565,9 @@ static void send_request(struct worker *w, struct conn *c, uint64_t now)
     f->intended_us = intended;
     f->sent_us = now;
     f->key = key;
+    f->has_user = has_user;
+    f->slot = slot;
+    f->user = user;
     c->fl_n++;
     w->inflight++;
     if (w->recording)

@@ -52,6 +52,7 @@ struct loadengine_config {
     bool gate;                         /* burst b waits for loadengine_allow(> b) */
     const char *record_path;           /* NULL: no recording */
     uint32_t n_questions;              /* the event's, for the tally (0 without event) */
+    struct loadtally_fans *fans;       /* ref, may be NULL: users' acknowledged right answers */
     uint64_t seed;
 };
 

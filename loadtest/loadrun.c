@@ -32,6 +32,10 @@
  * so the one after it is the first that certainly saw them. */
 #define FRESH_GENERATIONS 2
 #define CLOSE_GRACE_MAX_US 1e6
+/* Each ingest instance writes its top list of users a second after it
+ * changes (FANS_PUBLISH_MS): a snapshot must start after that to show the
+ * last answers' fans. */
+#define FANS_SETTLE_US 1500000ull
 
 /* The one writable global, as the style allows: set by the handler. */
 static volatile sig_atomic_t stop_signal;
@@ -85,6 +89,8 @@ struct run {
 
     struct loadverify_stats baseline;
     bool have_baseline;
+    struct loadtally_fans fans; /* the users' acknowledged right answers */
+    bool have_fans;
 };
 
 static int usage_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -260,6 +266,17 @@ static int setup(struct run *run)
                             o->user_prefix, run->seed, err, sizeof(err)))
             return usage_fail("%s", err);
         run->have_synth = true;
+        /* The ultimate fans are checked on a fresh event only: answers from
+         * before the run (--verify-delta) are not in this run's record. */
+        if (o->verify_url != NULL && !o->verify_delta) {
+            if (loadtally_fans_init(&run->fans, o->users, run->n_slots))
+                run->have_fans = true;
+            else
+                fprintf(stderr,
+                        "%s: warning: --users %llu x %u questions is too many to record: the "
+                        "ultimate fans will not be verified\n",
+                        PROG, (unsigned long long)o->users, run->n_slots);
+        }
         if (o->closed_loop) {
             run->mode = "max";
         } else {
@@ -329,6 +346,8 @@ static void teardown(struct run *run)
         eventfile_free(&run->ef);
     if (run->have_baseline)
         loadverify_stats_free(&run->baseline);
+    if (run->have_fans)
+        loadtally_fans_free(&run->fans);
     loadhist_free(&run->interval);
     loadhist_free(&run->so_far);
     free(run->token);
@@ -573,6 +592,15 @@ static void control_loop(struct run *run, struct loadengine *e)
 
 /* ---- the run ------------------------------------------------------------ */
 
+/* Waits until the ingest has written its last top lists; false on a signal. */
+static bool settle_fans(char *note, size_t len)
+{
+    sleep_until_us(util_mono_us() + FANS_SETTLE_US);
+    if (stop_signal != 0)
+        snprintf(note, len, "interrupted while waiting for the last fans lists");
+    return stop_signal == 0;
+}
+
 static void install_signals(void)
 {
     struct sigaction sa;
@@ -643,6 +671,7 @@ int loadrun(const struct loadopts *o)
         .record_path = o->record_path,
         .n_questions = run->have_ef ? run->ef.n_questions : 0,
         .seed = run->seed,
+        .fans = run->have_fans ? &run->fans : NULL,
     };
     uint64_t started_wall = util_wall_ms();
     e = loadengine_start(&cfg, err, sizeof(err));
@@ -693,13 +722,23 @@ int loadrun(const struct loadopts *o)
         if (run->interrupted) {
             rep.verify = LOADREPORT_VERIFY_SKIPPED;
             rep.verify_note = "the run was interrupted";
-        } else if (!wait_fresh(run, FRESH_GENERATIONS, &actual, &diffs, note, sizeof(note))) {
+        } else if ((run->have_fans && !settle_fans(note, sizeof(note))) ||
+                   !wait_fresh(run, FRESH_GENERATIONS, &actual, &diffs, note, sizeof(note))) {
             rep.verify = stop_signal ? LOADREPORT_VERIFY_SKIPPED : LOADREPORT_VERIFY_FAILED;
             rep.verify_note = note;
         } else {
             have_actual = true;
             rep.compared = loadverify_compare(
                 &run->ef, o->verify_delta ? &run->baseline.tally : NULL, &res.tally, &actual, &diffs);
+            if (run->have_fans) {
+                struct loadverify_population pop = {
+                    .prefix = run->synth.prefix,
+                    .qidx = run->qidx,
+                    .n_slots = run->n_slots,
+                    .acked = &run->fans,
+                };
+                rep.compared += loadverify_fans(&run->ef, &pop, &actual, &diffs);
+            }
             rep.generation = actual.generation;
             rep.verify = diffs.total == 0 ? LOADREPORT_VERIFY_PASSED : LOADREPORT_VERIFY_FAILED;
             rep.diffs = &diffs;

@@ -1,5 +1,6 @@
 #include "loadtally.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,4 +98,43 @@ bool loadtally_key_for(const struct eventfile *ef, int64_t question, int64_t ans
     key->right = (uint32_t)answer == q->correct;
     key->valid = true;
     return true;
+}
+
+bool loadtally_fans_init(struct loadtally_fans *f, uint64_t users, uint32_t n_slots)
+{
+    memset(f, 0, sizeof(*f));
+    if (n_slots == 0 || users > LOADTALLY_FANS_MAX_BITS / n_slots)
+        return false;
+    uint64_t bits = users * n_slots;
+    if (bits > 0) {
+        f->bits = calloc((size_t)((bits + 63) / 64), sizeof(*f->bits));
+        if (f->bits == NULL)
+            return false;
+    }
+    f->users = users;
+    f->n_slots = n_slots;
+    return true;
+}
+
+void loadtally_fans_free(struct loadtally_fans *f)
+{
+    free((void *)f->bits);
+    memset(f, 0, sizeof(*f));
+}
+
+void loadtally_fans_mark(struct loadtally_fans *f, uint64_t user, uint32_t slot)
+{
+    if (user >= f->users || slot >= f->n_slots)
+        return;
+    uint64_t bit = user * f->n_slots + slot;
+    atomic_fetch_or_explicit(&f->bits[bit / 64], 1ull << (bit % 64), memory_order_relaxed);
+}
+
+bool loadtally_fans_right(const struct loadtally_fans *f, uint64_t user, uint32_t slot)
+{
+    if (user >= f->users || slot >= f->n_slots)
+        return false;
+    uint64_t bit = user * f->n_slots + slot;
+    uint64_t w = atomic_load_explicit(&f->bits[bit / 64], memory_order_relaxed);
+    return (w >> (bit % 64)) & 1u;
 }

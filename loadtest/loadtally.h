@@ -62,4 +62,26 @@ bool loadtally_merge(struct loadtally *dst, const struct loadtally *src);
 bool loadtally_key_for(const struct eventfile *ef, int64_t question, int64_t answer, int64_t age,
                        const char *country, size_t country_len, struct loadtally_key *key);
 
+/*
+ * The user population's right answers that got a 202, for checking the
+ * ultimate fans: one bit per (user, question slot), shared by the sending
+ * threads (an atomic OR per acknowledged right answer, no lock). At most
+ * LOADTALLY_FANS_MAX_BITS bits (32 MiB): a larger population x questions
+ * is not checked.
+ */
+#define LOADTALLY_FANS_MAX_BITS (1ull << 28)
+
+struct loadtally_fans {
+    _Atomic uint64_t *bits; /* owned, users * n_slots bits; NULL when users is 0 */
+    uint64_t users;
+    uint32_t n_slots;
+};
+
+/* false when users * n_slots is past the bound or memory runs out. */
+bool loadtally_fans_init(struct loadtally_fans *f, uint64_t users, uint32_t n_slots);
+void loadtally_fans_free(struct loadtally_fans *f);
+/* User index (0-based) answered slot right and got a 202. Any thread. */
+void loadtally_fans_mark(struct loadtally_fans *f, uint64_t user, uint32_t slot);
+bool loadtally_fans_right(const struct loadtally_fans *f, uint64_t user, uint32_t slot);
+
 #endif

@@ -41,6 +41,7 @@ void loadverify_stats_free(struct loadverify_stats *st)
 {
     loadtally_free(&st->tally);
     free(st->present);
+    free(st->closed);
     memset(st, 0, sizeof(*st));
 }
 
@@ -91,6 +92,8 @@ static void parse_question(const json_t *jq, size_t i, const struct eventfile *e
         return;
     }
     st->present[qi] = true;
+    const json_t *state = json_object_get(jq, "state");
+    st->closed[qi] = json_is_string(state) && strcmp(json_string_value(state), "closed") == 0;
     const struct event_question *eq = &ef->questions[qi];
     struct loadtally_question *q = &st->tally.q[qi];
 
@@ -172,6 +175,35 @@ static void parse_question(const json_t *jq, size_t i, const struct eventfile *e
     free(seen);
 }
 
+/* ultimate_fans: [{rank, user, right, total_ms}]; a malformed entry is a
+ * difference and is not kept. */
+static void parse_fans(const json_t *arr, struct loadverify_stats *st, struct loadverify_diffs *d)
+{
+    if (!json_is_array(arr))
+        return; /* a difference only where the fans are checked */
+    st->has_fans = true;
+    st->fans_listed = json_array_size(arr);
+    for (size_t i = 0; i < json_array_size(arr) && st->n_fans < LOADVERIFY_FANS_MAX; i++) {
+        const json_t *e = json_array_get(arr, i);
+        const json_t *u = json_object_get(e, "user");
+        char where[48];
+        snprintf(where, sizeof(where), "ultimate_fans[%zu]", i);
+        struct loadverify_fan f;
+        memset(&f, 0, sizeof(f));
+        if (!json_is_object(e) || !json_is_string(u) || json_string_length(u) == 0 ||
+            json_string_length(u) > LOADVERIFY_USER_MAX) {
+            loadverify_diff_add(d, "%s: not an object with a user id of 1..%d characters", where,
+                                LOADVERIFY_USER_MAX);
+            continue;
+        }
+        if (!get_count(e, "rank", &f.rank, where, d) || !get_count(e, "right", &f.right, where, d) ||
+            !get_count(e, "total_ms", &f.total_ms, where, d))
+            continue;
+        memcpy(f.user, json_string_value(u), json_string_length(u) + 1);
+        st->fans[st->n_fans++] = f;
+    }
+}
+
 bool loadverify_stats_parse(const char *json, size_t len, const struct eventfile *ef,
                             struct loadverify_stats *st, struct loadverify_diffs *d, char *err,
                             size_t errlen)
@@ -186,7 +218,8 @@ bool loadverify_stats_parse(const char *json, size_t len, const struct eventfile
         return false;
     }
     if (!loadtally_init(&st->tally, ef->n_questions) ||
-        (st->present = calloc(ef->n_questions ? ef->n_questions : 1, sizeof(bool))) == NULL) {
+        (st->present = calloc(ef->n_questions ? ef->n_questions : 1, sizeof(bool))) == NULL ||
+        (st->closed = calloc(ef->n_questions ? ef->n_questions : 1, sizeof(bool))) == NULL) {
         snprintf(err, errlen, "out of memory");
         loadverify_stats_free(st);
         json_decref(root);
@@ -216,6 +249,7 @@ bool loadverify_stats_parse(const char *json, size_t len, const struct eventfile
         for (size_t i = 0; i < json_array_size(qs); i++)
             parse_question(json_array_get(qs, i), i, ef, st, d);
     }
+    parse_fans(json_object_get(root, "ultimate_fans"), st, d);
     json_decref(root);
     return true;
 }
@@ -316,4 +350,120 @@ uint64_t loadverify_compare(const struct eventfile *ef, const struct loadtally *
         cmp_count(&c, &n, base ? &base->totals : NULL, &sent->totals, &actual->tally.totals);
     }
     return c.compared;
+}
+
+/* The population index of a user id "<prefix><n>", n = 1..users; false
+ * for an id this run never sent. */
+static bool population_index(const struct loadverify_population *pop, const char *user,
+                             uint64_t *idx)
+{
+    size_t pl = strlen(pop->prefix);
+    if (strncmp(user, pop->prefix, pl) != 0 || user[pl] < '1' || user[pl] > '9')
+        return false;
+    uint64_t n = 0;
+    for (const char *p = user + pl; *p; p++) {
+        if (*p < '0' || *p > '9' || n > (UINT64_MAX - 9) / 10)
+            return false;
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    if (n > pop->acked->users)
+        return false;
+    *idx = n - 1;
+    return true;
+}
+
+/* The slot of question index qi, or -1 when the run did not answer it. */
+static int slot_of(const struct loadverify_population *pop, uint32_t qi)
+{
+    for (uint32_t s = 0; s < pop->n_slots; s++)
+        if (pop->qidx[s] == qi)
+            return (int)s;
+    return -1;
+}
+
+/* The user was acknowledged right on every closed question. */
+static bool qualifies(const struct eventfile *ef, const struct loadverify_population *pop,
+                      const struct loadverify_stats *actual, uint64_t user, uint32_t *first_miss)
+{
+    for (uint32_t qi = 0; qi < ef->n_questions; qi++) {
+        if (!actual->closed[qi])
+            continue;
+        int s = slot_of(pop, qi);
+        if (s < 0 || !loadtally_fans_right(pop->acked, user, (uint32_t)s)) {
+            if (first_miss != NULL)
+                *first_miss = ef->questions[qi].id;
+            return false;
+        }
+    }
+    return true;
+}
+
+uint64_t loadverify_fans(const struct eventfile *ef, const struct loadverify_population *pop,
+                         const struct loadverify_stats *actual, struct loadverify_diffs *d)
+{
+    uint64_t checks = 1;
+    if (!actual->has_fans) {
+        loadverify_diff_add(d, "ultimate_fans: missing or not an array");
+        return checks;
+    }
+    uint32_t closed = 0;
+    for (uint32_t qi = 0; qi < ef->n_questions; qi++)
+        closed += actual->closed[qi];
+
+    /* How many qualify, counted until the list would be full. */
+    uint64_t qualified = 0;
+    for (uint64_t u = 0; closed > 0 && u < pop->acked->users && qualified < 10; u++)
+        qualified += qualifies(ef, pop, actual, u, NULL);
+    if (actual->fans_listed != qualified)
+        loadverify_diff_add(d,
+                            "ultimate_fans: %zu listed, expected %" PRIu64
+                            " (users acknowledged right on all %u closed questions, at most 10)",
+                            actual->fans_listed, qualified, closed);
+
+    for (size_t i = 0; i < actual->n_fans; i++) {
+        const struct loadverify_fan *f = &actual->fans[i];
+        checks++;
+        if (f->rank != i + 1)
+            loadverify_diff_add(d, "ultimate_fans[%zu] %s: rank %" PRIu64 ", expected %zu", i,
+                                f->user, f->rank, i + 1);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(actual->fans[j].user, f->user) == 0)
+                loadverify_diff_add(d, "ultimate_fans: %s listed twice", f->user);
+        if (i > 0) {
+            const struct loadverify_fan *p = &actual->fans[i - 1];
+            bool ordered = p->right > f->right ||
+                           (p->right == f->right &&
+                            (p->total_ms < f->total_ms ||
+                             (p->total_ms == f->total_ms && strcmp(p->user, f->user) < 0)));
+            if (!ordered)
+                loadverify_diff_add(d,
+                                    "ultimate_fans: %s (%" PRIu64 " right, %" PRIu64
+                                    " ms) ranked after %s (%" PRIu64 " right, %" PRIu64
+                                    " ms): not by right desc, total_ms asc, user",
+                                    f->user, f->right, f->total_ms, p->user, p->right,
+                                    p->total_ms);
+        }
+        uint64_t u;
+        if (!population_index(pop, f->user, &u)) {
+            loadverify_diff_add(d, "ultimate_fans: %s is not a user this run sent", f->user);
+            continue;
+        }
+        uint32_t miss = 0;
+        if (!qualifies(ef, pop, actual, u, &miss)) {
+            loadverify_diff_add(d,
+                                "ultimate_fans: %s listed, but no right answer of it to closed "
+                                "question %u was acknowledged",
+                                f->user, miss);
+            continue;
+        }
+        uint64_t acked = 0;
+        for (uint32_t s = 0; s < pop->n_slots; s++)
+            acked += loadtally_fans_right(pop->acked, u, s);
+        if (f->right != acked)
+            loadverify_diff_add(d,
+                                "ultimate_fans: %s has %" PRIu64 " right, %" PRIu64
+                                " of its right answers were acknowledged",
+                                f->user, f->right, acked);
+    }
+    return checks;
 }

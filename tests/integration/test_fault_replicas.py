@@ -25,10 +25,14 @@ def stream(port, seed, tally, statuses, lock, stop):
     """Sends answers to question 1 until stop is set; tallies the 202s."""
     rng = random.Random(seed)
     c = ltutil.Client(port)
+    n = 0
     while not stop.is_set():
         for a in test_pipeline.make_answers(rng, 1, 50):
             if stop.is_set():
                 break
+            if "user" in a:  # one answer per user and question: a new user each time
+                n += 1
+                a["user"] = "fan-%d-%d" % (seed, n)
             status, _, _ = c.json("POST", "/v1/answers", a)
             with lock:
                 statuses[status] += 1

@@ -18,6 +18,7 @@
 #include "aggregate.h"
 #include "country.h"
 #include "eventfile.h"
+#include "fans.h"
 #include "keys.h"
 #include "log.h"
 #include "qstate.h"
@@ -1169,6 +1170,7 @@ struct flaky {
     int mget_ok;    /* multi-gets that succeed before they fail; <0: never fail */
     bool fail_get;  /* blob reads (question state, snapshot head) */
     bool fail_set;  /* blob writes (snapshot) */
+    const char *fail_get_match; /* blob reads of keys holding this fail */
     int mget_calls;
 };
 
@@ -1205,7 +1207,8 @@ static enum store_status flaky_get(struct store *s, const char *key, size_t keyl
                                    size_t *vallen)
 {
     struct flaky *fl = (struct flaky *)s;
-    if (fl->fail_get)
+    if (fl->fail_get ||
+        (fl->fail_get_match && memmem(key, keylen, fl->fail_get_match, strlen(fl->fail_get_match))))
         return STORE_UNAVAILABLE;
     return store_get(fl->inner, key, keylen, val, vallen);
 }
@@ -1292,6 +1295,200 @@ static void test_failed_pass_publishes_nothing(void **state)
     store_close(s);
 }
 
+
+/* ---- the ultimate fans ---------------------------------------------------- */
+
+/* One ingest instance's list, published under the next slot, as ingest does. */
+static void publish_list(struct fixture *f, const struct fans_entry *e, size_t n)
+{
+    char key[KEY_USER_MAX];
+    struct store_incr it = {.delta = 1, .want_value = true};
+    it.keylen = key_fans_seq(key, "t");
+    it.key = key;
+    assert_int_equal(store_incr_batch(f->s, &it, 1, 3600), STORE_OK);
+    char buf[FANS_JSON_MAX];
+    size_t len = fans_encode(it.value, e, n, buf, sizeof(buf));
+    assert_true(len > 0);
+    size_t klen = key_fans_list(key, "t", it.value);
+    assert_int_equal(store_set(f->s, key, klen, buf, len, 3600), STORE_OK);
+}
+
+static void put_marker(struct fixture *f, const char *user, uint32_t qid, bool right)
+{
+    char key[KEY_USER_MAX], val[24];
+    size_t klen = key_user_marker(key, "t", user, qid);
+    size_t vlen = fans_marker_format(val, sizeof(val), right, 100);
+    assert_int_equal(store_add(f->s, key, klen, val, vlen, 3600), STORE_OK);
+}
+
+static struct fans_entry fan(const char *user, uint64_t right, uint64_t ms)
+{
+    struct fans_entry e = {.right = right, .total_ms = ms};
+    snprintf(e.user, sizeof(e.user), "%s", user);
+    return e;
+}
+
+/* The snapshot's ultimate_fans as "user:right:ms,..." */
+static void fans_text(json_t *root, char *out, size_t cap)
+{
+    json_t *arr = json_object_get(root, "ultimate_fans");
+    assert_true(json_is_array(arr));
+    size_t i, off = 0;
+    json_t *e;
+    out[0] = '\0';
+    json_array_foreach(arr, i, e)
+    {
+        assert_int_equal(jint(e, "rank"), (long long)i + 1);
+        int n = snprintf(out + off, cap - off, "%s%s:%lld:%lld", i ? "," : "", jstr(e, "user"),
+                         jint(e, "right"), jint(e, "total_ms"));
+        assert_true(n > 0 && (size_t)n < cap - off);
+        off += (size_t)n;
+    }
+}
+
+/*
+ * Three ingest lists with stale entries; questions 1 and 7 closed, 2 open.
+ * Each user keeps its newest entry (largest right), the ranking is right
+ * desc, total_ms asc, user asc, and a candidate whose marker of a closed
+ * question is wrong or missing is skipped.
+ */
+static void test_pass_ultimate_fans(void **state)
+{
+    struct fixture *f = *state;
+    set_state(f, 1, QSTATE_CLOSED, T0 - 90000, T0 - 60000);
+    set_state(f, 7, QSTATE_CLOSED, T0 - 50000, T0 - 40000);
+    set_state(f, 2, QSTATE_OPEN, T0 - 20000, 0);
+
+    /* No list yet: an empty ranking. */
+    assert_int_equal(aggregator_pass(f->a, f->s, T0), STORE_OK);
+    json_t *root = fetch(f, 1);
+    assert_int_equal(json_array_size(json_object_get(root, "ultimate_fans")), 0);
+    json_decref(root);
+
+    struct fans_entry n1[] = {fan("ann", 3, 900), fan("bob", 2, 300), fan("cat", 2, 500),
+                              fan("eve", 2, 100)};
+    struct fans_entry n2[] = {fan("bob", 3, 800), fan("dan", 2, 500), fan("ann", 2, 400),
+                              fan("fay", 1, 10)};
+    struct fans_entry n3[] = {fan("cat", 1, 200), fan("gus", 2, 500), fan("hal", 3, 950)};
+    publish_list(f, n1, 4);
+    publish_list(f, n2, 4);
+    publish_list(f, n3, 3);
+    const char *all_right[] = {"ann", "bob", "cat", "dan", "gus", "fay"};
+    for (size_t i = 0; i < LT_ARRAY_LEN(all_right); i++) {
+        put_marker(f, all_right[i], 1, true);
+        put_marker(f, all_right[i], 7, true);
+    }
+    put_marker(f, "eve", 1, true);
+    put_marker(f, "eve", 7, false); /* eve got question 7 wrong */
+    put_marker(f, "hal", 1, true);  /* hal never answered question 7 */
+    put_marker(f, "ann", 2, true);
+    put_marker(f, "bob", 2, true);
+
+    assert_int_equal(aggregator_pass(f->a, f->s, T0 + 1000), STORE_OK);
+    root = fetch(f, 2);
+    char text[512];
+    fans_text(root, text, sizeof(text));
+    /* bob 3/800 before ann 3/900; hal (3) skipped; cat's stale 1 loses to its
+     * 2; gus and dan tie on 500: by id; eve skipped; fay (1 right) cannot
+     * have answered both closed questions. */
+    assert_string_equal(text, "bob:3:800,ann:3:900,cat:2:500,dan:2:500,gus:2:500");
+    json_decref(root);
+    struct aggregator_stats st;
+    aggregator_get_stats(f->a, &st);
+    assert_int_equal(st.fans_lists, 3);
+    assert_int_equal(st.fans_checks, 7); /* bob ann hal cat dan gus eve */
+    assert_int_equal(st.fans_failures, 0);
+
+    /* No question closed (question 7 reopened, 1 too): nobody. */
+    set_state(f, 1, QSTATE_OPEN, T0 + 1500, 0);
+    set_state(f, 7, QSTATE_OPEN, T0 + 1500, 0);
+    assert_int_equal(aggregator_pass(f->a, f->s, T0 + 2000), STORE_OK);
+    root = fetch(f, 3);
+    assert_int_equal(json_array_size(json_object_get(root, "ultimate_fans")), 0);
+    json_decref(root);
+}
+
+/* At most FANS_SHOWN, in order, across many lists. */
+static void test_pass_ultimate_fans_top10(void **state)
+{
+    struct fixture *f = *state;
+    set_state(f, 1, QSTATE_CLOSED, T0 - 90000, T0 - 60000);
+    struct fans_entry e[FANS_TOPK];
+    for (int node = 0; node < 5; node++) {
+        for (int i = 0; i < 20; i++) {
+            char user[16];
+            snprintf(user, sizeof(user), "u%d-%02d", node, i);
+            e[i] = fan(user, 1, (uint64_t)(1000 + i * 5 + node));
+            put_marker(f, user, 1, true);
+        }
+        publish_list(f, e, 20);
+    }
+    assert_int_equal(aggregator_pass(f->a, f->s, T0), STORE_OK);
+    json_t *root = fetch(f, 1);
+    char text[1024];
+    fans_text(root, text, sizeof(text));
+    assert_string_equal(text, "u0-00:1:1000,u1-00:1:1001,u2-00:1:1002,u3-00:1:1003,"
+                              "u4-00:1:1004,u0-01:1:1005,u1-01:1:1006,u2-01:1:1007,"
+                              "u3-01:1:1008,u4-01:1:1009");
+    json_decref(root);
+}
+
+/* The fans reads fail: the counts are still published, with the previous
+ * ranking; an unparsable list is skipped. */
+static void test_pass_ultimate_fans_failure_keeps_previous(void **state)
+{
+    struct fixture *f = *state;
+    struct flaky *fl = calloc(1, sizeof(*fl));
+    assert_non_null(fl);
+    fl->base.ops = &flaky_ops;
+    fl->inner = f->s;
+    fl->mget_ok = -1;
+    struct store *s = &fl->base;
+    set_state(f, 1, QSTATE_CLOSED, T0 - 90000, T0 - 1000); /* within the grace */
+    struct fans_entry n1[] = {fan("ann", 1, 900)};
+    publish_list(f, n1, 1);
+    put_marker(f, "ann", 1, true);
+    assert_int_equal(aggregator_pass(f->a, s, T0), STORE_OK);
+    json_t *root = fetch(f, 1);
+    char text[256];
+    fans_text(root, text, sizeof(text));
+    assert_string_equal(text, "ann:1:900");
+    json_decref(root);
+
+    struct fans_entry n2[] = {fan("bob", 1, 100)};
+    publish_list(f, n2, 1);
+    put_marker(f, "bob", 1, true);
+    fl->fail_get_match = ":u:"; /* the markers' node is down */
+    answer(f, 1, "gb", 30, 1, 3);
+    assert_int_equal(aggregator_pass(f->a, s, T0 + 1000), STORE_OK);
+    root = fetch(f, 2);
+    fans_text(root, text, sizeof(text));
+    assert_string_equal(text, "ann:1:900");
+    assert_int_equal(jint(question(root, 1), "right"), 3);
+    json_decref(root);
+    fl->fail_get_match = ":fans:2"; /* a list's node */
+    assert_int_equal(aggregator_pass(f->a, s, T0 + 2000), STORE_OK);
+    root = fetch(f, 3);
+    fans_text(root, text, sizeof(text));
+    assert_string_equal(text, "ann:1:900");
+    json_decref(root);
+    struct aggregator_stats st;
+    aggregator_get_stats(f->a, &st);
+    assert_int_equal(st.fans_failures, 2);
+    assert_int_equal(st.failed_passes, 0);
+
+    fl->fail_get_match = NULL;
+    assert_int_equal(store_set(f->s, "t:fans:1", 8, "not json", 8, 3600), STORE_OK);
+    assert_int_equal(aggregator_pass(f->a, s, T0 + 3000), STORE_OK);
+    root = fetch(f, 4);
+    fans_text(root, text, sizeof(text));
+    assert_string_equal(text, "bob:1:100");
+    json_decref(root);
+    aggregator_get_stats(f->a, &st);
+    assert_int_equal(st.fans_lists, 1);
+    store_close(s);
+}
+
 int main(void)
 {
     log_init("test", LOG_ERROR);
@@ -1316,6 +1513,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_generation_continues, setup, teardown),
         cmocka_unit_test_setup_teardown(test_random_tally, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_pass_publishes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pass_ultimate_fans, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pass_ultimate_fans_top10, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pass_ultimate_fans_failure_keeps_previous, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

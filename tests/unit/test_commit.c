@@ -8,6 +8,11 @@
  * (store_impl.h's vtable) that can hold the worker inside a call, fail
  * chosen keys, or fail whole calls; one test uses a memcached:// pool on a
  * closed port, the failure a deployment really meets.
+ *
+ * Answers with a user: one per user and question (duplicates in one batch
+ * and across batches), the totals the store returns, and the marker rules:
+ * rolled back when nothing of the batch landed, kept when part did, no
+ * count when the marker itself could not be added.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -28,6 +33,7 @@
 #include "commit.h"
 #include "country.h"
 #include "eventfile.h"
+#include "fans.h"
 #include "keys.h"
 #include "store.h"
 #include "store_impl.h"
@@ -49,6 +55,10 @@ struct fake {
     enum store_status fail_status;
     bool apply_failed;       /* a failed item still lands (its reply was lost) */
     int calls;
+    int add_fail_calls;      /* the next N adds fail with add_status, not applied */
+    enum store_status add_status;
+    enum store_status del_status; /* != STORE_OK: every delete fails so, not applied */
+    int adds, dels;
 };
 
 static enum store_status fake_incr(struct store *s, struct store_incr *items, size_t n,
@@ -123,12 +133,30 @@ static enum store_status fake_set(struct store *s, const char *key, size_t keyle
 static enum store_status fake_add(struct store *s, const char *key, size_t keylen,
                                   const char *val, size_t vallen, uint32_t ttl_s)
 {
-    return store_add(((struct fake *)s)->inner, key, keylen, val, vallen, ttl_s);
+    struct fake *f = (struct fake *)s;
+    pthread_mutex_lock(&f->lock);
+    f->adds++;
+    enum store_status fail = STORE_OK;
+    if (f->add_fail_calls > 0) {
+        f->add_fail_calls--;
+        fail = f->add_status;
+    }
+    pthread_mutex_unlock(&f->lock);
+    if (fail != STORE_OK)
+        return fail;
+    return store_add(f->inner, key, keylen, val, vallen, ttl_s);
 }
 
 static enum store_status fake_del(struct store *s, const char *key, size_t keylen)
 {
-    return store_delete(((struct fake *)s)->inner, key, keylen);
+    struct fake *f = (struct fake *)s;
+    pthread_mutex_lock(&f->lock);
+    f->dels++;
+    enum store_status fail = f->del_status;
+    pthread_mutex_unlock(&f->lock);
+    if (fail != STORE_OK)
+        return fail;
+    return store_delete(f->inner, key, keylen);
 }
 
 static const struct store_ops FAKE_OPS = {
@@ -195,6 +223,10 @@ struct fx {
     int dones_when_drained;
     int chain_left; /* answers still to submit from done callbacks */
     int chain_next;
+    /* on_user_totals calls, in order */
+    int n_totals;
+    char tot_user[16][FANS_USER_MAX + 1];
+    uint64_t tot_right[16], tot_ms[16];
 };
 
 static struct commit_config default_cfg(void)
@@ -300,7 +332,7 @@ static enum commit_refusal submit(struct fx *fx, int i)
     uint32_t ids[KEYS_PER_ANSWER];
     answer_ids(fx, i, ids);
     fx->w[i].fx = fx;
-    return committer_submit(fx->c, ids, on_done, &fx->w[i]);
+    return committer_submit(fx->c, ids, NULL, on_done, &fx->w[i]);
 }
 
 static void tick(evutil_socket_t fd, short what, void *arg)
@@ -643,7 +675,7 @@ static void chain_done(void *arg, enum commit_result r)
         uint32_t ids[KEYS_PER_ANSWER];
         answer_ids(fx, i, ids);
         fx->w[i].fx = fx;
-        assert_int_equal(committer_submit(fx->c, ids, chain_done, &fx->w[i]), COMMIT_ACCEPTED);
+        assert_int_equal(committer_submit(fx->c, ids, NULL, chain_done, &fx->w[i]), COMMIT_ACCEPTED);
     }
 }
 
@@ -663,7 +695,7 @@ static void test_submit_from_done_callback(void **state)
     uint32_t ids[KEYS_PER_ANSWER];
     answer_ids(fx, 0, ids);
     fx->w[0].fx = fx;
-    assert_int_equal(committer_submit(fx->c, ids, chain_done, &fx->w[0]), COMMIT_ACCEPTED);
+    assert_int_equal(committer_submit(fx->c, ids, NULL, chain_done, &fx->w[0]), COMMIT_ACCEPTED);
     assert_true(until_dones(fx, CHAIN));
     for (int i = 0; i < CHAIN; i++) {
         assert_int_equal(fx->w[i].calls, 1);
@@ -1176,7 +1208,7 @@ static void test_inline_chain_and_drain(void **state)
     uint32_t ids[KEYS_PER_ANSWER];
     answer_ids(fx, 0, ids);
     fx->w[0].fx = fx;
-    assert_int_equal(committer_submit(fx->c, ids, chain_done, &fx->w[0]), COMMIT_ACCEPTED);
+    assert_int_equal(committer_submit(fx->c, ids, NULL, chain_done, &fx->w[0]), COMMIT_ACCEPTED);
     assert_true(until_dones(fx, CHAIN));
     expect_range(fx, 0, CHAIN);
     check_store(fx);
@@ -1197,6 +1229,448 @@ static void test_inline_chain_and_drain(void **state)
     check_store(fx);
     run_for(fx, 20);
     assert_int_equal(fx->drained_calls, 1);
+    fx_stop(fx);
+    free(fx);
+}
+
+
+/* ---- answers with a user ---- */
+
+static void record_totals(void *arg, const char *user, uint64_t right, uint64_t total_ms)
+{
+    struct fx *fx = arg;
+    assert_true(fx->n_totals < 16);
+    snprintf(fx->tot_user[fx->n_totals], sizeof(fx->tot_user[0]), "%s", user);
+    fx->tot_right[fx->n_totals] = right;
+    fx->tot_ms[fx->n_totals++] = total_ms;
+}
+
+static struct commit_config user_cfg(struct fx *fx)
+{
+    struct commit_config cfg = default_cfg();
+    cfg.on_user_totals = record_totals;
+    cfg.totals_arg = fx;
+    return cfg;
+}
+
+/* The counters of an answer to question index qi with this option, from
+ * "us", age bucket 2. Question 1 (index 0) is right with option 2,
+ * question 7 (index 1) with option 0. */
+static void custom_ids(const struct fx *fx, uint32_t qi, uint32_t option,
+                       uint32_t ids[KEYS_PER_ANSWER])
+{
+    const struct event_question *q = &fx->ef.questions[qi];
+    struct answer_counters a = {.question = q->id, .option = option, .age_bucket = 1,
+                                .country = country_lookup("us", 2)};
+    a.outcome = option == q->correct ? KEY_RIGHT : KEY_WRONG;
+    keys_counters_for_answer(&fx->ef, qi, &a, ids);
+}
+
+/* Waiter slot answers question index qi; user NULL: an anonymous answer. */
+static enum commit_refusal submit_as(struct fx *fx, int slot, uint32_t qi, uint32_t option,
+                                     const char *user, uint64_t ms)
+{
+    uint32_t ids[KEYS_PER_ANSWER];
+    custom_ids(fx, qi, option, ids);
+    const struct event_question *q = &fx->ef.questions[qi];
+    struct commit_user cu = {.user = user, .question = q->id, .right = option == q->correct,
+                             .ms = ms};
+    fx->w[slot].fx = fx;
+    return committer_submit(fx->c, ids, user ? &cu : NULL, on_done, &fx->w[slot]);
+}
+
+static void expect_as(struct fx *fx, uint32_t qi, uint32_t option)
+{
+    uint32_t ids[KEYS_PER_ANSWER];
+    custom_ids(fx, qi, option, ids);
+    for (int k = 0; k < KEYS_PER_ANSWER; k++)
+        fx->expected[ids[k]]++;
+}
+
+/* The marker of user for question id, "" when absent. */
+static const char *marker(struct fx *fx, const char *user, uint32_t qid)
+{
+    static char out[32];
+    char key[KEY_USER_MAX];
+    size_t klen = key_user_marker(key, fx->ef.name, user, qid);
+    char *val = NULL;
+    size_t vlen = 0;
+    out[0] = '\0';
+    enum store_status st = store_get(fx->reader, key, klen, &val, &vlen);
+    if (st == STORE_OK)
+        snprintf(out, sizeof(out), "%.*s", (int)vlen, val);
+    else
+        assert_int_equal(st, STORE_NOTFOUND);
+    free(val);
+    return out;
+}
+
+/* The user's :right (ms false) or :ms counter. */
+static uint64_t user_counter(struct fx *fx, const char *user, bool ms)
+{
+    char key[KEY_USER_MAX];
+    size_t klen = ms ? key_user_ms(key, fx->ef.name, user) : key_user_right(key, fx->ef.name, user);
+    const char *keys[] = {key};
+    uint64_t v = 0;
+    assert_int_equal(store_mget_u64(fx->reader, keys, &klen, 1, &v, NULL), STORE_OK);
+    return v;
+}
+
+/* Two answers of one user to one question in the same batch: the first
+ * counts, the second is a duplicate and changes nothing; the user's other
+ * question and another user are fine. The store's totals reach the hook. */
+static void test_user_duplicates_in_one_batch(void **state)
+{
+    (void)state;
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    struct commit_config cfg = user_cfg(fx);
+    fx_start(fx, &cfg, NULL, false, 4);
+    assert_int_equal(submit_as(fx, 0, 0, 2, "u1", 100), COMMIT_ACCEPTED); /* right */
+    assert_int_equal(submit_as(fx, 1, 0, 0, "u1", 200), COMMIT_ACCEPTED); /* same question */
+    assert_int_equal(submit_as(fx, 2, 1, 0, "u1", 300), COMMIT_ACCEPTED); /* right */
+    assert_int_equal(submit_as(fx, 3, 0, 2, "u2", 50), COMMIT_ACCEPTED);  /* right */
+    assert_int_equal(submit_as(fx, 4, 0, 1, NULL, 0), COMMIT_ACCEPTED);
+    assert_int_equal(submit_as(fx, 5, 1, 1, "u2", 70), COMMIT_ACCEPTED);  /* wrong */
+    assert_true(until_dones(fx, 6));
+    assert_int_equal(fx->w[0].result, COMMIT_OK);
+    assert_int_equal(fx->w[1].result, COMMIT_DUPLICATE);
+    assert_int_equal(fx->w[2].result, COMMIT_OK);
+    assert_int_equal(fx->w[3].result, COMMIT_OK);
+    assert_int_equal(fx->w[4].result, COMMIT_OK);
+    assert_int_equal(fx->w[5].result, COMMIT_OK);
+    expect_as(fx, 0, 2);
+    expect_as(fx, 1, 0);
+    expect_as(fx, 0, 2);
+    expect_as(fx, 0, 1);
+    expect_as(fx, 1, 1);
+    check_store(fx);
+
+    assert_string_equal(marker(fx, "u1", 1), "R 100");
+    assert_string_equal(marker(fx, "u1", 7), "R 300");
+    assert_string_equal(marker(fx, "u2", 1), "R 50");
+    assert_string_equal(marker(fx, "u2", 7), "W 70");
+    assert_int_equal(user_counter(fx, "u1", false), 2);
+    assert_int_equal(user_counter(fx, "u1", true), 400);
+    assert_int_equal(user_counter(fx, "u2", false), 1);
+    assert_int_equal(user_counter(fx, "u2", true), 50);
+
+    /* Each right answer's own totals, in order. */
+    assert_int_equal(fx->n_totals, 3);
+    assert_string_equal(fx->tot_user[0], "u1");
+    assert_int_equal(fx->tot_right[0], 1);
+    assert_int_equal(fx->tot_ms[0], 100);
+    assert_string_equal(fx->tot_user[1], "u1");
+    assert_int_equal(fx->tot_right[1], 2);
+    assert_int_equal(fx->tot_ms[1], 400);
+    assert_string_equal(fx->tot_user[2], "u2");
+    assert_int_equal(fx->tot_right[2], 1);
+    assert_int_equal(fx->tot_ms[2], 50);
+
+    struct commit_stats st;
+    committer_get_stats(fx->c, &st);
+    assert_int_equal(st.batches, 1);
+    assert_int_equal(st.acked, 5);
+    assert_int_equal(st.duplicates, 1);
+    assert_int_equal(st.failed, 0);
+    assert_int_equal(st.markers_added, 4);
+    fx_stop(fx);
+    free(fx);
+}
+
+/* A user answers again in a later batch: 409, nothing counted. */
+static void cross_batches(struct fx *fx)
+{
+    assert_int_equal(submit_as(fx, 0, 0, 2, "fan-7", 10), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 1));
+    assert_int_equal(fx->w[0].result, COMMIT_OK);
+    expect_as(fx, 0, 2);
+    check_store(fx);
+
+    assert_int_equal(submit_as(fx, 1, 0, 1, "fan-7", 20), COMMIT_ACCEPTED);
+    assert_int_equal(submit_as(fx, 2, 0, 1, "fan-8", 30), COMMIT_ACCEPTED);
+    assert_int_equal(submit_as(fx, 3, 0, 0, "fan-7", 40), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 4));
+    assert_int_equal(fx->w[1].result, COMMIT_DUPLICATE);
+    assert_int_equal(fx->w[2].result, COMMIT_OK);
+    assert_int_equal(fx->w[3].result, COMMIT_DUPLICATE);
+    expect_as(fx, 0, 1);
+    check_store(fx);
+    assert_string_equal(marker(fx, "fan-7", 1), "R 10");
+    assert_int_equal(user_counter(fx, "fan-7", false), 1);
+    assert_int_equal(user_counter(fx, "fan-7", true), 10);
+    struct commit_stats st;
+    committer_get_stats(fx->c, &st);
+    assert_int_equal(st.duplicates, 2);
+    assert_int_equal(st.acked, 2);
+    assert_true(committer_idle(fx->c));
+}
+
+static void test_user_duplicate_across_batches(void **state)
+{
+    (void)state;
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    struct commit_config cfg = user_cfg(fx);
+    fx_start(fx, &cfg, NULL, false, 4);
+    cross_batches(fx);
+    fx_stop(fx);
+    free(fx);
+}
+
+/* The same without coalescing and on the inline path. */
+static void test_user_duplicate_no_coalesce(void **state)
+{
+    (void)state;
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    struct commit_config cfg = user_cfg(fx);
+    cfg.no_coalesce = true;
+    fx_start(fx, &cfg, NULL, false, 4);
+    cross_batches(fx);
+    fx_stop(fx);
+    free(fx);
+}
+
+static void test_user_duplicate_inline(void **state)
+{
+    (void)state;
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    struct commit_config cfg = user_cfg(fx);
+    fx_start_ex(fx, &cfg, NULL, false, 4, true);
+    cross_batches(fx);
+    fx_stop(fx);
+    free(fx);
+}
+
+/* Nothing of the batch landed: its waiters get 503 and the markers it
+ * added are deleted again, so the clients' retries count (not 409). */
+static void test_user_rollback_when_nothing_landed(void **state)
+{
+    (void)state;
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    struct commit_config cfg = user_cfg(fx);
+    cfg.deadline_ms = 60;
+    fx_start(fx, &cfg, NULL, true, 4);
+    fake_fail_calls(fx->fake, 1000000, STORE_UNAVAILABLE);
+    assert_int_equal(submit_as(fx, 0, 0, 2, "u1", 100), COMMIT_ACCEPTED);
+    assert_int_equal(submit_as(fx, 1, 1, 1, "u2", 200), COMMIT_ACCEPTED);
+    assert_int_equal(submit_as(fx, 2, 0, 0, NULL, 0), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 3));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(fx->w[i].result, COMMIT_UNAVAILABLE);
+    assert_string_equal(marker(fx, "u1", 1), "");
+    assert_string_equal(marker(fx, "u2", 7), "");
+    assert_true(store_empty(fx));
+    assert_int_equal(user_counter(fx, "u1", false), 0);
+    struct commit_stats st;
+    committer_get_stats(fx->c, &st);
+    assert_int_equal(st.markers_added, 2);
+    assert_int_equal(st.rolled_back, 2);
+    assert_int_equal(st.rollback_failures, 0);
+    assert_int_equal(st.failed, 3);
+    assert_int_equal(st.carry, 0);
+    assert_true(committer_idle(fx->c));
+    assert_int_equal(fx->n_totals, 0);
+
+    /* The store is back: the retries are counted, once. */
+    fake_fail_calls(fx->fake, 0, STORE_UNAVAILABLE);
+    assert_int_equal(submit_as(fx, 0, 0, 2, "u1", 150), COMMIT_ACCEPTED);
+    assert_int_equal(submit_as(fx, 1, 1, 1, "u2", 250), COMMIT_ACCEPTED);
+    assert_int_equal(submit_as(fx, 2, 0, 0, NULL, 0), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 6));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(fx->w[i].result, COMMIT_OK);
+    expect_as(fx, 0, 2);
+    expect_as(fx, 1, 1);
+    expect_as(fx, 0, 0);
+    check_store(fx);
+    assert_string_equal(marker(fx, "u1", 1), "R 150");
+    assert_string_equal(marker(fx, "u2", 7), "W 250");
+    assert_int_equal(user_counter(fx, "u1", false), 1);
+    assert_int_equal(user_counter(fx, "u1", true), 150);
+    assert_int_equal(fx->n_totals, 1);
+    fx_stop(fx);
+    free(fx);
+}
+
+/* The delete of the rollback fails too (the marker's node went down): the
+ * marker stays and the retry is refused as a duplicate: the answer is
+ * lost, which the README states and the metric counts. */
+static void test_user_rollback_delete_fails(void **state)
+{
+    (void)state;
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    struct commit_config cfg = user_cfg(fx);
+    cfg.deadline_ms = 40;
+    fx_start(fx, &cfg, NULL, true, 4);
+    fake_fail_calls(fx->fake, 1000000, STORE_UNAVAILABLE);
+    pthread_mutex_lock(&fx->fake->lock);
+    fx->fake->del_status = STORE_UNAVAILABLE;
+    pthread_mutex_unlock(&fx->fake->lock);
+    uint64_t start = util_mono_ms();
+    assert_int_equal(submit_as(fx, 0, 0, 2, "u1", 100), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 1));
+    /* the deadline, then the bounded retry of the delete */
+    assert_true(util_mono_ms() - start < 5000);
+    assert_int_equal(fx->w[0].result, COMMIT_UNAVAILABLE);
+    struct commit_stats st;
+    committer_get_stats(fx->c, &st);
+    assert_int_equal(st.rolled_back, 0);
+    assert_int_equal(st.rollback_failures, 1);
+    assert_string_equal(marker(fx, "u1", 1), "R 100");
+    assert_true(store_empty(fx));
+    pthread_mutex_lock(&fx->fake->lock);
+    assert_true(fx->fake->dels > 1); /* retried while its node was down */
+    fx->fake->del_status = STORE_OK;
+    pthread_mutex_unlock(&fx->fake->lock);
+
+    fake_fail_calls(fx->fake, 0, STORE_UNAVAILABLE);
+    assert_int_equal(submit_as(fx, 0, 0, 2, "u1", 100), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 2));
+    assert_int_equal(fx->w[0].result, COMMIT_DUPLICATE);
+    assert_true(store_empty(fx));
+    fx_stop(fx);
+    free(fx);
+}
+
+/* Part of the batch landed: the rest is carried and will land, so the
+ * marker stays; the client got 503 and its retry is a duplicate. When the
+ * node returns the answer is complete: counted exactly once. */
+static void test_user_marker_kept_on_partial_failure(void **state)
+{
+    (void)state;
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    struct commit_config cfg = user_cfg(fx);
+    cfg.deadline_ms = 40;
+    fx_start(fx, &cfg, NULL, true, 4);
+    /* the question-1 country counter of "us" is on a node that is down */
+    fake_set_down(fx->fake, ":q1cus", STORE_UNAVAILABLE, false);
+    assert_int_equal(submit_as(fx, 0, 0, 2, "u1", 100), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 1));
+    assert_int_equal(fx->w[0].result, COMMIT_UNAVAILABLE);
+    assert_string_equal(marker(fx, "u1", 1), "R 100");
+    struct commit_stats st;
+    committer_get_stats(fx->c, &st);
+    assert_int_equal(st.rolled_back, 0);
+    assert_int_equal(st.carried_keys, 1);
+    assert_false(committer_idle(fx->c));
+    /* the user's own counters landed with the rest */
+    assert_int_equal(user_counter(fx, "u1", false), 1);
+    assert_int_equal(fx->n_totals, 1);
+
+    assert_int_equal(submit_as(fx, 1, 0, 2, "u1", 500), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 2));
+    assert_int_equal(fx->w[1].result, COMMIT_DUPLICATE);
+
+    fake_set_down(fx->fake, "", STORE_UNAVAILABLE, false);
+    committer_drain(fx->c, on_drained, fx);
+    assert_true(run_until(fx, drained, 10000));
+    expect_as(fx, 0, 2);
+    check_store(fx);
+    assert_int_equal(user_counter(fx, "u1", false), 1);
+    assert_int_equal(user_counter(fx, "u1", true), 100);
+    fx_stop(fx);
+    free(fx);
+}
+
+/* The user's own counters are on the down node: they are carried like the
+ * others and land later; the totals of that answer are not reported (its
+ * two counters were not confirmed together). */
+static void test_user_counters_carried(void **state)
+{
+    (void)state;
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    struct commit_config cfg = user_cfg(fx);
+    cfg.deadline_ms = 40;
+    fx_start(fx, &cfg, NULL, true, 4);
+    fake_set_down(fx->fake, ":u:u1:ms", STORE_UNAVAILABLE, false);
+    assert_int_equal(submit_as(fx, 0, 0, 2, "u1", 123), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 1));
+    assert_int_equal(fx->w[0].result, COMMIT_UNAVAILABLE);
+    struct commit_stats st;
+    committer_get_stats(fx->c, &st);
+    assert_int_equal(st.carry, 1);
+    assert_int_equal(fx->n_totals, 0);
+    assert_int_equal(user_counter(fx, "u1", false), 1);
+    assert_int_equal(user_counter(fx, "u1", true), 0);
+    fake_set_down(fx->fake, "", STORE_UNAVAILABLE, false);
+    committer_drain(fx->c, on_drained, fx);
+    assert_true(run_until(fx, drained, 10000));
+    assert_int_equal(user_counter(fx, "u1", true), 123);
+    expect_as(fx, 0, 2);
+    check_store(fx);
+    committer_get_stats(fx->c, &st);
+    assert_int_equal(st.carry, 0);
+    fx_stop(fx);
+    free(fx);
+}
+
+/* The marker cannot be added: a short outage is retried inside the batch
+ * (OK); one that outlasts the deadline is 503 for that answer only, and
+ * nothing of it is counted, so the retry counts once. An add whose outcome
+ * is unknown (STORE_ERROR) is refused at once. */
+static void test_user_marker_add_fails(void **state)
+{
+    (void)state;
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    struct commit_config cfg = user_cfg(fx);
+    cfg.deadline_ms = 60;
+    fx_start(fx, &cfg, NULL, true, 4);
+
+    pthread_mutex_lock(&fx->fake->lock);
+    fx->fake->add_fail_calls = 2;
+    fx->fake->add_status = STORE_UNAVAILABLE;
+    pthread_mutex_unlock(&fx->fake->lock);
+    assert_int_equal(submit_as(fx, 0, 0, 2, "u1", 100), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 1));
+    assert_int_equal(fx->w[0].result, COMMIT_OK);
+    expect_as(fx, 0, 2);
+    check_store(fx);
+
+    pthread_mutex_lock(&fx->fake->lock);
+    fx->fake->add_fail_calls = 1000000;
+    pthread_mutex_unlock(&fx->fake->lock);
+    uint64_t start = util_mono_ms();
+    assert_int_equal(submit_as(fx, 1, 1, 0, "u2", 100), COMMIT_ACCEPTED);
+    assert_int_equal(submit_as(fx, 2, 1, 1, NULL, 0), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 3));
+    assert_true(util_mono_ms() - start >= cfg.deadline_ms);
+    assert_int_equal(fx->w[1].result, COMMIT_UNAVAILABLE);
+    assert_int_equal(fx->w[2].result, COMMIT_OK);
+    expect_as(fx, 1, 1);
+    check_store(fx);
+    assert_string_equal(marker(fx, "u2", 7), "");
+    assert_int_equal(user_counter(fx, "u2", false), 0);
+
+    pthread_mutex_lock(&fx->fake->lock);
+    fx->fake->add_status = STORE_ERROR;
+    pthread_mutex_unlock(&fx->fake->lock);
+    start = util_mono_ms();
+    assert_int_equal(submit_as(fx, 3, 1, 0, "u3", 100), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 4));
+    assert_int_equal(fx->w[3].result, COMMIT_UNAVAILABLE);
+    check_store(fx);
+
+    pthread_mutex_lock(&fx->fake->lock);
+    fx->fake->add_fail_calls = 0;
+    pthread_mutex_unlock(&fx->fake->lock);
+    assert_int_equal(submit_as(fx, 1, 1, 0, "u2", 100), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 5));
+    assert_int_equal(fx->w[1].result, COMMIT_OK);
+    expect_as(fx, 1, 0);
+    check_store(fx);
+    assert_string_equal(marker(fx, "u2", 7), "R 100");
+    struct commit_stats st;
+    committer_get_stats(fx->c, &st);
+    assert_int_equal(st.failed, 2);
+    assert_int_equal(st.rolled_back, 0);
     fx_stop(fx);
     free(fx);
 }
@@ -1287,6 +1761,15 @@ int main(void)
         cmocka_unit_test(test_inline_burst),
         cmocka_unit_test(test_inline_chain_and_drain),
         cmocka_unit_test(test_memcached_down),
+        cmocka_unit_test(test_user_duplicates_in_one_batch),
+        cmocka_unit_test(test_user_duplicate_across_batches),
+        cmocka_unit_test(test_user_duplicate_no_coalesce),
+        cmocka_unit_test(test_user_duplicate_inline),
+        cmocka_unit_test(test_user_rollback_when_nothing_landed),
+        cmocka_unit_test(test_user_rollback_delete_fails),
+        cmocka_unit_test(test_user_marker_kept_on_partial_failure),
+        cmocka_unit_test(test_user_counters_carried),
+        cmocka_unit_test(test_user_marker_add_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

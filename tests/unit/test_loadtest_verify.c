@@ -1,6 +1,7 @@
 /* The tally and its comparison with /v1/stats: equal passes; every kind of
  * difference (each count, each breakdown, malformed entries) is found and
- * named. */
+ * named. The ultimate fans against the population's acknowledged right
+ * answers. */
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -369,6 +370,186 @@ static void test_diff_list_is_bounded(void **state)
     loadverify_diff_add(NULL, "ignored");
 }
 
+
+/* ---- the ultimate fans ---- */
+
+struct fans_case {
+    struct loadtally_fans acked;
+    uint32_t qidx[3];
+    struct loadverify_population pop;
+};
+
+/* 20 users answered the three questions (slots = question indexes).
+ * fan-1 right on all three, fan-2 and fan-4 on questions 1 and 2, fan-3
+ * on question 1 only. */
+static void fans_case_init(struct fans_case *c)
+{
+    assert_true(loadtally_fans_init(&c->acked, 20, 3));
+    for (uint32_t s = 0; s < 3; s++)
+        c->qidx[s] = s;
+    loadtally_fans_mark(&c->acked, 0, 0);
+    loadtally_fans_mark(&c->acked, 0, 1);
+    loadtally_fans_mark(&c->acked, 0, 2);
+    loadtally_fans_mark(&c->acked, 1, 0);
+    loadtally_fans_mark(&c->acked, 1, 1);
+    loadtally_fans_mark(&c->acked, 2, 0);
+    loadtally_fans_mark(&c->acked, 3, 1);
+    loadtally_fans_mark(&c->acked, 3, 0);
+    loadtally_fans_mark(&c->acked, 99, 0); /* out of range: ignored */
+    c->pop = (struct loadverify_population){
+        .prefix = "fan-", .qidx = c->qidx, .n_slots = 3, .acked = &c->acked};
+}
+
+/* Stats with questions 1 and 2 closed, 3 open, and this fans list
+ * ("user:right:ms,..."; ranks 1..n unless rank_shift). */
+static json_t *fans_stats(struct fixture *f, const char *list, int rank_shift)
+{
+    json_t *s = render(&f->ef, &f->sent, 7);
+    json_object_set_new(json_array_get(json_object_get(s, "questions"), 2), "state",
+                        json_string("open"));
+    json_t *arr = json_array();
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", list);
+    int rank = 1 + rank_shift;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        char user[64];
+        long long right, ms;
+        assert_int_equal(sscanf(tok, "%63[^:]:%lld:%lld", user, &right, &ms), 3);
+        json_array_append_new(arr, json_pack("{s:i,s:s,s:I,s:I}", "rank", rank++, "user", user,
+                                             "right", (json_int_t)right, "total_ms",
+                                             (json_int_t)ms));
+    }
+    json_object_set_new(s, "ultimate_fans", arr);
+    return s;
+}
+
+/* Differences of the fans check alone; expect (if not NULL) must be in one. */
+static uint64_t check_fans(struct fixture *f, struct fans_case *c, json_t *stats,
+                           const char *expect)
+{
+    char *text = json_dumps(stats, JSON_COMPACT);
+    assert_non_null(text);
+    struct loadverify_stats st;
+    struct loadverify_diffs d = {0};
+    char err[256];
+    assert_true(loadverify_stats_parse(text, strlen(text), &f->ef, &st, &d, err, sizeof(err)));
+    assert_int_equal(d.total, 0);
+    assert_true(loadverify_fans(&f->ef, &c->pop, &st, &d) > 0);
+    uint64_t n = d.total;
+    bool found = expect == NULL;
+    for (size_t i = 0; i < d.n; i++)
+        found |= expect != NULL && strstr(d.lines[i], expect) != NULL;
+    if (!found) {
+        print_error("no difference mentions \"%s\"; got %llu:\n", expect, (unsigned long long)n);
+        for (size_t i = 0; i < d.n; i++)
+            print_error("  %s\n", d.lines[i]);
+        fail();
+    }
+    loadverify_diffs_free(&d);
+    loadverify_stats_free(&st);
+    free(text);
+    json_decref(stats);
+    return n;
+}
+
+static void test_fans_checked(void **state)
+{
+    struct fixture *f = *state;
+    struct fans_case c;
+    fans_case_init(&c);
+    assert_true(loadtally_fans_right(&c.acked, 3, 1));
+    assert_false(loadtally_fans_right(&c.acked, 3, 2));
+    assert_false(loadtally_fans_right(&c.acked, 20, 0));
+
+    /* right: fan-1, fan-2, fan-4 qualify (questions 1 and 2 closed) */
+    assert_int_equal(check_fans(f, &c, fans_stats(f, "fan-1:3:900,fan-2:2:100,fan-4:2:300", 0),
+                                NULL),
+                     0);
+    /* equal times: by user id */
+    assert_int_equal(check_fans(f, &c, fans_stats(f, "fan-1:3:900,fan-2:2:100,fan-4:2:100", 0),
+                                NULL),
+                     0);
+    /* one missing */
+    assert_int_equal(check_fans(f, &c, fans_stats(f, "fan-1:3:900,fan-2:2:100", 0),
+                                "2 listed, expected 3"),
+                     1);
+    /* one who got question 2 wrong (or had no 202 for it) */
+    assert_true(check_fans(f, &c, fans_stats(f, "fan-1:3:900,fan-2:2:100,fan-4:2:300,fan-3:2:400",
+                                             0),
+                           "fan-3 listed, but no right answer of it to closed question 2") >= 1);
+    /* out of order, by right and by time */
+    assert_int_equal(check_fans(f, &c, fans_stats(f, "fan-2:2:100,fan-1:3:900,fan-4:2:300", 0),
+                                "not by right desc"),
+                     1);
+    assert_int_equal(check_fans(f, &c, fans_stats(f, "fan-1:3:900,fan-4:2:300,fan-2:2:100", 0),
+                                "fan-2 (2 right, 100 ms) ranked after fan-4"),
+                     1);
+    /* a right count that is not what was acknowledged */
+    assert_int_equal(check_fans(f, &c, fans_stats(f, "fan-1:4:900,fan-2:2:100,fan-4:2:300", 0),
+                                "fan-1 has 4 right, 3 of its right answers"),
+                     1);
+    /* users this run never sent, a duplicate, ranks off by one */
+    assert_true(check_fans(f, &c, fans_stats(f, "fan-1:3:900,bob:2:1,fan-4:2:300", 0),
+                           "bob is not a user this run sent") >= 1);
+    assert_true(check_fans(f, &c, fans_stats(f, "fan-1:3:900,fan-0:2:1,fan-4:2:300", 0),
+                           "fan-0 is not a user") >= 1);
+    assert_true(check_fans(f, &c, fans_stats(f, "fan-1:3:900,fan-21:2:1,fan-4:2:300", 0),
+                           "fan-21 is not a user") >= 1);
+    assert_true(check_fans(f, &c, fans_stats(f, "fan-1:3:900,fan-2:2:100,fan-2:2:100", 0),
+                           "fan-2 listed twice") >= 1);
+    assert_int_equal(check_fans(f, &c, fans_stats(f, "fan-1:3:900,fan-2:2:100,fan-4:2:300", 1),
+                                "rank 2, expected 1"),
+                     3);
+
+    /* no closed question: nobody may be listed */
+    json_t *s = fans_stats(f, "", 0);
+    for (size_t i = 0; i < 3; i++)
+        json_object_set_new(json_array_get(json_object_get(s, "questions"), i), "state",
+                            json_string("open"));
+    assert_int_equal(check_fans(f, &c, s, NULL), 0);
+    s = fans_stats(f, "fan-1:3:900", 0);
+    for (size_t i = 0; i < 3; i++)
+        json_object_set_new(json_array_get(json_object_get(s, "questions"), i), "state",
+                            json_string("open"));
+    assert_true(check_fans(f, &c, s, "1 listed, expected 0") >= 1);
+
+    /* the list missing altogether */
+    s = fans_stats(f, "", 0);
+    json_object_del(s, "ultimate_fans");
+    assert_int_equal(check_fans(f, &c, s, "ultimate_fans: missing"), 1);
+    loadtally_fans_free(&c.acked);
+
+    /* a population too large to record */
+    struct loadtally_fans big;
+    assert_false(loadtally_fans_init(&big, LOADTALLY_FANS_MAX_BITS / 3 + 1, 3));
+    assert_true(loadtally_fans_init(&big, 0, 3));
+    assert_false(loadtally_fans_right(&big, 0, 0));
+    loadtally_fans_free(&big);
+}
+
+/* More than ten users qualify: the list must hold exactly ten. */
+static void test_fans_at_most_ten(void **state)
+{
+    struct fixture *f = *state;
+    struct fans_case c;
+    fans_case_init(&c);
+    for (uint64_t u = 4; u < 20; u++) {
+        loadtally_fans_mark(&c.acked, u, 0);
+        loadtally_fans_mark(&c.acked, u, 1);
+    }
+    char list[256] = "";
+    size_t off = 0;
+    for (int u = 1; u <= 10; u++)
+        off += (size_t)snprintf(list + off, sizeof(list) - off, "%sfan-%d:%d:%d", u > 1 ? "," : "",
+                                u == 3 ? 11 : u, u == 1 ? 3 : 2, u == 1 ? 5 : 100 + u);
+    assert_int_equal(check_fans(f, &c, fans_stats(f, list, 0), NULL), 0);
+    assert_int_equal(check_fans(f, &c, fans_stats(f, "fan-1:3:5,fan-2:2:10", 0),
+                                "2 listed, expected 10"),
+                     1);
+    loadtally_fans_free(&c.acked);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -378,6 +559,8 @@ int main(void)
         cmocka_unit_test(test_malformed_entries),
         cmocka_unit_test(test_baseline_and_invalid),
         cmocka_unit_test(test_diff_list_is_bounded),
+        cmocka_unit_test_setup_teardown(test_fans_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fans_at_most_ten, setup, teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
