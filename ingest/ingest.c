@@ -69,6 +69,7 @@ struct ingest {
     uint64_t states_version;
     bool refresher;
     struct qstate *refresh_buf;      /* owned: the refresh job writes here */
+    struct qstate *refresh_known;    /* owned: the states known when it started */
     bool refresh_running;
     enum store_status refresh_status;
     bool states_initialised;         /* "open": true questions added to the store */
@@ -446,6 +447,21 @@ static void refresh_run(struct store *s, void *arg)
         return;
     }
     ig->refresh_status = qstate_fetch_all(s, ig->ef, ig->refresh_buf);
+    if (ig->refresh_status != STORE_OK)
+        return;
+    /* A question never goes back to "not open": a state that vanished is a
+     * store node that restarted empty. The state known here is written
+     * back, so answers go on being taken (or refused) as before. */
+    for (uint32_t i = 0; i < ig->ef->n_questions; i++) {
+        if (ig->refresh_buf[i].kind == QSTATE_NOT_OPEN &&
+            ig->refresh_known[i].kind != QSTATE_NOT_OPEN) {
+            ig->refresh_buf[i] = ig->refresh_known[i];
+            if (qstate_write(s, ig->ef, ig->ef->questions[i].id, &ig->refresh_known[i]) ==
+                STORE_OK)
+                log_warn("question state lost by the store, written back id=%" PRIu32 " state=%s",
+                         ig->ef->questions[i].id, qstate_kind_str(ig->refresh_known[i].kind));
+        }
+    }
 }
 
 static void refresh_done(void *arg)
@@ -468,7 +484,10 @@ static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct ingest *ig = arg;
-    if (!ig->refresh_running && worker_submit(ig->worker, refresh_run, refresh_done, ig))
+    if (ig->refresh_running)
+        return;
+    memcpy(ig->refresh_known, current_states(ig), ig->ef->n_questions * sizeof(*ig->refresh_known));
+    if (worker_submit(ig->worker, refresh_run, refresh_done, ig))
         ig->refresh_running = true;
 }
 
@@ -608,7 +627,8 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
     ig->slot = -1;
     ig->states = calloc(ef->n_questions, sizeof(*ig->states));
     ig->refresh_buf = calloc(ef->n_questions, sizeof(*ig->refresh_buf));
-    if (ig->states == NULL || ig->refresh_buf == NULL) {
+    ig->refresh_known = calloc(ef->n_questions, sizeof(*ig->refresh_known));
+    if (ig->states == NULL || ig->refresh_buf == NULL || ig->refresh_known == NULL) {
         snprintf(err, errlen, "out of memory");
         store_close(store);
         goto err;
@@ -740,6 +760,7 @@ void ingest_free(struct ingest *ig)
     }
     free(ig->states);
     free(ig->refresh_buf);
+    free(ig->refresh_known);
     free(ig);
 }
 
