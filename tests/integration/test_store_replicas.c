@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -279,7 +280,11 @@ static void test_blobs_with_a_replica_down(void **state)
     assert_int_equal(store_set(s, key, klen, "closed 100 200", 14, 600), STORE_OK);
     struct store_stats st;
     store_get_stats(s, &st);
-    assert_int_equal(st.hints_pending, 1);
+    /* Hinted, unless the machine was so slow that the backoff ended first
+     * and the set was sent to the stopped node itself (which applies it
+     * once continued): both are right, the checks below follow the case. */
+    assert_true(st.hints_pending <= 1);
+    bool hinted = st.hints_pending == 1;
     kill(f->node[p].pid, SIGCONT);
     struct store *prim = open_node(f, p);
     assert_int_equal(store_get(prim, key, klen, &val, &len), STORE_OK);
@@ -296,7 +301,13 @@ static void test_blobs_with_a_replica_down(void **state)
     free(val);
     store_get_stats(s, &st);
     assert_int_equal(st.hints_pending, 0);
-    assert_int_equal(store_get(prim, key, klen, &val, &len), STORE_NOTFOUND);
+    if (hinted) {
+        assert_int_equal(store_get(prim, key, klen, &val, &len), STORE_NOTFOUND);
+    } else {
+        assert_int_equal(store_get(prim, key, klen, &val, &len), STORE_OK);
+        assert_string_equal(val, "closed 100 200");
+        free(val);
+    }
     /* a reader without the hint reads the fresh value too */
     struct store *other = store_open(f->url, err, sizeof(err));
     assert_non_null(other);
