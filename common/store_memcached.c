@@ -58,18 +58,6 @@
 /* memcached reads an exptime above 30 days as an absolute unix time. */
 #define MC_RELATIVE_TTL_MAX 2592000u
 
-/* The pool: immutable after open except health; shared by clones. */
-struct mc_pool {
-    atomic_size_t refs;
-    uint32_t timeout_ms;
-    uint32_t replicas;
-    uint32_t hint_keys;
-    size_t n_nodes;
-    struct store_node *nodes;    /* n_nodes */
-    struct node_health *health;  /* n_nodes, shared by every clone */
-    struct ketama *ketama;
-};
-
 struct mc_conn {
     int fd;          /* -1: not connected */
     uint32_t epoch;  /* health epoch seen at connect */
@@ -106,7 +94,7 @@ struct mc_batch {
 
 struct mc_store {
     struct store base;
-    struct mc_pool *pool;     /* shared */
+    struct pool_nodes *pool;     /* shared */
     struct pool placement;    /* this handle's: replicas, hints */
     struct mc_conn *conns;    /* n_nodes, this handle's own */
     struct mc_run *runs;      /* n_nodes */
@@ -132,16 +120,6 @@ static struct mc_store *mc_of(struct store *s)
 
 /* ---- pool and handles ---- */
 
-static void pool_unref(struct mc_pool *p)
-{
-    if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
-        return;
-    ketama_free(p->ketama);
-    free(p->health);
-    free(p->nodes);
-    free(p);
-}
-
 static void conns_free(struct mc_conn *c, size_t n)
 {
     if (c == NULL)
@@ -163,12 +141,12 @@ static void mc_close(struct store *s)
     free(h->runs);
     free(h->order);
     free(h->seen);
-    pool_unref(h->pool);
+    pool_nodes_unref(h->pool);
     free(h);
 }
 
 /* A handle on pool (takes one reference on success). */
-static struct store *handle_new(struct mc_pool *pool)
+static struct store *handle_new(struct pool_nodes *pool)
 {
     struct mc_store *h = calloc(1, sizeof(*h));
     if (h == NULL)
@@ -195,42 +173,12 @@ err:
 
 struct store *store_memcached_open(const struct store_url *url, char *err, size_t errlen)
 {
-    struct ketama_node kn[STORE_MAX_NODES];
-    struct mc_pool *p = calloc(1, sizeof(*p));
-    if (p == NULL || url->n_nodes == 0 || url->n_nodes > STORE_MAX_NODES)
-        goto err;
-    p->timeout_ms = url->timeout_ms;
-    p->replicas = url->replicas;
-    p->hint_keys = url->hint_keys;
-    p->n_nodes = url->n_nodes;
-    p->nodes = calloc(url->n_nodes, sizeof(*p->nodes));
-    p->health = calloc(url->n_nodes, sizeof(*p->health));
-    if (p->nodes == NULL || p->health == NULL)
-        goto err;
-    for (size_t i = 0; i < url->n_nodes; i++) {
-        p->nodes[i] = url->nodes[i];
-        kn[i].host = p->nodes[i].host;
-        kn[i].port = p->nodes[i].port;
-        node_health_init(&p->health[i]);
-    }
-    p->ketama = ketama_create(kn, url->n_nodes);
-    if (p->ketama == NULL)
-        goto err;
-    atomic_init(&p->refs, 0);
-    struct store *s = handle_new(p);
-    if (s == NULL)
-        goto err;
-    return s;
-err:
-    if (err != NULL && errlen > 0)
+    struct pool_nodes *p = pool_nodes_new(url);
+    struct store *s = p ? handle_new(p) : NULL;
+    pool_nodes_unref(p); /* the handle holds its own reference */
+    if (s == NULL && err != NULL && errlen > 0)
         snprintf(err, errlen, "memcached backend: out of memory");
-    if (p != NULL) {
-        ketama_free(p->ketama);
-        free(p->health);
-        free(p->nodes);
-        free(p);
-    }
-    return NULL;
+    return s;
 }
 
 static struct store *mc_clone(struct store *s)
@@ -240,7 +188,7 @@ static struct store *mc_clone(struct store *s)
 
 /* ---- node health ---- */
 
-static bool node_down(const struct mc_pool *p, size_t node, uint64_t now)
+static bool node_down(const struct pool_nodes *p, size_t node, uint64_t now)
 {
     return node_health_down(&p->health[node], now);
 }
@@ -716,7 +664,7 @@ static bool conn_write(struct mc_conn *c)
  * Every op ends with a status (and a value). */
 static void run_batch(struct mc_store *h)
 {
-    struct mc_pool *pool = h->pool;
+    struct pool_nodes *pool = h->pool;
     size_t nn = pool->n_nodes;
     struct pollfd pfds[STORE_MAX_NODES];
     size_t pnode[STORE_MAX_NODES];

@@ -639,3 +639,46 @@ enum store_status pool_del(struct pool *p, struct store *s, const char *key, siz
     count_status(s, st);
     return st;
 }
+
+struct pool_nodes *pool_nodes_new(const struct store_url *url)
+{
+    struct ketama_node kn[STORE_MAX_NODES];
+    if (url->n_nodes == 0 || url->n_nodes > STORE_MAX_NODES)
+        return NULL;
+    struct pool_nodes *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->timeout_ms = url->timeout_ms;
+    p->replicas = url->replicas;
+    p->hint_keys = url->hint_keys;
+    p->n_nodes = url->n_nodes;
+    p->nodes = calloc(url->n_nodes, sizeof(*p->nodes));
+    p->health = calloc(url->n_nodes, sizeof(*p->health));
+    if (p->nodes == NULL || p->health == NULL)
+        goto err;
+    for (size_t i = 0; i < url->n_nodes; i++) {
+        p->nodes[i] = url->nodes[i];
+        kn[i].host = p->nodes[i].host;
+        kn[i].port = p->nodes[i].port;
+        node_health_init(&p->health[i]);
+    }
+    if ((p->ketama = ketama_create(kn, url->n_nodes)) == NULL)
+        goto err;
+    atomic_init(&p->refs, 1);
+    return p;
+err:
+    free(p->health);
+    free(p->nodes);
+    free(p);
+    return NULL;
+}
+
+void pool_nodes_unref(struct pool_nodes *p)
+{
+    if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
+        return;
+    ketama_free(p->ketama);
+    free(p->health);
+    free(p->nodes);
+    free(p);
+}

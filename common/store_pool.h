@@ -79,6 +79,25 @@ void node_health_fail(struct node_health *h);
 void node_health_ok(struct node_health *h);
 uint32_t node_health_epoch(const struct node_health *h);
 
+/* The nodes of a pool URL as every handle of a backend shares them:
+ * immutable after creation but the health, reference counted. */
+struct pool_nodes {
+    atomic_size_t refs;
+    uint32_t timeout_ms;
+    uint32_t replicas;
+    uint32_t hint_keys;
+    size_t n_nodes;
+    struct store_node *nodes;   /* owned, n_nodes */
+    struct node_health *health; /* owned, n_nodes, shared by every clone */
+    struct ketama *ketama;      /* owned */
+};
+
+/* Returns with one reference, the caller's. NULL when out of memory or the
+ * URL has no nodes. */
+struct pool_nodes *pool_nodes_new(const struct store_url *url);
+/* Drops a reference; the last one frees. NULL-safe. */
+void pool_nodes_unref(struct pool_nodes *p);
+
 /* ---- the engine interface ---- */
 
 /* One command for one node. */

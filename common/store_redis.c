@@ -51,18 +51,6 @@
 #define RD_CMD_MAX (RD_MGET_KEYS * (STORE_MAX_KEY + RESP_ARG_COST) + 64u)
 #define RD_WBUF_SIZE (RD_CHUNK_BYTES + RD_CMD_MAX)
 
-/* The pool: immutable after open except health; shared by clones. */
-struct rd_pool {
-    atomic_size_t refs;
-    uint32_t timeout_ms;
-    uint32_t replicas;
-    uint32_t hint_keys;
-    size_t n_nodes;
-    struct store_node *nodes;   /* n_nodes */
-    struct node_health *health; /* n_nodes */
-    struct ketama *ketama;
-};
-
 /* One node's part of the batch being run. */
 struct rd_run {
     size_t first, count; /* its ops: order[first .. first + count) */
@@ -75,7 +63,7 @@ enum rd_kind { RD_INCR, RD_MGET };
 
 struct rd_store {
     struct store base;
-    struct rd_pool *pool;    /* shared */
+    struct pool_nodes *pool;    /* shared */
     struct pool placement;   /* this handle's: replicas, hints */
     struct resp_conn *conns; /* n_nodes, this handle's own */
     struct rd_run *runs;     /* n_nodes */
@@ -100,16 +88,6 @@ static struct rd_store *rd_of(struct store *s)
 
 /* ---- pool and handles ---- */
 
-static void pool_unref(struct rd_pool *p)
-{
-    if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
-        return;
-    ketama_free(p->ketama);
-    free(p->health);
-    free(p->nodes);
-    free(p);
-}
-
 static void rd_close(struct store *s)
 {
     struct rd_store *h = rd_of(s);
@@ -120,11 +98,11 @@ static void rd_close(struct store *s)
     free(h->runs);
     free(h->wbuf);
     free(h->order);
-    pool_unref(h->pool);
+    pool_nodes_unref(h->pool);
     free(h);
 }
 
-static struct store *handle_new(struct rd_pool *pool)
+static struct store *handle_new(struct pool_nodes *pool)
 {
     struct rd_store *h = calloc(1, sizeof(*h));
     if (h == NULL)
@@ -149,42 +127,12 @@ err:
 
 struct store *store_redis_open(const struct store_url *url, char *err, size_t errlen)
 {
-    struct ketama_node kn[STORE_MAX_NODES];
-    struct rd_pool *p = calloc(1, sizeof(*p));
-    if (p == NULL || url->n_nodes == 0 || url->n_nodes > STORE_MAX_NODES)
-        goto err;
-    p->timeout_ms = url->timeout_ms;
-    p->replicas = url->replicas;
-    p->hint_keys = url->hint_keys;
-    p->n_nodes = url->n_nodes;
-    p->nodes = calloc(url->n_nodes, sizeof(*p->nodes));
-    p->health = calloc(url->n_nodes, sizeof(*p->health));
-    if (p->nodes == NULL || p->health == NULL)
-        goto err;
-    for (size_t i = 0; i < url->n_nodes; i++) {
-        p->nodes[i] = url->nodes[i];
-        kn[i].host = p->nodes[i].host;
-        kn[i].port = p->nodes[i].port;
-        node_health_init(&p->health[i]);
-    }
-    p->ketama = ketama_create(kn, url->n_nodes);
-    if (p->ketama == NULL)
-        goto err;
-    atomic_init(&p->refs, 0);
-    struct store *s = handle_new(p);
-    if (s == NULL)
-        goto err;
-    return s;
-err:
-    if (err != NULL && errlen > 0)
+    struct pool_nodes *p = pool_nodes_new(url);
+    struct store *s = p ? handle_new(p) : NULL;
+    pool_nodes_unref(p); /* the handle holds its own reference */
+    if (s == NULL && err != NULL && errlen > 0)
         snprintf(err, errlen, "redis backend: out of memory");
-    if (p != NULL) {
-        ketama_free(p->ketama);
-        free(p->health);
-        free(p->nodes);
-        free(p);
-    }
-    return NULL;
+    return s;
 }
 
 static struct store *rd_clone(struct store *s)
