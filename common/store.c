@@ -454,6 +454,32 @@ enum store_status store_add(struct store *s, const char *key, size_t keylen, con
     return s->ops->add(s, key, keylen, val != NULL ? val : "", vallen, ttl_s);
 }
 
+enum store_status store_add_batch(struct store *s, struct store_add_item *items, size_t n,
+                                  uint32_t ttl_s)
+{
+    if (s == NULL || (items == NULL && n > 0))
+        return STORE_ERROR;
+    for (size_t i = 0; i < n; i++) {
+        struct store_add_item *it = &items[i];
+        bool ok = store_key_valid(it->key, it->keylen) && (it->val != NULL || it->vallen == 0) &&
+                  it->vallen <= STORE_ADD_BATCH_VALUE_MAX;
+        it->status = ok ? STORE_UNAVAILABLE : STORE_ERROR;
+    }
+    if (s->ops->add_batch != NULL) {
+        s->ops->add_batch(s, items, n, ttl_s);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            if (items[i].status == STORE_UNAVAILABLE)
+                items[i].status = s->ops->add(s, items[i].key, items[i].keylen,
+                                              items[i].val != NULL ? items[i].val : "",
+                                              items[i].vallen, ttl_s);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (items[i].status != STORE_OK && items[i].status != STORE_EXISTS)
+            return items[i].status;
+    return STORE_OK;
+}
+
 enum store_status store_delete(struct store *s, const char *key, size_t keylen)
 {
     if (s == NULL || !store_key_valid(key, keylen))

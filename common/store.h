@@ -158,6 +158,31 @@ enum store_status store_add(struct store *s, const char *key, size_t keylen, con
                             size_t vallen, uint32_t ttl_s);
 enum store_status store_delete(struct store *s, const char *key, size_t keylen);
 
+/* Many adds in one go (a batch's per-user markers): pipelined per node on
+ * memcached:// and redis:// pools, so n markers cost one round trip, not n.
+ * Values at most STORE_ADD_BATCH_VALUE_MAX bytes. Of two items with one key
+ * the first in order is added, the second is STORE_EXISTS. Each item ends
+ * with its status:
+ *   STORE_OK           added (confirmed by the node)
+ *   STORE_EXISTS       the key was there: nothing written
+ *   STORE_UNAVAILABLE  not applied (node down or not reached): safe to resend
+ *   STORE_ERROR        refused (bad key, value too long), or sent and never
+ *                      confirmed: it MAY have been added
+ * Returns STORE_OK when every item is STORE_OK or STORE_EXISTS; otherwise
+ * the status of the first item that is neither. With replicas=R the items
+ * go one at a time with store_add's semantics. */
+#define STORE_ADD_BATCH_VALUE_MAX 128u
+struct store_add_item {
+    const char *key;   /* (ref) */
+    size_t keylen;
+    const char *val;   /* (ref) */
+    size_t vallen;
+    /* out */
+    enum store_status status;
+};
+enum store_status store_add_batch(struct store *s, struct store_add_item *items, size_t n,
+                                  uint32_t ttl_s);
+
 /* Per-handle counters (a handle belongs to one thread: sum them across
  * handles for a process total). */
 struct store_stats {

@@ -21,6 +21,10 @@ struct store_ops {
     enum store_status (*add)(struct store *s, const char *key, size_t keylen, const char *val,
                              size_t vallen, uint32_t ttl_s);
     enum store_status (*del)(struct store *s, const char *key, size_t keylen);
+    /* NULL: store_add_batch calls add for each item. Items come checked:
+     * a valid one has status STORE_UNAVAILABLE (not sent yet), an invalid
+     * one (bad key, value too long) STORE_ERROR, to be left alone. */
+    void (*add_batch)(struct store *s, struct store_add_item *items, size_t n, uint32_t ttl_s);
     /* Pools: the nodes (URL order) of key, replicas first to last; NULL
      * for backends without client-side placement. */
     size_t (*placement)(struct store *s, const char *key, size_t keylen, uint32_t *nodes,

@@ -79,7 +79,7 @@ struct mc_run {
     size_t skip;         /* bytes of a large value block still to discard */
 };
 
-enum mc_kind { MC_INCR, MC_MGET };
+enum mc_kind { MC_INCR, MC_MGET, MC_ADD };
 
 /* The batch being run (on the handle: no allocation per batch). Op i's
  * replies carry O<i>. */
@@ -87,7 +87,7 @@ struct mc_batch {
     enum mc_kind kind;
     size_t n;
     struct store_op *ops;     /* (ref) the pool's */
-    uint32_t ttl_s;           /* MC_INCR: the exptime last formatted, */
+    uint32_t ttl_s;           /* MC_INCR, MC_ADD: the exptime last formatted, */
     char ttl[24];             /* and its text */
     size_t ttllen;
 };
@@ -367,18 +367,36 @@ static size_t format_ttl(char *buf, uint32_t ttl_s)
     return store_format_u64(buf, v);
 }
 
+/* The longest item format_item writes: it must fit the write buffer's
+ * slack. */
+_Static_assert(3 + STORE_MAX_KEY + 1 + 20 + 2 + 20 + 7 + 20 + 2 + STORE_ADD_BATCH_VALUE_MAX +
+                       2 <= MC_CMD_MAX,
+               "an ms item with its value must fit MC_CMD_MAX");
+
 /*
  *   ma <key> N<ttl> J<delta> D<delta> T<ttl> q O<i>\r\n     (v instead of q: want_value)
  *   mg <key> v q O<i>\r\n
+ *   ms <key> <len> T<ttl> ME q O<i>\r\n<value>\r\n        (ME: add; q hides HD, not NS)
  */
 static char *format_item(struct mc_batch *b, size_t i, char *p)
 {
     const struct store_op *op = &b->ops[i];
-    if (b->kind == MC_INCR) {
-        if (op->ttl_s != b->ttl_s || b->ttllen == 0) {
-            b->ttl_s = op->ttl_s; /* ops of a batch share one TTL: formatted once */
-            b->ttllen = format_ttl(b->ttl, op->ttl_s);
-        }
+    if (b->kind != MC_MGET && (op->ttl_s != b->ttl_s || b->ttllen == 0)) {
+        b->ttl_s = op->ttl_s; /* ops of a batch share one TTL: formatted once */
+        b->ttllen = format_ttl(b->ttl, op->ttl_s);
+    }
+    if (b->kind == MC_ADD) {
+        p = put(p, "ms ", 3);
+        p = put(p, op->key, op->keylen);
+        p = put(p, " ", 1);
+        p = put_u64(p, op->vallen);
+        p = put(p, " T", 2);
+        p = put(p, b->ttl, b->ttllen);
+        p = put(p, " ME q O", 7);
+        p = put_u64(p, i);
+        p = put(p, "\r\n", 2);
+        p = put(p, op->val, op->vallen);
+    } else if (b->kind == MC_INCR) {
         p = put(p, "ma ", 3);
         p = put(p, op->key, op->keylen);
         p = put(p, " N", 2);
@@ -541,6 +559,8 @@ static enum parse_result parse_replies(struct mc_store *h, size_t node)
                 lenend[-1] == ' ' || dlen > STORE_MAX_VALUE ||
                 !reply_opaque(lenend, end, &idx) || idx >= b->n || b->ops[idx].node != node)
                 return PARSE_BAD;
+            if (b->kind == MC_ADD)
+                return PARSE_BAD; /* ms sends no value back */
             if (dlen > MC_SMALL_VALUE) {
                 /* Not a counter: only mg can meet one (a blob at a counter's key). */
                 if (b->kind == MC_INCR)
@@ -568,7 +588,11 @@ static enum parse_result parse_replies(struct mc_store *h, size_t node)
                 return PARSE_BAD;
             h->seen[idx] = 1;
             struct store_op *op = &b->ops[idx];
-            if (b->kind == MC_INCR) {
+            if (b->kind == MC_ADD) {
+                op->status = memcmp(start, "HD", 2) == 0   ? STORE_OK
+                             : memcmp(start, "NS", 2) == 0 ? STORE_EXISTS
+                                                           : STORE_ERROR;
+            } else if (b->kind == MC_INCR) {
                 op->status = memcmp(start, "HD", 2) == 0 && !op->want_value ? STORE_OK
                                                                             : STORE_ERROR;
             } else {
@@ -788,6 +812,16 @@ static void mc_engine_incr(struct store *s, struct store_op *ops, size_t n)
 static void mc_engine_mget(struct store *s, struct store_op *ops, size_t n)
 {
     run_ops(s, MC_MGET, ops, n);
+}
+
+static void mc_engine_add(struct store *s, struct store_op *ops, size_t n)
+{
+    run_ops(s, MC_ADD, ops, n);
+}
+
+static void mc_add_batch(struct store *s, struct store_add_item *items, size_t n, uint32_t ttl_s)
+{
+    pool_add_batch(&mc_of(s)->placement, s, items, n, ttl_s);
 }
 
 static enum store_status mc_incr_batch(struct store *s, struct store_incr *items, size_t n,
@@ -1083,6 +1117,7 @@ static size_t mc_placement(struct store *s, const char *key, size_t keylen, uint
 static const struct pool_engine mc_engine = {
     .incr = mc_engine_incr,
     .mget = mc_engine_mget,
+    .add = mc_engine_add,
     .get = mc_node_get,
     .put = mc_node_put,
     .del = mc_node_del,
@@ -1099,5 +1134,6 @@ static const struct store_ops mc_ops = {
     .set = mc_set,
     .add = mc_add,
     .del = mc_del,
+    .add_batch = mc_add_batch,
     .placement = mc_placement,
 };

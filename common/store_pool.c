@@ -603,6 +603,44 @@ enum store_status pool_put(struct pool *p, struct store *s, const char *key, siz
     return st;
 }
 
+void pool_add_batch(struct pool *p, struct store *s, struct store_add_item *items, size_t n,
+                    uint32_t ttl_s)
+{
+    if (p->replicas > 1 || p->eng->add == NULL) {
+        for (size_t i = 0; i < n; i++)
+            if (items[i].status == STORE_UNAVAILABLE)
+                items[i].status = pool_put(p, s, items[i].key, items[i].keylen, items[i].val,
+                                           items[i].vallen, ttl_s, true);
+        return;
+    }
+    if (!ops_reserve(p, n)) {
+        for (size_t i = 0; i < n; i++)
+            if (items[i].status == STORE_UNAVAILABLE)
+                items[i].status = STORE_NOMEM;
+        return;
+    }
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].status != STORE_UNAVAILABLE)
+            continue;
+        p->ops[j++] = (struct store_op){.key = items[i].key,
+                                        .keylen = items[i].keylen,
+                                        .val = items[i].val,
+                                        .vallen = items[i].vallen,
+                                        .ttl_s = ttl_s,
+                                        .node = ketama_lookup(p->ketama, items[i].key,
+                                                              items[i].keylen)};
+    }
+    p->eng->add(s, p->ops, j);
+    j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].status != STORE_UNAVAILABLE)
+            continue;
+        items[i].status = p->ops[j++].status;
+        count_status(s, items[i].status);
+    }
+}
+
 enum store_status pool_del(struct pool *p, struct store *s, const char *key, size_t keylen)
 {
     uint32_t nodes[STORE_MAX_NODES], miss[STORE_MAX_NODES];

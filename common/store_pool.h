@@ -45,6 +45,9 @@
  *          replica already had the key (the primary restarted empty), its
  *          value is copied back over ours and the add is STORE_EXISTS.
  *          Stale hints are replayed at the start of every operation.
+ *   adds   store_add_batch: with R = 1 every item goes to its node in one
+ *          pipelined run (the engine's add); with R > 1 item by item as
+ *          add above.
  */
 #ifndef LT_STORE_POOL_H
 #define LT_STORE_POOL_H
@@ -104,13 +107,16 @@ void pool_nodes_unref(struct pool_nodes *p);
 struct store_op {
     const char *key;    /* (ref) a valid key (store_key_valid) */
     size_t keylen;
+    const char *val;    /* add (ref) */
+    size_t vallen;      /* add: at most STORE_ADD_BATCH_VALUE_MAX */
     uint64_t delta;     /* incr */
-    uint32_t ttl_s;     /* incr */
+    uint32_t ttl_s;     /* incr, add */
     uint32_t node;
     bool want_value;    /* incr */
     /* out */
     bool present;       /* mget: the key exists */
-    enum store_status status; /* OK, UNAVAILABLE (not sent), ERROR (refused or unknown) */
+    enum store_status status; /* OK, UNAVAILABLE (not sent), ERROR (refused or unknown),
+                               * EXISTS (add) */
     uint64_t value;     /* incr with want_value, mget */
 };
 
@@ -119,6 +125,8 @@ struct pool_engine {
      * status (and value). n may be 0. */
     void (*incr)(struct store *s, struct store_op *ops, size_t n);
     void (*mget)(struct store *s, struct store_op *ops, size_t n);
+    /* Add-if-absent, pipelined the same way; NULL: one put(add) per op. */
+    void (*add)(struct store *s, struct store_op *ops, size_t n);
     /* Single operations on one node, with store.h's statuses. */
     enum store_status (*get)(struct store *s, uint32_t node, const char *key, size_t keylen,
                              char **val, size_t *vallen);
@@ -165,6 +173,11 @@ enum store_status pool_get(struct pool *p, struct store *s, const char *key, siz
 enum store_status pool_put(struct pool *p, struct store *s, const char *key, size_t keylen,
                            const char *val, size_t vallen, uint32_t ttl_s, bool add);
 enum store_status pool_del(struct pool *p, struct store *s, const char *key, size_t keylen);
+/* store_add_batch's backend part (items come checked, store_impl.h). With
+ * replicas=1 one pipelined run on the primaries; with more, pool_put(add)
+ * per item, for its replica semantics. */
+void pool_add_batch(struct pool *p, struct store *s, struct store_add_item *items, size_t n,
+                    uint32_t ttl_s);
 
 /* The nodes (URL order) that hold key, replicas in placement order. */
 size_t pool_placement(const struct pool *p, const char *key, size_t keylen, uint32_t *nodes,

@@ -59,7 +59,7 @@ struct rd_run {
     bool active;
 };
 
-enum rd_kind { RD_INCR, RD_MGET };
+enum rd_kind { RD_INCR, RD_MGET, RD_ADD };
 
 struct rd_store {
     struct store base;
@@ -244,18 +244,41 @@ static char *format_incr(char *p, const struct store_op *op)
     return resp_put_arg(p, num, nlen);
 }
 
+/*
+ *   *6 $3 SET $<n> <key> $<n> <value> $2 EX $<n> <ttl> $2 NX   (no EX for ttl 0)
+ */
+static char *format_add(char *p, const struct store_op *op)
+{
+    p = resp_put_cmd(p, op->ttl_s > 0 ? 6 : 4);
+    p = resp_put_arg(p, "SET", 3);
+    p = resp_put_arg(p, op->key, op->keylen);
+    p = resp_put_arg(p, op->val, op->vallen);
+    if (op->ttl_s > 0) {
+        char num[24];
+        p = resp_put_arg(p, "EX", 2);
+        p = resp_put_arg(p, num, store_format_u64(num, op->ttl_s));
+    }
+    return resp_put_arg(p, "NX", 2);
+}
+
+/* A write op's commands (an INCRBY with a delta Redis cannot hold has
+ * none). */
+static char *format_write(const struct rd_store *h, char *p, const struct store_op *op)
+{
+    if (h->kind == RD_ADD)
+        return format_add(p, op);
+    return delta_ok(op) ? format_incr(p, op) : p;
+}
+
 /* Formats the node's next chunk into wbuf; returns its length. */
 static size_t format_chunk(struct rd_store *h, struct rd_run *r)
 {
     char *p = h->wbuf;
     char *limit = h->wbuf + RD_CHUNK_BYTES;
     r->chunk_first = r->next;
-    if (h->kind == RD_INCR) {
-        while (r->next < r->count && r->next - r->chunk_first < RD_CHUNK_OPS && p < limit) {
-            const struct store_op *op = &h->ops[h->order[r->first + r->next++]];
-            if (delta_ok(op))
-                p = format_incr(p, op);
-        }
+    if (h->kind != RD_MGET) {
+        while (r->next < r->count && r->next - r->chunk_first < RD_CHUNK_OPS && p < limit)
+            p = format_write(h, p, &h->ops[h->order[r->first + r->next++]]);
         return (size_t)(p - h->wbuf);
     }
     for (unsigned m = 0; m < RD_CHUNK_MGETS && r->next < r->count && p < limit; m++) {
@@ -284,7 +307,7 @@ static void run_fail(struct rd_store *h, size_t node, size_t settled, size_t sen
 {
     struct rd_run *r = &h->runs[node];
     size_t off = 0; /* byte offset of the op in the chunk, recomputed */
-    char scratch[2 * (STORE_MAX_KEY + 3 * RESP_ARG_COST) + 64];
+    char scratch[2 * (STORE_MAX_KEY + 3 * RESP_ARG_COST) + STORE_ADD_BATCH_VALUE_MAX + 64];
     for (size_t k = r->chunk_first; k < r->count; k++) {
         struct store_op *op = &h->ops[h->order[r->first + k]];
         if (k < settled)
@@ -294,9 +317,9 @@ static void run_fail(struct rd_store *h, size_t node, size_t settled, size_t sen
             continue;
         }
         bool maybe_sent = k < r->next && off < sent;
-        if (k < r->next && delta_ok(op))
-            off += (size_t)(format_incr(scratch, op) - scratch);
-        if (!delta_ok(op))
+        if (k < r->next)
+            off += (size_t)(format_write(h, scratch, op) - scratch);
+        if (h->kind == RD_INCR && !delta_ok(op))
             op->status = STORE_ERROR;
         else
             op->status = maybe_sent ? STORE_ERROR : STORE_UNAVAILABLE;
@@ -340,6 +363,26 @@ static bool read_chunk(struct rd_store *h, size_t node)
     struct resp_conn *c = &h->conns[node];
     size_t k = r->chunk_first;
     enum resp_result res = RESP_FAILED;
+    if (h->kind == RD_ADD) {
+        for (; k < r->next; k++) {
+            struct store_op *op = &h->ops[h->order[r->first + k]];
+            if ((res = resp_read(c)) != RESP_OK)
+                goto fail;
+            if (c->reply.type == RESP_STATUS && strcmp(c->reply.text, "OK") == 0) {
+                op->status = STORE_OK;
+            } else if (c->reply.type == RESP_NIL) {
+                op->status = STORE_EXISTS;
+            } else if (c->reply.type == RESP_ERROR) {
+                op->status = STORE_ERROR; /* refused (out of memory, ...) */
+            } else {
+                op->status = STORE_ERROR;
+                k++;
+                res = RESP_FAILED;
+                goto fail; /* not Redis speaking: out of step */
+            }
+        }
+        return true;
+    }
     if (h->kind == RD_INCR) {
         for (; k < r->next; k++) {
             struct store_op *op = &h->ops[h->order[r->first + k]];
@@ -463,6 +506,11 @@ static void rd_engine_mget(struct store *s, struct store_op *ops, size_t n)
     run_batch(rd_of(s), RD_MGET, ops, n);
 }
 
+static void rd_engine_add(struct store *s, struct store_op *ops, size_t n)
+{
+    run_batch(rd_of(s), RD_ADD, ops, n);
+}
+
 /* ---- single operations ---- */
 
 /* A failed exchange. RESP_FAILED: the node failed; UNAVAILABLE when
@@ -566,6 +614,11 @@ static enum store_status rd_node_del(struct store *s, uint32_t node, const char 
 
 /* ---- store.h entry points ---- */
 
+static void rd_add_batch(struct store *s, struct store_add_item *items, size_t n, uint32_t ttl_s)
+{
+    pool_add_batch(&rd_of(s)->placement, s, items, n, ttl_s);
+}
+
 static enum store_status rd_incr_batch(struct store *s, struct store_incr *items, size_t n,
                                        uint32_t ttl_s)
 {
@@ -611,6 +664,7 @@ static size_t rd_placement(struct store *s, const char *key, size_t keylen, uint
 static const struct pool_engine rd_engine = {
     .incr = rd_engine_incr,
     .mget = rd_engine_mget,
+    .add = rd_engine_add,
     .get = rd_node_get,
     .put = rd_node_put,
     .del = rd_node_del,
@@ -627,5 +681,6 @@ static const struct store_ops rd_ops = {
     .set = rd_set,
     .add = rd_add,
     .del = rd_del,
+    .add_batch = rd_add_batch,
     .placement = rd_placement,
 };

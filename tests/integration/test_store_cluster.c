@@ -18,6 +18,7 @@
 #include "servers.h"
 #include "snapstore.h"
 #include "store.h"
+#include "store_contract.h"
 
 #define NMASTERS 3
 
@@ -386,10 +387,17 @@ static void test_dead_master(void **state)
     store_close(s);
 }
 
+static void test_add_batch_contract(void **state)
+{
+    struct fixture *f = *state;
+    store_contract_add_batch(f->s, "cl");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_incr_and_mget_exact),
+        cmocka_unit_test(test_add_batch_contract),
         cmocka_unit_test(test_shards_spread_over_slots),
         cmocka_unit_test(test_blobs),
         cmocka_unit_test(test_clone_and_seeds),

@@ -19,6 +19,8 @@
 #include "servers.h"
 #include "snapstore.h"
 #include "store.h"
+#include "store_contract.h"
+#include "store_pool.h"
 
 struct fixture {
     struct server mc[2];
@@ -629,10 +631,34 @@ static void test_throughput(void **state)
     keyset_free(&k);
 }
 
+static void test_add_batch_contract(void **state)
+{
+    struct fixture *f = *state;
+    store_contract_add_batch(f->s, "mc");
+}
+
+/* A node killed: its markers are not applied (safe to resend) and, once it
+ * is back, resending them adds them. */
+static void test_add_batch_node_down(void **state)
+{
+    struct fixture *f = *state;
+    uint16_t port1 = f->mc[1].port;
+    server_kill(&f->mc[1]);
+    int on_down = store_contract_add_batch_node_down(f->s, "mcdown", 1);
+    assert_true(server_start(&f->mc[1], SERVER_MEMCACHED, port1));
+    sleep_ms(NODE_BACKOFF_MAX_MS + 100); /* out of any backoff */
+    struct store_stats st;
+    store_get_stats(f->s, &st);
+    assert_true(st.unavailable_items >= (uint64_t)on_down);
+    store_contract_add_batch(f->s, "mcdown-back");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_incr_batch_across_nodes_then_mget),
+        cmocka_unit_test(test_add_batch_contract),
+        cmocka_unit_test(test_add_batch_node_down),
         cmocka_unit_test(test_want_value_and_autovivify),
         cmocka_unit_test(test_wrap_like_memcached),
         cmocka_unit_test(test_non_numeric_value),

@@ -21,6 +21,7 @@
 #include "servers.h"
 #include "snapstore.h"
 #include "store.h"
+#include "store_contract.h"
 #include "store_impl.h"
 
 struct fixture {
@@ -668,10 +669,17 @@ static void test_throughput(void **state)
     keyset_free(&k);
 }
 
+static void test_add_batch_contract(void **state)
+{
+    struct fixture *f = *state;
+    store_contract_add_batch(f->s, "rd");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_incr_batch_across_nodes_then_mget),
+        cmocka_unit_test(test_add_batch_contract),
         cmocka_unit_test(test_placement_matches_memcached),
         cmocka_unit_test(test_want_value_and_autovivify),
         cmocka_unit_test(test_signed_limit),

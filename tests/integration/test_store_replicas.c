@@ -20,6 +20,7 @@
 
 #include "servers.h"
 #include "store.h"
+#include "store_contract.h"
 #include "store_impl.h"
 #include "store_pool.h"
 
@@ -358,9 +359,20 @@ static void test_blobs_with_a_replica_down(void **state)
     store_close(s);
 }
 
+static void test_add_batch_contract(void **state)
+{
+    struct fixture *f = *state;
+    char err[256];
+    struct store *s = store_open(f->url, err, sizeof(err));
+    assert_non_null(s);
+    store_contract_add_batch(s, "rep");
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_add_batch_contract),
         cmocka_unit_test(test_kill_one_node_mid_load),
         cmocka_unit_test(test_blobs_with_a_replica_down),
     };

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "store.h"
+#include "store_contract.h"
 #include "store_impl.h"
 
 struct fake_clock {
@@ -435,6 +436,11 @@ static void test_threads_exact_totals(void **state)
     assert_int_equal(total, (uint64_t)THREADS * PER_THREAD);
 }
 
+static void test_add_batch_contract(void **state)
+{
+    store_contract_add_batch(*state, "mem");
+}
+
 static void test_null_arguments(void **state)
 {
     struct store *s = *state;
@@ -470,6 +476,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sweep_reclaims_expired_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clones_share_the_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads_exact_totals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_add_batch_contract, setup, teardown),
         cmocka_unit_test_setup_teardown(test_null_arguments, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,116 @@
+#include "store_contract.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "store.h"
+#include "store_impl.h"
+
+#define ADD_N 3000
+
+struct add_set {
+    char keys[ADD_N][64];
+    char vals[ADD_N][16];
+    struct store_add_item items[ADD_N];
+};
+
+static void add_set_fill(struct add_set *a, const char *prefix, const char *tag)
+{
+    for (size_t i = 0; i < ADD_N; i++) {
+        int kl = snprintf(a->keys[i], sizeof(a->keys[i]), "%s:add:%zu", prefix, i);
+        int vl = snprintf(a->vals[i], sizeof(a->vals[i]), "%s%zu", tag, i);
+        a->items[i] = (struct store_add_item){.key = a->keys[i],
+                                              .keylen = (size_t)kl,
+                                              .val = a->vals[i],
+                                              .vallen = (size_t)vl,
+                                              .status = STORE_NOMEM}; /* overwritten */
+    }
+}
+
+void store_contract_add_batch(struct store *s, const char *prefix)
+{
+    struct add_set *a = malloc(sizeof(*a));
+    assert_non_null(a);
+    const uint32_t ttl_s = 600;
+
+    add_set_fill(a, prefix, "first");
+    assert_int_equal(store_add_batch(s, a->items, ADD_N, ttl_s), STORE_OK);
+    for (size_t i = 0; i < ADD_N; i++)
+        assert_int_equal(a->items[i].status, STORE_OK);
+
+    add_set_fill(a, prefix, "second");
+    assert_int_equal(store_add_batch(s, a->items, ADD_N, ttl_s), STORE_OK);
+    for (size_t i = 0; i < ADD_N; i++)
+        assert_int_equal(a->items[i].status, STORE_EXISTS);
+    for (size_t i = 0; i < ADD_N; i += ADD_N / 7) {
+        char *val = NULL;
+        size_t len = 0;
+        char want[16];
+        snprintf(want, sizeof(want), "first%zu", i);
+        assert_int_equal(store_get(s, a->keys[i], strlen(a->keys[i]), &val, &len), STORE_OK);
+        assert_string_equal(val, want);
+        free(val);
+    }
+
+    /* Two items, one key, in one batch: the first in order wins. Around
+     * them, a bad key and a value too long fail alone. */
+    char dup[64], fresh[64];
+    int dl = snprintf(dup, sizeof(dup), "%s:add:dup", prefix);
+    int fl = snprintf(fresh, sizeof(fresh), "%s:add:fresh", prefix);
+    static char too_long[STORE_ADD_BATCH_VALUE_MAX + 1];
+    memset(too_long, 'x', sizeof(too_long));
+    struct store_add_item mix[] = {
+        {.key = dup, .keylen = (size_t)dl, .val = "one", .vallen = 3},
+        {.key = "bad key", .keylen = 7, .val = "v", .vallen = 1},
+        {.key = dup, .keylen = (size_t)dl, .val = "two", .vallen = 3},
+        {.key = fresh, .keylen = (size_t)fl, .val = too_long, .vallen = sizeof(too_long)},
+        {.key = fresh, .keylen = (size_t)fl, .val = "", .vallen = 0},
+    };
+    assert_int_equal(store_add_batch(s, mix, 5, ttl_s), STORE_ERROR);
+    assert_int_equal(mix[0].status, STORE_OK);
+    assert_int_equal(mix[1].status, STORE_ERROR);
+    assert_int_equal(mix[2].status, STORE_EXISTS);
+    assert_int_equal(mix[3].status, STORE_ERROR);
+    assert_int_equal(mix[4].status, STORE_OK);
+    char *val = NULL;
+    size_t len = 0;
+    assert_int_equal(store_get(s, dup, (size_t)dl, &val, &len), STORE_OK);
+    assert_string_equal(val, "one");
+    free(val);
+    assert_int_equal(store_get(s, fresh, (size_t)fl, &val, &len), STORE_OK);
+    assert_int_equal(len, 0);
+    free(val);
+
+    /* An empty batch is a no-op. */
+    assert_int_equal(store_add_batch(s, NULL, 0, ttl_s), STORE_OK);
+    free(a);
+}
+
+int store_contract_add_batch_node_down(struct store *s, const char *prefix, unsigned down_node)
+{
+    struct add_set *a = malloc(sizeof(*a));
+    assert_non_null(a);
+    add_set_fill(a, prefix, "v");
+    assert_int_equal(store_add_batch(s, a->items, ADD_N, 600), STORE_UNAVAILABLE);
+    int on_down = 0;
+    for (size_t i = 0; i < ADD_N; i++) {
+        uint32_t node;
+        assert_int_equal(store_placement(s, a->keys[i], a->items[i].keylen, &node, 1), 1);
+        if (node == down_node) {
+            on_down++;
+            assert_int_equal(a->items[i].status, STORE_UNAVAILABLE);
+        } else {
+            assert_int_equal(a->items[i].status, STORE_OK);
+        }
+    }
+    assert_true(on_down > 0 && on_down < ADD_N);
+    free(a);
+    return on_down;
+}
