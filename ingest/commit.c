@@ -44,6 +44,10 @@ struct user_rec {
     /* written by the job: */
     uint8_t state;             /* enum rec_state */
     size_t item;               /* its :right item (:ms follows), NO_ITEM when none */
+    char mkey[KEY_USER_MAX];   /* its marker's key and value */
+    size_t mkeylen;
+    char mval[24];
+    size_t mvallen;
 };
 
 /* A per-user increment carried to a later batch. */
@@ -81,6 +85,9 @@ struct batch {
     size_t n_fresh_items;      /* items[0 .. n_fresh_items) are the waiters' */
     char (*ukeys)[KEY_USER_MAX]; /* owned, keys of the recs' counter items */
     size_t cap_ukeys;
+    struct store_add_item *adds; /* owned, the markers sent in one round */
+    size_t *add_rec;           /* owned, the rec of each */
+    size_t cap_adds;
     bool fresh_ok;             /* every fresh item confirmed */
     bool fresh_maybe_landed;   /* some fresh item may have been applied */
     uint64_t markers_added, rolled_back, rollback_failures;
@@ -127,6 +134,8 @@ static void batch_free(struct batch *b)
     free(b->recs);
     free(b->ucarry.v);
     free(b->ukeys);
+    free(b->adds);
+    free(b->add_rec);
     free(b);
 }
 
@@ -147,8 +156,21 @@ static struct batch *batch_new(struct committer *c)
     return b;
 }
 
-static bool ensure_items(struct batch *b, size_t n, size_t n_ukeys)
+static bool ensure_items(struct batch *b, size_t n, size_t n_ukeys, size_t n_recs)
 {
+    if (n_recs > b->cap_adds) {
+        size_t cap = b->cap_adds ? b->cap_adds : 64;
+        while (cap < n_recs)
+            cap *= 2;
+        void *p = realloc(b->adds, cap * sizeof(*b->adds));
+        if (p == NULL)
+            return false;
+        b->adds = p;
+        if ((p = realloc(b->add_rec, cap * sizeof(*b->add_rec))) == NULL)
+            return false;
+        b->add_rec = p;
+        b->cap_adds = cap;
+    }
     if (n_ukeys > b->cap_ukeys) {
         size_t cap = b->cap_ukeys ? b->cap_ukeys : 64;
         while (cap < n_ukeys)
@@ -237,30 +259,38 @@ static bool backoff_wait(uint64_t deadline_ms, uint64_t *backoff)
 }
 
 /* Adds every record's marker, in submission order (of two answers of one
- * user to one question in this batch the first wins). A marker whose node
- * is down is retried until the deadline; what then still failed, or got an
- * unknown outcome, is refused with 503 and counts nothing. One store call
- * per marker: the store has no batched add. */
+ * user to one question in this batch the first wins), all of them in one
+ * pipelined store call. A marker whose node is down is retried until the
+ * deadline; what then still failed, or got an unknown outcome, is refused
+ * with 503 and counts nothing. */
 static void add_markers(struct store *s, struct batch *b, uint64_t deadline_ms)
 {
     const struct eventfile *ef = b->c->ef;
-    uint32_t ttl_s = b->c->cfg.ttl_s;
-    char key[KEY_USER_MAX];
-    char val[24];
     uint64_t backoff = BACKOFF_FIRST_MS;
     for (size_t i = 0; i < b->n_recs; i++) {
-        b->recs[i].state = REC_PENDING;
-        b->recs[i].item = NO_ITEM;
+        struct user_rec *r = &b->recs[i];
+        r->state = REC_PENDING;
+        r->item = NO_ITEM;
+        r->mkeylen = key_user_marker(r->mkey, ef->name, r->user, r->question);
+        r->mvallen = fans_marker_format(r->mval, sizeof(r->mval), r->right, r->ms);
     }
     for (;;) {
-        bool again = false;
+        size_t m = 0;
         for (size_t i = 0; i < b->n_recs; i++) {
             struct user_rec *r = &b->recs[i];
             if (r->state != REC_PENDING)
                 continue;
-            size_t klen = key_user_marker(key, ef->name, r->user, r->question);
-            size_t vlen = fans_marker_format(val, sizeof(val), r->right, r->ms);
-            enum store_status st = store_add(s, key, klen, val, vlen, ttl_s);
+            b->adds[m] = (struct store_add_item){
+                .key = r->mkey, .keylen = r->mkeylen, .val = r->mval, .vallen = r->mvallen};
+            b->add_rec[m++] = i;
+        }
+        if (m == 0)
+            break;
+        store_add_batch(s, b->adds, m, b->c->cfg.ttl_s);
+        bool again = false;
+        for (size_t j = 0; j < m; j++) {
+            struct user_rec *r = &b->recs[b->add_rec[j]];
+            enum store_status st = b->adds[j].status;
             if (st == STORE_OK) {
                 r->state = REC_ADDED;
                 b->markers_added++;
@@ -297,17 +327,14 @@ static void add_markers(struct store *s, struct batch *b, uint64_t deadline_ms)
  * leaves its marker (the retry of that answer will be refused). */
 static void rollback_markers(struct store *s, struct batch *b)
 {
-    const struct eventfile *ef = b->c->ef;
-    char key[KEY_USER_MAX];
     uint64_t deadline_ms = util_mono_ms() + ROLLBACK_RETRY_MS;
     for (size_t i = 0; i < b->n_recs; i++) {
         struct user_rec *r = &b->recs[i];
         if (r->state != REC_ADDED)
             continue;
-        size_t klen = key_user_marker(key, ef->name, r->user, r->question);
         uint64_t backoff = BACKOFF_FIRST_MS;
         enum store_status st;
-        while ((st = store_delete(s, key, klen)) == STORE_UNAVAILABLE &&
+        while ((st = store_delete(s, r->mkey, r->mkeylen)) == STORE_UNAVAILABLE &&
                backoff_wait(deadline_ms, &backoff))
             ;
         if (st == STORE_OK || st == STORE_NOTFOUND) {
@@ -316,7 +343,7 @@ static void rollback_markers(struct store *s, struct batch *b)
             b->rollback_failures++;
             log_warn("marker not rolled back key=%s status=%s: a retry of this answer will be "
                      "refused as a duplicate",
-                     key, store_status_str(st));
+                     r->mkey, store_status_str(st));
         }
     }
 }
@@ -477,7 +504,7 @@ static void dispatch(struct committer *c)
         c->cfg.no_coalesce ? b->n_waiters * KEYS_PER_ANSWER : b->fresh.ntouched;
     if (next == NULL ||
         !ensure_items(b, fresh_items + b->n_user_items + c->carry.ntouched + c->ucarry.n,
-                      b->n_user_items)) {
+                      b->n_user_items, b->n_recs)) {
         if (next && next != c->spare)
             batch_free(next);
         arm_timer(c, 10); /* out of memory: try again shortly, keep everything */
