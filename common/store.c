@@ -414,6 +414,15 @@ enum store_status store_incr_batch(struct store *s, struct store_incr *items, si
     return s->ops->incr_batch(s, items, n, ttl_s);
 }
 
+bool store_incr_start(struct store *s, struct event_base *base, struct store_incr *items,
+                      size_t n, uint32_t ttl_s, store_done_fn done, void *arg)
+{
+    if (s == NULL || base == NULL || items == NULL || n == 0 || done == NULL ||
+        s->ops->incr_start == NULL)
+        return false;
+    return s->ops->incr_start(s, base, items, n, ttl_s, done, arg);
+}
+
 enum store_status store_mget_u64(struct store *s, const char *const *keys, const size_t *keylens,
                                  size_t n, uint64_t *values, bool *present)
 {

@@ -129,6 +129,20 @@ struct store_incr {
 enum store_status store_incr_batch(struct store *s, struct store_incr *items, size_t n,
                                    uint32_t ttl_s);
 
+/* store_incr_batch from an event loop, without blocking it: writes the
+ * batch from base's loop and returns at once; done(arg) runs later on that
+ * loop (never from inside this call) once every item has its status and
+ * value exactly as store_incr_batch gives them. Until then the items, their
+ * keys and s must stay, and s must not be used otherwise. Returns false,
+ * having sent nothing, when this handle cannot: a backend without it (only
+ * memcached:// with replicas=1 has it), a node given by a name (connecting
+ * would need a lookup that blocks), n == 0, or a batch already running:
+ * use store_incr_batch, on a worker thread (worker.h). */
+struct event_base;
+typedef void (*store_done_fn)(void *arg);
+bool store_incr_start(struct store *s, struct event_base *base, struct store_incr *items,
+                      size_t n, uint32_t ttl_s, store_done_fn done, void *arg);
+
 /* Reads n counters; values[i] is 0 for a missing key. present may be NULL.
  * With replicas, every replica is read and the maximum taken (counters only
  * grow); STORE_OK when each key was read from at least one replica.

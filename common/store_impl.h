@@ -25,6 +25,9 @@ struct store_ops {
      * a valid one has status STORE_UNAVAILABLE (not sent yet), an invalid
      * one (bad key, value too long) STORE_ERROR, to be left alone. */
     void (*add_batch)(struct store *s, struct store_add_item *items, size_t n, uint32_t ttl_s);
+    /* NULL: store_incr_start returns false. Called with n > 0. */
+    bool (*incr_start)(struct store *s, struct event_base *base, struct store_incr *items,
+                       size_t n, uint32_t ttl_s, store_done_fn done, void *arg);
     /* Pools: the nodes (URL order) of key, replicas first to last; NULL
      * for backends without client-side placement. */
     size_t (*placement)(struct store *s, const char *key, size_t keylen, uint32_t *nodes,

@@ -37,6 +37,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,6 +46,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "ketama.h"
 #include "store_impl.h"
@@ -65,6 +68,11 @@ struct mc_conn {
     size_t rpos, rend;
     char *wbuf;      /* MC_WBUF_SIZE + MC_CMD_MAX; unsent bytes in [wpos, wend) */
     size_t wpos, wend;
+    /* A handle on an event loop (store_incr_start): a read event that stays
+     * on the connection while it is open, so a run costs no epoll change;
+     * between runs it notices a server that closes. */
+    struct event *rev; /* owned by the handle's mc_async; NULL before */
+    bool rev_on;       /* added for fd */
 };
 
 /* One node's part of the batch being run. */
@@ -92,6 +100,29 @@ struct mc_batch {
     size_t ttllen;
 };
 
+/* Where a node's event finds its run. */
+struct mc_node_ref {
+    struct mc_store *h;
+    size_t node;
+};
+
+/* An increment batch run from an event loop (store_incr_start). */
+struct mc_async {
+    struct event_base *base;  /* (ref) the loop the events below belong to */
+    struct event **ev;        /* owned, n_nodes: each node's writability, added
+                               * only while output waits (the read events are
+                               * the connections') */
+    struct mc_node_ref *refs; /* owned, n_nodes */
+    struct event *finish;     /* owned: ends a run that had no node to wait for */
+    bool running;
+    size_t active;            /* nodes still waiting */
+    struct store_incr *items; /* (ref) the caller's */
+    size_t n;
+    uint32_t ttl_s;
+    store_done_fn done;
+    void *arg;
+};
+
 struct mc_store {
     struct store base;
     struct pool_nodes *pool;     /* shared */
@@ -103,6 +134,8 @@ struct mc_store {
     unsigned char *seen;      /* op i got an explicit reply */
     size_t scratch_cap;
     struct mc_batch batch;
+    bool numeric_hosts;       /* every node is an address: connects never block */
+    struct mc_async async;
 };
 
 static const struct store_ops mc_ops;
@@ -120,6 +153,13 @@ static struct mc_store *mc_of(struct store *s)
 
 /* ---- pool and handles ---- */
 
+/* A numeric address needs no name lookup (which could block). */
+static bool host_numeric(const char *host)
+{
+    unsigned char addr[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
+}
+
 static void conns_free(struct mc_conn *c, size_t n)
 {
     if (c == NULL)
@@ -133,9 +173,30 @@ static void conns_free(struct mc_conn *c, size_t n)
     free(c);
 }
 
+static void async_free(struct mc_store *h)
+{
+    struct mc_async *a = &h->async;
+    for (size_t k = 0; k < h->pool->n_nodes && h->conns != NULL; k++) {
+        struct mc_conn *c = &h->conns[k];
+        if (c->rev != NULL)
+            event_free(c->rev);
+        c->rev = NULL;
+        c->rev_on = false;
+    }
+    if (a->ev != NULL)
+        for (size_t k = 0; k < h->pool->n_nodes; k++)
+            if (a->ev[k] != NULL)
+                event_free(a->ev[k]);
+    if (a->finish != NULL)
+        event_free(a->finish);
+    free(a->ev);
+    free(a->refs);
+}
+
 static void mc_close(struct store *s)
 {
     struct mc_store *h = mc_of(s);
+    async_free(h);
     pool_fini(&h->placement, s);
     conns_free(h->conns, h->pool->n_nodes);
     free(h->runs);
@@ -159,8 +220,12 @@ static struct store *handle_new(struct pool_nodes *pool)
         !pool_init(&h->placement, &mc_engine, pool->ketama, pool->nodes, pool->n_nodes,
                    pool->replicas, pool->hint_keys))
         goto err;
-    for (size_t i = 0; i < pool->n_nodes; i++)
+    h->numeric_hosts = true;
+    for (size_t i = 0; i < pool->n_nodes; i++) {
         h->conns[i].fd = -1;
+        if (!host_numeric(pool->nodes[i].host))
+            h->numeric_hosts = false;
+    }
     atomic_fetch_add(&pool->refs, 1);
     return &h->base;
 err:
@@ -200,6 +265,10 @@ static bool mc_up(struct store *s, uint32_t node)
 
 static void conn_drop(struct mc_conn *c)
 {
+    if (c->rev_on) {
+        event_del(c->rev); /* before the descriptor goes: its number is reused */
+        c->rev_on = false;
+    }
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -239,7 +308,10 @@ static int wait_fd(int fd, short events, uint64_t deadline)
     }
 }
 
-static int connect_addr(const struct addrinfo *ai, uint64_t deadline)
+/* wait: until connected (or the deadline); otherwise the connection may
+ * still be in progress: the first send waits for it (EAGAIN, then POLLOUT)
+ * and a refusal shows as an error there. */
+static int connect_addr(const struct addrinfo *ai, uint64_t deadline, bool wait)
 {
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
     if (fd < 0)
@@ -247,6 +319,8 @@ static int connect_addr(const struct addrinfo *ai, uint64_t deadline)
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
         if (errno != EINPROGRESS)
             goto err;
+        if (!wait)
+            goto connected;
         int rev = wait_fd(fd, POLLOUT, deadline);
         if (rev <= 0)
             goto err;
@@ -255,6 +329,7 @@ static int connect_addr(const struct addrinfo *ai, uint64_t deadline)
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0)
             goto err;
     }
+connected:;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return fd;
@@ -263,7 +338,8 @@ err:
     return -1;
 }
 
-static bool conn_open(struct mc_store *h, size_t node)
+/* wait: see connect_addr; without it the host must be numeric. */
+static bool conn_open(struct mc_store *h, size_t node, bool wait)
 {
     struct mc_conn *c = &h->conns[node];
     const struct store_node *n = &h->pool->nodes[node];
@@ -277,14 +353,14 @@ static bool conn_open(struct mc_store *h, size_t node)
     char port[8];
     snprintf(port, sizeof(port), "%u", (unsigned)n->port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICSERV};
+                             .ai_flags = AI_NUMERICSERV | (wait ? 0 : AI_NUMERICHOST)};
     struct addrinfo *res = NULL;
     if (getaddrinfo(n->host, port, &hints, &res) != 0)
         return false;
     uint64_t deadline = now_ms() + h->pool->timeout_ms;
     int fd = -1;
     for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
-        fd = connect_addr(ai, deadline);
+        fd = connect_addr(ai, deadline, wait);
     freeaddrinfo(res);
     if (fd < 0)
         return false;
@@ -307,8 +383,8 @@ static bool conn_stale(const struct mc_conn *c)
 }
 
 /* Ready to send to node: false when it is down or cannot be reached (then
- * it is marked down). */
-static bool conn_ready(struct mc_store *h, size_t node, uint64_t now)
+ * it is marked down). connect_wait: see conn_open. */
+static bool conn_ready(struct mc_store *h, size_t node, uint64_t now, bool connect_wait)
 {
     struct mc_conn *c = &h->conns[node];
     if (node_down(h->pool, node, now))
@@ -319,7 +395,7 @@ static bool conn_ready(struct mc_store *h, size_t node, uint64_t now)
         conn_drop(c);
     if (c->fd >= 0)
         return true;
-    if (conn_open(h, node))
+    if (conn_open(h, node, connect_wait))
         return true;
     node_fail(h, node);
     return false;
@@ -684,30 +760,106 @@ static bool conn_write(struct mc_conn *c)
     return true;
 }
 
+/* ---- one node's part of a run: shared by the poll and the event loop ---- */
+
+/* Makes node k's part of h->batch active, or settles it as not sent when
+ * the node is down or unreachable. connect_wait: block up to the timeout on
+ * a new connection (false: it completes while the run waits for POLLOUT). */
+static bool node_begin(struct mc_store *h, size_t k, uint64_t now, bool connect_wait)
+{
+    struct mc_run *r = &h->runs[k];
+    if (!conn_ready(h, k, now, connect_wait)) {
+        settle_node(h, k, false);
+        return false;
+    }
+    r->active = true;
+    r->deadline = now + h->pool->timeout_ms;
+    return true;
+}
+
+/* Formats and writes what the socket takes now (it is usually writable).
+ * false: the node failed (settled, marked down). */
+static bool node_pump(struct mc_store *h, size_t k)
+{
+    struct mc_run *r = &h->runs[k];
+    struct mc_conn *c = &h->conns[k];
+    refill(h, k);
+    size_t before = c->wpos;
+    if (c->wpos < c->wend && !conn_write(c)) {
+        run_fail(h, k);
+        return false;
+    }
+    if (c->wpos != before)
+        r->deadline = now_ms() + h->pool->timeout_ms;
+    refill(h, k);
+    return true;
+}
+
+static bool node_wants_write(const struct mc_store *h, size_t k)
+{
+    const struct mc_conn *c = &h->conns[k];
+    return c->wpos < c->wend;
+}
+
+/* Handles readiness (POLLIN/POLLOUT/POLLHUP/POLLERR, 0 for a timeout) of
+ * an active node. false when its part of the run ended (settled). */
+static bool node_io(struct mc_store *h, size_t k, short rev, uint64_t now)
+{
+    struct mc_run *r = &h->runs[k];
+    struct mc_conn *c = &h->conns[k];
+    bool ok = true;
+    if (rev & POLLOUT) {
+        size_t before = c->wpos;
+        ok = conn_write(c);
+        if (c->wpos != before)
+            r->deadline = now + h->pool->timeout_ms;
+    }
+    if (ok && (rev & (POLLIN | POLLHUP | POLLERR))) {
+        size_t before = c->rend - c->rpos;
+        ok = conn_read(c);
+        if (ok && c->rend - c->rpos != before)
+            r->deadline = now + h->pool->timeout_ms;
+        else if (ok && (rev & (POLLHUP | POLLERR)))
+            ok = false;
+        if (ok) {
+            enum parse_result res = parse_replies(h, k);
+            if (res == PARSE_DONE) {
+                if (!r->mn_queued || c->wpos < c->wend || c->rpos != c->rend) {
+                    ok = false; /* MN before we sent ours: out of sync */
+                } else {
+                    settle_node(h, k, true);
+                    r->active = false;
+                    node_ok(h, k);
+                    return false;
+                }
+            } else if (res == PARSE_BAD) {
+                ok = false;
+            }
+        }
+    }
+    if (ok && now >= r->deadline)
+        ok = false; /* no progress within the timeout */
+    if (!ok) {
+        run_fail(h, k);
+        return false;
+    }
+    return true;
+}
+
 /* Runs h->batch on every node at once: write and read interleaved by poll.
  * Every op ends with a status (and a value). */
 static void run_batch(struct mc_store *h)
 {
-    struct pool_nodes *pool = h->pool;
-    size_t nn = pool->n_nodes;
+    size_t nn = h->pool->n_nodes;
     struct pollfd pfds[STORE_MAX_NODES];
     size_t pnode[STORE_MAX_NODES];
     uint64_t now = now_ms();
     size_t active = 0;
 
     route_batch(h);
-    for (size_t k = 0; k < nn; k++) {
-        struct mc_run *r = &h->runs[k];
-        if (r->count == 0)
-            continue;
-        if (!conn_ready(h, k, now)) {
-            settle_node(h, k, false);
-            continue;
-        }
-        r->active = true;
-        r->deadline = now + pool->timeout_ms;
-        active++;
-    }
+    for (size_t k = 0; k < nn; k++)
+        if (h->runs[k].count > 0 && node_begin(h, k, now, true))
+            active++;
 
     while (active > 0) {
         size_t np = 0;
@@ -716,20 +868,12 @@ static void run_batch(struct mc_store *h)
             struct mc_run *r = &h->runs[k];
             if (!r->active)
                 continue;
-            refill(h, k);
-            struct mc_conn *c = &h->conns[k];
-            /* Optimistic write: the socket is usually writable. */
-            size_t before = c->wpos;
-            if (c->wpos < c->wend && !conn_write(c)) {
-                run_fail(h, k);
+            if (!node_pump(h, k)) {
                 active--;
                 continue;
             }
-            if (c->wpos != before)
-                r->deadline = now_ms() + pool->timeout_ms;
-            refill(h, k);
-            pfds[np] = (struct pollfd){.fd = c->fd, .events = POLLIN};
-            if (c->wpos < c->wend)
+            pfds[np] = (struct pollfd){.fd = h->conns[k].fd, .events = POLLIN};
+            if (node_wants_write(h, k))
                 pfds[np].events |= POLLOUT;
             pnode[np++] = k;
             if (r->deadline < first_deadline)
@@ -743,49 +887,9 @@ static void run_batch(struct mc_store *h)
         if (pr < 0 && errno != EINTR)
             pr = 0; /* treat as a timeout round: deadlines decide */
         now = now_ms();
-        for (size_t j = 0; j < np; j++) {
-            size_t k = pnode[j];
-            struct mc_run *r = &h->runs[k];
-            struct mc_conn *c = &h->conns[k];
-            short rev = pr > 0 ? pfds[j].revents : 0;
-            bool ok = true;
-            if (rev & POLLOUT) {
-                size_t before = c->wpos;
-                ok = conn_write(c);
-                if (c->wpos != before)
-                    r->deadline = now + pool->timeout_ms;
-            }
-            if (ok && (rev & (POLLIN | POLLHUP | POLLERR))) {
-                size_t before = c->rend - c->rpos;
-                ok = conn_read(c);
-                if (ok && c->rend - c->rpos != before)
-                    r->deadline = now + pool->timeout_ms;
-                else if (ok && (rev & (POLLHUP | POLLERR)))
-                    ok = false;
-                if (ok) {
-                    enum parse_result res = parse_replies(h, k);
-                    if (res == PARSE_DONE) {
-                        if (!r->mn_queued || c->wpos < c->wend || c->rpos != c->rend) {
-                            ok = false; /* MN before we sent ours: out of sync */
-                        } else {
-                            settle_node(h, k, true);
-                            r->active = false;
-                            active--;
-                            node_ok(h, k);
-                            continue;
-                        }
-                    } else if (res == PARSE_BAD) {
-                        ok = false;
-                    }
-                }
-            }
-            if (ok && now >= r->deadline)
-                ok = false; /* no progress within the timeout */
-            if (!ok) {
-                run_fail(h, k);
+        for (size_t j = 0; j < np; j++)
+            if (!node_io(h, pnode[j], pr > 0 ? pfds[j].revents : 0, now))
                 active--;
-            }
-        }
     }
 }
 
@@ -817,6 +921,146 @@ static void mc_engine_mget(struct store *s, struct store_op *ops, size_t n)
 static void mc_engine_add(struct store *s, struct store_op *ops, size_t n)
 {
     run_ops(s, MC_ADD, ops, n);
+}
+
+/* ---- the batch engine on an event loop (store_incr_start) ---- */
+
+static void async_finish(struct mc_store *h)
+{
+    struct mc_async *a = &h->async;
+    pool_incr_finish(&h->placement, &h->base, a->items, a->n, a->ttl_s);
+    a->running = false;
+    a->done(a->arg); /* may start the next run */
+}
+
+static void on_async_finish(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    async_finish(arg);
+}
+
+static void on_async_node(evutil_socket_t fd, short what, void *arg);
+
+/* Waits for the node's next readiness, or its deadline (the read event's
+ * timeout). false: the events could not be armed (the node is settled as
+ * failed). */
+static bool async_arm(struct mc_store *h, size_t k)
+{
+    struct mc_async *a = &h->async;
+    struct mc_conn *c = &h->conns[k];
+    uint64_t now = now_ms();
+    uint64_t left = h->runs[k].deadline > now ? h->runs[k].deadline - now : 0;
+    struct timeval tv = {.tv_sec = (time_t)(left / 1000),
+                         .tv_usec = (suseconds_t)(left % 1000) * 1000};
+    bool ok = true;
+    if (!c->rev_on) {
+        ok = event_assign(c->rev, a->base, c->fd, EV_READ | EV_PERSIST, on_async_node,
+                          &a->refs[k]) == 0;
+        c->rev_on = ok;
+    }
+    /* On an added event this only moves its timeout: no epoll change. */
+    ok = ok && event_add(c->rev, &tv) == 0;
+    if (ok && node_wants_write(h, k) && !event_pending(a->ev[k], EV_WRITE, NULL))
+        ok = event_assign(a->ev[k], a->base, c->fd, EV_WRITE, on_async_node, &a->refs[k]) == 0 &&
+             event_add(a->ev[k], NULL) == 0;
+    if (!ok) {
+        run_fail(h, k);
+        return false;
+    }
+    return true;
+}
+
+/* The node's part of the run ended: its connection (if still open) waits
+ * with no timeout. */
+static void async_node_end(struct mc_store *h, size_t k)
+{
+    struct mc_conn *c = &h->conns[k];
+    event_del(h->async.ev[k]);
+    if (c->rev_on)
+        event_remove_timer(c->rev);
+}
+
+static void on_async_node(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    struct mc_node_ref *ref = arg;
+    struct mc_store *h = ref->h;
+    size_t k = ref->node;
+    if (!h->async.running || !h->runs[k].active) {
+        /* Between runs nothing is due from the server: it closed, or it
+         * is out of step. Either way the next run starts afresh. */
+        conn_drop(&h->conns[k]);
+        return;
+    }
+    short rev = (short)(((what & EV_READ) ? POLLIN : 0) | ((what & EV_WRITE) ? POLLOUT : 0));
+    if (!node_io(h, k, rev, now_ms()) || !node_pump(h, k) || !async_arm(h, k)) {
+        async_node_end(h, k);
+        if (--h->async.active == 0)
+            async_finish(h);
+    }
+}
+
+/* The events are made once, for the first loop that runs a batch. */
+static bool async_init(struct mc_store *h, struct event_base *base)
+{
+    struct mc_async *a = &h->async;
+    if (a->base != NULL)
+        return a->base == base;
+    size_t nn = h->pool->n_nodes;
+    a->ev = calloc(nn, sizeof(*a->ev));
+    a->refs = calloc(nn, sizeof(*a->refs));
+    a->finish = event_new(base, -1, 0, on_async_finish, h);
+    if (a->ev == NULL || a->refs == NULL || a->finish == NULL)
+        goto err;
+    for (size_t k = 0; k < nn; k++) {
+        a->refs[k] = (struct mc_node_ref){.h = h, .node = k};
+        if ((a->ev[k] = event_new(base, -1, 0, on_async_node, &a->refs[k])) == NULL ||
+            (h->conns[k].rev = event_new(base, -1, 0, on_async_node, &a->refs[k])) == NULL)
+            goto err;
+    }
+    a->base = base;
+    return true;
+err:
+    async_free(h);
+    *a = (struct mc_async){0};
+    return false;
+}
+
+static bool mc_incr_start(struct store *s, struct event_base *base, struct store_incr *items,
+                          size_t n, uint32_t ttl_s, store_done_fn done, void *arg)
+{
+    struct mc_store *h = mc_of(s);
+    struct mc_async *a = &h->async;
+    /* replicas = 1: pool_incr_prepare never blocks (no hints to replay). */
+    if (a->running || h->placement.replicas != 1 || !h->numeric_hosts || !async_init(h, base))
+        return false;
+    size_t nops = pool_incr_prepare(&h->placement, s, items, n, ttl_s);
+    if (nops == SIZE_MAX || !scratch_reserve(h, nops))
+        return false;
+    struct store_op *ops = h->placement.ops;
+    for (size_t i = 0; i < nops; i++) {
+        ops[i].status = STORE_UNAVAILABLE;
+        ops[i].value = 0;
+        ops[i].present = false;
+    }
+    *a = (struct mc_async){.base = a->base, .ev = a->ev, .refs = a->refs, .finish = a->finish,
+                           .running = true, .items = items, .n = n, .ttl_s = ttl_s,
+                           .done = done, .arg = arg};
+    h->batch = (struct mc_batch){.kind = MC_INCR, .n = nops, .ops = ops};
+    route_batch(h);
+    uint64_t now = now_ms();
+    for (size_t k = 0; k < h->pool->n_nodes; k++) {
+        if (h->runs[k].count == 0 || !node_begin(h, k, now, false))
+            continue;
+        if (node_pump(h, k) && async_arm(h, k))
+            a->active++;
+        else
+            async_node_end(h, k);
+    }
+    if (a->active == 0)
+        event_active(a->finish, EV_TIMEOUT, 0); /* done runs after this call returns */
+    return true;
 }
 
 static void mc_add_batch(struct store *s, struct store_add_item *items, size_t n, uint32_t ttl_s)
@@ -939,7 +1183,7 @@ static bool recv_block(struct mc_store *h, size_t node, char *dst, size_t len)
  * operation's outcome in the stats). */
 static enum store_status single_begin(struct mc_store *h, size_t node)
 {
-    if (!conn_ready(h, node, now_ms()))
+    if (!conn_ready(h, node, now_ms(), true))
         return STORE_UNAVAILABLE;
     return STORE_OK;
 }
@@ -1135,5 +1379,6 @@ static const struct store_ops mc_ops = {
     .add = mc_add,
     .del = mc_del,
     .add_batch = mc_add_batch,
+    .incr_start = mc_incr_start,
     .placement = mc_placement,
 };

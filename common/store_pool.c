@@ -352,11 +352,11 @@ static void settle_hint_ops(struct pool *p, struct store *s, const uint32_t *hno
     }
 }
 
-enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_incr *items,
-                                  size_t n, uint32_t ttl_s)
+size_t pool_incr_prepare(struct pool *p, struct store *s, struct store_incr *items, size_t n,
+                         uint32_t ttl_s)
 {
     size_t rn = p->replicas;
-    uint32_t hnodes[STORE_MAX_NODES];
+    uint32_t *hnodes = p->run_hnodes;
     size_t nhn = 0, nh = 0;
 
     flush_stale(p, s);
@@ -364,12 +364,8 @@ enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_
         for (uint32_t k = 0; k < p->n_nodes; k++)
             if (p->eng->up(s, k))
                 nh += hints_count_kind(p->hints[k], HINT_INCR);
-    if (!ops_reserve(p, nh + n * rn)) {
-        for (size_t i = 0; i < n; i++)
-            items[i].status = STORE_NOMEM;
-        s->stats.error_items += n;
-        return n > 0 ? STORE_NOMEM : STORE_OK;
-    }
+    if (!ops_reserve(p, nh + n * rn))
+        return SIZE_MAX;
     size_t j = nh > 0 ? plan_hint_ops(p, s, hnodes, &nhn) : 0;
     size_t hint_end = j;
     for (size_t i = 0; i < n; i++) {
@@ -386,14 +382,22 @@ enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_
                                             .delta = it->delta, .ttl_s = ttl_s,
                                             .node = nodes[x], .want_value = it->want_value};
     }
-    p->eng->incr(s, p->ops, j);
-    if (nhn > 0)
-        settle_hint_ops(p, s, hnodes, nhn);
+    p->run_nhn = nhn;
+    p->run_hint_end = hint_end;
+    return j;
+}
+
+enum store_status pool_incr_finish(struct pool *p, struct store *s, struct store_incr *items,
+                                   size_t n, uint32_t ttl_s)
+{
+    size_t rn = p->replicas;
+    size_t j = p->run_hint_end;
+    if (p->run_nhn > 0)
+        settle_hint_ops(p, s, p->run_hnodes, p->run_nhn);
 
     size_t lost[STORE_MAX_NODES] = {0};
     bool any_lost = false;
     enum store_status first = STORE_OK;
-    j = hint_end;
     for (size_t i = 0; i < n; i++) {
         struct store_incr *it = &items[i];
         if (it->status == STORE_ERROR && !store_key_valid(it->key, it->keylen)) {
@@ -442,6 +446,20 @@ enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_
     if (rn > 1)
         update_pending(p, s);
     return first;
+}
+
+enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_incr *items,
+                                  size_t n, uint32_t ttl_s)
+{
+    size_t nops = pool_incr_prepare(p, s, items, n, ttl_s);
+    if (nops == SIZE_MAX) {
+        for (size_t i = 0; i < n; i++)
+            items[i].status = STORE_NOMEM;
+        s->stats.error_items += n;
+        return n > 0 ? STORE_NOMEM : STORE_OK;
+    }
+    p->eng->incr(s, p->ops, nops);
+    return pool_incr_finish(p, s, items, n, ttl_s);
 }
 
 enum store_status pool_mget_u64(struct pool *p, struct store *s, const char *const *keys,

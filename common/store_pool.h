@@ -153,6 +153,10 @@ struct pool {
     uint64_t *lost;                 /* owned, n_nodes: writes lost, not logged yet */
     const char **lost_why;          /* owned, n_nodes: the last reason (static text) */
     uint64_t lost_log_ms;           /* when the last such line was logged */
+    /* the increment run between pool_incr_prepare and pool_incr_finish */
+    uint32_t run_hnodes[STORE_MAX_NODES]; /* nodes whose hints it replays */
+    size_t run_nhn;
+    size_t run_hint_end;            /* ops[0 .. run_hint_end) are those hints */
 };
 
 bool pool_init(struct pool *p, const struct pool_engine *eng, const struct ketama *ketama,
@@ -165,6 +169,16 @@ void pool_fini(struct pool *p, struct store *s);
 /* store.h's operations; s is the handle p belongs to (its stats). */
 enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_incr *items,
                                   size_t n, uint32_t ttl_s);
+/* pool_incr_batch in two halves around the engine's run, for an engine that
+ * runs without blocking: prepare puts the ops in p->ops and returns their
+ * count (SIZE_MAX: out of memory, nothing done); the engine runs them;
+ * finish merges their outcomes into the items and returns as
+ * pool_incr_batch. prepare may block replaying stale blob hints: only with
+ * replicas = 1 does it never touch the network. */
+size_t pool_incr_prepare(struct pool *p, struct store *s, struct store_incr *items, size_t n,
+                         uint32_t ttl_s);
+enum store_status pool_incr_finish(struct pool *p, struct store *s, struct store_incr *items,
+                                   size_t n, uint32_t ttl_s);
 enum store_status pool_mget_u64(struct pool *p, struct store *s, const char *const *keys,
                                 const size_t *keylens, size_t n, uint64_t *values,
                                 bool *present);

@@ -14,12 +14,14 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 
 #include "ketama.h"
 #include "servers.h"
 #include "snapstore.h"
 #include "store.h"
 #include "store_contract.h"
+#include "store_impl.h"
 #include "store_pool.h"
 
 struct fixture {
@@ -631,6 +633,170 @@ static void test_throughput(void **state)
     keyset_free(&k);
 }
 
+/* ---- store_incr_start: the same batch from an event loop ---- */
+
+struct async_wait {
+    struct event_base *base;
+    int done;
+};
+
+static void on_async_done(void *arg)
+{
+    struct async_wait *w = arg;
+    w->done++;
+}
+
+/* Runs one store_incr_start to its end on base; false when it did not
+ * start. */
+static bool run_async(struct store *s, struct event_base *base, struct store_incr *items,
+                      size_t n)
+{
+    struct async_wait w = {.base = base};
+    if (!store_incr_start(s, base, items, n, 600, on_async_done, &w))
+        return false;
+    assert_int_equal(w.done, 0); /* never from inside the call */
+    while (w.done == 0)
+        assert_true(event_base_loop(base, EVLOOP_ONCE) >= 0);
+    assert_int_equal(w.done, 1);
+    return true;
+}
+
+static struct store *open_url(const char *url)
+{
+    char err[256];
+    struct store *s = store_open(url, err, sizeof(err));
+    assert_non_null(s);
+    return s;
+}
+
+static void test_incr_start_exact(void **state)
+{
+    struct fixture *f = *state;
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    struct store *s = open_url(f->url);
+    struct keyset k;
+    keyset_init(&k, 3000, "async:q1right%05zu");
+
+    fill_items(&k, 3000, 1, false);
+    assert_true(run_async(s, base, k.items, 3000));
+    for (size_t i = 0; i < 3000; i++)
+        assert_int_equal(k.items[i].status, STORE_OK);
+    fill_items(&k, 3000, 2, true);
+    assert_true(run_async(s, base, k.items, 3000));
+    for (size_t i = 0; i < 3000; i++) {
+        assert_int_equal(k.items[i].status, STORE_OK);
+        assert_int_equal(k.items[i].value, 3 * (i % 7 + 1));
+    }
+    /* what a synchronous reader sees */
+    assert_int_equal(store_mget_u64(f->s, k.keys, k.lens, 3000, k.vals, k.present), STORE_OK);
+    for (size_t i = 0; i < 3000; i++)
+        assert_int_equal(k.vals[i], 3 * (i % 7 + 1));
+
+    /* one batch at a time per handle, and never an empty one */
+    struct async_wait w = {.base = base};
+    fill_items(&k, 3000, 1, false);
+    assert_true(store_incr_start(s, base, k.items, 1500, 600, on_async_done, &w));
+    assert_false(store_incr_start(s, base, k.items + 1500, 1500, 600, on_async_done, &w));
+    while (w.done == 0)
+        assert_true(event_base_loop(base, EVLOOP_ONCE) >= 0);
+    assert_false(store_incr_start(s, base, k.items, 0, 600, on_async_done, &w));
+    store_close(s);
+
+    /* handles that cannot: replicas, a host name to look up */
+    char url[300];
+    const struct server *svs[] = {&f->mc[0], &f->mc[1]};
+    server_url(svs, 2, "replicas=2", url, sizeof(url));
+    s = open_url(url);
+    assert_false(store_incr_start(s, base, k.items, 10, 600, on_async_done, &w));
+    store_close(s);
+    snprintf(url, sizeof(url), "memcached://localhost:%u", (unsigned)f->mc[0].port);
+    s = open_url(url);
+    assert_false(store_incr_start(s, base, k.items, 10, 600, on_async_done, &w));
+    keyset_free(&k);
+    store_close(s);
+    event_base_free(base);
+}
+
+/* A node killed between two batches: its items are not applied (safe to
+ * resend), the other node's are. */
+static void test_incr_start_node_killed(void **state)
+{
+    struct fixture *f = *state;
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    struct store *s = open_url(f->url);
+    struct keyset k;
+    keyset_init(&k, 2000, "async-kill:q1wrong%04zu");
+    fill_items(&k, 2000, 1, false);
+    assert_true(run_async(s, base, k.items, 2000)); /* both connections open */
+
+    uint16_t port1 = f->mc[1].port;
+    server_kill(&f->mc[1]);
+    fill_items(&k, 2000, 1, false);
+    assert_true(run_async(s, base, k.items, 2000));
+    size_t on_dead = 0;
+    for (size_t i = 0; i < 2000; i++) {
+        uint32_t node;
+        assert_int_equal(store_placement(s, k.keys[i], k.lens[i], &node, 1), 1);
+        if (node == 1) {
+            on_dead++;
+            assert_int_equal(k.items[i].status, STORE_UNAVAILABLE);
+        } else {
+            assert_int_equal(k.items[i].status, STORE_OK);
+        }
+    }
+    assert_true(on_dead > 0 && on_dead < 2000);
+    keyset_free(&k);
+    store_close(s);
+    event_base_free(base);
+    assert_true(server_start(&f->mc[1], SERVER_MEMCACHED, port1));
+}
+
+/* A node that accepts but never answers: the loop's timer ends the run
+ * after the timeout; what was sent there is outcome unknown. */
+static void test_incr_start_silent_node(void **state)
+{
+    struct fixture *f = *state;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 16), 0); /* never accepted: the kernel completes connects */
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    char url[300];
+    snprintf(url, sizeof(url), "memcached://127.0.0.1:%u,127.0.0.1:%u?timeout_ms=200",
+             (unsigned)f->mc[0].port, (unsigned)ntohs(a.sin_port));
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    struct store *s = open_url(url);
+    struct keyset k;
+    keyset_init(&k, 500, "async-silent:q2right%03zu");
+    fill_items(&k, 500, 1, false);
+    struct store_stats st0, st1;
+    store_get_stats(s, &st0);
+    assert_true(run_async(s, base, k.items, 500));
+    store_get_stats(s, &st1);
+    assert_int_equal(st1.node_failures, st0.node_failures + 1);
+    size_t silent = 0;
+    for (size_t i = 0; i < 500; i++) {
+        uint32_t node;
+        assert_int_equal(store_placement(s, k.keys[i], k.lens[i], &node, 1), 1);
+        if (node == 1) {
+            silent++;
+            assert_int_equal(k.items[i].status, STORE_ERROR); /* sent, never confirmed */
+        } else {
+            assert_int_equal(k.items[i].status, STORE_OK);
+        }
+    }
+    assert_true(silent > 0 && silent < 500);
+    keyset_free(&k);
+    store_close(s);
+    event_base_free(base);
+    close(lfd);
+}
+
 static void test_add_batch_contract(void **state)
 {
     struct fixture *f = *state;
@@ -658,6 +824,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_incr_batch_across_nodes_then_mget),
         cmocka_unit_test(test_add_batch_contract),
+        cmocka_unit_test(test_incr_start_exact),
+        cmocka_unit_test(test_incr_start_node_killed),
+        cmocka_unit_test(test_incr_start_silent_node),
         cmocka_unit_test(test_add_batch_node_down),
         cmocka_unit_test(test_want_value_and_autovivify),
         cmocka_unit_test(test_wrap_like_memcached),
