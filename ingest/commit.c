@@ -92,6 +92,8 @@ struct batch {
     bool fresh_maybe_landed;   /* some fresh item may have been applied */
     uint64_t markers_added, rolled_back, rollback_failures;
     uint64_t retries;
+    uint64_t start_us;         /* the batch's first write */
+    uint64_t deadline_ms;      /* its retries end then */
     uint64_t flush_us;
     struct util_rng rng;       /* draws the shards; used only by the job */
 };
@@ -100,6 +102,8 @@ struct committer {
     struct event_base *base;   /* (ref) */
     struct worker *worker;     /* (ref) */
     struct store *inline_store; /* (ref) NULL: batches go through the worker */
+    struct store *async_store; /* (ref) NULL: idem; else batches without users start here */
+    bool inflight_async;       /* inflight is being written from the loop (async_store) */
     struct event *inline_done; /* runs flush_done after an inline write */
     const struct eventfile *ef; /* (ref) */
     struct commit_config cfg;
@@ -348,21 +352,14 @@ static void rollback_markers(struct store *s, struct batch *b)
     }
 }
 
-/* Worker thread: write the batch, retry what certainly did not land until
- * the deadline. */
-static void flush_job(struct store *s, void *arg)
+/* The batch's store items: its counters (coalesced or not), the users'
+ * totals of the answers whose marker was added, then what earlier batches
+ * carried. Only formats: nothing goes to the store. */
+static void build_items(struct batch *b)
 {
-    struct batch *b = arg;
-    const struct commit_config *cfg = &b->c->cfg;
     const struct eventfile *ef = b->c->ef;
-    uint64_t start_us = util_mono_us();
-    uint64_t deadline_ms = util_mono_ms() + cfg->deadline_ms;
-    b->retries = 0;
-    b->markers_added = b->rolled_back = b->rollback_failures = 0;
-    add_markers(s, b, deadline_ms);
-
     b->n_items = 0;
-    if (!cfg->no_coalesce) {
+    if (!b->c->cfg.no_coalesce) {
         for (uint32_t i = 0; i < b->fresh.ntouched; i++) {
             uint32_t id = b->fresh.touched[i];
             if (b->fresh.delta[id] != 0) /* 0: only refused answers touched it */
@@ -393,13 +390,15 @@ static void flush_job(struct store *s, void *arg)
         add_item(b, b->carry.touched[i], b->carry.delta[b->carry.touched[i]]);
     for (size_t i = 0; i < b->ucarry.n; i++)
         add_user_item(b, b->ucarry.v[i].key, b->ucarry.v[i].keylen, b->ucarry.v[i].delta, false);
-    size_t n = b->n_items;
+}
 
-    store_incr_batch(s, b->items, n, cfg->ttl_s);
+/* Sends again, until the deadline, what certainly did not land: an item
+ * whose reply was lost (STORE_ERROR) may have been applied. */
+static void retry_unavailable(struct store *s, struct batch *b)
+{
+    size_t n = b->n_items;
     uint64_t backoff = BACKOFF_FIRST_MS;
-    while (any_unavailable(b->items, n) && backoff_wait(deadline_ms, &backoff)) {
-        /* Only what certainly did not land is sent again: an item whose reply
-         * was lost (STORE_ERROR) may have been applied. */
+    while (any_unavailable(b->items, n) && backoff_wait(b->deadline_ms, &backoff)) {
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
             if (b->items[i].status == STORE_UNAVAILABLE) {
@@ -408,13 +407,18 @@ static void flush_job(struct store *s, void *arg)
             }
         }
         b->retries++;
-        store_incr_batch(s, b->retry, m, cfg->ttl_s);
+        store_incr_batch(s, b->retry, m, b->c->cfg.ttl_s);
         for (size_t i = 0; i < m; i++) {
             b->items[b->retry_idx[i]].status = b->retry[i].status;
             b->items[b->retry_idx[i]].value = b->retry[i].value;
         }
     }
+}
 
+/* The batch's outcome from its items'. With s (a worker's store), the
+ * markers of a batch nothing of which landed are rolled back. */
+static void settle(struct store *s, struct batch *b)
+{
     b->fresh_ok = true;
     b->fresh_maybe_landed = false;
     for (size_t i = 0; i < b->n_fresh_items; i++) {
@@ -425,9 +429,39 @@ static void flush_job(struct store *s, void *arg)
         if (st == STORE_OK || st == STORE_ERROR)
             b->fresh_maybe_landed = true;
     }
-    if (!b->fresh_ok && !b->fresh_maybe_landed)
+    if (s != NULL && !b->fresh_ok && !b->fresh_maybe_landed)
         rollback_markers(s, b);
-    b->flush_us = util_mono_us() - start_us;
+    b->flush_us = util_mono_us() - b->start_us;
+}
+
+static void batch_start(struct batch *b)
+{
+    b->start_us = util_mono_us();
+    b->deadline_ms = util_mono_ms() + b->c->cfg.deadline_ms;
+    b->retries = 0;
+    b->markers_added = b->rolled_back = b->rollback_failures = 0;
+}
+
+/* Worker thread: write the batch, retry what certainly did not land until
+ * the deadline. */
+static void flush_job(struct store *s, void *arg)
+{
+    struct batch *b = arg;
+    batch_start(b);
+    add_markers(s, b, b->deadline_ms);
+    build_items(b);
+    store_incr_batch(s, b->items, b->n_items, b->c->cfg.ttl_s);
+    retry_unavailable(s, b);
+    settle(s, b);
+}
+
+/* Worker thread: a batch whose first write ran on the loop
+ * (store_incr_start) and left items to retry. */
+static void retry_job(struct store *s, void *arg)
+{
+    struct batch *b = arg;
+    retry_unavailable(s, b);
+    settle(s, b);
 }
 
 static void arm_timer(struct committer *c, uint32_t ms)
@@ -438,6 +472,7 @@ static void arm_timer(struct committer *c, uint32_t ms)
 }
 
 static void flush_done(void *arg);
+static void on_async_written(void *arg);
 
 static void maybe_drained(struct committer *c)
 {
@@ -526,6 +561,17 @@ static void dispatch(struct committer *c)
         event_active(c->inline_done, EV_TIMEOUT, 0);
         return;
     }
+    /* Markers need their replies before the increments are known: a batch
+     * with users goes to the worker whole. */
+    if (c->async_store != NULL && b->n_recs == 0) {
+        batch_start(b);
+        build_items(b);
+        if (store_incr_start(c->async_store, c->base, b->items, b->n_items, c->cfg.ttl_s,
+                             on_async_written, b)) {
+            c->inflight_async = true;
+            return;
+        }
+    }
     if (!worker_submit(c->worker, flush_job, flush_done, b)) {
         log_error("store worker refused a batch counters=%u",
                   b->fresh.ntouched + b->carry.ntouched);
@@ -541,6 +587,20 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct committer *c = arg;
     c->timer_armed = false;
     dispatch(c);
+}
+
+/* The first write of a batch, run on the loop, is done. What did not land
+ * for certain is retried on the worker (retries sleep between rounds). */
+static void on_async_written(void *arg)
+{
+    struct batch *b = arg;
+    struct committer *c = b->c;
+    c->inflight_async = false;
+    if (any_unavailable(b->items, b->n_items) && util_mono_ms() < b->deadline_ms &&
+        worker_submit(c->worker, retry_job, flush_done, b))
+        return;
+    settle(NULL, b); /* no markers to roll back: the batch has no users */
+    flush_done(b);
 }
 
 static void on_inline_done(evutil_socket_t fd, short what, void *arg)
@@ -640,8 +700,8 @@ static void flush_done(void *arg)
 }
 
 struct committer *committer_create(struct event_base *base, struct worker *worker,
-                                   struct store *inline_store, const struct eventfile *ef,
-                                   const struct commit_config *cfg)
+                                   struct store *inline_store, struct store *async_store,
+                                   const struct eventfile *ef, const struct commit_config *cfg)
 {
     struct committer *c = calloc(1, sizeof(*c));
     if (c == NULL)
@@ -649,6 +709,7 @@ struct committer *committer_create(struct event_base *base, struct worker *worke
     c->base = base;
     c->worker = worker;
     c->inline_store = inline_store;
+    c->async_store = async_store;
     c->ef = ef;
     c->cfg = *cfg;
     if (c->cfg.max_batch_answers == 0)
@@ -771,14 +832,15 @@ void committer_free(struct committer *c)
     /* Without a drain (a forced stop), answers still open or written inline
      * but not yet reported get their 503 rather than no reply at all. */
     answer_unconfirmed(c, c->open);
-    if (c->inflight && c->inline_store)
+    bool inflight_ours = c->inflight && (c->inline_store || c->inflight_async);
+    if (inflight_ours)
         answer_unconfirmed(c, c->inflight);
     if (c->timer)
         event_free(c->timer);
     if (c->inline_done)
         event_free(c->inline_done);
-    if (c->inflight && c->inline_store)
-        batch_free(c->inflight);
+    if (inflight_ours)
+        batch_free(c->inflight); /* an async write's events go with its store handle */
     batch_free(c->open);
     batch_free(c->spare);
     counts_free(&c->carry);

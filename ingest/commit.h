@@ -119,10 +119,14 @@ struct committer;
 
 /* ef and worker are borrowed: the committer submits its flushes to worker.
  * inline_store (borrowed, may be NULL) is an in-process store fast enough to
- * write to from the loop itself: no thread hand-off per batch. */
+ * write to from the loop itself: no thread hand-off per batch.
+ * async_store (borrowed, may be NULL) is the loop's own handle on a network
+ * store: a batch without users is first written from the loop with
+ * store_incr_start (no thread hand-off either) when the handle can; its
+ * retries, and batches with users, go to the worker. */
 struct committer *committer_create(struct event_base *base, struct worker *worker,
-                                   struct store *inline_store, const struct eventfile *ef,
-                                   const struct commit_config *cfg);
+                                   struct store *inline_store, struct store *async_store,
+                                   const struct eventfile *ef, const struct commit_config *cfg);
 
 /* Queues an answer's counters (keys_counters_for_answer), with its user part
  * or NULL; done is called exactly once, later, on the loop's thread (never

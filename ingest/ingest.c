@@ -64,6 +64,7 @@ struct ingest {
     struct ingest_config cfg;
     struct worker *worker;
     struct store *inline_store;      /* owned: the loop's own handle on an in-process store */
+    struct store *async_store;       /* owned: the loop's own handle on a network store */
     struct committer *committer;
     struct qstate *states;           /* owned: this thread's copy of sh->states */
     uint64_t states_version;
@@ -663,7 +664,15 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
 
     /* The embedded store is written from the loop itself: a batch costs
      * less than waking a thread would. */
-    if (strcmp(store_kind(store), "memory") == 0 && (ig->inline_store = store_clone(store)) == NULL) {
+    bool in_process = strcmp(store_kind(store), "memory") == 0;
+    if (in_process && (ig->inline_store = store_clone(store)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        store_close(store);
+        goto err;
+    }
+    /* A network store's batches start from the loop too when its handle can
+     * write without blocking (store_incr_start): again no hand-off. */
+    if (!in_process && (ig->async_store = store_clone(store)) == NULL) {
         snprintf(err, errlen, "out of memory");
         store_close(store);
         goto err;
@@ -677,7 +686,7 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
     cc.on_user_totals = on_user_totals;
     cc.totals_arg = ig;
     fans_topk_init(&ig->fans);
-    ig->committer = committer_create(base, ig->worker, ig->inline_store, ef, &cc);
+    ig->committer = committer_create(base, ig->worker, ig->inline_store, ig->async_store, ef, &cc);
     if (ig->committer == NULL) {
         snprintf(err, errlen, "out of memory");
         goto err;
@@ -749,6 +758,7 @@ void ingest_free(struct ingest *ig)
     worker_stop(ig->worker);
     committer_free(ig->committer);
     store_close(ig->inline_store);
+    store_close(ig->async_store);
     if (ig->slot >= 0) {
         pthread_mutex_lock(&ig->sh->lock);
         /* Keep the figures counted (a process's totals must not drop), but

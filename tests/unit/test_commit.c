@@ -262,7 +262,7 @@ static void fx_start_ex(struct fx *fx, const struct commit_config *cfg, struct s
     }
     fx->worker = worker_start("commit-test", store, fx->base, max_jobs);
     assert_non_null(fx->worker);
-    fx->c = committer_create(fx->base, fx->worker, inline_mode ? fx->reader : NULL, &fx->ef,
+    fx->c = committer_create(fx->base, fx->worker, inline_mode ? fx->reader : NULL, NULL, &fx->ef,
                              cfg);
     assert_non_null(fx->c);
 }
