@@ -260,31 +260,67 @@ static const char *reason(int status)
     }
 }
 
-/* Renders a response at the end of (buf, len, cap). */
+static char *put_bytes(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *put_uint(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* Renders a response at the end of (buf, len, cap). Every reply of the
+ * answer path goes through here: plain copies, no format parsing. */
 static bool render(char **buf, size_t *len, size_t *cap, int status, const char *ctype,
                    const char *body, size_t blen, const char *extra, bool keep_alive, bool head)
 {
-    char hdr[512];
-    int n;
+    static const char close_hdr[] = "Connection: close\r\n";
+    if (status < 100 || status > 999)
+        return false;
+    const char *why = reason(status);
+    if (ctype == NULL)
+        ctype = "application/json";
     if (status == 204) /* no body, and so no body headers (RFC 9110 8.6) */
-        n = snprintf(hdr, sizeof(hdr), "HTTP/1.1 204 No Content\r\n%s%s\r\n",
-                     keep_alive ? "" : "Connection: close\r\n", extra ? extra : "");
-    else
-        n = snprintf(hdr, sizeof(hdr),
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
-                     status, reason(status), ctype ? ctype : "application/json", blen,
-                     keep_alive ? "" : "Connection: close\r\n", extra ? extra : "");
-    if (status == 204)
         blen = 0;
-    if (n < 0 || (size_t)n >= sizeof(hdr))
+    size_t why_len = strlen(why), ctype_len = strlen(ctype);
+    size_t extra_len = extra != NULL ? strlen(extra) : 0;
+    /* "HTTP/1.1 NNN " why CRLF ["Content-Type: " ctype CRLF "Content-Length: " n CRLF]
+     * [close] extra CRLF */
+    size_t hdr_max = 13 + why_len + 2 + 14 + ctype_len + 2 + 16 + 20 + 2 +
+                     (sizeof(close_hdr) - 1) + extra_len + 2;
+    if (!reserve(buf, cap, *len + hdr_max + (head ? 0 : blen)))
         return false;
-    size_t total = (size_t)n + (head ? 0 : blen);
-    if (!reserve(buf, cap, *len + total))
-        return false;
-    memcpy(*buf + *len, hdr, (size_t)n);
-    if (!head && blen)
-        memcpy(*buf + *len + n, body, blen);
-    *len += total;
+    char *p = *buf + *len;
+    p = put_bytes(p, "HTTP/1.1 ", 9);
+    p = put_uint(p, (uint64_t)status);
+    *p++ = ' ';
+    p = put_bytes(p, why, why_len);
+    p = put_bytes(p, "\r\n", 2);
+    if (status != 204) {
+        p = put_bytes(p, "Content-Type: ", 14);
+        p = put_bytes(p, ctype, ctype_len);
+        p = put_bytes(p, "\r\nContent-Length: ", 18);
+        p = put_uint(p, blen);
+        p = put_bytes(p, "\r\n", 2);
+    }
+    if (!keep_alive)
+        p = put_bytes(p, close_hdr, sizeof(close_hdr) - 1);
+    if (extra_len > 0)
+        p = put_bytes(p, extra, extra_len);
+    p = put_bytes(p, "\r\n", 2);
+    if (!head && blen > 0)
+        p = put_bytes(p, body, blen);
+    *len = (size_t)(p - *buf);
     return true;
 }
 
