@@ -37,6 +37,11 @@ struct answer_error {
 bool answer_parse(const struct eventfile *ef, const char *body, size_t len, struct answer *out,
                   struct answer_error *err);
 
+/* answer_parse with jansson alone, never the fast reader (tests: the two
+ * must agree on every body). */
+bool answer_parse_jansson(const struct eventfile *ef, const char *body, size_t len,
+                          struct answer *out, struct answer_error *err);
+
 /* The counters it increments; right or wrong is decided here, from the event
  * file, never from anything the client sent. */
 void answer_counters(const struct eventfile *ef, const struct answer *a,

@@ -418,6 +418,109 @@ static void test_client_cannot_claim_right(void **state)
 
 /* ---- Content-Type ---- */
 
+/* ---- the fast reader and jansson agree ---- */
+
+static void assert_same(const struct eventfile *ef, const char *body, size_t len)
+{
+    struct answer a1, a2;
+    struct answer_error e1 = {0}, e2 = {0};
+    memset(&a1, 0, sizeof(a1));
+    memset(&a2, 0, sizeof(a2));
+    char *copy = malloc(len ? len : 1);
+    assert_non_null(copy);
+    memcpy(copy, body, len);
+    bool ok1 = answer_parse(ef, copy, len, &a1, &e1);
+    bool ok2 = answer_parse_jansson(ef, copy, len, &a2, &e2);
+    if (ok1 != ok2)
+        fail_msg("fast %d, jansson %d for body [%.*s]", ok1, ok2, (int)len, body);
+    if (ok1) {
+        assert_int_equal(a1.question, a2.question);
+        assert_int_equal(a1.question_index, a2.question_index);
+        assert_int_equal(a1.option, a2.option);
+        assert_int_equal(a1.age, a2.age);
+        assert_int_equal(a1.country, a2.country);
+        assert_int_equal(a1.has_user, a2.has_user);
+        assert_string_equal(a1.user, a2.user);
+    } else {
+        assert_int_equal(e1.status, e2.status);
+        assert_string_equal(e1.error, e2.error);
+        if (e1.field != NULL || e2.field != NULL) {
+            assert_non_null(e1.field);
+            assert_non_null(e2.field);
+            assert_string_equal(e1.field, e2.field);
+        }
+    }
+    free(copy);
+}
+
+static uint64_t xorshift(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* Bodies near the ones phones send, mutated at random (deterministic seed):
+ * whatever the fast reader takes must read as jansson reads it, and what it
+ * leaves to jansson must not change the outcome. */
+static void test_fast_reader_agrees_with_jansson(void **state)
+{
+    static const char *const seeds[] = {
+        "{'question':1,'answer':2,'age':27,'country':'us','user':'fan-8812'}",
+        "{'question':7,'answer':0,'age':40}",
+        " { 'age' : 130 , 'answer' : 1 , 'question' : 1 , 'country' : null } ",
+        "{'question':1,'answer':0,'age':8,'country':'uk','user':null}",
+        "{'question':1,'answer':3,'age':-1,'country':'ZZ'}",
+        "{'question':2,'answer':0,'age':20,'user':'a.b:c_d-e'}",
+        "{}",
+        "{'question':1e0,'answer':0.0,'age':0020}",
+        "{'question':1,'answer':0,'age':30,'country':'\\u0075s'}",
+        "{'question':1,'answer':1,'age':30,'extra':[1,{'x':2}]}",
+        "{'question':1,'question':1,'answer':1,'age':30}",
+        "{'question':-0,'answer':1,'age':30}",
+        "{'question':123456789012345678901,'answer':1,'age':30}",
+        "{'question':true,'answer':1,'age':30}",
+    };
+    static const char alphabet[] = "{}[]\",:0123456789-.eE +tfnul\\\t\r\nqusioawergcy_x";
+    uint64_t rng = 0x9e3779b97f4a7c15u;
+    char body[256];
+    for (size_t si = 0; si < sizeof(seeds) / sizeof(seeds[0]); si++) {
+        char *seed = sq(seeds[si]);
+        size_t slen = strlen(seed);
+        assert_same(*state, seed, slen);
+        for (int round = 0; round < 8000; round++) {
+            memcpy(body, seed, slen);
+            size_t len = slen;
+            int edits = 1 + (int)(xorshift(&rng) % 3);
+            for (int e = 0; e < edits; e++) {
+                size_t at = len ? (size_t)(xorshift(&rng) % len) : 0;
+                char ch = alphabet[xorshift(&rng) % (sizeof(alphabet) - 1)];
+                switch (xorshift(&rng) % 3) {
+                case 0: /* replace */
+                    if (len > 0)
+                        body[at] = ch;
+                    break;
+                case 1: /* insert */
+                    if (len + 1 < sizeof(body)) {
+                        memmove(body + at + 1, body + at, len - at);
+                        body[at] = ch;
+                        len++;
+                    }
+                    break;
+                default: /* delete */
+                    if (len > 0) {
+                        memmove(body + at, body + at + 1, len - at - 1);
+                        len--;
+                    }
+                }
+            }
+            assert_same(*state, body, len);
+        }
+        free(seed);
+    }
+}
+
 static void test_content_type(void **state)
 {
     (void)state;
@@ -466,6 +569,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_huge_integer_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_cannot_claim_right, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fast_reader_agrees_with_jansson, setup, teardown),
         cmocka_unit_test(test_content_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
