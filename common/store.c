@@ -414,6 +414,20 @@ enum store_status store_incr_batch(struct store *s, struct store_incr *items, si
     return s->ops->incr_batch(s, items, n, ttl_s);
 }
 
+void store_stats_add(struct store_stats *into, const struct store_stats *from)
+{
+    into->node_failures += from->node_failures;
+    into->unavailable_items += from->unavailable_items;
+    into->error_items += from->error_items;
+    into->connects += from->connects;
+    into->hints_queued += from->hints_queued;
+    into->hints_replayed += from->hints_replayed;
+    into->hints_dropped += from->hints_dropped;
+    into->hints_pending += from->hints_pending;
+    into->redirects += from->redirects;
+    into->map_refreshes += from->map_refreshes;
+}
+
 bool store_incr_start(struct store *s, struct event_base *base, struct store_incr *items,
                       size_t n, uint32_t ttl_s, store_done_fn done, void *arg)
 {

@@ -215,5 +215,7 @@ struct store_stats {
     uint64_t map_refreshes;     /* slot maps read (CLUSTER SLOTS) */
 };
 void store_get_stats(const struct store *s, struct store_stats *out);
+/* into += from, field by field (totals over handles). */
+void store_stats_add(struct store_stats *into, const struct store_stats *from);
 
 #endif

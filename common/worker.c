@@ -45,6 +45,7 @@ struct worker {
     struct job_list done;  /* guarded by lock */
     size_t pending;        /* jobs submitted whose done has not run; guarded by lock */
     bool stopping;         /* guarded by lock */
+    struct store_stats stats; /* the store's, after the last job; guarded by lock */
     pthread_t thread;
 };
 
@@ -81,10 +82,13 @@ static void *worker_main(void *arg)
             w->todo.tail = NULL;
         pthread_mutex_unlock(&w->lock);
 
+        struct store_stats st;
         if (j->job)
             j->job(w->store, j->arg);
+        store_get_stats(w->store, &st);
 
         pthread_mutex_lock(&w->lock);
+        w->stats = st;
         bool wake = w->done.head == NULL;
         list_push(&w->done, j);
         if (wake) {
@@ -182,6 +186,13 @@ bool worker_submit(struct worker *w, worker_job_fn job, worker_done_fn done, voi
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
     return true;
+}
+
+void worker_store_stats(struct worker *w, struct store_stats *out)
+{
+    pthread_mutex_lock(&w->lock);
+    *out = w->stats;
+    pthread_mutex_unlock(&w->lock);
 }
 
 size_t worker_pending(struct worker *w)

@@ -10,8 +10,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "store.h"
+
 struct event_base;
-struct store;
 
 /* Runs on the worker thread; may block on the store. */
 typedef void (*worker_job_fn)(struct store *store, void *arg);
@@ -28,6 +29,10 @@ struct worker *worker_start(const char *name, struct store *store, struct event_
 /* false when the queue is full or the worker is stopping: the job will not
  * run and done will not be called. job may be NULL (done runs in order). */
 bool worker_submit(struct worker *w, worker_job_fn job, worker_done_fn done, void *arg);
+
+/* The worker store's counters (store.h) as they were after its last job:
+ * read from any thread. */
+void worker_store_stats(struct worker *w, struct store_stats *out);
 
 /* Jobs queued or running. */
 size_t worker_pending(struct worker *w);

@@ -42,6 +42,7 @@ struct ingest_figures {
     struct metrics_hist latency;
     struct commit_stats cs;
     struct httpd_stats hs;
+    struct store_stats ss;           /* the instance's store handles, summed */
     uint64_t fans_publishes;
     uint64_t fans_failures;
 };
@@ -830,6 +831,26 @@ void ingest_free(struct ingest *ig)
     X(IM_BAD, "livetally_ingest_bad_requests_total", COUNTER, "Unparsable HTTP requests")         \
     X(IM_CONNS, "livetally_ingest_open_connections", GAUGE,                                        \
       "Open connections of the answer threads")                                                    \
+    X(IM_STORE_FAILURES, "livetally_ingest_store_node_failures_total", COUNTER,                    \
+      "Store node failures (connect, write, read, timeout): the node is avoided for a backoff")    \
+    X(IM_STORE_UNAVAILABLE, "livetally_ingest_store_unavailable_items_total", COUNTER,             \
+      "Store operations not sent because their node was down (not applied)")                      \
+    X(IM_STORE_ERRORS, "livetally_ingest_store_error_items_total", COUNTER,                        \
+      "Store operations refused by a server, or whose outcome is unknown")                         \
+    X(IM_STORE_CONNECTS, "livetally_ingest_store_connects_total", COUNTER,                         \
+      "Connections opened to store nodes")                                                         \
+    X(IM_HINTS_QUEUED, "livetally_ingest_store_hints_queued_total", COUNTER,                       \
+      "replicas >= 2: writes kept for a replica that was down")                                    \
+    X(IM_HINTS_REPLAYED, "livetally_ingest_store_hints_replayed_total", COUNTER,                   \
+      "replicas >= 2: kept writes replayed once the replica answered")                             \
+    X(IM_HINTS_DROPPED, "livetally_ingest_store_hints_dropped_total", COUNTER,                     \
+      "replicas >= 2: kept writes lost (table full, outcome unknown)")                             \
+    X(IM_HINTS_PENDING, "livetally_ingest_store_hints_pending", GAUGE,                             \
+      "replicas >= 2: keys waiting for a replica")                                                 \
+    X(IM_REDIRECTS, "livetally_ingest_store_redirects_total", COUNTER,                             \
+      "redis-cluster: MOVED and ASK replies followed")                                             \
+    X(IM_MAP_REFRESHES, "livetally_ingest_store_slot_map_refreshes_total", COUNTER,                \
+      "redis-cluster: slot maps read")                                                             \
     X(IM_DRAINING, "livetally_ingest_draining", GAUGE, "1 while draining")
 
 enum ingest_metric { INGEST_METRICS(METRIC_ENUM) INGEST_METRIC_COUNT };
@@ -851,6 +872,18 @@ void ingest_publish_stats(struct ingest *ig, const struct httpd_stats *hs)
     f.fans_failures = ig->fans_failures;
     if (hs)
         f.hs = *hs;
+    /* The worker's handle is read through the worker (its thread writes
+     * it); the loop's own handles are this thread's. */
+    struct store_stats st;
+    worker_store_stats(ig->worker, &f.ss);
+    if (ig->inline_store != NULL) {
+        store_get_stats(ig->inline_store, &st);
+        store_stats_add(&f.ss, &st);
+    }
+    if (ig->async_store != NULL) {
+        store_get_stats(ig->async_store, &st);
+        store_stats_add(&f.ss, &st);
+    }
     pthread_mutex_lock(&ig->sh->lock);
     ig->sh->figures[ig->slot] = f;
     pthread_mutex_unlock(&ig->sh->lock);
@@ -885,6 +918,16 @@ static uint64_t figure_value(const struct ingest_figures *f, enum ingest_metric 
     case IM_TIMEOUTS: return f->hs.timeouts;
     case IM_BAD: return f->hs.bad_requests;
     case IM_CONNS: return f->hs.open_conns;
+    case IM_STORE_FAILURES: return f->ss.node_failures;
+    case IM_STORE_UNAVAILABLE: return f->ss.unavailable_items;
+    case IM_STORE_ERRORS: return f->ss.error_items;
+    case IM_STORE_CONNECTS: return f->ss.connects;
+    case IM_HINTS_QUEUED: return f->ss.hints_queued;
+    case IM_HINTS_REPLAYED: return f->ss.hints_replayed;
+    case IM_HINTS_DROPPED: return f->ss.hints_dropped;
+    case IM_HINTS_PENDING: return f->ss.hints_pending;
+    case IM_REDIRECTS: return f->ss.redirects;
+    case IM_MAP_REFRESHES: return f->ss.map_refreshes;
     case IM_DRAINING: return ingest_shared_draining(sh) ? 1 : 0;
     default: return 0;
     }

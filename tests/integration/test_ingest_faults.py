@@ -163,6 +163,13 @@ def store_scenario(chk, tmp):
         time.sleep(2.5)
         m = ltutil.wait_metrics(ip, lambda m: m.get("livetally_ingest_carry_keys", 1) == 0)
         chk.eq(m.get("livetally_ingest_carry_keys"), 0.0, "nothing carried once the node is back")
+        chk.true(m.get("livetally_ingest_store_node_failures_total", 0) >= 1,
+                 "the store handles' failures reach /metrics (%s)" %
+                 m.get("livetally_ingest_store_node_failures_total"))
+        chk.true(m.get("livetally_ingest_store_unavailable_items_total", 0) >= 1,
+                 "so do the operations refused while the node was down")
+        chk.true(m.get("livetally_ingest_store_connects_total", 0) >= 3,
+                 "and the connections opened (both nodes, then the restarted one)")
         rng = random.Random(7)
         post = send_list(ip, [ltutil.random_answer(rng, ev, q_post) for _ in range(1500)])
         probe = state_probe(ip, ev, on_v, rng)
