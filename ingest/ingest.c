@@ -80,6 +80,7 @@ struct ingest {
     struct fans_topk fans;
     struct event *fans_timer;
     bool fans_running;         /* a publish job is out */
+    bool hints_running;        /* a hint replay job is out */
     uint64_t fans_slot;        /* {event}:fans:{slot}; 0 until the store gave one */
     uint64_t fans_owner;       /* random: marks the lists this instance writes */
     uint64_t fans_published_ms; /* monotonic, last successful publish */
@@ -602,11 +603,37 @@ static bool fans_publish(struct ingest *ig, bool force)
     return true;
 }
 
+/* With replicas, the increments a replica missed while it was down are
+ * replayed in front of the next batch; between two questions there may be
+ * none for minutes, so the timer replays them too. */
+static void hints_replay_run(struct store *s, void *arg)
+{
+    struct ingest *ig = arg;
+    store_incr_batch(s, NULL, 0, ig->ef->ttl_s);
+}
+
+static void hints_replay_done(void *arg)
+{
+    struct ingest *ig = arg;
+    ig->hints_running = false;
+}
+
+static void hints_replay(struct ingest *ig)
+{
+    struct store_stats st;
+    if (ig->hints_running)
+        return;
+    worker_store_stats(ig->worker, &st);
+    if (st.hints_pending > 0 && worker_submit(ig->worker, hints_replay_run, hints_replay_done, ig))
+        ig->hints_running = true;
+}
+
 static void on_fans_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     fans_publish(arg, false);
+    hints_replay(arg);
 }
 
 /* ---- lifecycle -------------------------------------------------------- */

@@ -92,6 +92,30 @@ def run(kind, chk, token_path):
         later = ltutil.wait_stats(d, lambda s: s["generation"] > gen + 2)
         chk.eq(later["totals"], stats["totals"], "%s: totals stable" % mode)
         d.close()
+
+        # Between two questions no batch goes out: the increments a replica
+        # missed are replayed all the same once it is back.
+        nodes[victim].p.kill()
+        nodes[victim].p.wait()
+        c = ltutil.Client(ip)
+        rng = random.Random(5)
+        sent = 0
+        for a in test_pipeline.make_answers(rng, 1, 200):
+            a.pop("user", None)
+            status, _, _ = c.json("POST", "/v1/answers", a)
+            sent += status == 202
+        c.close()
+        chk.eq(sent, 200, "%s: answers acknowledged with a replica down" % mode)
+        m = ltutil.wait_metrics(ip, lambda m: m.get("livetally_ingest_store_hints_pending", 0) > 0)
+        queued = m.get("livetally_ingest_store_hints_queued_total", 0)
+        chk.true(queued > 0, "%s: writes kept for the dead replica (%s)" % (mode, queued))
+        replayed0 = m.get("livetally_ingest_store_hints_replayed_total", 0)
+        nodes[victim] = start(port=ports[victim])  # back, empty; no more answers
+        m = ltutil.wait_metrics(ip, lambda m: m.get("livetally_ingest_store_hints_pending", 1) == 0)
+        chk.eq(m.get("livetally_ingest_store_hints_pending"), 0.0,
+               "%s: hints replayed while idle" % mode)
+        chk.true(m.get("livetally_ingest_store_hints_replayed_total", 0) > replayed0,
+                 "%s: replayed, not dropped" % mode)
     finally:
         chk.eq(ing.stop(), 0, "%s: ingest exit 0 on SIGTERM" % mode)
         chk.eq(agg.stop(), 0, "%s: aggregate exit 0 on SIGTERM" % mode)
