@@ -288,15 +288,17 @@ static void count_status(struct store *s, enum store_status st)
 
 /* ---- counters ---- */
 
-/* Hint ops of the nodes that are out of their backoff, at ops[0..); which
- * nodes are in hnodes (their entries' order). Returns the op count. */
-static size_t plan_hint_ops(struct pool *p, struct store *s, uint32_t *hnodes, size_t *nhn)
+/* Hint ops of the nodes in up (out of their backoff when the ops were
+ * counted: asking again could find one more and overrun them), at
+ * ops[0..); which nodes are in hnodes (their entries' order). Returns the op
+ * count. */
+static size_t plan_hint_ops(struct pool *p, const bool *up, uint32_t *hnodes, size_t *nhn)
 {
     size_t j = 0;
     *nhn = 0;
     for (uint32_t k = 0; k < p->n_nodes; k++) {
         struct store_hints *h = p->hints[k];
-        if (hints_count_kind(h, HINT_INCR) == 0 || !p->eng->up(s, k))
+        if (hints_count_kind(h, HINT_INCR) == 0 || !up[k])
             continue;
         hnodes[(*nhn)++] = k;
         size_t n = hints_count(h);
@@ -358,15 +360,16 @@ size_t pool_incr_prepare(struct pool *p, struct store *s, struct store_incr *ite
     size_t rn = p->replicas;
     uint32_t *hnodes = p->run_hnodes;
     size_t nhn = 0, nh = 0;
+    bool up[STORE_MAX_NODES] = {false};
 
     flush_stale(p, s);
     if (any_hints(p, HINT_INCR))
         for (uint32_t k = 0; k < p->n_nodes; k++)
-            if (p->eng->up(s, k))
+            if ((up[k] = p->eng->up(s, k)))
                 nh += hints_count_kind(p->hints[k], HINT_INCR);
     if (!ops_reserve(p, nh + n * rn))
         return SIZE_MAX;
-    size_t j = nh > 0 ? plan_hint_ops(p, s, hnodes, &nhn) : 0;
+    size_t j = nh > 0 ? plan_hint_ops(p, up, hnodes, &nhn) : 0;
     size_t hint_end = j;
     for (size_t i = 0; i < n; i++) {
         struct store_incr *it = &items[i];
