@@ -452,7 +452,7 @@ _Static_assert(3 + STORE_MAX_KEY + 1 + 20 + 2 + 20 + 7 + 20 + 2 + STORE_ADD_BATC
 /*
  *   ma <key> N<ttl> J<delta> D<delta> T<ttl> q O<i>\r\n     (v instead of q: want_value)
  *   mg <key> v q O<i>\r\n
- *   ms <key> <len> T<ttl> ME q O<i>\r\n<value>\r\n        (ME: add; q hides HD, not NS)
+ *   ms <key> <len> T<ttl> ME O<i>\r\n<value>\r\n          (ME: add: HD added, NS exists)
  */
 static char *format_item(struct mc_batch *b, size_t i, char *p)
 {
@@ -468,7 +468,9 @@ static char *format_item(struct mc_batch *b, size_t i, char *p)
         p = put_u64(p, op->vallen);
         p = put(p, " T", 2);
         p = put(p, b->ttl, b->ttllen);
-        p = put(p, " ME q O", 7);
+        /* Not quiet: an error reply without O<i> (SERVER_ERROR out of
+         * memory) must not leave every silent success in doubt. */
+        p = put(p, " ME O", 5);
         p = put_u64(p, i);
         p = put(p, "\r\n", 2);
         p = put(p, op->val, op->vallen);
@@ -545,7 +547,9 @@ static void settle_node(struct mc_store *h, size_t node, bool confirmed)
         }
         if (h->seen[i])
             continue;
-        if (confirmed && !r->unattributed && !op->want_value)
+        /* A silent op succeeded, unless an error reply without an opaque
+         * may be its; an add is never silent. */
+        if (confirmed && !r->unattributed && !op->want_value && b->kind != MC_ADD)
             op->status = STORE_OK;
         else if (k < sent_upto)
             op->status = STORE_ERROR; /* no value came, or outcome unknown */
