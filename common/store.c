@@ -437,6 +437,12 @@ bool store_incr_start(struct store *s, struct event_base *base, struct store_inc
     return s->ops->incr_start(s, base, items, n, ttl_s, done, arg);
 }
 
+void store_incr_wait(struct store *s)
+{
+    if (s != NULL && s->ops->incr_wait != NULL)
+        s->ops->incr_wait(s);
+}
+
 enum store_status store_mget_u64(struct store *s, const char *const *keys, const size_t *keylens,
                                  size_t n, uint64_t *values, bool *present)
 {

@@ -142,6 +142,11 @@ struct event_base;
 typedef void (*store_done_fn)(void *arg);
 bool store_incr_start(struct store *s, struct event_base *base, struct store_incr *items,
                       size_t n, uint32_t ttl_s, store_done_fn done, void *arg);
+/* Ends the run store_incr_start began without the loop (which may be gone):
+ * drives it by poll, up to the I/O timeout, and runs done before returning.
+ * For a stop: the commands already sent are applied whatever happens, so
+ * their outcome must still be read. No-op when nothing runs. */
+void store_incr_wait(struct store *s);
 
 /* Reads n counters; values[i] is 0 for a missing key. present may be NULL.
  * With replicas, every replica is read and the maximum taken (counters only

@@ -28,6 +28,7 @@ struct store_ops {
     /* NULL: store_incr_start returns false. Called with n > 0. */
     bool (*incr_start)(struct store *s, struct event_base *base, struct store_incr *items,
                        size_t n, uint32_t ttl_s, store_done_fn done, void *arg);
+    void (*incr_wait)(struct store *s); /* with incr_start */
     /* Pools: the nodes (URL order) of key, replicas first to last; NULL
      * for backends without client-side placement. */
     size_t (*placement)(struct store *s, const char *key, size_t keylen, uint32_t *nodes,

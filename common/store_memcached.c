@@ -850,19 +850,17 @@ static bool node_io(struct mc_store *h, size_t k, short rev, uint64_t now)
     return true;
 }
 
-/* Runs h->batch on every node at once: write and read interleaved by poll.
- * Every op ends with a status (and a value). */
-static void run_batch(struct mc_store *h)
+/* Drives the active nodes of h->batch to their end by poll: write and read
+ * interleaved. */
+static void run_poll(struct mc_store *h)
 {
     size_t nn = h->pool->n_nodes;
     struct pollfd pfds[STORE_MAX_NODES];
     size_t pnode[STORE_MAX_NODES];
-    uint64_t now = now_ms();
+    uint64_t now;
     size_t active = 0;
-
-    route_batch(h);
     for (size_t k = 0; k < nn; k++)
-        if (h->runs[k].count > 0 && node_begin(h, k, now, true))
+        if (h->runs[k].active)
             active++;
 
     while (active > 0) {
@@ -895,6 +893,18 @@ static void run_batch(struct mc_store *h)
             if (!node_io(h, pnode[j], pr > 0 ? pfds[j].revents : 0, now))
                 active--;
     }
+}
+
+/* Runs h->batch on every node at once. Every op ends with a status (and a
+ * value). */
+static void run_batch(struct mc_store *h)
+{
+    uint64_t now = now_ms();
+    route_batch(h);
+    for (size_t k = 0; k < h->pool->n_nodes; k++)
+        if (h->runs[k].count > 0)
+            node_begin(h, k, now, true);
+    run_poll(h);
 }
 
 /* Engine: runs ops (each on its node) in one pipelined batch. */
@@ -1065,6 +1075,19 @@ static bool mc_incr_start(struct store *s, struct event_base *base, struct store
     if (a->active == 0)
         event_active(a->finish, EV_TIMEOUT, 0); /* done runs after this call returns */
     return true;
+}
+
+static void mc_incr_wait(struct store *s)
+{
+    struct mc_store *h = mc_of(s);
+    if (!h->async.running)
+        return;
+    for (size_t k = 0; k < h->pool->n_nodes; k++)
+        if (h->runs[k].active)
+            async_node_end(h, k);
+    run_poll(h);
+    event_del(h->async.finish); /* a run with no node to wait for was due there */
+    async_finish(h);
 }
 
 static void mc_add_batch(struct store *s, struct store_add_item *items, size_t n, uint32_t ttl_s)
@@ -1384,5 +1407,6 @@ static const struct store_ops mc_ops = {
     .del = mc_del,
     .add_batch = mc_add_batch,
     .incr_start = mc_incr_start,
+    .incr_wait = mc_incr_wait,
     .placement = mc_placement,
 };

@@ -104,6 +104,7 @@ struct committer {
     struct store *inline_store; /* (ref) NULL: batches go through the worker */
     struct store *async_store; /* (ref) NULL: idem; else batches without users start here */
     bool inflight_async;       /* inflight is being written from the loop (async_store) */
+    bool stopping;             /* committer_stop: no more writes from the loop */
     struct event *inline_done; /* runs flush_done after an inline write */
     const struct eventfile *ef; /* (ref) */
     struct commit_config cfg;
@@ -563,7 +564,7 @@ static void dispatch(struct committer *c)
     }
     /* Markers need their replies before the increments are known: a batch
      * with users goes to the worker whole. */
-    if (c->async_store != NULL && b->n_recs == 0) {
+    if (c->async_store != NULL && !c->stopping && b->n_recs == 0) {
         batch_start(b);
         build_items(b);
         if (store_incr_start(c->async_store, c->base, b->items, b->n_items, c->cfg.ttl_s,
@@ -571,6 +572,9 @@ static void dispatch(struct committer *c)
             c->inflight_async = true;
             return;
         }
+        /* The handle cannot (its backend, replicas, a node named by a host
+         * name): do not build every batch twice. */
+        c->async_store = NULL;
     }
     if (!worker_submit(c->worker, flush_job, flush_done, b)) {
         log_error("store worker refused a batch counters=%u",
@@ -823,6 +827,15 @@ static void answer_unconfirmed(struct committer *c, struct batch *b)
     c->st.failed += n;
     for (size_t i = 0; i < n; i++)
         b->waiters[i].fn(b->waiters[i].arg, COMMIT_UNAVAILABLE);
+}
+
+void committer_stop(struct committer *c)
+{
+    if (c == NULL)
+        return;
+    c->stopping = true;
+    if (c->inflight_async)
+        store_incr_wait(c->async_store); /* runs on_async_written */
 }
 
 void committer_free(struct committer *c)

@@ -144,7 +144,15 @@ bool committer_idle(const struct committer *c);
 
 void committer_get_stats(const struct committer *c, struct commit_stats *out);
 
-/* Call when idle, or after worker_stop (whose callbacks answered everyone). */
+/* Before worker_stop, with the loop no longer running: a batch being
+ * written from the loop is driven to its end here (its commands may have
+ * reached the store: its answers must get the truth), and no batch starts
+ * from the loop any more, so worker_stop's callbacks finish everything on
+ * the worker. NULL is a no-op. */
+void committer_stop(struct committer *c);
+
+/* Call when idle, or after committer_stop and worker_stop (whose callbacks
+ * answered everyone). */
 void committer_free(struct committer *c);
 
 #endif

@@ -782,7 +782,9 @@ void ingest_free(struct ingest *ig)
     if (ig->fans_timer)
         event_free(ig->fans_timer);
     /* Stopping the worker runs the queued jobs and their callbacks, which
-     * answer every request still waiting. */
+     * answer every request still waiting; a batch the loop was writing is
+     * finished first. */
+    committer_stop(ig->committer);
     worker_stop(ig->worker);
     committer_free(ig->committer);
     store_close(ig->inline_store);
