@@ -21,6 +21,7 @@ static const char *reason(int code)
     case 200: return "OK";
     case 202: return "Accepted";
     case 204: return "No Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 404: return "Not Found";
@@ -34,17 +35,29 @@ static const char *reason(int code)
     }
 }
 
+/* evhttp (2.1) sends the body of a HEAD reply too, which a keep-alive client
+ * then reads as the next response: for HEAD only the body's length goes. */
+void http_send(struct evhttp_request *req, int code, struct evbuffer *body)
+{
+    if (body != NULL && evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        char len[32];
+        snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Length", len);
+        body = NULL;
+    }
+    evhttp_send_reply(req, code, reason(code), body);
+}
+
 void http_reply_json(struct evhttp_request *req, int code, const char *json, size_t len)
 {
     struct evbuffer *body = evbuffer_new();
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     evhttp_add_header(h, "Content-Type", "application/json");
     evhttp_add_header(h, "Cache-Control", "no-store");
-    if (body == NULL || evbuffer_add(body, json, len) != 0) {
-        evhttp_send_reply(req, 500, reason(500), NULL);
-    } else {
-        evhttp_send_reply(req, code, reason(code), body);
-    }
+    if (body == NULL || evbuffer_add(body, json, len) != 0)
+        http_send(req, 500, NULL);
+    else
+        http_send(req, code, body);
     if (body)
         evbuffer_free(body);
 }
@@ -83,12 +96,12 @@ void http_reply_buffer(struct evhttp_request *req, int code, const char *content
                        struct evbuffer *body)
 {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
-    evhttp_send_reply(req, code, reason(code), body);
+    http_send(req, code, body);
 }
 
 void http_reply_empty(struct evhttp_request *req, int code)
 {
-    evhttp_send_reply(req, code, reason(code), NULL);
+    http_send(req, code, NULL);
 }
 
 bool http_bearer_ok(struct evhttp_request *req, const char *token)

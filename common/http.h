@@ -24,6 +24,10 @@ struct evbuffer;
 #define HTTP_MAX_HEADERS 8192
 #define HTTP_PROMETHEUS_TYPE "text/plain; version=0.0.4"
 
+/* Sends the reply (body may be NULL); for HEAD, only the body's length
+ * (Content-Length) goes, never the body. Every reply helper below uses it. */
+void http_send(struct evhttp_request *req, int code, struct evbuffer *body);
+
 /* Replies with a JSON body (copied) and Content-Type: application/json. */
 void http_reply_json(struct evhttp_request *req, int code, const char *json, size_t len);
 

@@ -10,6 +10,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "page.h"
@@ -216,25 +217,13 @@ void dashboard_poll_now(struct dashboard *d)
 
 /* ---- replies ------------------------------------------------------------- */
 
-/* Every dashboard reply goes out here. evhttp (2.1) would send a body after
- * the headers of a HEAD reply too, which a keep-alive client then reads as
- * the next response: for HEAD the body is dropped and only its length told. */
+/* Every dashboard reply goes out here (http_send: HEAD gets no body). */
 static void send_reply(struct dashboard *d, struct evhttp_request *req, enum route r,
                        uint64_t t0, int code, const char *type, struct evbuffer *body)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     if (type != NULL)
-        evhttp_add_header(h, "Content-Type", type);
-    if (body != NULL && evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-        char len[32];
-        snprintf(len, sizeof(len), "%zu", evbuffer_get_length(body));
-        evhttp_add_header(h, "Content-Length", len);
-        body = NULL;
-    }
-    const char *reason = code == 200 ? "OK" : code == 304 ? "Not Modified"
-                       : code == 404 ? "Not Found" : code == 405 ? "Method Not Allowed"
-                       : code == 503 ? "Service Unavailable" : "Internal Server Error";
-    evhttp_send_reply(req, code, reason, body);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
+    http_send(req, code, body);
     account(d, r, code, t0);
 }
 

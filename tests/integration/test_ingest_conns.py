@@ -617,6 +617,42 @@ def max_conns_scenario(chk, event_path, backend):
             chk.eq(rc, 0, "max-conns ingest: exit 0 with a handed-over connection open")
 
 
+def head_keeps_step(chk, ip):
+    """HEAD gets headers with the body's length and no body: a keep-alive
+    client reading the next response must find it where it expects."""
+    s = socket.create_connection(("127.0.0.1", ip), timeout=5)
+    s.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+              b"HEAD /metrics HTTP/1.1\r\nHost: t\r\n\r\n"
+              b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    data = b""
+    replies = []
+    for method in ("HEAD", "HEAD", "GET"):
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        hdrs = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        length = int(hdrs.get("content-length", "-1"))
+        body = b""
+        if method == "GET":
+            while len(data) < length:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            body, data = data[:length], data[length:]
+        replies.append((lines[0], length, body))
+    s.close()
+    chk.eq([r[0][:40] for r in replies], ["HTTP/1.1 200 OK"] * 3, "HEAD, HEAD, GET: three replies")
+    chk.true(replies[0][1] == len(b'{"status":"ok"}') and replies[1][1] > 100,
+             "HEAD replies tell the body's length (%d, %d)" % (replies[0][1], replies[1][1]))
+    chk.eq(replies[2][2], b'{"status":"ok"}', "the GET after two HEADs reads its own body")
+    chk.eq(data, b"", "nothing else on the connection")
+
+
 def main():
     chk = ltutil.Checker("test_ingest_conns")
     tmp = tempfile.mkdtemp(prefix="lt-ingest-conns-")
@@ -633,6 +669,7 @@ def main():
     ltutil.wait_ready(ip)
     try:
         bad_input_scenario(chk, ip, ports, ev)
+        head_keeps_step(chk, ip)
         peek_spin_check(chk, ip, ing.pid)
         slow_scenario(chk, ip, ev)
         st, _, _ = ltutil.http_get(ip, "/healthz")
