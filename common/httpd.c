@@ -268,15 +268,7 @@ static char *put_bytes(char *p, const char *s, size_t n)
 
 static char *put_uint(char *p, uint64_t v)
 {
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0)
-        *p++ = tmp[--n];
-    return p;
+    return p + util_format_u64(p, v);
 }
 
 /* Renders a response at the end of (buf, len, cap). Every reply of the

@@ -67,7 +67,7 @@ enum store_status snapstore_publish(struct store *s, const char *event, uint32_t
     char *buf = malloc(SNAPSTORE_GEN_MAX + SNAPSTORE_CHUNK);
     if (buf == NULL)
         return STORE_NOMEM;
-    size_t prefix = store_format_u64(buf, generation);
+    size_t prefix = util_format_u64(buf, generation);
     buf[prefix++] = '\n';
 
     for (size_t i = 0; i < nchunks; i++) {

@@ -392,19 +392,6 @@ bool store_parse_counter(const char *s, size_t len, uint64_t *out)
     return true;
 }
 
-size_t store_format_u64(char *buf, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
-}
-
 enum store_status store_incr_batch(struct store *s, struct store_incr *items, size_t n,
                                    uint32_t ttl_s)
 {

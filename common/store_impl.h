@@ -57,9 +57,6 @@ size_t store_placement(struct store *s, const char *key, size_t keylen, uint32_t
  * pads a value that got shorter in place with spaces). */
 bool store_parse_counter(const char *s, size_t len, uint64_t *out);
 
-/* Writes the decimal form of v (no NUL) and returns its length (<= 20). */
-size_t store_format_u64(char *buf, uint64_t v);
-
 /* Test hook for the memory store: a clock in milliseconds for TTLs (the
  * table's, so every clone sees it). NULL restores CLOCK_MONOTONIC. */
 typedef uint64_t (*store_clock_fn)(void *arg);

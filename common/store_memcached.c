@@ -52,6 +52,7 @@
 #include "ketama.h"
 #include "store_impl.h"
 #include "store_pool.h"
+#include "util.h"
 
 #define MC_LINE_MAX 4096u          /* longest reply line accepted */
 #define MC_RBUF_SIZE 65536u        /* read buffer per connection */
@@ -432,7 +433,7 @@ static char *put(char *p, const char *s, size_t n)
 
 static char *put_u64(char *p, uint64_t v)
 {
-    return p + store_format_u64(p, v);
+    return p + util_format_u64(p, v);
 }
 
 static size_t format_ttl(char *buf, uint32_t ttl_s)
@@ -440,7 +441,7 @@ static size_t format_ttl(char *buf, uint32_t ttl_s)
     uint64_t v = ttl_s;
     if (ttl_s > MC_RELATIVE_TTL_MAX)
         v = (uint64_t)time(NULL) + ttl_s;
-    return store_format_u64(buf, v);
+    return util_format_u64(buf, v);
 }
 
 /* The longest item format_item writes: it must fit the write buffer's

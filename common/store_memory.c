@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "store_impl.h"
+#include "util.h"
 
 #define MEM_STRIPES 64u
 #define MEM_INITIAL_BUCKETS 64u
@@ -475,7 +476,7 @@ static enum store_status mem_get(struct store *s, const char *key, size_t keylen
         const char *src = e->val;
         size_t len = e->vallen;
         if (e->is_counter) {
-            len = store_format_u64(num, e->counter);
+            len = util_format_u64(num, e->counter);
             src = num;
         }
         char *copy = malloc(len + 1);

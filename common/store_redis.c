@@ -41,6 +41,7 @@
 #include "store_impl.h"
 #include "store_pool.h"
 #include "store_resp.h"
+#include "util.h"
 
 #define RD_CHUNK_OPS 1024u          /* counter writes per node per round trip */
 #define RD_MGET_KEYS 1000u          /* keys per MGET */
@@ -230,7 +231,7 @@ static char *format_incr(char *p, const struct store_op *op)
     p = resp_put_arg(p, "INCRBY", 6);
     p = resp_put_arg(p, op->key, op->keylen);
     char num[24];
-    size_t nlen = store_format_u64(num, op->delta);
+    size_t nlen = util_format_u64(num, op->delta);
     p = resp_put_arg(p, num, nlen);
     if (op->ttl_s == 0) {
         p = resp_put_cmd(p, 2);
@@ -240,7 +241,7 @@ static char *format_incr(char *p, const struct store_op *op)
     p = resp_put_cmd(p, 3);
     p = resp_put_arg(p, "EXPIRE", 6);
     p = resp_put_arg(p, op->key, op->keylen);
-    nlen = store_format_u64(num, op->ttl_s);
+    nlen = util_format_u64(num, op->ttl_s);
     return resp_put_arg(p, num, nlen);
 }
 
@@ -256,7 +257,7 @@ static char *format_add(char *p, const struct store_op *op)
     if (op->ttl_s > 0) {
         char num[24];
         p = resp_put_arg(p, "EX", 2);
-        p = resp_put_arg(p, num, store_format_u64(num, op->ttl_s));
+        p = resp_put_arg(p, num, util_format_u64(num, op->ttl_s));
     }
     return resp_put_arg(p, "NX", 2);
 }
@@ -571,7 +572,7 @@ static enum store_status rd_node_put(struct store *s, uint32_t node, const char 
     if (ttl_s > 0) {
         argv[argc] = "EX";
         argvlen[argc++] = 2;
-        argvlen[argc] = store_format_u64(ttl, ttl_s);
+        argvlen[argc] = util_format_u64(ttl, ttl_s);
         argv[argc++] = ttl;
     }
     if (add) {

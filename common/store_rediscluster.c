@@ -49,6 +49,7 @@
 #include "store_impl.h"
 #include "store_pool.h"
 #include "store_resp.h"
+#include "util.h"
 
 #define RC_MAX_NODES 1024u           /* nodes (seeds and masters) a handle knows */
 #define RC_MAX_ROUNDS 8u             /* redirect/retry rounds per operation */
@@ -438,7 +439,7 @@ static char *format_item(struct rc_store *h, size_t i, char *p)
         p = resp_put_cmd(p, 3);
         p = resp_put_arg(p, "INCRBY", 6);
         p = resp_put_arg(p, op->key, op->keylen);
-        p = resp_put_arg(p, num, store_format_u64(num, op->delta));
+        p = resp_put_arg(p, num, util_format_u64(num, op->delta));
     }
     if (it->todo & RC_TTL) {
         p = put_asking(p, asking);
@@ -450,7 +451,7 @@ static char *format_item(struct rc_store *h, size_t i, char *p)
         p = resp_put_cmd(p, 3);
         p = resp_put_arg(p, "EXPIRE", 6);
         p = resp_put_arg(p, op->key, op->keylen);
-        p = resp_put_arg(p, num, store_format_u64(num, op->ttl_s));
+        p = resp_put_arg(p, num, util_format_u64(num, op->ttl_s));
     }
     return p;
 }
@@ -903,7 +904,7 @@ static enum store_status put(struct store *s, const char *key, size_t keylen, co
     if (ttl_s > 0) {
         argv[argc] = "EX";
         argvlen[argc++] = 2;
-        argvlen[argc] = store_format_u64(ttl, ttl_s);
+        argvlen[argc] = util_format_u64(ttl, ttl_s);
         argv[argc++] = ttl;
     }
     if (add) {

@@ -211,15 +211,7 @@ enum resp_result resp_call(struct resp_conn *c, int argc, const char **argv,
 
 char *resp_put_u64(char *p, uint64_t v)
 {
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0)
-        *p++ = tmp[--n];
-    return p;
+    return p + util_format_u64(p, v);
 }
 
 char *resp_put_cmd(char *p, unsigned argc)

@@ -11,6 +11,19 @@
 #include <time.h>
 #include <unistd.h>
 
+size_t util_format_u64(char *buf, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
 bool util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     /* Digits only: strtoull would accept leading white space, a sign (and

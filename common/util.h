@@ -15,6 +15,10 @@
 #define LT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 bool util_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* Writes the decimal form of v (no NUL, at most 20 bytes) and returns its
+ * length: on the hot paths snprintf costs more than what it formats. */
+size_t util_format_u64(char *buf, uint64_t v);
 bool util_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out);
 
 /* "HOST:PORT" (HOST may be a bracketed IPv6 literal). host is NUL-terminated. */

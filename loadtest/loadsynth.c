@@ -254,20 +254,7 @@ bool loadsynth_user(const struct loadsynth *s, uint32_t slot, uint64_t k, uint64
     return true;
 }
 
-/* Decimal digits of v, written backwards then reversed: snprintf costs more
- * than the rest of making a request. */
-static size_t put_u64(char *dst, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    for (size_t i = 0; i < n; i++)
-        dst[i] = tmp[n - 1 - i];
-    return n;
-}
+
 
 size_t loadsynth_body(const struct loadsynth *s, uint32_t slot, uint64_t k, uint64_t pick,
                       char *buf, size_t cap, struct loadtally_key *key)
@@ -286,7 +273,7 @@ size_t loadsynth_body(const struct loadsynth *s, uint32_t slot, uint64_t k, uint
         size_t pl = strlen(s->prefix);
         memcpy(buf + n, s->prefix, pl);
         n += pl;
-        n += put_u64(buf + n, user + 1);
+        n += util_format_u64(buf + n, user + 1);
         buf[n++] = '"';
     }
     buf[n++] = '}';

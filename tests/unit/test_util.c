@@ -328,12 +328,31 @@ static void test_rng_below_unbiased(void **state)
         assert_in_range(counts[k], 9500, 10500);
 }
 
+static void test_format_u64(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t v;
+        const char *text;
+    } cases[] = {{0, "0"}, {9, "9"}, {10, "10"}, {4096, "4096"},
+                 {UINT64_MAX, "18446744073709551615"}};
+    for (size_t i = 0; i < LT_ARRAY_LEN(cases); i++) {
+        char buf[21];
+        memset(buf, 'x', sizeof(buf));
+        size_t n = util_format_u64(buf, cases[i].v);
+        assert_int_equal(n, strlen(cases[i].text));
+        assert_memory_equal(buf, cases[i].text, n);
+        assert_int_equal(buf[n], 'x'); /* no NUL, nothing past the digits */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_u64_table),
         cmocka_unit_test(test_parse_u32),
         cmocka_unit_test(test_parse_hostport_table),
+        cmocka_unit_test(test_format_u64),
         cmocka_unit_test(test_parse_hostport_hostlen),
         cmocka_unit_test(test_read_file),
         cmocka_unit_test(test_read_file_empty),
