@@ -526,21 +526,30 @@ static void test_node_down_and_back(void **state)
     store_close(s);
 }
 
-/* A node that accepts connections and never answers: one timeout, outcome
- * unknown for what was sent; then refused at once during the backoff. */
-static void test_silent_node_times_out_once(void **state)
+/* A pool of a real node and one that accepts connections and never
+ * answers (the kernel completes the connects; nobody accepts); returns the
+ * listening socket, for the caller to close. */
+static int silent_pool(const struct fixture *f, char *url, size_t len)
 {
-    struct fixture *f = *state;
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(lfd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof(a);
     assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(lfd, 16), 0); /* never accepted: the kernel completes connects */
+    assert_int_equal(listen(lfd, 16), 0);
     assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
-    char url[300];
-    snprintf(url, sizeof(url), "memcached://127.0.0.1:%u,127.0.0.1:%u?timeout_ms=200",
+    snprintf(url, len, "memcached://127.0.0.1:%u,127.0.0.1:%u?timeout_ms=200",
              (unsigned)f->mc[0].port, (unsigned)ntohs(a.sin_port));
+    return lfd;
+}
+
+/* A node that accepts connections and never answers: one timeout, outcome
+ * unknown for what was sent; then refused at once during the backoff. */
+static void test_silent_node_times_out_once(void **state)
+{
+    struct fixture *f = *state;
+    char url[300];
+    int lfd = silent_pool(f, url, sizeof(url));
     char err[256];
     struct store *s = store_open(url, err, sizeof(err));
     assert_non_null(s);
@@ -758,16 +767,8 @@ static void test_incr_start_node_killed(void **state)
 static void test_incr_start_silent_node(void **state)
 {
     struct fixture *f = *state;
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(lfd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(lfd, 16), 0); /* never accepted: the kernel completes connects */
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
     char url[300];
-    snprintf(url, sizeof(url), "memcached://127.0.0.1:%u,127.0.0.1:%u?timeout_ms=200",
-             (unsigned)f->mc[0].port, (unsigned)ntohs(a.sin_port));
+    int lfd = silent_pool(f, url, sizeof(url));
     struct event_base *base = event_base_new();
     assert_non_null(base);
     struct store *s = open_url(url);
