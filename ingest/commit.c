@@ -105,6 +105,7 @@ struct committer {
     struct store *async_store; /* (ref) NULL: idem; else batches without users start here */
     bool inflight_async;       /* inflight is being written from the loop (async_store) */
     bool stopping;             /* committer_stop: no more writes from the loop */
+    uint64_t last_start_us;    /* monotonic: when the last batch went out */
     struct event *inline_done; /* runs flush_done after an inline write */
     const struct eventfile *ef; /* (ref) */
     struct commit_config cfg;
@@ -465,11 +466,27 @@ static void retry_job(struct store *s, void *arg)
     settle(s, b);
 }
 
-static void arm_timer(struct committer *c, uint32_t ms)
+static void arm_timer_us(struct committer *c, uint64_t us)
 {
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    struct timeval tv = {.tv_sec = (time_t)(us / 1000000),
+                         .tv_usec = (suseconds_t)(us % 1000000)};
     evtimer_add(c->timer, &tv);
     c->timer_armed = true;
+}
+
+static void arm_timer(struct committer *c, uint32_t ms)
+{
+    arm_timer_us(c, (uint64_t)ms * 1000);
+}
+
+/* How long the next batch must still wait for --batch-interval-us. */
+static uint64_t interval_left_us(const struct committer *c)
+{
+    if (c->cfg.batch_interval_us == 0 || c->draining ||
+        c->open->n_waiters >= c->cfg.max_batch_answers)
+        return 0;
+    uint64_t since = util_mono_us() - c->last_start_us;
+    return since >= c->cfg.batch_interval_us ? 0 : c->cfg.batch_interval_us - since;
 }
 
 static void flush_done(void *arg);
@@ -548,6 +565,7 @@ static void dispatch(struct committer *c)
     }
     c->spare = NULL;
     c->open = next;
+    c->last_start_us = util_mono_us();
     struct counts tmp = b->carry; /* empty */
     b->carry = c->carry;
     c->carry = tmp;
@@ -697,9 +715,13 @@ static void flush_done(void *arg)
     else
         batch_free(b);
 
-    /* What filled up while this batch was out goes now: it has waited a
-     * whole round trip already. */
-    dispatch(c);
+    /* What filled up while this batch was out goes now (it has waited a
+     * whole round trip already), or once the batch interval is over. */
+    uint64_t left = interval_left_us(c);
+    if (left == 0)
+        dispatch(c);
+    else if (!c->timer_armed)
+        arm_timer_us(c, left);
     maybe_drained(c);
 }
 
@@ -782,10 +804,13 @@ enum commit_refusal committer_submit(struct committer *c, const uint32_t ids[KEY
     c->st.increments += KEYS_PER_ANSWER;
 
     if (c->inflight == NULL) {
-        if (b->n_waiters >= c->cfg.max_batch_answers)
+        if (b->n_waiters >= c->cfg.max_batch_answers) {
             arm_timer(c, 0);
-        else if (!c->timer_armed)
-            arm_timer(c, c->cfg.flush_ms);
+        } else if (!c->timer_armed) {
+            uint64_t left = interval_left_us(c);
+            uint64_t flush_us = (uint64_t)c->cfg.flush_ms * 1000;
+            arm_timer_us(c, left > flush_us ? left : flush_us);
+        }
     }
     return COMMIT_ACCEPTED;
 }

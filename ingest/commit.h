@@ -84,6 +84,13 @@ struct commit_config {
     uint32_t flush_ms;         /* how long a batch gathers answers when nothing is in
                                 * flight (0: written on the loop's next turn); while a
                                 * batch is out the next one gathers anyway */
+    uint32_t batch_interval_us; /* at least this long between the starts of two
+                                 * batches: under load a batch gathers that long,
+                                 * an answer after a quiet spell goes at once
+                                 * (0: no minimum). A full batch or a drain does
+                                 * not wait. Needs a loop with precise timers
+                                 * (EVENT_BASE_FLAG_PRECISE_TIMER): epoll counts
+                                 * whole milliseconds */
     bool no_coalesce;          /* every answer's increments written as they came
                                 * (benchmarks: what coalescing buys) */
     uint32_t deadline_ms;      /* retry a batch this long before answering 503 */

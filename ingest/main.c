@@ -31,7 +31,7 @@ struct options {
     struct ingest_server_config sc;
 };
 
-enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_THREADS, OPT_FLUSH_MS, OPT_NO_COALESCE, OPT_DEADLINE_MS,
+enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_THREADS, OPT_FLUSH_MS, OPT_BATCH_INTERVAL, OPT_NO_COALESCE, OPT_DEADLINE_MS,
        OPT_MAX_WAITING, OPT_MAX_BATCH, OPT_MAX_CONNS, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT,
        OPT_LOG_LEVEL, OPT_DESCRIBE_METRICS };
 
@@ -42,6 +42,7 @@ static const struct cli_opt cli_opts[] = {
     {"admin-token-file", "FILE", "bearer token for the admin API (admin disabled without)", OPT_TOKEN},
     {"threads", "N", "event loop threads taking answers (default: the number of cores)", OPT_THREADS},
     {"flush-ms", "MS", "how long a batch gathers answers while the store is idle (default 0: at once)", OPT_FLUSH_MS},
+    {"batch-interval-us", "US", "under load, at least this long between two batches of a thread: bigger batches, fewer store operations (default 1000; 0: none)", OPT_BATCH_INTERVAL},
     {"no-coalesce", NULL, "write every answer's increments as they came (benchmarks only)", OPT_NO_COALESCE},
     {"deadline-ms", "MS", "retry an unconfirmed batch this long before 503 (default 2000)", OPT_DEADLINE_MS},
     {"max-waiting", "N", "answers waiting for the store per thread before 503 (default 65536)", OPT_MAX_WAITING},
@@ -76,6 +77,8 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     case OPT_TOKEN: o->token_path = val; return true;
     case OPT_THREADS: return cli_u32(val, 1, 64, &sc->threads, err, errlen);
     case OPT_FLUSH_MS: return cli_u32(val, 0, 1000, &sc->ic.commit.flush_ms, err, errlen);
+    case OPT_BATCH_INTERVAL:
+        return cli_u32(val, 0, 1000000, &sc->ic.commit.batch_interval_us, err, errlen);
     case OPT_NO_COALESCE: sc->ic.commit.no_coalesce = true; return true;
     case OPT_DEADLINE_MS: return cli_u32(val, 10, 600000, &sc->ic.commit.deadline_ms, err, errlen);
     case OPT_MAX_WAITING:

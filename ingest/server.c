@@ -319,8 +319,8 @@ void ingest_server_defaults(struct ingest_server_config *sc)
     *sc = (struct ingest_server_config){
         .listen = "127.0.0.1:8080",
         .threads = cores > 0 && cores <= 64 ? (uint32_t)cores : 1,
-        .ic = {.commit = {.flush_ms = 0, .deadline_ms = 2000, .max_batch_answers = 65536,
-                          .max_waiting = 65536},
+        .ic = {.commit = {.flush_ms = 0, .batch_interval_us = 1000, .deadline_ms = 2000,
+                          .max_batch_answers = 65536, .max_waiting = 65536},
                .state_refresh_ms = 500},
         .hc = {.max_conns = 20000, .max_header_bytes = HTTP_MAX_HEADERS,
                .max_body_bytes = HTTP_MAX_BODY, .max_pipeline = 32,
@@ -362,8 +362,10 @@ static bool fast_start(struct ingest_server *s, struct fast_thread *t, struct st
         snprintf(err, errlen, "out of memory");
         return false;
     }
-    /* One loop per thread, touched by that thread only. */
+    /* One loop per thread, touched by that thread only; timers to the
+     * microsecond (timerfd), or --batch-interval-us would be whole ms. */
     event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+    event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER);
     t->base = event_base_new_with_config(ec);
     event_config_free(ec);
     if (t->base == NULL) {

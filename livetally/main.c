@@ -36,7 +36,7 @@ struct options {
     struct ingest_server_config sc;
 };
 
-enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_INTERVAL, OPT_THREADS, OPT_FLUSH_MS, OPT_NO_COALESCE,
+enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_INTERVAL, OPT_THREADS, OPT_FLUSH_MS, OPT_BATCH_INTERVAL, OPT_NO_COALESCE,
        OPT_DEADLINE_MS, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT, OPT_MAX_STREAMS, OPT_HEARTBEAT,
        OPT_DESCRIBE_METRICS, OPT_LOG_LEVEL };
 
@@ -48,6 +48,7 @@ static const struct cli_opt cli_opts[] = {
     {"interval", "MS", "aggregation period (default 1000)", OPT_INTERVAL},
     {"threads", "N", "event loop threads taking answers (default: the number of cores)", OPT_THREADS},
     {"flush-ms", "MS", "how long a batch gathers answers while the store is idle (default 0: at once)", OPT_FLUSH_MS},
+    {"batch-interval-us", "US", "under load, at least this long between two batches of a thread: bigger batches, fewer store operations (default 1000; 0: none)", OPT_BATCH_INTERVAL},
     {"no-coalesce", NULL, "write every answer's increments as they came (benchmarks only)", OPT_NO_COALESCE},
     {"deadline-ms", "MS", "retry an unconfirmed batch this long before 503 (default 2000)", OPT_DEADLINE_MS},
     {"drain-timeout", "S", "on SIGTERM, wait at most this long for the store (default 30)", OPT_DRAIN_TIMEOUT},
@@ -85,6 +86,8 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     case OPT_INTERVAL: return cli_u32(val, 50, 3600000, &o->interval_ms, err, errlen);
     case OPT_THREADS: return cli_u32(val, 1, 64, &o->sc.threads, err, errlen);
     case OPT_FLUSH_MS: return cli_u32(val, 0, 1000, &o->sc.ic.commit.flush_ms, err, errlen);
+    case OPT_BATCH_INTERVAL:
+        return cli_u32(val, 0, 1000000, &o->sc.ic.commit.batch_interval_us, err, errlen);
     case OPT_NO_COALESCE: o->sc.ic.commit.no_coalesce = true; return true;
     case OPT_DEADLINE_MS:
         return cli_u32(val, 10, 600000, &o->sc.ic.commit.deadline_ms, err, errlen);

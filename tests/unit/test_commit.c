@@ -851,6 +851,53 @@ static void test_drain(void **state)
     free(fx);
 }
 
+/* --batch-interval-us: after a batch the next one waits out the interval
+ * (here a minute, so only what the test does can end the wait), while the
+ * first answer after a quiet spell, a full batch and a drain never wait. */
+static void test_batch_interval(void **state)
+{
+    (void)state;
+    struct fx *fx = calloc(1, sizeof(*fx));
+    assert_non_null(fx);
+    struct commit_config cfg = default_cfg();
+    cfg.flush_ms = 0;
+    cfg.batch_interval_us = 60u * 1000u * 1000u;
+    cfg.max_batch_answers = 3;
+    fx_start(fx, &cfg, NULL, false, 4);
+    struct commit_stats st;
+
+    assert_int_equal(submit(fx, 0), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 1)); /* nothing went before: at once */
+
+    assert_int_equal(submit(fx, 1), COMMIT_ACCEPTED);
+    run_for(fx, 50);
+    assert_int_equal(fx->dones, 1); /* held by the interval */
+    committer_get_stats(fx->c, &st);
+    assert_int_equal(st.batches, 1);
+    assert_int_equal(st.open_answers, 1);
+
+    /* the batch fills up: it goes without waiting */
+    assert_int_equal(submit(fx, 2), COMMIT_ACCEPTED);
+    assert_int_equal(submit(fx, 3), COMMIT_ACCEPTED);
+    assert_true(until_dones(fx, 4));
+    committer_get_stats(fx->c, &st);
+    assert_int_equal(st.batches, 2);
+
+    /* and a drain does not wait either */
+    assert_int_equal(submit(fx, 4), COMMIT_ACCEPTED);
+    run_for(fx, 50);
+    assert_int_equal(fx->dones, 4);
+    committer_drain(fx->c, on_drained, fx);
+    assert_true(run_until(fx, drained, 20000));
+    assert_int_equal(fx->dones, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(fx->w[i].result, COMMIT_OK);
+    expect_range(fx, 0, 5);
+    check_store(fx);
+    fx_stop(fx);
+    free(fx);
+}
+
 /* Draining an idle committer reports drained at once. */
 static void test_drain_idle(void **state)
 {
@@ -1747,6 +1794,7 @@ int main(void)
         cmocka_unit_test(test_overloaded_max_waiting),
         cmocka_unit_test(test_overloaded_batch_answers),
         cmocka_unit_test(test_zero_batch_answers_means_one),
+        cmocka_unit_test(test_batch_interval),
         cmocka_unit_test(test_drain),
         cmocka_unit_test(test_drain_idle),
         cmocka_unit_test(test_drain_with_batch_in_flight),
