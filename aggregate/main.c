@@ -7,11 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/http.h>
 
 #include "aggregate.h"
 #include "cli.h"
 #include "eventfile.h"
+#include "http.h"
 #include "log.h"
 #include "runner.h"
 #include "store.h"
@@ -22,18 +25,21 @@
 struct options {
     const char *event_path;
     const char *backend;
+    const char *listen;         /* NULL: no HTTP */
     uint32_t interval_ms;
     bool once;
     bool describe_metrics;
     enum log_level log_level;
 };
 
-enum { OPT_EVENT, OPT_BACKEND, OPT_INTERVAL, OPT_ONCE, OPT_DESCRIBE_METRICS, OPT_LOG_LEVEL };
+enum { OPT_EVENT, OPT_BACKEND, OPT_INTERVAL, OPT_LISTEN, OPT_ONCE, OPT_DESCRIBE_METRICS,
+       OPT_LOG_LEVEL };
 
 static const struct cli_opt cli_opts[] = {
     {"event", "FILE", "the event file (required)", OPT_EVENT},
     {"backend", "URL", "counter store: memcached://H:P[,H:P...] (required)", OPT_BACKEND},
     {"interval", "MS", "aggregation period (default 1000)", OPT_INTERVAL},
+    {"listen", "HOST:PORT", "serve GET /healthz and /metrics there (default: no HTTP)", OPT_LISTEN},
     {"once", NULL, "run one pass, publish, exit (0: published, 1: failed)", OPT_ONCE},
     {"describe-metrics", NULL, "list the aggregator's metrics (name, type, help) and exit", OPT_DESCRIBE_METRICS},
     {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
@@ -54,6 +60,7 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     case OPT_EVENT: o->event_path = val; return true;
     case OPT_BACKEND: return (o->backend = val, store_url_check(val, err, errlen));
     case OPT_INTERVAL: return cli_u32(val, 50, 3600000, &o->interval_ms, err, errlen);
+    case OPT_LISTEN: return (o->listen = val, cli_hostport(val, err, errlen));
     case OPT_ONCE: o->once = true; return true;
     case OPT_DESCRIBE_METRICS: o->describe_metrics = true; return true;
     case OPT_LOG_LEVEL:
@@ -84,7 +91,40 @@ static int run_once(const struct eventfile *ef, struct store *store)
 struct app {
     struct event_base *base;
     struct agg_runner *runner;
+    struct evhttp *http;     /* --listen, else NULL */
+    bool stopping;           /* the last pass is running: /healthz 503 */
 };
+
+/* The aggregator's own health and metrics, for a monitor: /healthz turns 503
+ * once it is stopping. */
+static void on_http(struct evhttp_request *req, void *arg)
+{
+    struct app *app = arg;
+    char path[64];
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (!http_path(req, path, sizeof(path)) ||
+        (strcmp(path, "/healthz") != 0 && strcmp(path, "/metrics") != 0)) {
+        http_reply_error(req, 404, "not_found", NULL, 0);
+        return;
+    }
+    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+        http_reply_error(req, 405, "method_not_allowed", NULL, 0);
+        return;
+    }
+    if (strcmp(path, "/healthz") == 0) {
+        http_reply_health(req, !app->stopping);
+        return;
+    }
+    struct evbuffer *out = evbuffer_new();
+    if (out == NULL) {
+        http_reply_error(req, 500, "internal_error", NULL, 0);
+        return;
+    }
+    agg_runner_write_metrics(app->runner, out);
+    http_reply_buffer(req, 200, HTTP_PROMETHEUS_TYPE, out);
+    evbuffer_free(out);
+}
 
 static void on_final(void *arg)
 {
@@ -97,6 +137,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     (void)what;
     struct app *app = arg;
     log_info("signal %d: one last pass, then exit", (int)sig);
+    app->stopping = true;
     agg_runner_final_pass(app->runner, on_final, app);
 }
 
@@ -150,11 +191,20 @@ int main(int argc, char **argv)
     sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
     if (!sigterm || !sigint || event_add(sigterm, NULL) || event_add(sigint, NULL))
         goto done;
+    if (o.listen != NULL) {
+        if ((app.http = http_listen(app.base, o.listen, 10, err, sizeof(err))) == NULL) {
+            fprintf(stderr, PROG ": %s\n", err);
+            goto done;
+        }
+        evhttp_set_gencb(app.http, on_http, &app);
+    }
     log_info("aggregating event=%s backend=%s interval_ms=%u", ef.name, o.backend, o.interval_ms);
     event_base_dispatch(app.base);
     rc = 0;
 
 done:
+    if (app.http)
+        evhttp_free(app.http);
     agg_runner_stop(app.runner);
     if (sigterm)
         event_free(sigterm);

@@ -336,6 +336,18 @@ def scenario(ingest_port, dash_port, token, chk, mode):
     d.close()
 
 
+def aggregator_http(chk, port):
+    """livetally-aggregate --listen: its health and metrics for a monitor."""
+    status, _, body = ltutil.http_get(port, "/healthz")
+    chk.eq((status, json.loads(body)), (200, {"status": "ok"}), "aggregate: /healthz")
+    m = ltutil.metrics(port)
+    chk.true(m.get("livetally_aggregate_passes_total", 0) >= 1,
+             "aggregate: /metrics counts its passes (%s)" % m.get("livetally_aggregate_passes_total"))
+    chk.true(m.get("livetally_aggregate_generation", 0) >= 1, "aggregate: /metrics has the generation")
+    status, _, body = ltutil.http_get(port, "/v1/stats")
+    chk.eq((status, json.loads(body).get("error")), (404, "not_found"), "aggregate: other paths 404")
+
+
 def main():
     chk = ltutil.Checker("test_pipeline")
     tmp = tempfile.mkdtemp(prefix="lt-pipeline-")
@@ -356,17 +368,19 @@ def main():
     # split binaries on two memcached servers
     m1, m2 = ltutil.memcached(), ltutil.memcached()
     backend = "memcached://127.0.0.1:%d,127.0.0.1:%d" % (m1.port, m2.port)
-    ip, dp = ltutil.free_port(), ltutil.free_port()
+    ip, dp, ap = ltutil.free_port(), ltutil.free_port(), ltutil.free_port()
     ing = ltutil.Proc([ltutil.binary("livetally-ingest"), "--event", ltutil.EVENT, "--backend",
                        backend, "--listen", "127.0.0.1:%d" % ip, "--admin-token-file",
                        token_path], port=ip, log_name="ingest")
     agg = ltutil.Proc([ltutil.binary("livetally-aggregate"), "--event", ltutil.EVENT,
-                       "--backend", backend, "--interval", "200"], log_name="aggregate")
+                       "--backend", backend, "--interval", "200", "--listen",
+                       "127.0.0.1:%d" % ap], port=ap, log_name="aggregate")
     dash = ltutil.Proc([ltutil.binary("livetally-dashboard"), "--event", ltutil.EVENT,
                         "--backend", backend, "--listen", "127.0.0.1:%d" % dp, "--interval",
                         "200"], port=dp, log_name="dashboard")
     try:
         scenario(ip, dp, token, chk, "split/memcached")
+        aggregator_http(chk, ap)
     finally:
         chk.eq(ing.stop(), 0, "ingest: exit 0 on SIGTERM")
         chk.eq(agg.stop(), 0, "aggregate: exit 0 on SIGTERM")
