@@ -717,7 +717,8 @@ static void flush_done(void *arg)
 
     /* What filled up while this batch was out goes now (it has waited a
      * whole round trip already), or once the batch interval is over. */
-    uint64_t left = interval_left_us(c);
+    bool pending = c->open->fresh.ntouched > 0 || c->carry.ntouched > 0 || c->ucarry.n > 0;
+    uint64_t left = pending ? interval_left_us(c) : 0;
     if (left == 0)
         dispatch(c);
     else if (!c->timer_armed)
