@@ -212,7 +212,14 @@ def store_scenario(chk, tmp):
             mc.p.wait()
             mc.stop()
         t_dead = time.monotonic()
-        time.sleep(2.0)
+        # Requests out at the kill wait for the batch ahead of them to give
+        # up (--deadline-ms each), so the first sent after it can take a few
+        # seconds to come back: wait for one, then some more.
+        until = time.monotonic() + 15.0
+        while time.monotonic() < until and not any(
+                o.t_send >= t_dead for s in senders for o in list(s.outcomes)):
+            time.sleep(0.1)
+        time.sleep(1.0)
         outs, errors = stop_load(stop, senders, chk, "both killed")
         chk.eq(errors, [], "both killed: no connection failed")
         check_503(chk, outs, "both killed")
