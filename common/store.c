@@ -486,9 +486,8 @@ enum store_status store_add_batch(struct store *s, struct store_add_item *items,
     } else {
         for (size_t i = 0; i < n; i++)
             if (items[i].status == STORE_UNAVAILABLE)
-                items[i].status = s->ops->add(s, items[i].key, items[i].keylen,
-                                              items[i].val != NULL ? items[i].val : "",
-                                              items[i].vallen, ttl_s);
+                items[i].status = store_add(s, items[i].key, items[i].keylen, items[i].val,
+                                            items[i].vallen, ttl_s);
     }
     for (size_t i = 0; i < n; i++)
         if (items[i].status != STORE_OK && items[i].status != STORE_EXISTS)

@@ -309,6 +309,16 @@ static int wait_fd(int fd, short events, uint64_t deadline)
     }
 }
 
+/* A connect in progress has completed, successfully, by the deadline. */
+static bool connect_done(int fd, uint64_t deadline)
+{
+    if (wait_fd(fd, POLLOUT, deadline) <= 0)
+        return false;
+    int soerr = 0;
+    socklen_t len = sizeof(soerr);
+    return getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr == 0;
+}
+
 /* wait: until connected (or the deadline); otherwise the connection may
  * still be in progress: the first send waits for it (EAGAIN, then POLLOUT)
  * and a refusal shows as an error there. */
@@ -320,17 +330,9 @@ static int connect_addr(const struct addrinfo *ai, uint64_t deadline, bool wait)
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
         if (errno != EINPROGRESS)
             goto err;
-        if (!wait)
-            goto connected;
-        int rev = wait_fd(fd, POLLOUT, deadline);
-        if (rev <= 0)
-            goto err;
-        int soerr = 0;
-        socklen_t len = sizeof(soerr);
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0)
+        if (wait && !connect_done(fd, deadline))
             goto err;
     }
-connected:;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return fd;
@@ -896,31 +898,35 @@ static void run_poll(struct mc_store *h)
     }
 }
 
-/* Runs h->batch on every node at once. Every op ends with a status (and a
- * value). */
-static void run_batch(struct mc_store *h)
+/* Makes ops (each on its node) h->batch, grouped by node; every op is
+ * STORE_UNAVAILABLE until its run says otherwise. false: no memory for
+ * the scratch, nothing can be sent. */
+static bool batch_setup(struct mc_store *h, enum mc_kind kind, struct store_op *ops, size_t n)
 {
-    uint64_t now = now_ms();
+    for (size_t i = 0; i < n; i++) {
+        ops[i].status = STORE_UNAVAILABLE;
+        ops[i].value = 0;
+        ops[i].present = false;
+    }
+    if (!scratch_reserve(h, n))
+        return false;
+    h->batch = (struct mc_batch){.kind = kind, .n = n, .ops = ops};
     route_batch(h);
+    return true;
+}
+
+/* Engine: runs ops in one pipelined batch, on every node at once. Every op
+ * ends with a status (and a value). */
+static void run_ops(struct store *s, enum mc_kind kind, struct store_op *ops, size_t n)
+{
+    struct mc_store *h = mc_of(s);
+    if (n == 0 || !batch_setup(h, kind, ops, n))
+        return; /* nothing was sent */
+    uint64_t now = now_ms();
     for (size_t k = 0; k < h->pool->n_nodes; k++)
         if (h->runs[k].count > 0)
             node_begin(h, k, now, true);
     run_poll(h);
-}
-
-/* Engine: runs ops (each on its node) in one pipelined batch. */
-static void run_ops(struct store *s, enum mc_kind kind, struct store_op *ops, size_t n)
-{
-    struct mc_store *h = mc_of(s);
-    for (size_t i = 0; i < n; i++) {
-        ops[i].status = STORE_UNAVAILABLE; /* not sent unless the run says otherwise */
-        ops[i].value = 0;
-        ops[i].present = false;
-    }
-    if (n == 0 || !scratch_reserve(h, n))
-        return; /* nothing was sent */
-    h->batch = (struct mc_batch){.kind = kind, .n = n, .ops = ops};
-    run_batch(h);
 }
 
 static void mc_engine_incr(struct store *s, struct store_op *ops, size_t n)
@@ -1051,19 +1057,15 @@ static bool mc_incr_start(struct store *s, struct event_base *base, struct store
     if (a->running || h->placement.replicas != 1 || !h->numeric_hosts || !async_init(h, base))
         return false;
     size_t nops = pool_incr_prepare(&h->placement, s, items, n, ttl_s);
-    if (nops == SIZE_MAX || !scratch_reserve(h, nops))
+    if (nops == SIZE_MAX || !batch_setup(h, MC_INCR, h->placement.ops, nops))
         return false;
-    struct store_op *ops = h->placement.ops;
-    for (size_t i = 0; i < nops; i++) {
-        ops[i].status = STORE_UNAVAILABLE;
-        ops[i].value = 0;
-        ops[i].present = false;
-    }
-    *a = (struct mc_async){.base = a->base, .ev = a->ev, .refs = a->refs, .finish = a->finish,
-                           .running = true, .items = items, .n = n, .ttl_s = ttl_s,
-                           .done = done, .arg = arg};
-    h->batch = (struct mc_batch){.kind = MC_INCR, .n = nops, .ops = ops};
-    route_batch(h);
+    a->running = true;
+    a->active = 0;
+    a->items = items;
+    a->n = n;
+    a->ttl_s = ttl_s;
+    a->done = done;
+    a->arg = arg;
     uint64_t now = now_ms();
     for (size_t k = 0; k < h->pool->n_nodes; k++) {
         if (h->runs[k].count == 0 || !node_begin(h, k, now, false))
