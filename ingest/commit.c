@@ -85,8 +85,7 @@ struct batch {
     size_t n_fresh_items;      /* items[0 .. n_fresh_items) are the waiters' */
     char (*ukeys)[KEY_USER_MAX]; /* owned, keys of the recs' counter items */
     size_t cap_ukeys;
-    struct store_add_item *adds; /* owned, the markers sent in one round */
-    size_t *add_rec;           /* owned, the rec of each */
+    struct store_add_item *adds; /* owned, the pending markers of a round, in rec order */
     size_t cap_adds;
     bool fresh_ok;             /* every fresh item confirmed */
     bool fresh_maybe_landed;   /* some fresh item may have been applied */
@@ -141,7 +140,6 @@ static void batch_free(struct batch *b)
     free(b->ucarry.v);
     free(b->ukeys);
     free(b->adds);
-    free(b->add_rec);
     free(b);
 }
 
@@ -172,9 +170,6 @@ static bool ensure_items(struct batch *b, size_t n, size_t n_ukeys, size_t n_rec
         if (p == NULL)
             return false;
         b->adds = p;
-        if ((p = realloc(b->add_rec, cap * sizeof(*b->add_rec))) == NULL)
-            return false;
-        b->add_rec = p;
         b->cap_adds = cap;
     }
     if (n_ukeys > b->cap_ukeys) {
@@ -269,7 +264,7 @@ static bool backoff_wait(uint64_t deadline_ms, uint64_t *backoff)
  * pipelined store call. A marker whose node is down is retried until the
  * deadline; what then still failed, or got an unknown outcome, is refused
  * with 503 and counts nothing. */
-static void add_markers(struct store *s, struct batch *b, uint64_t deadline_ms)
+static void add_markers(struct store *s, struct batch *b)
 {
     const struct eventfile *ef = b->c->ef;
     uint64_t backoff = BACKOFF_FIRST_MS;
@@ -286,17 +281,19 @@ static void add_markers(struct store *s, struct batch *b, uint64_t deadline_ms)
             struct user_rec *r = &b->recs[i];
             if (r->state != REC_PENDING)
                 continue;
-            b->adds[m] = (struct store_add_item){
+            b->adds[m++] = (struct store_add_item){
                 .key = r->mkey, .keylen = r->mkeylen, .val = r->mval, .vallen = r->mvallen};
-            b->add_rec[m++] = i;
         }
         if (m == 0)
             break;
         store_add_batch(s, b->adds, m, b->c->cfg.ttl_s);
         bool again = false;
-        for (size_t j = 0; j < m; j++) {
-            struct user_rec *r = &b->recs[b->add_rec[j]];
-            enum store_status st = b->adds[j].status;
+        size_t j = 0;
+        for (size_t i = 0; i < b->n_recs; i++) {
+            struct user_rec *r = &b->recs[i];
+            if (r->state != REC_PENDING)
+                continue;
+            enum store_status st = b->adds[j++].status;
             if (st == STORE_OK) {
                 r->state = REC_ADDED;
                 b->markers_added++;
@@ -308,7 +305,7 @@ static void add_markers(struct store *s, struct batch *b, uint64_t deadline_ms)
                 r->state = REC_FAILED;
             }
         }
-        if (!again || !backoff_wait(deadline_ms, &backoff))
+        if (!again || !backoff_wait(b->deadline_ms, &backoff))
             break;
         b->retries++;
     }
@@ -450,7 +447,7 @@ static void flush_job(struct store *s, void *arg)
 {
     struct batch *b = arg;
     batch_start(b);
-    add_markers(s, b, b->deadline_ms);
+    add_markers(s, b);
     build_items(b);
     store_incr_batch(s, b->items, b->n_items, b->c->cfg.ttl_s);
     retry_unavailable(s, b);
@@ -491,6 +488,12 @@ static uint64_t interval_left_us(const struct committer *c)
 
 static void flush_done(void *arg);
 static void on_async_written(void *arg);
+
+/* Something waits for a batch: answers, or increments to retry. */
+static bool has_work(const struct committer *c)
+{
+    return c->open->fresh.ntouched > 0 || c->carry.ntouched > 0 || c->ucarry.n > 0;
+}
 
 static void maybe_drained(struct committer *c)
 {
@@ -548,8 +551,7 @@ static void fail_batch(struct committer *c, struct batch *b)
 
 static void dispatch(struct committer *c)
 {
-    if (c->inflight != NULL ||
-        (c->open->fresh.ntouched == 0 && c->carry.ntouched == 0 && c->ucarry.n == 0))
+    if (c->inflight != NULL || !has_work(c))
         return;
     struct batch *next = c->spare ? c->spare : batch_new(c);
     struct batch *b = c->open;
@@ -717,8 +719,7 @@ static void flush_done(void *arg)
 
     /* What filled up while this batch was out goes now (it has waited a
      * whole round trip already), or once the batch interval is over. */
-    bool pending = c->open->fresh.ntouched > 0 || c->carry.ntouched > 0 || c->ucarry.n > 0;
-    uint64_t left = pending ? interval_left_us(c) : 0;
+    uint64_t left = has_work(c) ? interval_left_us(c) : 0;
     if (left == 0)
         dispatch(c);
     else if (!c->timer_armed)

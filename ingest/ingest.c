@@ -64,8 +64,7 @@ struct ingest {
     int slot;                        /* index in sh->figures */
     struct ingest_config cfg;
     struct worker *worker;
-    struct store *inline_store;      /* owned: the loop's own handle on an in-process store */
-    struct store *async_store;       /* owned: the loop's own handle on a network store */
+    struct store *loop_store;        /* owned: the loop's own handle on the store */
     struct committer *committer;
     struct qstate *states;           /* owned: this thread's copy of sh->states */
     uint64_t states_version;
@@ -690,17 +689,12 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
         }
     }
 
-    /* The embedded store is written from the loop itself: a batch costs
-     * less than waking a thread would. */
+    /* The loop's own handle: the embedded store is written from the loop
+     * itself (a batch costs less than waking a thread would), and a network
+     * store's batches start from it when the handle can write without
+     * blocking (store_incr_start): again no hand-off. */
     bool in_process = strcmp(store_kind(store), "memory") == 0;
-    if (in_process && (ig->inline_store = store_clone(store)) == NULL) {
-        snprintf(err, errlen, "out of memory");
-        store_close(store);
-        goto err;
-    }
-    /* A network store's batches start from the loop too when its handle can
-     * write without blocking (store_incr_start): again no hand-off. */
-    if (!in_process && (ig->async_store = store_clone(store)) == NULL) {
+    if ((ig->loop_store = store_clone(store)) == NULL) {
         snprintf(err, errlen, "out of memory");
         store_close(store);
         goto err;
@@ -714,7 +708,8 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
     cc.on_user_totals = on_user_totals;
     cc.totals_arg = ig;
     fans_topk_init(&ig->fans);
-    ig->committer = committer_create(base, ig->worker, ig->inline_store, ig->async_store, ef, &cc);
+    ig->committer = committer_create(base, ig->worker, in_process ? ig->loop_store : NULL,
+                                     in_process ? NULL : ig->loop_store, ef, &cc);
     if (ig->committer == NULL) {
         snprintf(err, errlen, "out of memory");
         goto err;
@@ -787,8 +782,7 @@ void ingest_free(struct ingest *ig)
     committer_stop(ig->committer);
     worker_stop(ig->worker);
     committer_free(ig->committer);
-    store_close(ig->inline_store);
-    store_close(ig->async_store);
+    store_close(ig->loop_store);
     if (ig->slot >= 0) {
         pthread_mutex_lock(&ig->sh->lock);
         /* Keep the figures counted (a process's totals must not drop), but
@@ -902,17 +896,11 @@ void ingest_publish_stats(struct ingest *ig, const struct httpd_stats *hs)
     if (hs)
         f.hs = *hs;
     /* The worker's handle is read through the worker (its thread writes
-     * it); the loop's own handles are this thread's. */
+     * it); the loop's own handle is this thread's. */
     struct store_stats st;
     worker_store_stats(ig->worker, &f.ss);
-    if (ig->inline_store != NULL) {
-        store_get_stats(ig->inline_store, &st);
-        store_stats_add(&f.ss, &st);
-    }
-    if (ig->async_store != NULL) {
-        store_get_stats(ig->async_store, &st);
-        store_stats_add(&f.ss, &st);
-    }
+    store_get_stats(ig->loop_store, &st);
+    store_stats_add(&f.ss, &st);
     pthread_mutex_lock(&ig->sh->lock);
     ig->sh->figures[ig->slot] = f;
     pthread_mutex_unlock(&ig->sh->lock);
