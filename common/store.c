@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "store_impl.h"
+#include "store_pool.h"
 #include "util.h"
 
 const char *store_status_str(enum store_status st)
@@ -356,9 +357,75 @@ void store_get_stats(const struct store *s, struct store_stats *out)
 size_t store_placement(struct store *s, const char *key, size_t keylen, uint32_t *nodes,
                        size_t max)
 {
-    if (s == NULL || s->ops->placement == NULL || !store_key_valid(key, keylen))
+    if (s == NULL || s->ops->pool == NULL || !store_key_valid(key, keylen))
         return 0;
-    return s->ops->placement(s, key, keylen, nodes, max);
+    return pool_placement(s->ops->pool(s), key, keylen, nodes, max);
+}
+
+static struct pool *pool_of(const struct store *s)
+{
+    return s != NULL && s->ops->pool != NULL ? s->ops->pool((struct store *)s) : NULL;
+}
+
+size_t store_node_count(const struct store *s)
+{
+    const struct pool *p = pool_of(s);
+    return p != NULL ? p->n_nodes : 0;
+}
+
+const struct store_node *store_node_at(const struct store *s, size_t k)
+{
+    const struct pool *p = pool_of(s);
+    return p != NULL && k < p->n_nodes ? &p->nodes[k] : NULL;
+}
+
+uint32_t store_replicas(const struct store *s)
+{
+    const struct pool *p = pool_of(s);
+    return p != NULL ? p->replicas : 1;
+}
+
+enum store_status store_mget_replicas(struct store *s, const char *const *keys,
+                                      const size_t *keylens, size_t n,
+                                      struct store_replica_value *out)
+{
+    struct pool *p = pool_of(s);
+    if (p == NULL || (n > 0 && (keys == NULL || keylens == NULL || out == NULL)))
+        return STORE_ERROR;
+    return pool_mget_replicas(p, s, keys, keylens, n, out);
+}
+
+void store_node_incr(struct store *s, struct store_node_write *items, size_t n, uint32_t ttl_s)
+{
+    struct pool *p = pool_of(s);
+    if (p == NULL) {
+        for (size_t i = 0; i < n; i++)
+            items[i].status = STORE_ERROR;
+        return;
+    }
+    pool_node_write(p, s, items, n, ttl_s, false);
+}
+
+void store_node_add(struct store *s, struct store_node_write *items, size_t n, uint32_t ttl_s)
+{
+    struct pool *p = pool_of(s);
+    if (p == NULL) {
+        for (size_t i = 0; i < n; i++)
+            items[i].status = STORE_ERROR;
+        return;
+    }
+    pool_node_write(p, s, items, n, ttl_s, true);
+}
+
+enum store_status store_node_get(struct store *s, uint32_t node, const char *key, size_t keylen,
+                                 char **val, size_t *vallen)
+{
+    struct pool *p = pool_of(s);
+    *val = NULL;
+    *vallen = 0;
+    if (p == NULL || node >= p->n_nodes || !store_key_valid(key, keylen))
+        return STORE_ERROR;
+    return pool_node_get(p, s, node, key, keylen, val, vallen);
 }
 
 bool store_key_valid(const char *key, size_t keylen)

@@ -202,6 +202,61 @@ struct store_add_item {
 enum store_status store_add_batch(struct store *s, struct store_add_item *items, size_t n,
                                   uint32_t ttl_s);
 
+/* ---- the nodes of a pool one by one ----
+ * For the aggregator, which must tell a node that came back empty from one
+ * that is only behind, and write a node back up (aggregate/agg_repair.h).
+ * Only memcached:// and redis:// pools have nodes to address; memory: (one
+ * process, nothing to lose to a restart) and redis-cluster:// (the cluster
+ * replicates and fails over by itself) have none. Nothing here replicates,
+ * places or hints: each operation goes to exactly the node it names, and a
+ * node in its backoff gets STORE_UNAVAILABLE without being asked. */
+
+/* The nodes that can be addressed (URL order): 0 for memory: and
+ * redis-cluster://. */
+size_t store_node_count(const struct store *s);
+/* Node k (k < store_node_count), borrowed from s. */
+const struct store_node *store_node_at(const struct store *s, size_t k);
+/* R of replicas=R; 1 for backends without nodes. */
+uint32_t store_replicas(const struct store *s);
+
+/* One replica's reading of a counter. */
+struct store_replica_value {
+    uint32_t node;            /* URL order */
+    enum store_status status; /* OK: read (present says whether the key
+                               * exists); UNAVAILABLE: node down or failed;
+                               * ERROR: the value is not a counter */
+    bool present;
+    uint64_t value;           /* 0 unless present */
+};
+
+/* Reads n counters from every replica: key i's replicas, in placement
+ * order, are out[i * R .. i * R + R) (R = store_replicas). A bad key gets
+ * status ERROR on each of its entries. Returns STORE_OK when every entry
+ * is OK, else the first other status; every entry is filled either way.
+ * 0 nodes: STORE_ERROR, nothing read (use store_mget_u64). */
+enum store_status store_mget_replicas(struct store *s, const char *const *keys,
+                                      const size_t *keylens, size_t n,
+                                      struct store_replica_value *out);
+
+/* Increments and adds on named nodes, pipelined per node (one round trip
+ * per node for the whole array). Each item ends with store_incr_batch's or
+ * store_add_batch's statuses (add: STORE_OK added, STORE_EXISTS there). */
+struct store_node_write {
+    const char *key;  /* (ref) */
+    size_t keylen;
+    const char *val;  /* add (ref); at most STORE_ADD_BATCH_VALUE_MAX bytes */
+    size_t vallen;
+    uint64_t delta;   /* incr */
+    uint32_t node;
+    /* out */
+    enum store_status status;
+};
+void store_node_incr(struct store *s, struct store_node_write *items, size_t n, uint32_t ttl_s);
+void store_node_add(struct store *s, struct store_node_write *items, size_t n, uint32_t ttl_s);
+/* The value of key on node, as store_get. */
+enum store_status store_node_get(struct store *s, uint32_t node, const char *key, size_t keylen,
+                                 char **val, size_t *vallen);
+
 /* Per-handle counters (a handle belongs to one thread: sum them across
  * handles for a process total). */
 struct store_stats {

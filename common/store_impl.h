@@ -6,6 +6,8 @@
 
 #include "store.h"
 
+struct pool;
+
 struct store_ops {
     const char *kind;
     struct store *(*clone)(struct store *s);
@@ -29,10 +31,10 @@ struct store_ops {
     bool (*incr_start)(struct store *s, struct event_base *base, struct store_incr *items,
                        size_t n, uint32_t ttl_s, store_done_fn done, void *arg);
     void (*incr_wait)(struct store *s); /* with incr_start */
-    /* Pools: the nodes (URL order) of key, replicas first to last; NULL
-     * for backends without client-side placement. */
-    size_t (*placement)(struct store *s, const char *key, size_t keylen, uint32_t *nodes,
-                        size_t max);
+    /* Pools: the handle's placement and replication part (store_pool.h),
+     * behind store_placement and the store_node_* calls; NULL for backends
+     * without client-side placement. */
+    struct pool *(*pool)(struct store *s);
 };
 
 /* Every backend's handle starts with this. */

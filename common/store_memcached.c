@@ -1382,10 +1382,9 @@ static enum store_status mc_del(struct store *s, const char *key, size_t keylen)
     return pool_del(&mc_of(s)->placement, s, key, keylen);
 }
 
-static size_t mc_placement(struct store *s, const char *key, size_t keylen, uint32_t *nodes,
-                           size_t max)
+static struct pool *mc_pool(struct store *s)
 {
-    return pool_placement(&mc_of(s)->placement, key, keylen, nodes, max);
+    return &mc_of(s)->placement;
 }
 
 static const struct pool_engine mc_engine = {
@@ -1411,5 +1410,5 @@ static const struct store_ops mc_ops = {
     .add_batch = mc_add_batch,
     .incr_start = mc_incr_start,
     .incr_wait = mc_incr_wait,
-    .placement = mc_placement,
+    .pool = mc_pool,
 };

@@ -527,6 +527,102 @@ enum store_status pool_mget_u64(struct pool *p, struct store *s, const char *con
     return STORE_OK;
 }
 
+/* ---- the nodes one by one ---- */
+
+enum store_status pool_mget_replicas(struct pool *p, struct store *s, const char *const *keys,
+                                     const size_t *keylens, size_t n,
+                                     struct store_replica_value *out)
+{
+    size_t rn = p->replicas;
+    if (!ops_reserve(p, n * rn))
+        return STORE_NOMEM;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct store_replica_value *o = out + i * rn;
+        if (!store_key_valid(keys[i], keylens[i])) {
+            for (size_t x = 0; x < rn; x++)
+                o[x] = (struct store_replica_value){.status = STORE_ERROR};
+            continue;
+        }
+        uint32_t nodes[STORE_MAX_NODES];
+        pool_placement(p, keys[i], keylens[i], nodes, rn);
+        for (size_t x = 0; x < rn; x++) {
+            o[x] = (struct store_replica_value){.node = nodes[x]};
+            p->ops[j++] = (struct store_op){.key = keys[i], .keylen = keylens[i],
+                                            .node = nodes[x]};
+        }
+    }
+    p->eng->mget(s, p->ops, j);
+    enum store_status first = STORE_OK;
+    j = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct store_replica_value *o = out + i * rn;
+        if (o[0].status == STORE_ERROR)
+            goto count;
+        for (size_t x = 0; x < rn; x++, j++) {
+            const struct store_op *op = &p->ops[j];
+            o[x].status = op->status;
+            o[x].present = op->status == STORE_OK && op->present;
+            o[x].value = o[x].present ? op->value : 0;
+        }
+    count:
+        for (size_t x = 0; x < rn; x++)
+            if (o[x].status != STORE_OK) {
+                count_status(s, o[x].status);
+                if (first == STORE_OK)
+                    first = o[x].status;
+            }
+    }
+    return first;
+}
+
+void pool_node_write(struct pool *p, struct store *s, struct store_node_write *items, size_t n,
+                     uint32_t ttl_s, bool add)
+{
+    if (!ops_reserve(p, n)) {
+        for (size_t i = 0; i < n; i++)
+            items[i].status = STORE_NOMEM;
+        s->stats.error_items += n;
+        return;
+    }
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct store_node_write *it = &items[i];
+        it->status = STORE_UNAVAILABLE;
+        if (it->node >= p->n_nodes || !store_key_valid(it->key, it->keylen) ||
+            (add && it->vallen > STORE_ADD_BATCH_VALUE_MAX)) {
+            it->status = STORE_ERROR;
+            continue;
+        }
+        p->ops[j++] = (struct store_op){.key = it->key, .keylen = it->keylen, .val = it->val,
+                                        .vallen = it->vallen, .delta = it->delta,
+                                        .ttl_s = ttl_s, .node = it->node};
+    }
+    if (!add)
+        p->eng->incr(s, p->ops, j);
+    else if (p->eng->add != NULL)
+        p->eng->add(s, p->ops, j);
+    else
+        for (size_t x = 0; x < j; x++)
+            p->ops[x].status = p->eng->put(s, p->ops[x].node, p->ops[x].key, p->ops[x].keylen,
+                                           p->ops[x].val, p->ops[x].vallen, ttl_s, true);
+    j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].status == STORE_UNAVAILABLE)
+            items[i].status = p->ops[j++].status;
+        if (items[i].status != STORE_EXISTS)
+            count_status(s, items[i].status);
+    }
+}
+
+enum store_status pool_node_get(struct pool *p, struct store *s, uint32_t node, const char *key,
+                                size_t keylen, char **val, size_t *vallen)
+{
+    enum store_status st = p->eng->get(s, node, key, keylen, val, vallen);
+    count_status(s, st);
+    return st;
+}
+
 /* ---- blobs ---- */
 
 enum store_status pool_get(struct pool *p, struct store *s, const char *key, size_t keylen,

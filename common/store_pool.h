@@ -193,6 +193,16 @@ enum store_status pool_del(struct pool *p, struct store *s, const char *key, siz
 void pool_add_batch(struct pool *p, struct store *s, struct store_add_item *items, size_t n,
                     uint32_t ttl_s);
 
+/* store.h's store_mget_replicas, store_node_incr/add (add: true) and
+ * store_node_get: straight to the named nodes, no replicas, no hints. */
+enum store_status pool_mget_replicas(struct pool *p, struct store *s, const char *const *keys,
+                                     const size_t *keylens, size_t n,
+                                     struct store_replica_value *out);
+void pool_node_write(struct pool *p, struct store *s, struct store_node_write *items, size_t n,
+                     uint32_t ttl_s, bool add);
+enum store_status pool_node_get(struct pool *p, struct store *s, uint32_t node, const char *key,
+                                size_t keylen, char **val, size_t *vallen);
+
 /* The nodes (URL order) that hold key, replicas in placement order. */
 size_t pool_placement(const struct pool *p, const char *key, size_t keylen, uint32_t *nodes,
                       size_t max);

@@ -656,10 +656,9 @@ static enum store_status rd_del(struct store *s, const char *key, size_t keylen)
     return pool_del(&rd_of(s)->placement, s, key, keylen);
 }
 
-static size_t rd_placement(struct store *s, const char *key, size_t keylen, uint32_t *nodes,
-                           size_t max)
+static struct pool *rd_pool(struct store *s)
 {
-    return pool_placement(&rd_of(s)->placement, key, keylen, nodes, max);
+    return &rd_of(s)->placement;
 }
 
 static const struct pool_engine rd_engine = {
@@ -683,5 +682,5 @@ static const struct store_ops rd_ops = {
     .add = rd_add,
     .del = rd_del,
     .add_batch = rd_add_batch,
-    .placement = rd_placement,
+    .pool = rd_pool,
 };

@@ -964,5 +964,5 @@ static const struct store_ops rc_ops = {
     .set = rc_set,
     .add = rc_add,
     .del = rc_del,
-    .placement = NULL,
+    .pool = NULL,
 };

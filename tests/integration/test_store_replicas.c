@@ -369,12 +369,87 @@ static void test_add_batch_contract(void **state)
     store_close(s);
 }
 
+/* The per-node calls behind the aggregator's repair: a copy read on each
+ * replica, an increment and an add on one named node only, and a node down
+ * answering UNAVAILABLE for its copies while its replica still reads. */
+static void test_node_calls(void **state)
+{
+    struct fixture *f = *state;
+    char err[256];
+    struct store *s = store_open(f->url, err, sizeof(err));
+    assert_non_null(s);
+    assert_int_equal(store_node_count(s), NNODES);
+    assert_int_equal(store_replicas(s), 2);
+    const char *key = "nodecalls:k";
+    size_t klen = strlen(key);
+    uint32_t where[2];
+    assert_int_equal(store_placement(s, key, klen, where, 2), 2);
+
+    /* Only the second replica gets the increment. */
+    struct store_node_write w = {.key = key, .keylen = klen, .delta = 5, .node = where[1]};
+    store_node_incr(s, &w, 1, 60);
+    assert_int_equal(w.status, STORE_OK);
+    struct store_replica_value v[2];
+    const char *keys[] = {key};
+    assert_int_equal(store_mget_replicas(s, keys, &klen, 1, v), STORE_OK);
+    assert_int_equal(v[0].node, where[0]);
+    assert_false(v[0].present);
+    assert_int_equal(v[0].value, 0);
+    assert_int_equal(v[1].node, where[1]);
+    assert_true(v[1].present);
+    assert_int_equal(v[1].value, 5);
+
+    /* An add on one node: EXISTS there the second time, and not on the
+     * other replica. */
+    const char *ck = "nodecalls:claim";
+    struct store_node_write a = {.key = ck, .keylen = strlen(ck), .val = "1", .vallen = 1,
+                                 .node = where[0]};
+    store_node_add(s, &a, 1, 60);
+    assert_int_equal(a.status, STORE_OK);
+    store_node_add(s, &a, 1, 60);
+    assert_int_equal(a.status, STORE_EXISTS);
+    char *val = NULL;
+    size_t vlen = 0;
+    assert_int_equal(store_node_get(s, where[0], ck, strlen(ck), &val, &vlen), STORE_OK);
+    assert_int_equal(vlen, 1);
+    free(val);
+    assert_int_equal(store_node_get(s, where[1], ck, strlen(ck), &val, &vlen), STORE_NOTFOUND);
+
+    /* The first replica down: its copy is UNAVAILABLE, the other still read. */
+    server_kill(&f->node[where[0]]);
+    assert_int_not_equal(store_mget_replicas(s, keys, &klen, 1, v), STORE_OK);
+    assert_int_equal(v[0].status, STORE_UNAVAILABLE);
+    assert_int_equal(v[1].status, STORE_OK);
+    assert_int_equal(v[1].value, 5);
+    w.node = where[0];
+    store_node_incr(s, &w, 1, 60);
+    assert_int_not_equal(w.status, STORE_OK);
+    assert_true(server_start(&f->node[where[0]], f->kind, f->node[where[0]].port));
+
+    /* A bad key and a node out of range are refused, not sent. */
+    struct store_node_write bad[2] = {{.key = "has space", .keylen = 9, .delta = 1},
+                                      {.key = key, .keylen = klen, .delta = 1, .node = NNODES}};
+    store_node_incr(s, bad, 2, 60);
+    assert_int_equal(bad[0].status, STORE_ERROR);
+    assert_int_equal(bad[1].status, STORE_ERROR);
+    store_close(s);
+
+    /* memory: has no nodes to address. */
+    struct store *m = store_open("memory:", err, sizeof(err));
+    assert_non_null(m);
+    assert_int_equal(store_node_count(m), 0);
+    assert_int_equal(store_replicas(m), 1);
+    assert_int_equal(store_mget_replicas(m, keys, &klen, 1, v), STORE_ERROR);
+    store_close(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_batch_contract),
         cmocka_unit_test(test_kill_one_node_mid_load),
         cmocka_unit_test(test_blobs_with_a_replica_down),
+        cmocka_unit_test(test_node_calls),
     };
     int failed = cmocka_run_group_tests_name("memcached", tests, setup_memcached, teardown);
     failed += cmocka_run_group_tests_name("redis", tests, setup_redis, teardown);
