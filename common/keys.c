@@ -1,6 +1,7 @@
 #include "keys.h"
 
 #include <stdio.h>
+#include <string.h>
 
 static const char *outcome_str(enum key_outcome o)
 {
@@ -76,6 +77,32 @@ size_t key_fans_list(char *buf, const char *event, uint64_t slot)
 {
     return clamp_user_len(
         snprintf(buf, KEY_USER_MAX, "%s:fans:%llu", event, (unsigned long long)slot));
+}
+
+static size_t clamp_node_len(int n)
+{
+    return n < 0 ? 0 : (size_t)n >= KEY_NODE_MAX ? KEY_NODE_MAX - 1 : (size_t)n;
+}
+
+size_t key_node_incarnation(char *buf, const char *event)
+{
+    return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:node", event));
+}
+
+size_t key_node_claim(char *buf, const char *event, const char *id)
+{
+    return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:node:claim:%s", event, id));
+}
+
+size_t key_repair_claim(char *buf, const char *event, const char *id, uint64_t value,
+                        const char *counter_key)
+{
+    size_t pre = strlen(event);
+    const char *rest = strncmp(counter_key, event, pre) == 0 && counter_key[pre] == ':'
+                           ? counter_key + pre + 1
+                           : counter_key;
+    return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:rr:%s:%llu:%s", event, id,
+                                   (unsigned long long)value, rest));
 }
 
 /* 1..n; a zeroed count (an eventfile not built by eventfile_parse) is one shard. */

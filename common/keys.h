@@ -63,6 +63,18 @@ size_t key_user_ms(char *buf, const char *event, const char *user);
 size_t key_fans_seq(char *buf, const char *event);
 size_t key_fans_list(char *buf, const char *event, uint64_t slot);
 
+/* The aggregator's keys on each node of a pool, written and read on that
+ * node only (aggregate/agg_repair.h); buf holds KEY_NODE_MAX bytes.
+ *   {event}:node                       the node's incarnation (an id)
+ *   {event}:node:claim:{id}            who restores a node back empty
+ *   {event}:rr:{id}:{value}:{counter}  who repairs that copy of a counter
+ *                                      ({counter}: the key past "{event}:") */
+#define KEY_NODE_MAX 160
+size_t key_node_incarnation(char *buf, const char *event);
+size_t key_node_claim(char *buf, const char *event, const char *id);
+size_t key_repair_claim(char *buf, const char *event, const char *id, uint64_t value,
+                        const char *counter_key);
+
 /* One accepted answer, already validated against the event file. */
 struct answer_counters {
     uint32_t question;    /* question id */

@@ -56,6 +56,29 @@ static void test_longest_key_fits(void **state)
     assert_int_equal(strlen(k), KEY_MAX - 1);
 }
 
+/* The aggregator's per-node keys: the longest repair claim (32-byte event,
+ * 16-hex id, a 20-digit value, the longest counter) fits, and no space. */
+static void test_node_keys(void **state)
+{
+    (void)state;
+    char k[KEY_NODE_MAX], c[KEY_MAX];
+    assert_int_equal(key_node_incarnation(k, "1d-live"), strlen("1d-live:node"));
+    assert_string_equal(k, "1d-live:node");
+    key_node_claim(k, "1d-live", "00ff00ff00ff00ff");
+    assert_string_equal(k, "1d-live:node:claim:00ff00ff00ff00ff");
+    key_question(c, "1d-live", 3, KEY_RIGHT, 42);
+    key_repair_claim(k, "1d-live", "00ff00ff00ff00ff", 17, c);
+    assert_string_equal(k, "1d-live:rr:00ff00ff00ff00ff:17:q3right42");
+    const char *ev = "abcdefghijklmnopqrstuvwxyz-01234";
+    key_country(c, ev, EVENT_MAX_QUESTION_ID, "unknown", KEY_WRONG, EVENT_MAX_SHARDS);
+    size_t n = key_repair_claim(k, ev, "ffffffffffffffff", UINT64_MAX, c);
+    assert_int_equal(n, strlen(k));
+    assert_true(n < KEY_NODE_MAX && n <= 250);
+    assert_null(strchr(k, ' '));
+    assert_string_equal(k, "abcdefghijklmnopqrstuvwxyz-01234:rr:ffffffffffffffff:"
+                           "18446744073709551615:q1000000cunknownwrong1000");
+}
+
 static void load(struct eventfile *ef, const char *json)
 {
     char err[256];
@@ -281,6 +304,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_keys),
         cmocka_unit_test(test_longest_key_fits),
+        cmocka_unit_test(test_node_keys),
         cmocka_unit_test(test_answer_keys_hot_country),
         cmocka_unit_test(test_answer_keys_default_country),
         cmocka_unit_test(test_answer_keys_defaults),
