@@ -275,6 +275,8 @@ static json_t *question_json(struct jb *b, const struct eventfile *ef, uint32_t 
 static json_t *warnings_json(struct jb *b, const struct agg_snapshot_in *in)
 {
     json_t *arr = json_array();
+    for (size_t i = 0; i < in->n_notes; i++)
+        push(b, arr, json_string(in->notes[i]));
     const struct agg_drops *d = in->drops;
     if (d == NULL || in->keys == NULL)
         return arr;

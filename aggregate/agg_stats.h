@@ -94,6 +94,8 @@ struct agg_snapshot_in {
     const struct agg_drops *drops;   /* may be NULL */
     const char *const *keys;         /* key names for drops (the key list); NULL if drops is */
     const struct agg_checks *checks; /* may be NULL: no check ran, "checks" says ok */
+    const char *const *notes;        /* more warning lines (store nodes); may be NULL */
+    size_t n_notes;
     const struct fans_entry *fans;   /* the ultimate fans in rank order; may be NULL */
     size_t n_fans;                   /* at most FANS_SHOWN are listed */
 };

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "agg_keys.h"
+#include "agg_repair.h"
 #include "agg_stats.h"
 #include "fans.h"
 #include "keys.h"
@@ -13,6 +14,8 @@
 #include "qstate.h"
 #include "snapstore.h"
 #include "util.h"
+
+#define AGG_NOTES_MAX 16 /* store node warnings in a snapshot */
 
 /* Every array is sized once in aggregator_create and reused by every pass:
  * a pass allocates nothing per key (only the snapshot's JSON). */
@@ -25,6 +28,8 @@ struct aggregator {
     struct qstate *states;      /* per question: this pass's state */
     bool *reading;              /* per question: read this pass */
     bool *settled;              /* per question: closed past the grace, sums cached */
+    bool *lagging;              /* per question: a copy behind its replicas this pass */
+    struct agg_repair *repair;  /* owned: pools only, made at the first pass */
     uint64_t *settled_close_ms; /* per question: the close time it settled on */
     struct agg_drops drops;     /* this pass's */
     struct agg_checks checks;   /* this pass's */
@@ -57,9 +62,11 @@ struct aggregator *aggregator_create(const struct eventfile *ef)
     a->states = calloc(nq, sizeof(*a->states));
     a->reading = calloc(nq, sizeof(*a->reading));
     a->settled = calloc(nq, sizeof(*a->settled));
+    a->lagging = calloc(nq, sizeof(*a->lagging));
     a->settled_close_ms = calloc(nq, sizeof(*a->settled_close_ms));
     if (a->kept == NULL || a->read == NULL || a->counts == NULL || a->states == NULL ||
-        a->reading == NULL || a->settled == NULL || a->settled_close_ms == NULL)
+        a->reading == NULL || a->settled == NULL || a->lagging == NULL ||
+        a->settled_close_ms == NULL)
         goto err;
     a->stats.keys_total = a->keys.n;
     return a;
@@ -73,7 +80,9 @@ void aggregator_free(struct aggregator *a)
 {
     if (a == NULL)
         return;
+    agg_repair_free(a->repair);
     free(a->fans_all);
+    free(a->lagging);
     free(a->settled_close_ms);
     free(a->settled);
     free(a->reading);
@@ -93,6 +102,16 @@ void aggregator_set_grace_ms(struct aggregator *a, uint64_t grace_ms)
 void aggregator_get_stats(const struct aggregator *a, struct aggregator_stats *out)
 {
     *out = a->stats;
+    if (a->repair != NULL) {
+        struct agg_repair_stats rs;
+        agg_repair_get_stats(a->repair, &rs);
+        out->node_resets = rs.node_resets;
+        out->keys_restored = rs.keys_restored;
+        out->counts_restored = rs.counts_restored;
+        out->keys_repaired = rs.keys_repaired;
+        out->repair_backlog = rs.repair_backlog;
+        out->nodes_down = rs.nodes_down;
+    }
 }
 
 /* Closed long enough ago that nothing more can arrive for it. */
@@ -123,7 +142,9 @@ static enum store_status read_run(struct aggregator *a, struct store *s, size_t 
         size_t m = n - off < AGGREGATE_BATCH ? n - off : AGGREGATE_BATCH;
         size_t i = first + off;
         enum store_status st =
-            store_mget_u64(s, a->keys.key + i, a->keys.len + i, m, a->read + i, NULL);
+            a->repair != NULL
+                ? agg_repair_read(a->repair, s, i, m, a->read)
+                : store_mget_u64(s, a->keys.key + i, a->keys.len + i, m, a->read + i, NULL);
         if (st != STORE_OK)
             return st;
     }
@@ -134,7 +155,7 @@ static enum store_status read_run(struct aggregator *a, struct store *s, size_t 
  * questions are contiguous, so runs of them share batches. Nothing is kept
  * until every read succeeded: a pass never mixes two states of the store
  * with a failure in between. */
-static enum store_status read_all(struct aggregator *a, struct store *s)
+static enum store_status read_all(struct aggregator *a, struct store *s, uint64_t now_ms)
 {
     const struct agg_keys *k = &a->keys;
     uint32_t nq = a->ef->n_questions;
@@ -154,6 +175,10 @@ static enum store_status read_all(struct aggregator *a, struct store *s)
         a->stats.keys_read += n;
         qi = end;
     }
+    memset(a->lagging, 0, nq * sizeof(*a->lagging));
+    if (a->repair != NULL)
+        agg_repair_settle(a->repair, s, a->reading, a->kept, a->read, a->lagging, now_ms,
+                          util_mono_ms());
     for (uint32_t qi = 0; qi < nq; qi++) {
         if (a->reading[qi])
             agg_stats_grow_only(a->kept, a->read, k->q_first[qi], k->q_count[qi], &a->drops);
@@ -307,8 +332,15 @@ enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_
                  ef->name);
         goto done;
     }
+    if (a->repair == NULL && store_node_count(s) > 0 &&
+        (a->repair = agg_repair_create(ef, &a->keys, s)) == NULL) {
+        st = STORE_NOMEM;
+        goto done;
+    }
+    if (a->repair != NULL && agg_repair_check_nodes(a->repair, s, util_mono_ms()))
+        memset(a->settled, 0, ef->n_questions * sizeof(*a->settled)); /* read them all */
     plan_reads(a);
-    st = read_all(a, s);
+    st = read_all(a, s, now_ms);
     if (st != STORE_OK) {
         log_warn("aggregate pass failed step=read status=%s event=%s", store_status_str(st),
                  ef->name);
@@ -347,7 +379,15 @@ enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_
     }
     uint64_t gen = (head > a->stats.generation ? head : a->stats.generation) + 1;
 
+    char notes[AGG_NOTES_MAX][AGG_REPAIR_WARNING_MAX];
+    const char *note_ptr[AGG_NOTES_MAX];
+    size_t n_notes =
+        a->repair != NULL ? agg_repair_warnings(a->repair, notes, AGG_NOTES_MAX, now_ms) : 0;
+    for (size_t i = 0; i < n_notes; i++)
+        note_ptr[i] = notes[i];
     struct agg_snapshot_in in = {.ef = ef,
+                                 .notes = note_ptr,
+                                 .n_notes = n_notes,
                                  .counts = a->counts,
                                  .states = a->states,
                                  .generation = gen,
@@ -385,7 +425,7 @@ enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_
      * published snapshot. */
     a->stats.questions_settled = 0;
     for (uint32_t qi = 0; qi < ef->n_questions; qi++) {
-        if (a->reading[qi] && past_grace(a, &a->states[qi], now_ms)) {
+        if (a->reading[qi] && !a->lagging[qi] && past_grace(a, &a->states[qi], now_ms)) {
             a->settled[qi] = true;
             a->settled_close_ms[qi] = a->states[qi].close_ms;
         }

@@ -6,7 +6,9 @@
  *
  * Grow-only rule: a counter that reads lower than it did in an earlier pass
  * (the store lost data) keeps its earlier value, and the snapshot carries a
- * "warnings" entry; totals never go backwards.
+ * "warnings" entry; totals never go backwards. On a pool, a node that came
+ * back empty is restored and copies behind their replicas are repaired
+ * (agg_repair.h).
  */
 #ifndef LT_AGGREGATE_H
 #define LT_AGGREGATE_H
@@ -66,6 +68,13 @@ struct aggregator_stats {
     uint64_t fans_lists;     /* ingest top lists read in the last pass */
     uint64_t fans_checks;    /* candidates checked against their markers, last pass */
     uint64_t fans_failures;  /* passes that kept the previous ultimate fans */
+    /* pools only (agg_repair.h) */
+    uint64_t node_resets;    /* store nodes found back empty */
+    uint64_t keys_restored;  /* counters written back after a reset (replicas=1) */
+    uint64_t counts_restored;
+    uint64_t keys_repaired;  /* copies raised by read repair (replicas>=2) */
+    uint64_t repair_backlog; /* copies behind their replicas after the last pass */
+    uint64_t nodes_down;     /* store nodes unreadable in the last pass */
 };
 void aggregator_get_stats(const struct aggregator *a, struct aggregator_stats *out);
 

@@ -30,7 +30,19 @@
     X(RM_BACKWARDS, "livetally_aggregate_backwards_total", COUNTER,                                \
       "Counters seen going backwards (store data loss)")                                           \
     X(RM_CHECK_FAILURES, "livetally_aggregate_check_failures_total", COUNTER,                      \
-      "Passes whose breakdowns did not add up")
+      "Passes whose breakdowns did not add up")                                                    \
+    X(RM_NODE_RESETS, "livetally_aggregate_node_resets_total", COUNTER,                            \
+      "Store nodes found back empty (a new incarnation and counters lower than before)")           \
+    X(RM_KEYS_RESTORED, "livetally_aggregate_keys_restored_total", COUNTER,                        \
+      "Counters written back to a node back empty by this aggregator (replicas=1)")                \
+    X(RM_COUNTS_RESTORED, "livetally_aggregate_counts_restored_total", COUNTER,                    \
+      "Counts those restores carried")                                                             \
+    X(RM_KEYS_REPAIRED, "livetally_aggregate_keys_repaired_total", COUNTER,                        \
+      "Counter copies raised to their replicas by read repair (replicas>=2)")                      \
+    X(RM_REPAIR_BACKLOG, "livetally_aggregate_repair_backlog", GAUGE,                              \
+      "Counter copies lower than their replicas after the last pass")                              \
+    X(RM_NODES_DOWN, "livetally_aggregate_store_nodes_down", GAUGE,                                \
+      "Store nodes the last pass could not read")
 
 enum runner_metric { RUNNER_METRICS(METRIC_ENUM) RM_COUNT };
 static const struct metric_def metric_defs[] = {RUNNER_METRICS(METRIC_DEF)};
@@ -144,6 +156,12 @@ void agg_runner_write_metrics(struct agg_runner *r, struct evbuffer *out)
     metrics_emit_u64(out, &m[RM_SETTLED], s->questions_settled);
     metrics_emit_u64(out, &m[RM_BACKWARDS], s->warnings);
     metrics_emit_u64(out, &m[RM_CHECK_FAILURES], s->check_failures);
+    metrics_emit_u64(out, &m[RM_NODE_RESETS], s->node_resets);
+    metrics_emit_u64(out, &m[RM_KEYS_RESTORED], s->keys_restored);
+    metrics_emit_u64(out, &m[RM_COUNTS_RESTORED], s->counts_restored);
+    metrics_emit_u64(out, &m[RM_KEYS_REPAIRED], s->keys_repaired);
+    metrics_emit_u64(out, &m[RM_REPAIR_BACKLOG], s->repair_backlog);
+    metrics_emit_u64(out, &m[RM_NODES_DOWN], s->nodes_down);
 }
 
 void agg_runner_stop(struct agg_runner *r)

@@ -1,0 +1,106 @@
+/*
+ * The aggregator's watch over the nodes of a pool: a node that came back
+ * empty gets its counts back, a copy of a counter that fell behind its
+ * replicas is written back up. Only for memcached:// and redis:// pools
+ * (store_node_count > 0); memory: and redis-cluster:// skip all of it.
+ *
+ * Why the aggregator: it reads every copy of every counter every pass, so it
+ * is the one place that knew what a node held a moment before it was lost.
+ *
+ * Incarnations. Each node holds {event}:node, a random id that the first
+ * aggregator to find it missing adds. A restart (or a flush) loses it, and
+ * the node's counters read lower than they did the pass before: both
+ * together are a reset (the id alone could be an expiry, the drop alone an
+ * eviction). A reset is counted, logged and listed in the snapshot's
+ * warnings for AGG_REPAIR_WARN_MS, and every question, settled ones too, is
+ * read again so no counter of the node is left out.
+ *
+ * replicas=1: the counts of a node back empty exist nowhere else but in what
+ * the aggregators last read. One aggregator that knew the old incarnation
+ * wins the add of {event}:node:claim:{new id} on the node, and adds to each
+ * of the node's counters the value it read before the reset: the node then
+ * holds the old count plus what came since, the same for every reader (a
+ * second aggregator, one restarted later). Each amount is fixed when the
+ * claim is won, so a restore retried after the node failed again adds the
+ * same. What reached the node after that aggregator's last read and before
+ * the reset (at most one interval of writes) is lost, and the warning says
+ * so. An aggregator that loses the claim keeps its grow-only maximum until
+ * the restore lands. A node that restarts while no aggregator runs is not
+ * restored: nobody saw its counts.
+ *
+ * replicas>=2: read repair. A copy lower than the largest copy of its
+ * counter is raised by the difference, with one increment on its node, when
+ * the counter is quiet (every copy read the same this pass as the pass
+ * before: nothing in flight, so the difference is exactly what that copy
+ * missed) and the node has been readable for AGG_REPAIR_UP_MS (an ingest
+ * replays its hints for a node within a few seconds of it answering again;
+ * a hint landing after a repair would count twice on that copy, and the
+ * read takes the maximum). Two aggregators that see the same quiet copy meet
+ * on the add of {event}:rr:{id}:{value}:{counter} on its node: it is raised
+ * once. During a burst the hot counters are never quiet; their copies are
+ * repaired in the quiet after it, at most AGG_REPAIR_MAX a pass, and a
+ * question with a copy behind does not settle until it is repaired. Until
+ * then the other replicas hold the count.
+ */
+#ifndef LT_AGG_REPAIR_H
+#define LT_AGG_REPAIR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agg_keys.h"
+#include "eventfile.h"
+#include "store.h"
+
+#define AGG_REPAIR_UP_MS 5000u      /* readable this long before its copies are repaired */
+#define AGG_REPAIR_MAX 20000u       /* copies repaired per pass */
+#define AGG_REPAIR_WARN_MS 600000u  /* a reset stays in the warnings this long */
+#define AGG_REPAIR_WARNING_MAX 640u /* bytes of one warning line, NUL included */
+
+struct agg_repair;
+
+/* For the nodes and replicas of s (store_node_count > 0). ef and keys are
+ * borrowed and must outlive it. NULL when memory runs out. */
+struct agg_repair *agg_repair_create(const struct eventfile *ef, const struct agg_keys *keys,
+                                     const struct store *s);
+void agg_repair_free(struct agg_repair *r);
+
+/* Pass step 1, before any counter is read: reads each node's incarnation.
+ * true when a node shows a new one: the caller then reads every question. */
+bool agg_repair_check_nodes(struct agg_repair *r, struct store *s, uint64_t mono_ms);
+
+/* Pass step 2: reads keys first..first+n-1 from every replica, keeps each
+ * copy, and writes each key's largest copy to read[first..]. STORE_OK when
+ * every key had a copy read (a node down is not an error while a replica
+ * answers); STORE_UNAVAILABLE when one had none; STORE_ERROR when a copy is
+ * not a counter. */
+enum store_status agg_repair_read(struct agg_repair *r, struct store *s, size_t first, size_t n,
+                                  uint64_t *read);
+
+/* Pass step 3, once every read of the pass succeeded (reading: per
+ * question, read this pass): confirms resets, restores (replicas=1) and
+ * repairs (replicas>=2). kept: the aggregator's values before this pass;
+ * what a restore added is added to read as well. lagging (per question) is
+ * set for a question with a copy still behind. */
+void agg_repair_settle(struct agg_repair *r, struct store *s, const bool *reading,
+                       const uint64_t *kept, uint64_t *read, bool *lagging, uint64_t wall_ms,
+                       uint64_t mono_ms);
+
+/* The warning lines for the snapshot (resets of the last AGG_REPAIR_WARN_MS,
+ * nodes unreadable this pass), at most max. */
+size_t agg_repair_warnings(const struct agg_repair *r, char (*out)[AGG_REPAIR_WARNING_MAX],
+                           size_t max, uint64_t wall_ms);
+
+struct agg_repair_stats {
+    uint64_t node_resets;     /* nodes found back empty */
+    uint64_t keys_restored;   /* counters written back after a reset (replicas=1) */
+    uint64_t counts_restored; /* the counts those carried */
+    uint64_t restore_lost;    /* restores whose outcome is unknown (not resent) */
+    uint64_t keys_repaired;   /* copies raised by read repair (replicas>=2) */
+    uint64_t repair_backlog;  /* copies behind their replicas after the last pass */
+    uint64_t nodes_down;      /* nodes unreadable in the last pass */
+};
+void agg_repair_get_stats(const struct agg_repair *r, struct agg_repair_stats *out);
+
+#endif
