@@ -263,6 +263,31 @@
     setNum($('rate'), rate);
   }
 
+  /* The snapshot's warnings (a store node lost or back empty, counters that
+   * went backwards) and its failed checks. A check fails now and then while
+   * answers flow (the reads are not one atomic snapshot), so only one that
+   * failed in CHECKS_SHOWN_AFTER snapshots in a row is shown. */
+  var CHECKS_SHOWN_AFTER = 3, ALERTS_SHOWN = 4;
+  function renderAlerts(s) {
+    var lines = Array.isArray(s.warnings) ? s.warnings.slice() : [];
+    var failed = s.checks && s.checks.ok === false;
+    state.checkFails = failed ? (state.checkFails || 0) + 1 : 0;
+    if (state.checkFails >= CHECKS_SHOWN_AFTER) {
+      var m = (s.checks.mismatches || [])[0];
+      lines.push('breakdowns do not add up (' + s.checks.mismatch_count + ' mismatches' +
+                 (m ? ', e.g. question ' + m.question + ' ' + m.check + ': ' + m.actual +
+                      ' of ' + m.expected : '') + ')');
+    }
+    var list = $('alert-list');
+    list.textContent = '';
+    lines.slice(0, ALERTS_SHOWN).forEach(function (t) { list.appendChild(make('li', '', t)); });
+    if (lines.length > ALERTS_SHOWN)
+      list.appendChild(make('li', 'more', '… and ' + (lines.length - ALERTS_SHOWN) + ' more'));
+    var box = $('alerts');
+    box.dataset.count = String(lines.length);
+    box.hidden = lines.length === 0;
+  }
+
   function render(s) {
     document.title = 'livetally · ' + s.event;
     $('event').textContent = s.event;
@@ -275,6 +300,7 @@
     renderCountries(s);
     renderQuestions(s, current);
     renderFans(s);
+    renderAlerts(s);
     updateRate(s);
     updateFreshness();
     document.body.dataset.ready = '1';

@@ -277,6 +277,8 @@ def all_in_one(exe):
             d = dump(exe, port, query)
             status, stats, _ = c.json("GET", "/v1/stats")
             check_against_stats(d, stats, 2, "livetally %s" % query)
+            CHECK.true("hidden" in d.by_id("alerts")["attrs"],
+                       "livetally %s: no warnings, no banner" % query)
         screenshot(exe, port, "?screen=1&transport=poll", "dashboard.png", "1920,1080")
         screenshot(exe, port, "?transport=poll", "dashboard-phone.png", "390,844")
     finally:
@@ -303,6 +305,9 @@ def crafted(generation, age_s=0):
                        "right_ratio": 0.9},
                       {"country": "unknown", "answers": 400, "right": 200, "wrong": 200,
                        "right_ratio": 0.5}],
+        "warnings": ["store node 127.0.0.1:11211 was reset (it came back empty) at "
+                     "2026-12-06T20:00:00.000Z: <b>3</b> counters restored",
+                     "store node 127.0.0.1:11212 unreachable since 2026-12-06T20:01:00.000Z"],
         "ultimate_fans": [{"rank": 1, "user": "fan-<script>", "right": 5, "total_ms": 10432},
                           {"rank": 2, "user": "fan-8812", "right": 5, "total_ms": 12000}],
     }
@@ -330,6 +335,12 @@ def hand_made(exe):
                  "snapshot texts are rendered as text, never as markup")
         CHECK.eq(d.by_id("current-text")["text"], snap["questions"][0]["text"],
                  "hostile question text shown as is")
+        # The store's warnings are a banner, as text.
+        alerts = d.by_id("alerts")
+        CHECK.true("hidden" not in alerts["attrs"], "hand-made: the warnings banner is shown")
+        CHECK.eq(alerts["attrs"].get("data-count"), "2", "hand-made: both warnings in the banner")
+        CHECK.true(snap["warnings"][0] in alerts["text"] and snap["warnings"][1] in alerts["text"],
+                   "hand-made: the banner reads the warnings as they are")
         # 1234567 is shown with separators for people.
         CHECK.eq(d.by_id("total-answers")["text"].strip(), "1,234,567", "thousands separators")
         screenshot(exe, port, "?transport=poll", "dashboard-fans.png", "1280,900")
