@@ -328,6 +328,11 @@ static void claim_restore(struct agg_repair *r, struct store *s, uint32_t k, con
 static void run_restores(struct agg_repair *r, struct store *s, const bool *reading,
                          uint64_t *read)
 {
+    bool any = false;
+    for (uint32_t k = 0; k < r->n_nodes; k++)
+        any = any || r->nodes[k].restoring;
+    if (!any)
+        return;
     size_t n = 0;
     for (size_t i = 0; i <= r->keys->n; i++) {
         bool flush = n == WRITE_CHUNK || (i == r->keys->n && n > 0);
