@@ -188,8 +188,9 @@ enum store_status store_delete(struct store *s, const char *key, size_t keylen);
  *   STORE_ERROR        refused (bad key, value too long), or sent and never
  *                      confirmed: it MAY have been added
  * Returns STORE_OK when every item is STORE_OK or STORE_EXISTS; otherwise
- * the status of the first item that is neither. With replicas=R the items
- * go one at a time with store_add's semantics. */
+ * the status of the first item that is neither. With replicas=R, store_add's
+ * semantics item by item, in R pipelined runs: every item's first replica,
+ * then the second replica of those still undecided, and so on. */
 #define STORE_ADD_BATCH_VALUE_MAX 128u
 struct store_add_item {
     const char *key;   /* (ref) */

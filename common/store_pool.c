@@ -720,10 +720,119 @@ enum store_status pool_put(struct pool *p, struct store *s, const char *key, siz
     return st;
 }
 
+#define RANK_NOT_ASKED 0xffu
+
+/* Adds of many items, one pipelined run per replica rank: every item's
+ * first replica, then every item's second one still undecided, and so on.
+ * n markers cost R round trips, not n x R, with pool_put(add)'s rules item
+ * by item, since each item still meets its replicas in placement order: an
+ * EXISTS ends it (later replicas are not asked, and those that took ours
+ * get the old value back), and the replicas it missed get stale hints. */
+static void add_batch_ranks(struct pool *p, struct store *s, struct store_add_item *items,
+                            size_t n, uint32_t ttl_s)
+{
+    size_t rn = p->replicas;
+    uint8_t *rank_st = malloc(n * rn);  /* per item and rank: status, or not asked */
+    uint8_t *rank_node = malloc(n * rn);
+    if (rank_st == NULL || rank_node == NULL || !ops_reserve(p, n)) {
+        for (size_t i = 0; i < n; i++)
+            if (items[i].status == STORE_UNAVAILABLE) {
+                items[i].status = STORE_NOMEM;
+                count_status(s, STORE_NOMEM);
+            }
+        free(rank_st);
+        free(rank_node);
+        return;
+    }
+    flush_stale(p, s);
+    memset(rank_st, RANK_NOT_ASKED, n * rn);
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].status != STORE_UNAVAILABLE)
+            continue;
+        uint32_t nodes[STORE_MAX_NODES];
+        pool_placement(p, items[i].key, items[i].keylen, nodes, rn);
+        for (size_t x = 0; x < rn; x++)
+            rank_node[i * rn + x] = (uint8_t)nodes[x];
+    }
+    for (size_t x = 0; x < rn; x++) {
+        size_t j = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].status != STORE_UNAVAILABLE ||
+                (x > 0 && rank_st[i * rn + x - 1] == STORE_EXISTS) ||
+                (x > 0 && rank_st[i * rn + x - 1] == RANK_NOT_ASKED))
+                continue;
+            p->ops[j++] = (struct store_op){.key = items[i].key,
+                                            .keylen = items[i].keylen,
+                                            .val = items[i].val,
+                                            .vallen = items[i].vallen,
+                                            .ttl_s = ttl_s,
+                                            .node = rank_node[i * rn + x]};
+        }
+        if (p->eng->add != NULL)
+            p->eng->add(s, p->ops, j);
+        else
+            for (size_t k = 0; k < j; k++)
+                p->ops[k].status = p->eng->put(s, p->ops[k].node, p->ops[k].key,
+                                               p->ops[k].keylen, p->ops[k].val,
+                                               p->ops[k].vallen, ttl_s, true);
+        j = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].status != STORE_UNAVAILABLE ||
+                (x > 0 && rank_st[i * rn + x - 1] == STORE_EXISTS) ||
+                (x > 0 && rank_st[i * rn + x - 1] == RANK_NOT_ASKED))
+                continue;
+            rank_st[i * rn + x] = (uint8_t)p->ops[j++].status;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].status != STORE_UNAVAILABLE)
+            continue;
+        uint32_t took[STORE_MAX_NODES], miss[STORE_MAX_NODES];
+        size_t ntook = 0, nmiss = 0, err_up = 0, err_down = 0;
+        enum store_status st = STORE_OK;
+        bool exists = false;
+        for (size_t x = 0; x < rn && rank_st[i * rn + x] != RANK_NOT_ASKED; x++) {
+            uint32_t node = rank_node[i * rn + x];
+            enum store_status r = (enum store_status)rank_st[i * rn + x];
+            if (r == STORE_OK) {
+                took[ntook++] = node;
+            } else if (r == STORE_EXISTS) {
+                if (ntook > 0)
+                    add_repair(p, s, node, took, ntook, items[i].key, items[i].keylen, ttl_s);
+                exists = true;
+                break;
+            } else {
+                miss[nmiss++] = node;
+                if (r != STORE_UNAVAILABLE) {
+                    if (p->eng->up(s, node))
+                        err_up++;
+                    else
+                        err_down++;
+                }
+            }
+        }
+        if (exists) {
+            st = STORE_EXISTS;
+        } else {
+            st = merge_write(ntook, err_up, err_down);
+            if (st != STORE_UNAVAILABLE && nmiss > 0)
+                hint_stale(p, s, miss, nmiss, items[i].key, items[i].keylen);
+        }
+        count_status(s, st);
+        items[i].status = st;
+    }
+    free(rank_st);
+    free(rank_node);
+}
+
 void pool_add_batch(struct pool *p, struct store *s, struct store_add_item *items, size_t n,
                     uint32_t ttl_s)
 {
-    if (p->replicas > 1 || p->eng->add == NULL) {
+    if (p->replicas > 1) {
+        add_batch_ranks(p, s, items, n, ttl_s);
+        return;
+    }
+    if (p->eng->add == NULL) {
         for (size_t i = 0; i < n; i++)
             if (items[i].status == STORE_UNAVAILABLE)
                 items[i].status = pool_put(p, s, items[i].key, items[i].keylen, items[i].val,

@@ -46,8 +46,9 @@
  *          value is copied back over ours and the add is STORE_EXISTS.
  *          Stale hints are replayed at the start of every operation.
  *   adds   store_add_batch: with R = 1 every item goes to its node in one
- *          pipelined run (the engine's add); with R > 1 item by item as
- *          add above.
+ *          pipelined run (the engine's add); with R > 1 one such run per
+ *          replica rank (every item's first replica, then the second of
+ *          those not EXISTS yet, ...), each item as add above.
  */
 #ifndef LT_STORE_POOL_H
 #define LT_STORE_POOL_H
@@ -188,8 +189,8 @@ enum store_status pool_put(struct pool *p, struct store *s, const char *key, siz
                            const char *val, size_t vallen, uint32_t ttl_s, bool add);
 enum store_status pool_del(struct pool *p, struct store *s, const char *key, size_t keylen);
 /* store_add_batch's backend part (items come checked, store_impl.h). With
- * replicas=1 one pipelined run on the primaries; with more, pool_put(add)
- * per item, for its replica semantics. */
+ * replicas=1 one pipelined run on the primaries; with more, one run per
+ * replica rank, with pool_put(add)'s semantics item by item. */
 void pool_add_batch(struct pool *p, struct store *s, struct store_add_item *items, size_t n,
                     uint32_t ttl_s);
 

@@ -369,6 +369,75 @@ static void test_add_batch_contract(void **state)
     store_close(s);
 }
 
+/* store_add_batch on replicas: one run per replica rank, with store_add's
+ * rules item by item. A primary back empty must not let a marker in twice
+ * (the batch says EXISTS and the primary gets the old value back); a
+ * replica down takes nothing, the other decides, and the one down gets the
+ * key deleted when it answers (it cannot serve a stale marker first). */
+static void test_add_batch_replicas(void **state)
+{
+    struct fixture *f = *state;
+    char err[256];
+    struct store *s = store_open(f->url, err, sizeof(err));
+    assert_non_null(s);
+    enum { N = 200 };
+    static char keys[N][48];
+    struct store_add_item it[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "1d-live:u:batch-%d:q1", i);
+        it[i] = (struct store_add_item){.key = keys[i], .keylen = strlen(keys[i]), .val = "R 5",
+                                        .vallen = 3};
+    }
+    assert_int_equal(store_add_batch(s, it, N, 600), STORE_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(it[i].status, STORE_OK);
+
+    /* Node 0 back empty: every key it was primary for still EXISTS. */
+    server_kill(&f->node[0]);
+    restart_empty(f, 0);
+    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    struct store *other = store_open(f->url, err, sizeof(err));
+    assert_non_null(other);
+    for (int i = 0; i < N; i++)
+        it[i].val = "W 9";
+    assert_int_equal(store_add_batch(other, it, N, 600), STORE_OK);
+    struct store *n0 = open_node(f, 0);
+    int on0 = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(it[i].status, STORE_EXISTS);
+        if (primary_of(s, keys[i]) != 0)
+            continue;
+        on0++;
+        char *val = NULL;
+        size_t len = 0;
+        assert_int_equal(store_get(n0, keys[i], strlen(keys[i]), &val, &len), STORE_OK);
+        assert_string_equal(val, "R 5"); /* the old value, copied back */
+        free(val);
+    }
+    assert_true(on0 > 0);
+    store_close(n0);
+
+    /* Node 1 down: new keys land on their other replica, OK. */
+    server_kill(&f->node[1]);
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "1d-live:u:down-%d:q1", i);
+        it[i] = (struct store_add_item){.key = keys[i], .keylen = strlen(keys[i]), .val = "R 1",
+                                        .vallen = 3};
+    }
+    assert_int_equal(store_add_batch(other, it, N, 600), STORE_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(it[i].status, STORE_OK);
+    struct store_stats st;
+    store_get_stats(other, &st);
+    assert_true(st.hints_pending > 0); /* stale hints for node 1 */
+    assert_int_equal(store_add_batch(other, it, N, 600), STORE_OK);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(it[i].status, STORE_EXISTS);
+    restart_empty(f, 1);
+    store_close(other);
+    store_close(s);
+}
+
 /* The per-node calls behind the aggregator's repair: a copy read on each
  * replica, an increment and an add on one named node only, and a node down
  * answering UNAVAILABLE for its copies while its replica still reads. */
@@ -450,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_kill_one_node_mid_load),
         cmocka_unit_test(test_blobs_with_a_replica_down),
         cmocka_unit_test(test_node_calls),
+        cmocka_unit_test(test_add_batch_replicas),
     };
     int failed = cmocka_run_group_tests_name("memcached", tests, setup_memcached, teardown);
     failed += cmocka_run_group_tests_name("redis", tests, setup_redis, teardown);
