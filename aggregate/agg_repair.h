@@ -8,39 +8,50 @@
  * is the one place that knew what a node held a moment before it was lost.
  *
  * Incarnations. Each node holds {event}:node, a random id that the first
- * aggregator to find it missing adds. A restart (or a flush) loses it, and
- * the node's counters read lower than they did the pass before: both
- * together are a reset (the id alone could be an expiry, the drop alone an
- * eviction). A reset is counted, logged and listed in the snapshot's
- * warnings for AGG_REPAIR_WARN_MS, and every question, settled ones too, is
- * read again so no counter of the node is left out.
+ * aggregator to find it missing adds (it never expires: an id that expired
+ * while the counters live would look like a restart). A restart (or a
+ * flush) loses it, and the node's counters read lower than they did the
+ * last time: both together are a reset (the id alone could be an eviction,
+ * a drop alone too). A reset is counted, logged and listed in the
+ * snapshot's warnings for AGG_REPAIR_WARN_MS, and every question, settled
+ * ones too, is read again the next pass (so is every question when a node
+ * answers again after a failure).
  *
  * replicas=1: the counts of a node back empty exist nowhere else but in what
  * the aggregators last read. One aggregator that knew the old incarnation
- * wins the add of {event}:node:claim:{new id} on the node, and adds to each
- * of the node's counters the value it read before the reset: the node then
- * holds the old count plus what came since, the same for every reader (a
- * second aggregator, one restarted later). Each amount is fixed when the
- * claim is won, so a restore retried after the node failed again adds the
- * same. What reached the node after that aggregator's last read and before
- * the reset (at most one interval of writes) is lost, and the warning says
- * so. An aggregator that loses the claim keeps its grow-only maximum until
- * the restore lands. A node that restarts while no aggregator runs is not
- * restored: nobody saw its counts.
+ * wins the add of {event}:node:claim:{new id} on the node (its value is the
+ * aggregator's own id, so an add whose reply was lost is read back), and
+ * adds to each counter of the node the value it read before the reset: the
+ * node then holds the old count plus what came since, the same for every
+ * reader (a second aggregator, one restarted later). Every counter of the
+ * node, not only those that read lower: one written again since the
+ * restart may read higher than its old value, and lost it all the same
+ * (the price: a node that evicts the id and some counters, but was not
+ * restarted, gets its live counters counted twice; a pool must not evict).
+ * The amounts are fixed when the reset is confirmed, and each chunk of
+ * restores is sent only after the node was seen to still hold the claimed
+ * incarnation. What reached the node after that aggregator's last read and
+ * before the reset (at most one interval of writes) is lost, and the
+ * warning says so. An aggregator that loses the claim keeps its grow-only
+ * maximum until the restore lands. A node that restarts while no
+ * aggregator runs is not restored: nobody saw its counts. A question with a
+ * restore due does not settle.
  *
  * replicas>=2: read repair. A copy lower than the largest copy of its
  * counter is raised by the difference, with one increment on its node, when
- * the counter is quiet (every copy read the same this pass as the pass
- * before: nothing in flight, so the difference is exactly what that copy
- * missed) and the node has been readable for AGG_REPAIR_UP_MS (an ingest
- * replays its hints for a node within a few seconds of it answering again;
- * a hint landing after a repair would count twice on that copy, and the
- * read takes the maximum). Two aggregators that see the same quiet copy meet
- * on the add of {event}:rr:{id}:{value}:{counter} on its node: it is raised
- * once. During a burst the hot counters are never quiet; their copies are
- * repaired in the quiet after it, at most AGG_REPAIR_MAX a pass, and a
- * question with a copy behind does not settle until it is repaired. Until
- * then the other replicas hold the count.
+ * every copy of the counter has read the same for AGG_REPAIR_UP_MS (nothing
+ * in flight, so the difference is exactly what that copy missed) and its
+ * node has answered every read for as long (an ingest replays its hints for
+ * a node within its backoff, 2 s at most, plus its 1 s replay timer of the
+ * node answering again; a hint landing after a repair would count twice on
+ * that copy, and the read takes the maximum). Two aggregators that see the
+ * same copy meet on the add of {event}:rr:{id}:{value}:{counter} on its
+ * node: it is raised once; a raise whose claim is ours but that was not
+ * sent is sent again while the copy still reads that value. During a burst
+ * the hot counters are never stable; their copies are repaired in the
+ * quiet after it, at most AGG_REPAIR_MAX a pass, and a question with a copy
+ * behind or unread does not settle. Until then the other replicas hold the
+ * count.
  */
 #ifndef LT_AGG_REPAIR_H
 #define LT_AGG_REPAIR_H
@@ -53,7 +64,7 @@
 #include "eventfile.h"
 #include "store.h"
 
-#define AGG_REPAIR_UP_MS 5000u      /* readable this long before its copies are repaired */
+#define AGG_REPAIR_UP_MS 5000u      /* copies and their node stable this long before a repair */
 #define AGG_REPAIR_MAX 20000u       /* copies repaired per pass */
 #define AGG_REPAIR_WARN_MS 600000u  /* a reset stays in the warnings this long */
 #define AGG_REPAIR_WARNING_MAX 640u /* bytes of one warning line, NUL included */

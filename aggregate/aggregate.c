@@ -108,6 +108,7 @@ void aggregator_get_stats(const struct aggregator *a, struct aggregator_stats *o
         out->node_resets = rs.node_resets;
         out->keys_restored = rs.keys_restored;
         out->counts_restored = rs.counts_restored;
+        out->restores_lost = rs.restore_lost;
         out->keys_repaired = rs.keys_repaired;
         out->repair_backlog = rs.repair_backlog;
         out->nodes_down = rs.nodes_down;

@@ -72,6 +72,7 @@ struct aggregator_stats {
     uint64_t node_resets;    /* store nodes found back empty */
     uint64_t keys_restored;  /* counters written back after a reset (replicas=1) */
     uint64_t counts_restored;
+    uint64_t restores_lost;  /* restores whose outcome is unknown (not resent) */
     uint64_t keys_repaired;  /* copies raised by read repair (replicas>=2) */
     uint64_t repair_backlog; /* copies behind their replicas after the last pass */
     uint64_t nodes_down;     /* store nodes unreadable in the last pass */

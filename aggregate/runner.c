@@ -37,6 +37,8 @@
       "Counters written back to a node back empty by this aggregator (replicas=1)")                \
     X(RM_COUNTS_RESTORED, "livetally_aggregate_counts_restored_total", COUNTER,                    \
       "Counts those restores carried")                                                             \
+    X(RM_RESTORES_LOST, "livetally_aggregate_restores_lost_total", COUNTER,                        \
+      "Restores whose outcome is unknown, not sent again (those counts may be missing)")           \
     X(RM_KEYS_REPAIRED, "livetally_aggregate_keys_repaired_total", COUNTER,                        \
       "Counter copies raised to their replicas by read repair (replicas>=2)")                      \
     X(RM_REPAIR_BACKLOG, "livetally_aggregate_repair_backlog", GAUGE,                              \
@@ -159,6 +161,7 @@ void agg_runner_write_metrics(struct agg_runner *r, struct evbuffer *out)
     metrics_emit_u64(out, &m[RM_NODE_RESETS], s->node_resets);
     metrics_emit_u64(out, &m[RM_KEYS_RESTORED], s->keys_restored);
     metrics_emit_u64(out, &m[RM_COUNTS_RESTORED], s->counts_restored);
+    metrics_emit_u64(out, &m[RM_RESTORES_LOST], s->restores_lost);
     metrics_emit_u64(out, &m[RM_KEYS_REPAIRED], s->keys_repaired);
     metrics_emit_u64(out, &m[RM_REPAIR_BACKLOG], s->repair_backlog);
     metrics_emit_u64(out, &m[RM_NODES_DOWN], s->nodes_down);

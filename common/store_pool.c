@@ -534,8 +534,12 @@ enum store_status pool_mget_replicas(struct pool *p, struct store *s, const char
                                      struct store_replica_value *out)
 {
     size_t rn = p->replicas;
-    if (!ops_reserve(p, n * rn))
+    if (!ops_reserve(p, n * rn)) {
+        for (size_t i = 0; i < n * rn; i++)
+            out[i] = (struct store_replica_value){.status = STORE_NOMEM};
+        s->stats.error_items++;
         return STORE_NOMEM;
+    }
     size_t j = 0;
     for (size_t i = 0; i < n; i++) {
         struct store_replica_value *o = out + i * rn;
@@ -553,26 +557,32 @@ enum store_status pool_mget_replicas(struct pool *p, struct store *s, const char
         }
     }
     p->eng->mget(s, p->ops, j);
+    /* Counted per key, as pool_mget_u64 does: a key no copy was read of is
+     * unavailable, one with a copy that is not a counter an error. */
     enum store_status first = STORE_OK;
+    size_t unreadable = 0, bad = 0;
     j = 0;
     for (size_t i = 0; i < n; i++) {
         struct store_replica_value *o = out + i * rn;
-        if (o[0].status == STORE_ERROR)
-            goto count;
-        for (size_t x = 0; x < rn; x++, j++) {
+        bool valid = o[0].status != STORE_ERROR, any = false, err = !valid;
+        for (size_t x = 0; valid && x < rn; x++, j++) {
             const struct store_op *op = &p->ops[j];
             o[x].status = op->status;
             o[x].present = op->status == STORE_OK && op->present;
             o[x].value = o[x].present ? op->value : 0;
+            any = any || op->status == STORE_OK;
+            err = err || (op->status != STORE_OK && op->status != STORE_UNAVAILABLE);
         }
-    count:
         for (size_t x = 0; x < rn; x++)
-            if (o[x].status != STORE_OK) {
-                count_status(s, o[x].status);
-                if (first == STORE_OK)
-                    first = o[x].status;
-            }
+            if (o[x].status != STORE_OK && first == STORE_OK)
+                first = o[x].status;
+        if (err)
+            bad++;
+        else if (!any)
+            unreadable++;
     }
+    s->stats.unavailable_items += unreadable;
+    s->stats.error_items += bad;
     return first;
 }
 

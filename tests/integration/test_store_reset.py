@@ -27,6 +27,10 @@ dashboard, 82 counts off", and on Redis "30 counts off": the copies on B
 were never written back up, so once A was gone the aggregator read B's low
 values and kept its old maximum.
 
+reset with two aggregators (memcached): both saw the node before it came
+back empty; exactly one restores it (the claim on the node), the counts are
+exact and stay exact (a second restore would count the old values twice).
+
 An answer that gets 503 (or no response) is sent again with the same body
 and user; a 409 duplicate_answer on such a resend means an earlier try was
 counted, so it is tallied as counted. Each case prints its own PASS/FAIL
@@ -475,6 +479,49 @@ def case_reset(kind, chk):
             n.stop()
 
 
+def case_two_aggregators(kind, chk):
+    """replicas=1 with two aggregators: both saw the node, one restores it
+    (the claim), and the counts are exact, not restored twice."""
+    start = ltutil.memcached if kind == "memcached" else ltutil.redis
+    nodes = [start() for _ in range(2)]
+    ports = [n.port for n in nodes]
+    backend = "%s://%s?timeout_ms=300" % (kind, ",".join("127.0.0.1:%d" % p for p in ports))
+    pl = Pipeline(backend)
+    ap2 = ltutil.free_port()
+    agg2 = ltutil.Proc([ltutil.binary("livetally-aggregate"), "--event", ltutil.EVENT,
+                        "--backend", backend, "--interval", "200", "--listen",
+                        "127.0.0.1:%d" % ap2], port=ap2, log_name="aggregate2")
+    try:
+        tally, sent = test_pipeline.Tally(), Sent()
+        send_all(pl.ip, answers(31, 1500, "r2a"), tally, sent)
+        stats, diffs = wait_exact(pl.dp, tally, 15)
+        check_counts(chk, stats, diffs, tally, "before the reset")
+        time.sleep(0.5)  # both aggregators have read the counts
+        kill9(nodes[0])
+        nodes[0] = start(port=ports[0])  # back, empty
+        send_all(pl.ip, answers(32, 1500, "r2a"), tally, sent)
+        sent_checks(chk, sent, "after the reset")
+        stats, diffs = wait_exact(pl.dp, tally, 15)
+        check_counts(chk, stats, diffs, tally, "after the reset")
+        time.sleep(1.0)  # a second restore, if any, would have landed by now
+        stats, diffs = wait_exact(pl.dp, tally, 5)
+        check_counts(chk, stats, diffs, tally, "a second later")
+        restored = [ltutil.metrics(p).get("livetally_aggregate_keys_restored_total", 0)
+                    for p in (pl.ap, ap2)]
+        resets = [ltutil.metrics(p).get("livetally_aggregate_node_resets_total", 0)
+                  for p in (pl.ap, ap2)]
+        # The one that saw it second may find the node restored already:
+        # to it the node is whole, not reset.
+        chk.true(max(resets) == 1, "an aggregator saw the reset (resets: %s)" % resets)
+        chk.true(sorted(restored)[0] == 0 and sorted(restored)[1] > 0,
+                 "exactly one aggregator restored the node (keys restored: %s)" % restored)
+    finally:
+        agg2.stop(timeout=5)
+        pl.stop(chk.failed)
+        for n in nodes:
+            n.stop()
+
+
 def case_repair(kind, chk):
     """replicas=2: node B back empty, repaired in the quiet, then node A
     killed (never two down at once)."""
@@ -543,22 +590,25 @@ class CaseChecker(ltutil.Checker):
 def main():
     t_start = time.monotonic()
     results = []
-    for kind in ("memcached", "redis"):
-        for name, fn in (("reset replicas=1", case_reset), ("repair replicas=2", case_repair)):
-            label = "%s on %s" % (name, kind)
-            print("== %s" % label, flush=True)
-            chk = CaseChecker(label)
-            t0 = time.monotonic()
-            try:
-                fn(kind, chk)
-            except Exception as e:  # a harness error: reported as such
-                chk.failed += 1
-                print("ERROR %s: %s: %s" % (label, type(e).__name__, e), flush=True)
-            ok = chk.failed == 0 and chk.passed > 0
-            print("%s %s: %d checks passed, %d failed (%.1f s)" %
-                  ("PASS" if ok else "FAIL", label, chk.passed, chk.failed,
-                   time.monotonic() - t0), flush=True)
-            results.append((label, ok))
+    cases = [(kind, name, fn) for kind in ("memcached", "redis")
+             for name, fn in (("reset replicas=1", case_reset),
+                              ("repair replicas=2", case_repair))]
+    cases.append(("memcached", "reset with two aggregators", case_two_aggregators))
+    for kind, name, fn in cases:
+        label = "%s on %s" % (name, kind)
+        print("== %s" % label, flush=True)
+        chk = CaseChecker(label)
+        t0 = time.monotonic()
+        try:
+            fn(kind, chk)
+        except Exception as e:  # a harness error: reported as such
+            chk.failed += 1
+            print("ERROR %s: %s: %s" % (label, type(e).__name__, e), flush=True)
+        ok = chk.failed == 0 and chk.passed > 0
+        print("%s %s: %d checks passed, %d failed (%.1f s)" %
+              ("PASS" if ok else "FAIL", label, chk.passed, chk.failed,
+               time.monotonic() - t0), flush=True)
+        results.append((label, ok))
     failed = [label for label, ok in results if not ok]
     print("test_store_reset: %d of %d cases passed%s (%.0f s)" %
           (len(results) - len(failed), len(results),

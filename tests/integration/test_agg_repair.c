@@ -1,0 +1,264 @@
+/* Two aggregators' repair steps in lockstep on real servers (the pass
+ * interleaving that a timed end-to-end test only meets by chance):
+ *   replicas=1 (2 memcached): both see a node come back empty in the same
+ *     pass; exactly one wins the claim and restores it, and the store then
+ *     holds every count once (old plus new), not twice;
+ *   replicas=2 (3 memcached): both see the same stable copy behind; it is
+ *     raised once, to its replica's value, not twice.
+ * The steps are agg_repair.h's, driven as aggregator_pass drives them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "agg_keys.h"
+#include "agg_repair.h"
+#include "eventfile.h"
+#include "servers.h"
+#include "store.h"
+#include "store_pool.h"
+
+static const char EVENT_JSON[] =
+    "{\"event\":\"rep\",\"shards\":4,\"country_shards\":1,\"hot_countries\":{},"
+    "\"questions\":[{\"id\":1,\"text\":\"a\",\"options\":[\"x\",\"y\"],\"correct\":0,"
+    "\"open\":true}]}";
+
+struct agg {
+    struct store *s;
+    struct agg_repair *r;
+    uint64_t *kept;
+    uint64_t *read;
+    bool lagging[1];
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void agg_open(struct agg *a, const char *url, const struct eventfile *ef,
+                     const struct agg_keys *k)
+{
+    char err[256];
+    a->s = store_open(url, err, sizeof(err));
+    assert_non_null(a->s);
+    a->r = agg_repair_create(ef, k, a->s);
+    assert_non_null(a->r);
+    a->kept = calloc(k->n, sizeof(*a->kept));
+    a->read = calloc(k->n, sizeof(*a->read));
+    assert_non_null(a->kept);
+    assert_non_null(a->read);
+}
+
+static void agg_close(struct agg *a)
+{
+    agg_repair_free(a->r);
+    store_close(a->s);
+    free(a->kept);
+    free(a->read);
+}
+
+static const bool READING[1] = {true};
+
+static void step_check(struct agg *a)
+{
+    agg_repair_check_nodes(a->r, a->s, mono_ms());
+}
+
+static void step_read(struct agg *a, const struct agg_keys *k)
+{
+    assert_int_equal(agg_repair_read(a->r, a->s, 0, k->n, a->read), STORE_OK);
+}
+
+/* settle, then the grow-only rule as aggregate.c applies it */
+static void step_settle(struct agg *a, const struct agg_keys *k)
+{
+    a->lagging[0] = false;
+    agg_repair_settle(a->r, a->s, READING, a->kept, a->read, a->lagging, 0, mono_ms());
+    for (size_t i = 0; i < k->n; i++)
+        if (a->read[i] > a->kept[i])
+            a->kept[i] = a->read[i];
+}
+
+static void pass(struct agg *a, const struct agg_keys *k)
+{
+    step_check(a);
+    step_read(a, k);
+    step_settle(a, k);
+}
+
+/* Adds delta to every key, through the pool (replicated as the ingest does). */
+static void incr_all(struct store *s, const struct agg_keys *k, uint64_t delta)
+{
+    struct store_incr *it = calloc(k->n, sizeof(*it));
+    assert_non_null(it);
+    for (size_t i = 0; i < k->n; i++)
+        it[i] = (struct store_incr){.key = k->key[i], .keylen = k->len[i], .delta = delta};
+    assert_int_equal(store_incr_batch(s, it, k->n, 600), STORE_OK);
+    free(it);
+}
+
+static void expect_all(struct store *s, const struct agg_keys *k, uint64_t want)
+{
+    uint64_t *v = calloc(k->n, sizeof(*v));
+    assert_non_null(v);
+    assert_int_equal(store_mget_u64(s, k->key, k->len, k->n, v, NULL), STORE_OK);
+    for (size_t i = 0; i < k->n; i++) {
+        if (v[i] != want)
+            fail_msg("key %s reads %llu, want %llu", k->key[i], (unsigned long long)v[i],
+                     (unsigned long long)want);
+    }
+    free(v);
+}
+
+static void load(struct eventfile *ef, struct agg_keys *k)
+{
+    char err[256];
+    assert_true(eventfile_parse(EVENT_JSON, strlen(EVENT_JSON), ef, err, sizeof(err)));
+    assert_true(agg_keys_build(ef, k));
+}
+
+static void test_two_restorers(void **state)
+{
+    (void)state;
+    struct eventfile ef;
+    struct agg_keys k;
+    load(&ef, &k);
+    struct server sv[2];
+    const struct server *svs[2] = {&sv[0], &sv[1]};
+    for (int i = 0; i < 2; i++)
+        assert_true(server_start(&sv[i], SERVER_MEMCACHED, 0));
+    char url[300];
+    server_url(svs, 2, "timeout_ms=300", url, sizeof(url));
+    struct agg a, b;
+    agg_open(&a, url, &ef, &k);
+    agg_open(&b, url, &ef, &k);
+
+    incr_all(a.s, &k, 5);
+    pass(&a, &k);
+    pass(&b, &k);
+    server_kill(&sv[0]);
+    assert_true(server_start(&sv[0], SERVER_MEMCACHED, sv[0].port)); /* back, empty */
+    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    incr_all(a.s, &k, 2);
+
+    /* Both see the reset in the same pass, before either restores. */
+    step_check(&a);
+    step_check(&b);
+    step_read(&a, &k);
+    step_read(&b, &k);
+    step_settle(&a, &k);
+    step_settle(&b, &k);
+    struct agg_repair_stats sa, sb;
+    agg_repair_get_stats(a.r, &sa);
+    agg_repair_get_stats(b.r, &sb);
+    assert_int_equal(sa.node_resets, 1);
+    assert_int_equal(sb.node_resets, 1);
+    assert_true((sa.keys_restored > 0) != (sb.keys_restored > 0)); /* exactly one */
+    expect_all(a.s, &k, 7); /* 5 before, 2 since: once */
+    pass(&a, &k);
+    pass(&b, &k);
+    expect_all(a.s, &k, 7);
+
+    agg_close(&a);
+    agg_close(&b);
+    for (int i = 0; i < 2; i++)
+        server_stop(&sv[i]);
+    agg_keys_free(&k);
+    eventfile_free(&ef);
+}
+
+static void test_two_repairers(void **state)
+{
+    (void)state;
+    struct eventfile ef;
+    struct agg_keys k;
+    load(&ef, &k);
+    struct server sv[3];
+    const struct server *svs[3] = {&sv[0], &sv[1], &sv[2]};
+    for (int i = 0; i < 3; i++)
+        assert_true(server_start(&sv[i], SERVER_MEMCACHED, 0));
+    char url[300];
+    server_url(svs, 3, "replicas=2&timeout_ms=300", url, sizeof(url));
+    struct agg a, b;
+    agg_open(&a, url, &ef, &k);
+    agg_open(&b, url, &ef, &k);
+
+    incr_all(a.s, &k, 5);
+    pass(&a, &k);
+    pass(&b, &k);
+    server_kill(&sv[1]);
+    assert_true(server_start(&sv[1], SERVER_MEMCACHED, sv[1].port)); /* back, empty */
+    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+
+    /* Both see the reset; nothing is repaired before the copies have been
+     * stable for AGG_REPAIR_UP_MS. */
+    pass(&a, &k);
+    pass(&b, &k);
+    pass(&a, &k);
+    pass(&b, &k);
+    struct agg_repair_stats sa, sb;
+    agg_repair_get_stats(a.r, &sa);
+    agg_repair_get_stats(b.r, &sb);
+    assert_int_equal(sa.node_resets, 1);
+    assert_int_equal(sb.node_resets, 1);
+    assert_int_equal(sa.keys_repaired + sb.keys_repaired, 0);
+    assert_true(sa.repair_backlog > 0);
+    sleep_ms(AGG_REPAIR_UP_MS + 300);
+    /* The same pass for both: each sees every copy on node 1 stable and
+     * behind; the claims make it one raise. */
+    step_check(&a);
+    step_check(&b);
+    step_read(&a, &k);
+    step_read(&b, &k);
+    step_settle(&a, &k);
+    step_settle(&b, &k);
+    agg_repair_get_stats(a.r, &sa);
+    agg_repair_get_stats(b.r, &sb);
+    assert_true(sa.keys_repaired + sb.keys_repaired > 0);
+
+    /* Every copy of every key holds 5 now, node 1's included. */
+    struct store_replica_value *v = calloc(k.n * 2, sizeof(*v));
+    assert_non_null(v);
+    assert_int_equal(store_mget_replicas(a.s, k.key, k.len, k.n, v), STORE_OK);
+    for (size_t i = 0; i < k.n * 2; i++)
+        if (v[i].value != 5)
+            fail_msg("copy %zu of %s on node %u reads %llu, want 5", i % 2, k.key[i / 2],
+                     (unsigned)v[i].node, (unsigned long long)v[i].value);
+    free(v);
+    pass(&a, &k);
+    pass(&b, &k);
+    agg_repair_get_stats(a.r, &sa);
+    assert_int_equal(sa.repair_backlog, 0);
+
+    agg_close(&a);
+    agg_close(&b);
+    for (int i = 0; i < 3; i++)
+        server_stop(&sv[i]);
+    agg_keys_free(&k);
+    eventfile_free(&ef);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_two_restorers),
+        cmocka_unit_test(test_two_repairers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
