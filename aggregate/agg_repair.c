@@ -451,14 +451,15 @@ static void run_restores(struct agg_repair *r, struct store *s, uint32_t k, cons
                 if (w->status == STORE_OK) {
                     r->stats.keys_restored++;
                     r->stats.counts_restored += w->delta;
-                    r->cur[key] += w->delta;
                     struct reset_note *note = last_reset(r, k);
                     if (note != NULL) {
                         note->keys++;
                         note->counts += w->delta;
                     }
-                    if (reading[r->key_q[key]] && !r->due_fresh[key])
+                    if (reading[r->key_q[key]] && !r->due_fresh[key]) {
                         read[key] += w->delta;
+                        r->cur[key] += w->delta;
+                    }
                 } else {
                     r->stats.restore_lost++;
                     log_error("store node restore outcome unknown, not resent node=%s key=%s "

@@ -22,7 +22,9 @@
 # counts (increments + new items, from `stats`: every marker here is new)
 # over the 202s as a cross-check.
 #
-# Environment: ROUNDS (2), DURATION (10, seconds), CONNECTIONS (64).
+# Environment: ROUNDS (2), DURATION (10, seconds), CONNECTIONS (64), NODES (2
+# memcached servers), REPLICAS (1; 2 with NODES=3 is the live-night pool: the
+# memcached column then counts every replica's commands).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +34,8 @@ ingest_bin=$build/ingest/livetally-ingest
 rounds=${ROUNDS:-2}
 duration=${DURATION:-10}
 conns=${CONNECTIONS:-64}
+nodes=${NODES:-2}
+replicas=${REPLICAS:-1}
 
 for tool in wrk memcached python3; do
     command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool is not installed" >&2; exit 2; }
@@ -71,14 +75,14 @@ wait_port() { # port pid what
 # ---- servers -------------------------------------------------------------
 mkdir -p "$tmp/logs"
 mc_ports=()
-for _ in 1 2; do
+for _ in $(seq "$nodes"); do
     p=$(free_port)
     memcached -u root -l 127.0.0.1 -p "$p" -U 0 -t 2 -m 1024 -c 4096 &
     pids+=($!)
     wait_port "$p" "$!" memcached
     mc_ports+=("$p")
 done
-backend="memcached://127.0.0.1:${mc_ports[0]},127.0.0.1:${mc_ports[1]}"
+backend="memcached://$(printf '127.0.0.1:%s,' "${mc_ports[@]}" | sed 's/,$//')?replicas=$replicas"
 
 event=$tmp/event.json
 python3 - "$src/examples/1d-live.json" "$event" <<'EOF'
@@ -181,7 +185,7 @@ print(" ".join(str(vals.get(w, 0)) for w in want))
 EOF
 }
 
-mc_cmds() { # increments and new items (counters, markers) of both memcached servers
+mc_cmds() { # increments and new items (counters, markers) of every memcached server
     python3 - "${mc_ports[@]}" <<'EOF'
 import socket, sys
 total = 0
@@ -203,6 +207,7 @@ EOF
 results=$tmp/results
 : >"$results"
 echo "livetally-ingest, answers with a user id vs without: wrk -t1 -c$conns -d${duration}s, $rounds rounds, $(nproc) CPUs"
+echo "store: $nodes memcached, replicas=$replicas"
 echo "build: $build"
 printf '%-6s %-10s %10s %9s %8s %9s %14s %14s\n' round answers "req/s" "p99 ms" non-2xx \
     "vs anon" "store ops/ack" "memcached/ack"
