@@ -32,6 +32,8 @@ struct node_watch {
     size_t checked;         /* copies on it read this pass that had been read before */
     enum restore_state rs;  /* replicas=1 */
     char claimed[INC_LEN + 1]; /* the incarnation rs is about */
+    bool was_reset;         /* came back empty since this aggregator started:
+                             * its copies are repaired (replicas >= 2) */
     char name[STORE_HOST_MAX + 8]; /* host:port, for logs and warnings */
 };
 
@@ -598,9 +600,16 @@ static void run_repairs(struct agg_repair *r, struct store *s, const bool *readi
             for (size_t x = 0; x < rn; x++) {
                 if (!r->cur_ok[c + x] || r->cur[c + x] >= max)
                     continue;
-                lagging[qi] = true;
                 uint32_t k = r->node_of[c + x];
                 const struct node_watch *w = &r->nodes[k];
+                if (!w->was_reset) {
+                    /* Behind without having lost its data (down a while, a
+                     * cut link): the hints an ingest keeps for it may still
+                     * land, and a raise before them would count them twice.
+                     * The maximum of the replicas covers it. */
+                    continue;
+                }
+                lagging[qi] = true;
                 if (!stable || budget == 0 || !w->readable || w->read_failed || w->suspect ||
                     mono_ms < w->up_since_ms + AGG_REPAIR_UP_MS) {
                     backlog++;
@@ -669,25 +678,26 @@ void agg_repair_settle(struct agg_repair *r, struct store *s, const bool *readin
             }
         }
         if (w->suspect && w->checked > 0) {
+            /* The id never expires, so a new one means the node lost its
+             * keys: restarted or flushed (or evicting, which a pool must
+             * not). Counters lower than before confirm it, but are no
+             * condition: the hints an ingest replays to a node back empty
+             * can lift every counter it holds past its old value. */
             w->suspect = false;
             memcpy(w->inc, w->seen, sizeof(w->inc));
-            if (w->dropped == 0) {
-                log_info("store node incarnation renewed, counters intact node=%s event=%s",
-                         w->name, r->ef->name);
-            } else {
-                r->stats.node_resets++;
-                r->full_read = true; /* settled questions too, next pass */
-                w->up_since_ms = mono_ms;
-                log_warn("store node came back empty node=%s counters_lower=%zu replicas=%u "
-                         "event=%s",
-                         w->name, w->dropped, (unsigned)r->replicas, r->ef->name);
-                note_reset(r, k, wall_ms, false);
-                if (r->replicas == 1) {
-                    clear_due(r, k);
-                    mark_due(r, k, kept);
-                    w->rs = RS_CLAIM;
-                    memcpy(w->claimed, w->inc, sizeof(w->claimed));
-                }
+            r->stats.node_resets++;
+            w->was_reset = true;
+            r->full_read = true; /* settled questions too, next pass */
+            w->up_since_ms = mono_ms;
+            log_warn("store node came back empty node=%s counters_lower=%zu replicas=%u "
+                     "event=%s",
+                     w->name, w->dropped, (unsigned)r->replicas, r->ef->name);
+            note_reset(r, k, wall_ms, false);
+            if (r->replicas == 1) {
+                clear_due(r, k);
+                mark_due(r, k, kept);
+                w->rs = RS_CLAIM;
+                memcpy(w->claimed, w->inc, sizeof(w->claimed));
             }
         }
         if (r->replicas != 1 || w->rs == RS_NONE || strcmp(w->inc, w->claimed) != 0)

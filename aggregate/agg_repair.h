@@ -10,9 +10,11 @@
  * Incarnations. Each node holds {event}:node, a random id that the first
  * aggregator to find it missing adds (it never expires: an id that expired
  * while the counters live would look like a restart). A restart (or a
- * flush) loses it, and the node's counters read lower than they did the
- * last time: both together are a reset (the id alone could be an eviction,
- * a drop alone too). A reset is counted, logged and listed in the
+ * flush) loses it: a new id is a reset (counters lower than before confirm
+ * it in the log, but are no condition: the hints an ingest replays to a node
+ * back empty can lift all of its counters past their old values). An id
+ * evicted alone would pass for a reset too: a pool must not evict. A reset
+ * is counted, logged and listed in the
  * snapshot's warnings for AGG_REPAIR_WARN_MS, and every question, settled
  * ones too, is read again the next pass (so is every question when a node
  * answers again after a failure).
@@ -26,8 +28,8 @@
  * reader (a second aggregator, one restarted later). Every counter of the
  * node, not only those that read lower: one written again since the
  * restart may read higher than its old value, and lost it all the same
- * (the price: a node that evicts the id and some counters, but was not
- * restarted, gets its live counters counted twice; a pool must not evict).
+ * (the price: a node that evicts the id but was not restarted gets its
+ * live counters counted twice; a pool must not evict).
  * The amounts are fixed when the reset is confirmed, and each chunk of
  * restores is sent only after the node was seen to still hold the claimed
  * incarnation. What reached the node after that aggregator's last read and
@@ -37,14 +39,18 @@
  * aggregator runs is not restored: nobody saw its counts. A question with a
  * restore due does not settle.
  *
- * replicas>=2: read repair. A copy lower than the largest copy of its
- * counter is raised by the difference, with one increment on its node, when
+ * replicas>=2: read repair of the nodes that came back empty. A copy on such
+ * a node lower than the largest copy of its counter is raised by the
+ * difference, with one increment on its node, when
  * every copy of the counter has read the same for AGG_REPAIR_UP_MS (nothing
  * in flight, so the difference is exactly what that copy missed) and its
  * node has answered every read for as long (an ingest replays its hints for
  * a node within its backoff, 2 s at most, plus its 1 s replay timer of the
  * node answering again; a hint landing after a repair would count twice on
- * that copy, and the read takes the maximum). Two aggregators that see the
+ * that copy, and the read takes the maximum). A node behind without having
+ * lost its data (down a while, a flaky link) is not repaired: the hints an
+ * ingest holds for it may land any time, and the maximum of the replicas
+ * covers what it misses. Two aggregators that see the
  * same copy meet on the add of {event}:rr:{id}:{value}:{counter} on its
  * node: it is raised once; a raise whose claim is ours but that was not
  * sent is sent again while the copy still reads that value. During a burst
