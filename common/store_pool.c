@@ -732,6 +732,19 @@ enum store_status pool_put(struct pool *p, struct store *s, const char *key, siz
 
 #define RANK_NOT_ASKED 0xffu
 
+/* Item i is asked of its replica of rank x: it is valid (not refused
+ * before being sent), and the rank before asked it without an EXISTS. */
+static bool asked_at_rank(const struct store_add_item *items, const uint8_t *rank_st, size_t rn,
+                          size_t i, size_t x)
+{
+    if (items[i].status != STORE_UNAVAILABLE)
+        return false;
+    if (x == 0)
+        return true;
+    uint8_t before = rank_st[i * rn + x - 1];
+    return before != STORE_EXISTS && before != RANK_NOT_ASKED;
+}
+
 /* Adds of many items, one pipelined run per replica rank: every item's
  * first replica, then every item's second one still undecided, and so on.
  * n markers cost R round trips, not n x R, with pool_put(add)'s rules item
@@ -767,9 +780,7 @@ static void add_batch_ranks(struct pool *p, struct store *s, struct store_add_it
     for (size_t x = 0; x < rn; x++) {
         size_t j = 0;
         for (size_t i = 0; i < n; i++) {
-            if (items[i].status != STORE_UNAVAILABLE ||
-                (x > 0 && rank_st[i * rn + x - 1] == STORE_EXISTS) ||
-                (x > 0 && rank_st[i * rn + x - 1] == RANK_NOT_ASKED))
+            if (!asked_at_rank(items, rank_st, rn, i, x))
                 continue;
             p->ops[j++] = (struct store_op){.key = items[i].key,
                                             .keylen = items[i].keylen,
@@ -787,9 +798,7 @@ static void add_batch_ranks(struct pool *p, struct store *s, struct store_add_it
                                                p->ops[k].vallen, ttl_s, true);
         j = 0;
         for (size_t i = 0; i < n; i++) {
-            if (items[i].status != STORE_UNAVAILABLE ||
-                (x > 0 && rank_st[i * rn + x - 1] == STORE_EXISTS) ||
-                (x > 0 && rank_st[i * rn + x - 1] == RANK_NOT_ASKED))
+            if (!asked_at_rank(items, rank_st, rn, i, x))
                 continue;
             rank_st[i * rn + x] = (uint8_t)p->ops[j++].status;
         }
