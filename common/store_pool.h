@@ -24,6 +24,18 @@
  *          increment counted twice on one replica would be read back as
  *          the maximum, while one missing is hidden by the maximum.
  *          want_value: the largest value a replica confirmed.
+ *   lag    replica_lag_ms (store.h), replicas >= 2, increments only: once
+ *          every item of a run has a confirmation, a node still
+ *          outstanding gets replica_lag_ms more, then the engine gives up
+ *          on it as on a node that failed: what it was sent is ERROR with
+ *          node_failed (no hint: it may still apply it), what it was not
+ *          sent yet is UNAVAILABLE (hinted), its connection is closed and
+ *          it is marked down for the backoff and "lagging". A lagging
+ *          node is left out of single operations (blob get/put/del, hint
+ *          and stale replays: up() is false) until an increment run, which
+ *          still goes to it after each backoff (the probe), finds it
+ *          answering in time again. Reads (mget) always wait: the
+ *          maximum of the replicas needs every one.
  *   mget   every replica is read; a key's value is the largest any replica
  *          returned (grow-only counters: a node that restarted empty cannot
  *          pull it down). STORE_UNAVAILABLE only for a key no replica could
@@ -71,6 +83,7 @@ struct node_health {
     _Atomic uint64_t down_until_ms; /* monotonic; 0 or past: usable */
     _Atomic uint32_t backoff_ms;    /* the next backoff; 0 while healthy */
     _Atomic uint32_t epoch;         /* bumped at each failure */
+    _Atomic bool lagging;           /* given up on for lag (store_pool.h "lag"); cleared by ok */
 };
 
 uint64_t store_now_ms(void); /* CLOCK_MONOTONIC */
@@ -79,6 +92,9 @@ bool node_health_down(const struct node_health *h, uint64_t now_ms);
 /* The node failed: keep every handle away from it for the backoff (100 ms
  * doubling to 2 s while it keeps failing). */
 void node_health_fail(struct node_health *h);
+/* The same for a node given up on for lag: also marks it lagging. */
+void node_health_fail_lag(struct node_health *h);
+bool node_health_lagging(const struct node_health *h);
 void node_health_ok(struct node_health *h);
 uint32_t node_health_epoch(const struct node_health *h);
 
@@ -89,6 +105,7 @@ struct pool_nodes {
     uint32_t timeout_ms;
     uint32_t replicas;
     uint32_t hint_keys;
+    uint32_t replica_lag_ms;    /* 0: off; only with replicas >= 2 */
     size_t n_nodes;
     struct store_node *nodes;   /* owned, n_nodes */
     struct node_health *health; /* owned, n_nodes, shared by every clone */
@@ -118,6 +135,8 @@ struct store_op {
     enum store_status status; /* OK, UNAVAILABLE (not sent), ERROR (refused or unknown),
                                * EXISTS (add) */
     uint64_t value;     /* incr with want_value, mget */
+    bool node_failed;   /* with ERROR: the node failed (or lagged) after it was sent,
+                         * not a refusal: merged as a replica that is down */
 };
 
 struct pool_engine {
@@ -179,6 +198,10 @@ size_t pool_incr_prepare(struct pool *p, struct store *s, struct store_incr *ite
                          uint32_t ttl_s);
 enum store_status pool_incr_finish(struct pool *p, struct store *s, struct store_incr *items,
                                    size_t n, uint32_t ttl_s);
+/* For an engine running ops = p->ops[0 .. nops) of pool_incr_prepare: true
+ * when every item has a replica op with status OK (hint replays are not
+ * items and are not counted). Ops not settled yet must not read OK. */
+bool pool_incr_confirmed(const struct pool *p, const struct store_op *ops, size_t nops);
 enum store_status pool_mget_u64(struct pool *p, struct store *s, const char *const *keys,
                                 const size_t *keylens, size_t n, uint64_t *values,
                                 bool *present);

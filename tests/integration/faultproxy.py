@@ -117,7 +117,10 @@ class FaultProxy:
         await self._server.wait_closed()
         for pair in list(self._conns):
             self._reset(pair)
-        await asyncio.sleep(0)
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     def _shutdown(self):
         self._done.set()

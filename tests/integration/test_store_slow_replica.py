@@ -1,0 +1,223 @@
+"""A slow replica and a flaky one must not hold the event (DESIGN.md
+guarantee 3; issue 12, finding 3): 3 store nodes with replicas=2, one of
+them 20 ms away each way, another whose connections are cut at random every
+~1.5 s (tests/integration/faultproxy.py: this kernel has no netem), the
+split binaries (2 ingest, aggregate, dashboard) all behind the same links,
+client threads sending answers with user ids for a bounded time and
+retrying a 503 with the same body. Every count on /v1/stats must equal the
+tally of 202s, on memcached:// and on redis://. The rate is printed, not
+asserted (bench/faults.sh compares it with the healthy fleet).
+
+Before the fix (2026-12-06, memcached) this fleet acknowledged about 20
+answers/s: every batch, and every per-user marker, waited for the 40 ms
+round trip of the slow node.
+
+The fleet runner is shared with bench/faults.sh (`--bench`)."""
+
+import argparse
+import collections
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import faultproxy  # noqa: E402
+import ltutil  # noqa: E402
+import test_pipeline  # noqa: E402
+
+CLIENTS = 8
+INGESTS = 2
+DELAY_MS = 20
+CUT_EVERY_S = 1.5
+RETRY_503_S = 0.05
+
+
+def client(ports, seed, tally, statuses, lock, stop, hard_stop):
+    """Sends answers with a fresh user each, to question 1, round robin over
+    the ingest ports, until stop; a 503 is sent again with the same body
+    (until hard_stop). Tallies the 202s."""
+    rng = random.Random(seed)
+    conns = [ltutil.Client(p) for p in ports]
+    n = 0
+    while not stop.is_set():
+        for a in test_pipeline.make_answers(rng, 1, 50):
+            if stop.is_set():
+                break
+            n += 1
+            a["user"] = "fan-%d-%d" % (seed, n)
+            c = conns[n % len(conns)]
+            while True:
+                try:
+                    status, _, _ = c.json("POST", "/v1/answers", a)
+                except OSError as e:
+                    status = "error %s" % type(e).__name__
+                with lock:
+                    statuses[status] += 1
+                if status != 503 or hard_stop.is_set():
+                    break
+                time.sleep(RETRY_503_S)
+            if status == 202:
+                tally.add(a)
+    for c in conns:
+        c.close()
+
+
+class Fleet:
+    """kind's nodes (3), optionally behind fault proxies, and the split
+    binaries on replicas=2. faulty: node 1 delayed, node 2 cut at random."""
+
+    def __init__(self, kind, faulty, token_path, options="", ingests=INGESTS, seed=1):
+        start = ltutil.memcached if kind == "memcached" else ltutil.redis
+        self.procs = []
+        self.proxies = []
+        self.nodes = [start() for _ in range(3)]
+        ports = [n.port for n in self.nodes]
+        if faulty:
+            slow = faultproxy.FaultProxy(ports[1], delay_ms=DELAY_MS, seed=seed).start()
+            flaky = faultproxy.FaultProxy(ports[2], cut_every_s=CUT_EVERY_S, seed=seed + 1).start()
+            self.proxies = [slow, flaky]
+            ports = [ports[0], slow.port, flaky.port]
+        backend = "%s://%s?replicas=2%s" % (kind, ",".join("127.0.0.1:%d" % p for p in ports),
+                                            options)
+        self.backend = backend
+        self.ingest_ports = []
+        for _ in range(ingests):
+            ip = ltutil.free_port()
+            self.procs.append(ltutil.Proc(
+                [ltutil.binary("livetally-ingest"), "--event", ltutil.EVENT, "--backend", backend,
+                 "--listen", "127.0.0.1:%d" % ip, "--admin-token-file", token_path,
+                 "--threads", "1"], port=ip, log_name="ingest"))
+            self.ingest_ports.append(ip)
+        self.procs.append(ltutil.Proc(
+            [ltutil.binary("livetally-aggregate"), "--event", ltutil.EVENT, "--backend", backend,
+             "--interval", "250"], log_name="aggregate"))
+        self.dash_port = ltutil.free_port()
+        self.procs.append(ltutil.Proc(
+            [ltutil.binary("livetally-dashboard"), "--event", ltutil.EVENT, "--backend", backend,
+             "--listen", "127.0.0.1:%d" % self.dash_port, "--interval", "250"],
+            port=self.dash_port, log_name="dashboard"))
+        for ip in self.ingest_ports:
+            ltutil.wait_ready(ip)
+
+    def load(self, seconds, clients=CLIENTS, seed=100, grace_s=10.0):
+        """Sends for `seconds`; returns (tally, statuses, answers/s of 202s)."""
+        tally = test_pipeline.Tally()
+        statuses = collections.Counter()
+        lock = threading.Lock()
+        stop, hard_stop = threading.Event(), threading.Event()
+        ts = [threading.Thread(target=client, args=(self.ingest_ports, seed + i, tally, statuses,
+                                                    lock, stop, hard_stop), daemon=True)
+              for i in range(clients)]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+        time.sleep(seconds)
+        stop.set()
+        deadline = time.monotonic() + grace_s  # the answers under way end (503s retried)
+        for t in ts:
+            t.join(max(0.1, deadline - time.monotonic()))
+        hard_stop.set()
+        for t in ts:
+            t.join(15)
+        elapsed = time.monotonic() - t0
+        return tally, statuses, tally.total() / elapsed
+
+    def ingest_metrics(self):
+        out = collections.Counter()
+        for ip in self.ingest_ports:
+            for k, v in ltutil.metrics(ip).items():
+                if k.startswith("livetally_ingest_store_"):
+                    out[k[len("livetally_ingest_store_"):]] += v
+        return out
+
+    def stop(self):
+        """Exit codes of the binaries, in start order."""
+        codes = [p.stop() for p in self.procs]
+        for p in self.proxies:
+            p.stop()
+        for n in self.nodes:
+            n.stop()
+        return codes
+
+    def output(self):
+        return "\n".join(p.output()[-3000:] for p in self.procs)
+
+
+def run(kind, chk, token_path, seconds):
+    mode = "%s slow+flaky replicas=2" % kind
+    fleet = Fleet(kind, True, token_path)
+    try:
+        tally, statuses, rate = fleet.load(seconds)
+        total = tally.total()
+        m = fleet.ingest_metrics()
+        print("%s: %d answers acknowledged in %.0f s: %.0f answers/s; statuses %s; "
+              "cuts %d; store: node_failures %d connects %d hints queued %d replayed %d "
+              "dropped %d" % (mode, total, seconds, rate, dict(statuses), fleet.proxies[1].cuts,
+                              m["node_failures_total"], m["connects_total"],
+                              m["hints_queued_total"], m["hints_replayed_total"],
+                              m["hints_dropped_total"]), flush=True)
+        chk.true(total > 0, "%s: answers acknowledged" % mode)
+        chk.eq(sorted(s for s in statuses if s not in (202, 503)), [],
+               "%s: every response a 202 or a 503 (retried)" % mode)
+        d = ltutil.Client(fleet.dash_port, timeout=30)
+        stats = ltutil.wait_stats(d, lambda s: s["totals"]["answers"] >= total, timeout=30)
+        test_pipeline.check_stats(stats, tally, {1: "open"}, chk, mode)
+        gen = stats["generation"]
+        later = ltutil.wait_stats(d, lambda s: s["generation"] > gen + 2, timeout=30)
+        chk.eq(later["totals"], stats["totals"], "%s: totals stable" % mode)
+        d.close()
+    finally:
+        codes = fleet.stop()
+        chk.eq(codes, [0] * len(codes), "%s: every binary exits 0 on SIGTERM" % mode)
+        if chk.failed:
+            print(fleet.output())
+
+
+def bench(args):
+    """bench/faults.sh: healthy vs slow+flaky, interleaved A B A B."""
+    tmp = tempfile.mkdtemp(prefix="lt-faults-")
+    token_path, _ = ltutil.write_token(tmp)
+    rates = {False: [], True: []}
+    for r in range(args.rounds):
+        for faulty in (False, True):
+            fleet = Fleet(args.kind, faulty, token_path, options=args.options)
+            try:
+                tally, statuses, rate = fleet.load(args.seconds, clients=args.clients,
+                                                   seed=1000 * r + 100)
+            finally:
+                fleet.stop()
+            rates[faulty].append(rate)
+            print("round %d %-9s %s: %.0f answers/s (%d acknowledged; statuses %s)" %
+                  (r + 1, "slow+cut" if faulty else "healthy", args.kind, rate, tally.total(),
+                   dict(statuses)), flush=True)
+    h = sum(rates[False]) / len(rates[False])
+    f = sum(rates[True]) / len(rates[True])
+    print("%s: healthy %.0f answers/s, slow+flaky %.0f answers/s (means of %d rounds), "
+          "ratio %.2f" % (args.kind, h, f, args.rounds, f / h if h else 0.0), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--kind", default="memcached", choices=("memcached", "redis"))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=float(os.environ.get("SECONDS_", 6)))
+    ap.add_argument("--clients", type=int, default=CLIENTS)
+    ap.add_argument("--options", default="", help="more backend URL options, e.g. &timeout_ms=500")
+    args = ap.parse_args()
+    if args.bench:
+        bench(args)
+        return
+    chk = ltutil.Checker("test_store_slow_replica")
+    tmp = tempfile.mkdtemp(prefix="lt-slow-")
+    token_path, _ = ltutil.write_token(tmp)
+    for kind in ("memcached", "redis"):
+        run(kind, chk, token_path, args.seconds)
+    chk.finish()
+
+
+if __name__ == "__main__":
+    main()
