@@ -222,7 +222,8 @@ enum store_status store_add_batch(struct store *s, struct store_add_item *items,
 /* Per-handle counters (a handle belongs to one thread: sum them across
  * handles for a process total). */
 struct store_stats {
-    uint64_t node_failures;     /* connects, writes or reads that failed: node marked down */
+    uint64_t node_failures;     /* connects, writes or reads that failed: node marked down
+                                 * (a cut of a working connection only closes it) */
     uint64_t unavailable_items; /* items/keys refused because their node was down */
     uint64_t error_items;       /* items with STORE_ERROR (server error or outcome unknown) */
     uint64_t connects;          /* successful (re)connections */

@@ -99,6 +99,7 @@ struct mc_run {
     bool active;         /* still waiting for MN */
     bool unattributed;   /* an error reply without O: which op is unknown */
     uint64_t deadline;   /* ms: no progress by then is a failure */
+    uint64_t start;      /* ms: when it began (a lagging node is readmitted when fast) */
     size_t skip;         /* bytes of a large value block still to discard */
 };
 
@@ -281,6 +282,11 @@ static bool mc_up(struct store *s, uint32_t node)
     return !node_down(p, node, now_ms()) && !node_health_lagging(&p->health[node]);
 }
 
+static bool mc_probe(struct store *s, uint32_t node)
+{
+    return !node_down(mc_of(s)->pool, node, now_ms());
+}
+
 static void conn_drop(struct mc_conn *c)
 {
     if (c->rev_on) {
@@ -324,6 +330,7 @@ static void node_fail_why(struct mc_store *h, size_t node, enum mc_fail why)
     struct node_health *hl = &h->pool->health[node];
     if (why == MC_FAIL_CUT && c->proven) {
         conn_drop(c);
+        h->base.stats.node_failures++;
         return;
     }
     if (why == MC_FAIL_LAG) {
@@ -831,6 +838,7 @@ static bool node_begin(struct mc_store *h, size_t k, uint64_t now, bool connect_
         return false;
     }
     r->active = true;
+    r->start = now;
     r->deadline = now + h->pool->timeout_ms;
     return true;
 }
@@ -890,7 +898,11 @@ static bool node_io(struct mc_store *h, size_t k, short rev, uint64_t now)
                     settle_node(h, k, true);
                     r->active = false;
                     c->proven = true;
-                    node_ok(h, k);
+                    if (h->placement.replicas >= 2 && h->pool->replica_lag_ms > 0 &&
+                        now - r->start > h->pool->replica_lag_ms)
+                        node_health_ok_slow(&h->pool->health[k]); /* still lagging */
+                    else
+                        node_ok(h, k);
                     return false;
                 }
             } else if (res == PARSE_BAD) {
@@ -1471,6 +1483,7 @@ static const struct pool_engine mc_engine = {
     .put = mc_node_put,
     .del = mc_node_del,
     .up = mc_up,
+    .probe = mc_probe,
 };
 
 static const struct store_ops mc_ops = {

@@ -66,6 +66,12 @@ void node_health_ok(struct node_health *h)
         atomic_store_explicit(&h->backoff_ms, 0, memory_order_relaxed);
 }
 
+void node_health_ok_slow(struct node_health *h)
+{
+    if (atomic_load_explicit(&h->backoff_ms, memory_order_relaxed) != 0)
+        atomic_store_explicit(&h->backoff_ms, 0, memory_order_relaxed);
+}
+
 uint32_t node_health_epoch(const struct node_health *h)
 {
     return atomic_load_explicit(&h->epoch, memory_order_relaxed);
@@ -379,7 +385,8 @@ size_t pool_incr_prepare(struct pool *p, struct store *s, struct store_incr *ite
     flush_stale(p, s);
     if (any_hints(p, HINT_INCR))
         for (uint32_t k = 0; k < p->n_nodes; k++)
-            if ((up[k] = p->eng->up(s, k)))
+            if ((up[k] = p->eng->up(s, k) ||
+                         (n == 0 && p->eng->probe != NULL && p->eng->probe(s, k))))
                 nh += hints_count_kind(p->hints[k], HINT_INCR);
     if (!ops_reserve(p, nh + n * rn))
         return SIZE_MAX;

@@ -34,8 +34,12 @@
  *          node is left out of single operations (blob get/put/del, hint
  *          and stale replays: up() is false) until an increment run, which
  *          still goes to it after each backoff (the probe), finds it
- *          answering in time again. Reads (mget) always wait: the
- *          maximum of the replicas needs every one.
+ *          answering within replica_lag_ms of the run's start again (one
+ *          that answers later, because an item needed it, stays lagging).
+ *          An empty run (n == 0: nothing waits for it) replays its hints
+ *          to a lagging node out of its backoff too (engine probe()).
+ *          Reads (mget) always wait: the maximum of the replicas needs
+ *          every one.
  *   mget   every replica is read; a key's value is the largest any replica
  *          returned (grow-only counters: a node that restarted empty cannot
  *          pull it down). STORE_UNAVAILABLE only for a key no replica could
@@ -96,6 +100,9 @@ void node_health_fail(struct node_health *h);
 void node_health_fail_lag(struct node_health *h);
 bool node_health_lagging(const struct node_health *h);
 void node_health_ok(struct node_health *h);
+/* It answered, but later than the lag budget: the backoff is reset, a
+ * lagging node stays lagging. */
+void node_health_ok_slow(struct node_health *h);
 uint32_t node_health_epoch(const struct node_health *h);
 
 /* The nodes of a pool URL as every handle of a backend shares them:
@@ -152,8 +159,11 @@ struct pool_engine {
     enum store_status (*put)(struct store *s, uint32_t node, const char *key, size_t keylen,
                              const char *val, size_t vallen, uint32_t ttl_s, bool add);
     enum store_status (*del)(struct store *s, uint32_t node, const char *key, size_t keylen);
-    /* false while the node is in its backoff after a failure */
+    /* false while the node is in its backoff after a failure, or lagging */
     bool (*up)(struct store *s, uint32_t node);
+    /* NULL, or true when the node is out of its backoff, lagging or not:
+     * an empty increment run (only hint replays) may go to it */
+    bool (*probe)(struct store *s, uint32_t node);
 };
 
 /* Part of a pool backend's handle (one per handle: no locking). */

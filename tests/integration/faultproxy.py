@@ -148,6 +148,8 @@ class FaultProxy:
         try:
             await asyncio.gather(self._pipe(creader, twriter, pair),
                                  self._pipe(treader, cwriter, pair))
+        except asyncio.CancelledError:
+            pass  # stop(): asyncio's stream callback would log a cancelled handler
         finally:
             self._reset(pair)
 

@@ -35,10 +35,12 @@ CUT_EVERY_S = 1.5
 RETRY_503_S = 0.05
 
 
-def client(ports, seed, tally, statuses, lock, stop, hard_stop):
+def client(ports, seed, tally, maybe, statuses, lock, stop, hard_stop):
     """Sends answers with a fresh user each, to question 1, round robin over
     the ingest ports, until stop; a 503 is sent again with the same body
-    (until hard_stop). Tallies the 202s."""
+    (until hard_stop). Tallies the 202s; an answer whose 503 ended in a 409
+    (its marker was there: it may have been counted) or in a last 503 goes
+    to maybe."""
     rng = random.Random(seed)
     conns = [ltutil.Client(p) for p in ports]
     n = 0
@@ -49,6 +51,7 @@ def client(ports, seed, tally, statuses, lock, stop, hard_stop):
             n += 1
             a["user"] = "fan-%d-%d" % (seed, n)
             c = conns[n % len(conns)]
+            had503 = False
             while True:
                 try:
                     status, _, _ = c.json("POST", "/v1/answers", a)
@@ -58,9 +61,17 @@ def client(ports, seed, tally, statuses, lock, stop, hard_stop):
                     statuses[status] += 1
                 if status != 503 or hard_stop.is_set():
                     break
+                had503 = True
                 time.sleep(RETRY_503_S)
             if status == 202:
                 tally.add(a)
+            elif had503 and status in (409, 503):
+                maybe.add(a)
+                with lock:
+                    statuses["409/503 after a 503"] += 1
+            elif status == 409:
+                with lock:
+                    statuses["409 on a first send"] += 1  # users are unique: a failure
     for c in conns:
         c.close()
 
@@ -103,13 +114,14 @@ class Fleet:
             ltutil.wait_ready(ip)
 
     def load(self, seconds, clients=CLIENTS, seed=100, grace_s=10.0):
-        """Sends for `seconds`; returns (tally, statuses, answers/s of 202s)."""
-        tally = test_pipeline.Tally()
+        """Sends for `seconds`; returns (tally, maybe, statuses, answers/s of
+        202s)."""
+        tally, maybe = test_pipeline.Tally(), test_pipeline.Tally()
         statuses = collections.Counter()
         lock = threading.Lock()
         stop, hard_stop = threading.Event(), threading.Event()
-        ts = [threading.Thread(target=client, args=(self.ingest_ports, seed + i, tally, statuses,
-                                                    lock, stop, hard_stop), daemon=True)
+        ts = [threading.Thread(target=client, args=(self.ingest_ports, seed + i, tally, maybe,
+                                                    statuses, lock, stop, hard_stop), daemon=True)
               for i in range(clients)]
         t0 = time.monotonic()
         for t in ts:
@@ -123,7 +135,7 @@ class Fleet:
         for t in ts:
             t.join(15)
         elapsed = time.monotonic() - t0
-        return tally, statuses, tally.total() / elapsed
+        return tally, maybe, statuses, tally.total() / elapsed
 
     def ingest_metrics(self):
         out = collections.Counter()
@@ -150,7 +162,7 @@ def run(kind, chk, token_path, seconds):
     mode = "%s slow+flaky replicas=2" % kind
     fleet = Fleet(kind, True, token_path)
     try:
-        tally, statuses, rate = fleet.load(seconds)
+        tally, maybe, statuses, rate = fleet.load(seconds)
         total = tally.total()
         m = fleet.ingest_metrics()
         print("%s: %d answers acknowledged in %.0f s: %.0f answers/s; statuses %s; "
@@ -160,11 +172,21 @@ def run(kind, chk, token_path, seconds):
                               m["hints_queued_total"], m["hints_replayed_total"],
                               m["hints_dropped_total"]), flush=True)
         chk.true(total > 0, "%s: answers acknowledged" % mode)
-        chk.eq(sorted(s for s in statuses if s not in (202, 503)), [],
-               "%s: every response a 202 or a 503 (retried)" % mode)
+        chk.eq(sorted(str(s) for s in statuses if s not in (202, 503, 409, "409/503 after a 503")),
+               [], "%s: every response a 202, or a 503 retried" % mode)
         d = ltutil.Client(fleet.dash_port, timeout=30)
         stats = ltutil.wait_stats(d, lambda s: s["totals"]["answers"] >= total, timeout=30)
-        test_pipeline.check_stats(stats, tally, {1: "open"}, chk, mode)
+        if maybe.total() == 0:
+            test_pipeline.check_stats(stats, tally, {1: "open"}, chk, mode)
+        else:
+            # A 503 with a replica lagging and a cut of the other one's
+            # connection: an increment of unknown outcome (DESIGN.md
+            # guarantee 7); its retry then meets its marker (409). Bounds.
+            got = stats["totals"]["answers"]
+            print("note: %s: %d answers ended 503 or 409 after a 503: checking bounds %d <= %d "
+                  "<= %d" % (mode, maybe.total(), total, got, total + maybe.total()), flush=True)
+            chk.true(total <= got <= total + maybe.total(),
+                     "%s: at least the 202s, at most those and the 503s counted" % mode)
         gen = stats["generation"]
         later = ltutil.wait_stats(d, lambda s: s["generation"] > gen + 2, timeout=30)
         chk.eq(later["totals"], stats["totals"], "%s: totals stable" % mode)
@@ -185,7 +207,7 @@ def bench(args):
         for faulty in (False, True):
             fleet = Fleet(args.kind, faulty, token_path, options=args.options)
             try:
-                tally, statuses, rate = fleet.load(args.seconds, clients=args.clients,
+                tally, _, statuses, rate = fleet.load(args.seconds, clients=args.clients,
                                                    seed=1000 * r + 100)
             finally:
                 fleet.stop()
