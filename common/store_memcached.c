@@ -939,6 +939,7 @@ static void run_poll(struct mc_store *h)
     for (size_t k = 0; k < nn; k++)
         if (h->runs[k].active)
             active++;
+    size_t checked = active; /* active when confirmations were last counted */
 
     while (active > 0) {
         size_t np = 0;
@@ -966,15 +967,14 @@ static void run_poll(struct mc_store *h)
         if (pr < 0 && errno != EINTR)
             pr = 0; /* treat as a timeout round: deadlines decide */
         now = now_ms();
-        bool ended = false;
         for (size_t j = 0; j < np; j++)
-            if (!node_io(h, pnode[j], pr > 0 ? pfds[j].revents : 0, now)) {
+            if (!node_io(h, pnode[j], pr > 0 ? pfds[j].revents : 0, now))
                 active--;
-                ended = true;
-            }
-        if (lag_on && ended && active > 0 && lag_deadline == UINT64_MAX &&
-            pool_incr_confirmed(&h->placement, h->batch.ops, h->batch.n))
-            lag_deadline = now + h->pool->replica_lag_ms;
+        if (lag_on && active < checked && active > 0 && lag_deadline == UINT64_MAX) {
+            checked = active;
+            if (pool_incr_confirmed(&h->placement, h->batch.ops, h->batch.n))
+                lag_deadline = now + h->pool->replica_lag_ms;
+        }
         if (now >= lag_deadline)
             for (size_t k = 0; k < nn; k++)
                 if (h->runs[k].active) {

@@ -571,7 +571,7 @@ static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *op
         h->runs[k].active = h->runs[k].count > 0 && conn_ready(h, k);
     for (;;) {
         size_t in_flight = 0;
-        bool ended = false;
+        bool ended = false, again = false;
         for (size_t k = 0; k < nn; k++) {
             struct rd_run *r = &h->runs[k];
             if (!r->active)
@@ -593,7 +593,12 @@ static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *op
             }
             size_t len = format_chunk(h, r);
             size_t sent = 0;
-            if (len > 0 && !resp_send(&h->conns[k], h->wbuf, len, &sent)) {
+            if (len == 0) { /* only deltas Redis cannot hold: no reply to wait for */
+                read_chunk(h, k);
+                again = true;
+                continue;
+            }
+            if (!resp_send(&h->conns[k], h->wbuf, len, &sent)) {
                 run_fail(h, k, r->chunk_first, sent, RD_FAIL_NODE);
                 ended = true;
                 continue;
@@ -601,6 +606,8 @@ static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *op
             r->in_flight = true;
             in_flight++;
         }
+        if (in_flight == 0 && again)
+            continue;
         if (in_flight == 0)
             break;
         if (!lag_on) {

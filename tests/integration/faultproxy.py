@@ -23,14 +23,25 @@ From a test:
     ...; p.set_stall(True); ...; p.stop()
 From a shell (bounded: --duration):
     faultproxy.py --target 11211 --port 0 --delay-ms 20 --duration 60
-prints "listening PORT" on stdout once it accepts connections.
+prints "listening PORT" on stdout once it accepts connections; SIGUSR1
+toggles the stall; SIGTERM (or the end of --duration) stops it, printing
+"accepted N cut M". A test under load should run it so, as a process of
+its own (see test_store_slow_replica.py): in the test's process it shares
+the interpreter lock with the client threads, and the proxy itself becomes
+the slow link.
 
-Standard library only (asyncio in a thread of its own).
+Threads with blocking sockets, two per connection (and a sender per
+direction while a delay or a stall holds bytes back): the store links
+carry a few connections of many small messages, where a thread's
+recv/sendall costs less than an event loop's turn. Standard library only.
+Even so a hop through it costs more than a direct loopback round trip
+(bench/README.md gives both).
 """
 
 import argparse
-import asyncio
+import collections
 import random
+import signal
 import socket
 import struct
 import sys
@@ -38,6 +49,124 @@ import threading
 import time
 
 CHUNK = 65536
+
+
+def _reset(sock):
+    """Closes sock with an RST (SO_LINGER 0), waking a thread blocked in recv
+    on it first (shutdown of the read side sends nothing)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+class _Direction:
+    """src -> dst of one connection: direct while nothing is held back,
+    else through a queue and a sender thread that keeps the order."""
+
+    def __init__(self, proxy, conn, src, dst):
+        self.proxy, self.conn, self.src, self.dst = proxy, conn, src, dst
+        self.q = collections.deque()
+        self.cv = threading.Condition()
+        self.sender = None
+
+    def pump(self):
+        data = None
+        try:
+            while not self.conn.closed:
+                data = self.src.recv(CHUNK)
+                if not data:
+                    break
+                self.forward(data)
+            self.forward(b"")  # EOF passes through, after what is queued
+        except OSError:
+            pass
+        finally:
+            if not data_pending(self):
+                self.conn.close()
+
+    def forward(self, data):
+        p = self.proxy
+        with self.cv:
+            if not self.q and p.delay_ms <= 0 and not p.stalled:
+                self._send(data)
+                return
+            self.q.append((time.monotonic() + p.delay_ms / 1000.0, data))
+            if self.sender is None:
+                self.sender = threading.Thread(target=self._drain, daemon=True)
+                self.sender.start()
+            self.cv.notify()
+
+    def _send(self, data):
+        if data:
+            self.dst.sendall(data)
+        else:
+            try:
+                self.dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def _drain(self):
+        p = self.proxy
+        try:
+            while not self.conn.closed:
+                with self.cv:
+                    while not self.q and not self.conn.closed:
+                        self.cv.wait(0.2)
+                    if self.conn.closed:
+                        return
+                    due = self.q[0][0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                p.unstalled.wait()
+                with self.cv:
+                    if self.conn.closed or not self.q:
+                        continue
+                    _, data = self.q.popleft()
+                    self._send(data)
+                    if not data:
+                        return
+        except OSError:
+            self.conn.close()
+
+
+def data_pending(d):
+    with d.cv:
+        return bool(d.q)
+
+
+class _Conn:
+    def __init__(self, proxy, client, target):
+        self.proxy = proxy
+        self.client, self.target = client, target
+        self.closed = False
+        self.lock = threading.Lock()
+        self.dirs = (_Direction(proxy, self, client, target), _Direction(proxy, self, target, client))
+
+    def start(self):
+        for d in self.dirs:
+            threading.Thread(target=d.pump, daemon=True).start()
+
+    def close(self):
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+        self.proxy._forget(self)
+        _reset(self.client)
+        _reset(self.target)
+        for d in self.dirs:
+            with d.cv:
+                d.cv.notify_all()
 
 
 class FaultProxy:
@@ -53,33 +182,51 @@ class FaultProxy:
         self.port = None
         self.cuts = 0           # connections cut so far
         self.accepted = 0
-        self._stall = False
-        self._loop = None
-        self._thread = None
-        self._server = None
-        self._conns = set()     # (client writer, target writer) pairs open now
-        self._unstall = None    # asyncio.Event, set while not stalled
-        self._ready = threading.Event()
-        self._error = None
+        self.stalled = False
+        self.unstalled = threading.Event()
+        self.unstalled.set()
+        self._conns = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener = None
+        self._threads = []
 
     # ---- control (any thread) ----
 
-    def start(self, timeout=5.0):
-        self._thread = threading.Thread(target=self._run, name="faultproxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout) or self._error is not None:
-            raise RuntimeError("faultproxy did not start: %s" % self._error)
+    def start(self):
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.want_port))
+        ls.listen(128)
+        ls.settimeout(0.2)
+        self._listener = ls
+        self.port = ls.getsockname()[1]
+        for fn in (self._accept_loop, self._cutter):
+            t = threading.Thread(target=fn, daemon=True)
+            t.start()
+            self._threads.append(t)
         return self
 
     def stop(self, timeout=5.0):
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._shutdown)
-            self._thread.join(timeout)
+        self._stop.set()
+        self.unstalled.set()
+        for t in self._threads:
+            t.join(timeout)
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            c.close()
         return self
 
     def set_stall(self, on):
         """Stops (True) or resumes (False) forwarding, in both directions."""
-        self._loop.call_soon_threadsafe(self._set_stall, bool(on))
+        self.stalled = bool(on)
+        if on:
+            self.unstalled.clear()
+        else:
+            self.unstalled.set()
 
     def set_delay(self, delay_ms):
         self.delay_ms = delay_ms  # read per chunk: takes effect at once
@@ -88,134 +235,50 @@ class FaultProxy:
         self.cut_every_s = seconds
 
     def open_connections(self):
-        return len(self._conns)
+        with self._lock:
+            return len(self._conns)
 
-    # ---- the loop ----
+    # ---- threads ----
 
-    def _run(self):
-        self._loop = asyncio.new_event_loop()
-        try:
-            self._loop.run_until_complete(self._main())
-        except Exception as e:  # reported to start()
-            self._error = e
-            self._ready.set()
-        finally:
-            self._loop.close()
+    def _forget(self, conn):
+        with self._lock:
+            self._conns.discard(conn)
 
-    async def _main(self):
-        self._unstall = asyncio.Event()
-        self._set_stall(self._stall)
-        self._done = asyncio.Event()
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.want_port,
-                                                  reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-        cutter = asyncio.ensure_future(self._cutter())
-        self._ready.set()
-        await self._done.wait()
-        cutter.cancel()
-        self._server.close()
-        await self._server.wait_closed()
-        for pair in list(self._conns):
-            self._reset(pair)
-        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for t in rest:
-            t.cancel()
-        await asyncio.gather(*rest, return_exceptions=True)
-
-    def _shutdown(self):
-        self._done.set()
-
-    def _set_stall(self, on):
-        self._stall = on
-        if on:
-            self._unstall.clear()
-        else:
-            self._unstall.set()
-
-    async def _accept(self, creader, cwriter):
-        self.accepted += 1
-        try:
-            treader, twriter = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            self._abort(cwriter)
-            return
-        for w in (cwriter, twriter):
-            s = w.get_extra_info("socket")
-            if s is not None:
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        pair = (cwriter, twriter)
-        self._conns.add(pair)
-        try:
-            await asyncio.gather(self._pipe(creader, twriter, pair),
-                                 self._pipe(treader, cwriter, pair))
-        except asyncio.CancelledError:
-            pass  # stop(): asyncio's stream callback would log a cancelled handler
-        finally:
-            self._reset(pair)
-
-    async def _pipe(self, reader, writer, pair):
-        """reader -> writer, each chunk delay_ms after it was read."""
-        q = asyncio.Queue()
-
-        async def send():
-            while True:
-                due, data = await q.get()
-                if data is None:
-                    break
-                wait = due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                await self._unstall.wait()
-                if pair not in self._conns:
-                    return
-                writer.write(data)
-                await writer.drain()
-            if pair in self._conns:
-                try:
-                    writer.write_eof()  # a half close passes through
-                except OSError:
-                    pass
-
-        sender = asyncio.ensure_future(send())
-        try:
-            while pair in self._conns:
-                data = await reader.read(CHUNK)
-                q.put_nowait((time.monotonic() + self.delay_ms / 1000.0, data or None))
-                if not data:
-                    break
-            await sender
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            sender.cancel()
-
-    async def _cutter(self):
-        while True:
-            if self.cut_every_s <= 0:
-                await asyncio.sleep(0.1)
+    def _accept_loop(self):
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except socket.timeout:
                 continue
-            await asyncio.sleep(self.rng.expovariate(1.0 / self.cut_every_s))
-            if self._conns:
-                pair = self.rng.choice(sorted(self._conns, key=id))
+            except OSError:
+                return
+            self.accepted += 1
+            client.settimeout(None)
+            try:
+                target = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                target.settimeout(None)
+            except OSError:
+                _reset(client)
+                continue
+            for s in (client, target):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(self, client, target)
+            with self._lock:
+                self._conns.add(conn)
+            conn.start()
+
+    def _cutter(self):
+        while not self._stop.is_set():
+            if self.cut_every_s <= 0:
+                self._stop.wait(0.1)
+                continue
+            if self._stop.wait(self.rng.expovariate(1.0 / self.cut_every_s)):
+                return
+            with self._lock:
+                conns = sorted(self._conns, key=id)
+            if conns:
                 self.cuts += 1
-                self._reset(pair)
-
-    @staticmethod
-    def _abort(writer):
-        s = writer.get_extra_info("socket")
-        try:
-            if s is not None:  # RST, not FIN: the state is gone, as behind a middlebox
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-        writer.transport.abort()
-
-    def _reset(self, pair):
-        if pair not in self._conns:
-            return
-        self._conns.discard(pair)
-        for w in pair:
-            self._abort(w)
+                self.rng.choice(conns).close()
 
 
 def main():
@@ -235,17 +298,22 @@ def main():
     args = ap.parse_args()
     p = FaultProxy(args.target, port=args.port, delay_ms=args.delay_ms,
                    cut_every_s=args.cut_every_s, seed=args.seed).start()
+    stop = threading.Event()
+    toggled = [False]
+    signal.signal(signal.SIGTERM, lambda s, f: stop.set())
+    signal.signal(signal.SIGUSR1, lambda s, f: toggled.__setitem__(0, not toggled[0]))
     print("listening %d" % p.port, flush=True)
     t0 = time.monotonic()
     try:
         stalled = False
-        while time.monotonic() - t0 < args.duration:
+        while time.monotonic() - t0 < args.duration and not stop.is_set():
             el = time.monotonic() - t0
+            want = toggled[0]
             if args.stall_after_s is not None:
-                want = args.stall_after_s <= el < args.stall_after_s + args.stall_for_s
-                if want != stalled:
-                    p.set_stall(want)
-                    stalled = want
+                want = want or args.stall_after_s <= el < args.stall_after_s + args.stall_for_s
+            if want != stalled:
+                p.set_stall(want)
+                stalled = want
             time.sleep(0.05)
     except KeyboardInterrupt:
         pass

@@ -24,15 +24,44 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-import faultproxy  # noqa: E402
 import ltutil  # noqa: E402
 import test_pipeline  # noqa: E402
 
+PROXY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faultproxy.py")
 CLIENTS = 8
 INGESTS = 2
 DELAY_MS = 20
 CUT_EVERY_S = 1.5
 RETRY_503_S = 0.05
+
+
+class ProxyProcess:
+    """faultproxy.py as a process of its own (not sharing this process'
+    interpreter lock with the client threads), stopped by PID."""
+
+    def __init__(self, target_port, delay_ms=0, cut_every_s=0.0, seed=1, duration=900):
+        self.proc = ltutil.Proc([sys.executable, PROXY, "--target", str(target_port),
+                                 "--delay-ms", str(delay_ms), "--cut-every-s", str(cut_every_s),
+                                 "--seed", str(seed), "--duration", str(duration)],
+                                log_name="faultproxy")
+        deadline = time.monotonic() + 10
+        self.port = None
+        while self.port is None:
+            for line in self.proc.output().splitlines():
+                if line.startswith("listening "):
+                    self.port = int(line.split()[1])
+            if self.port is None:
+                if time.monotonic() > deadline or self.proc.p.poll() is not None:
+                    raise RuntimeError("faultproxy did not start: %s" % self.proc.output())
+                time.sleep(0.05)
+        self.cuts = 0
+
+    def stop(self):
+        self.proc.stop()
+        for line in self.proc.output().splitlines():
+            if line.startswith("accepted "):
+                self.cuts = int(line.split()[3])
+        return self
 
 
 def client(ports, seed, tally, maybe, statuses, lock, stop, hard_stop):
@@ -80,15 +109,16 @@ class Fleet:
     """kind's nodes (3), optionally behind fault proxies, and the split
     binaries on replicas=2. faulty: node 1 delayed, node 2 cut at random."""
 
-    def __init__(self, kind, faulty, token_path, options="", ingests=INGESTS, seed=1):
+    def __init__(self, kind, faulty, token_path, options="", ingests=INGESTS, seed=1,
+                 delay_ms=DELAY_MS, cut_every_s=CUT_EVERY_S):
         start = ltutil.memcached if kind == "memcached" else ltutil.redis
         self.procs = []
         self.proxies = []
         self.nodes = [start() for _ in range(3)]
         ports = [n.port for n in self.nodes]
         if faulty:
-            slow = faultproxy.FaultProxy(ports[1], delay_ms=DELAY_MS, seed=seed).start()
-            flaky = faultproxy.FaultProxy(ports[2], cut_every_s=CUT_EVERY_S, seed=seed + 1).start()
+            slow = ProxyProcess(ports[1], delay_ms=delay_ms, seed=seed)
+            flaky = ProxyProcess(ports[2], cut_every_s=cut_every_s, seed=seed + 1)
             self.proxies = [slow, flaky]
             ports = [ports[0], slow.port, flaky.port]
         backend = "%s://%s?replicas=2%s" % (kind, ",".join("127.0.0.1:%d" % p for p in ports),
@@ -166,8 +196,8 @@ def run(kind, chk, token_path, seconds):
         total = tally.total()
         m = fleet.ingest_metrics()
         print("%s: %d answers acknowledged in %.0f s: %.0f answers/s; statuses %s; "
-              "cuts %d; store: node_failures %d connects %d hints queued %d replayed %d "
-              "dropped %d" % (mode, total, seconds, rate, dict(statuses), fleet.proxies[1].cuts,
+              "store: node_failures %d connects %d hints queued %d replayed %d "
+              "dropped %d" % (mode, total, seconds, rate, dict(statuses),
                               m["node_failures_total"], m["connects_total"],
                               m["hints_queued_total"], m["hints_replayed_total"],
                               m["hints_dropped_total"]), flush=True)
@@ -193,6 +223,7 @@ def run(kind, chk, token_path, seconds):
         d.close()
     finally:
         codes = fleet.stop()
+        print("%s: connections cut by the flaky link: %d" % (mode, fleet.proxies[1].cuts))
         chk.eq(codes, [0] * len(codes), "%s: every binary exits 0 on SIGTERM" % mode)
         if chk.failed:
             print(fleet.output())
@@ -205,20 +236,24 @@ def bench(args):
     rates = {False: [], True: []}
     for r in range(args.rounds):
         for faulty in (False, True):
-            fleet = Fleet(args.kind, faulty, token_path, options=args.options)
+            fleet = Fleet(args.kind, faulty, token_path, options=args.options,
+                          delay_ms=args.delay_ms, cut_every_s=args.cut_every_s)
             try:
                 tally, _, statuses, rate = fleet.load(args.seconds, clients=args.clients,
                                                    seed=1000 * r + 100)
             finally:
                 fleet.stop()
             rates[faulty].append(rate)
-            print("round %d %-9s %s: %.0f answers/s (%d acknowledged; statuses %s)" %
-                  (r + 1, "slow+cut" if faulty else "healthy", args.kind, rate, tally.total(),
-                   dict(statuses)), flush=True)
+            print("round %d %-9s %s: %.0f answers/s (%d acknowledged; statuses %s%s)" %
+                  (r + 1, "faulty" if faulty else "healthy", args.kind, rate, tally.total(),
+                   dict(statuses), "; cuts %d" % fleet.proxies[1].cuts if faulty else ""),
+                  flush=True)
     h = sum(rates[False]) / len(rates[False])
     f = sum(rates[True]) / len(rates[True])
-    print("%s: healthy %.0f answers/s, slow+flaky %.0f answers/s (means of %d rounds), "
-          "ratio %.2f" % (args.kind, h, f, args.rounds, f / h if h else 0.0), flush=True)
+    print("%s: healthy %.0f answers/s, faulty (delay %g ms each way, cut every %g s) %.0f "
+          "answers/s (means of %d rounds), ratio %.2f" %
+          (args.kind, h, args.delay_ms, args.cut_every_s, f, args.rounds, f / h if h else 0.0),
+          flush=True)
 
 
 def main():
@@ -226,7 +261,10 @@ def main():
     ap.add_argument("--bench", action="store_true")
     ap.add_argument("--kind", default="memcached", choices=("memcached", "redis"))
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--seconds", type=float, default=float(os.environ.get("SECONDS_", 6)))
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--delay-ms", type=float, default=DELAY_MS, help="node 1's delay each way")
+    ap.add_argument("--cut-every-s", type=float, default=CUT_EVERY_S,
+                    help="node 2's mean interval between cuts (0: none)")
     ap.add_argument("--clients", type=int, default=CLIENTS)
     ap.add_argument("--options", default="", help="more backend URL options, e.g. &timeout_ms=500")
     args = ap.parse_args()
