@@ -15,7 +15,8 @@
 # every round, the means and the ratio B/A.
 #
 # Environment: KIND (memcached|redis), ROUNDS (2), RUN_SECONDS (8), CLIENTS (8),
-# DELAY_MS (20), CUT_EVERY_S (1.5), OPTIONS (more backend URL options, e.g.
+# DELAY_MS (20), CUT_EVERY_S (1.5), CUT_MODE (rst, or silent: the cut
+# connection is black-holed instead of reset), OPTIONS (more backend URL options, e.g.
 # '&replica_lag_ms=0' for the behaviour before the lag budget).
 set -euo pipefail
 
@@ -41,5 +42,5 @@ exec timeout --signal=TERM $(( rounds * 2 * (seconds + 60) + 60 )) \
     env LIVETALLY_BIN="$build" LIVETALLY_SRC="$src" \
     python3 "$src/tests/integration/test_store_slow_replica.py" --bench --kind "$kind" \
         --rounds "$rounds" --seconds "$seconds" --clients "${CLIENTS:-8}" \
-        --delay-ms "${DELAY_MS:-20}" --cut-every-s "${CUT_EVERY_S:-1.5}" \
+        --delay-ms "${DELAY_MS:-20}" --cut-every-s "${CUT_EVERY_S:-1.5}" --cut-mode "${CUT_MODE:-rst}" \
         --options "${OPTIONS:-}"

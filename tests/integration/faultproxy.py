@@ -13,7 +13,10 @@ a 127.0.0.1 target, with these faults:
                as on a long link.
   cut_every_s  connections are cut at random (exponential intervals of this
                mean): one open connection, chosen at random, is reset on
-               both sides (RST, as a middlebox that drops its state does).
+               both sides (RST, as a middlebox that drops its state does);
+               with cut_mode="silent" it is black-holed instead: nothing
+               more is forwarded either way and nothing tells the peers,
+               until they close it (a path that died without a word).
   stall        toggled at run time (set_stall): nothing is forwarded (bytes
                are held, in order) until it is cleared; connections stay
                open, so the peer sees a silent node, not a closed one.
@@ -95,6 +98,8 @@ class _Direction:
 
     def forward(self, data):
         p = self.proxy
+        if self.conn.silent:
+            return  # black-holed: read and dropped
         with self.cv:
             if not self.q and p.delay_ms <= 0 and not p.stalled:
                 self._send(data)
@@ -149,6 +154,7 @@ class _Conn:
         self.proxy = proxy
         self.client, self.target = client, target
         self.closed = False
+        self.silent = False
         self.lock = threading.Lock()
         self.dirs = (_Direction(proxy, self, client, target), _Direction(proxy, self, target, client))
 
@@ -171,13 +177,16 @@ class _Conn:
 
 class FaultProxy:
     def __init__(self, target_port, port=0, delay_ms=0, cut_every_s=0.0, seed=None,
-                 target_host="127.0.0.1"):
+                 target_host="127.0.0.1", cut_mode="rst"):
         if target_host != "127.0.0.1":
             raise ValueError("faultproxy forwards to 127.0.0.1 only")
         self.target_port = target_port
         self.want_port = port
         self.delay_ms = delay_ms
         self.cut_every_s = cut_every_s
+        if cut_mode not in ("rst", "silent"):
+            raise ValueError("cut_mode: rst or silent")
+        self.cut_mode = cut_mode
         self.rng = random.Random(seed)
         self.port = None
         self.cuts = 0           # connections cut so far
@@ -278,7 +287,12 @@ class FaultProxy:
                 conns = sorted(self._conns, key=id)
             if conns:
                 self.cuts += 1
-                self.rng.choice(conns).close()
+                c = self.rng.choice(conns)
+                if self.cut_mode == "silent":
+                    c.silent = True
+                    self._forget(c)  # not cut twice; closed when a peer closes
+                else:
+                    c.close()
 
 
 def main():
@@ -289,6 +303,8 @@ def main():
     ap.add_argument("--delay-ms", type=float, default=0, help="delay each way, ms")
     ap.add_argument("--cut-every-s", type=float, default=0,
                     help="mean interval between random connection cuts, s (0: none)")
+    ap.add_argument("--cut-mode", choices=("rst", "silent"), default="rst",
+                    help="rst: reset both sides; silent: black-hole the connection")
     ap.add_argument("--stall-after-s", type=float, default=None,
                     help="stall (stop forwarding) this long after the start")
     ap.add_argument("--stall-for-s", type=float, default=1.0, help="how long a stall lasts")
@@ -297,7 +313,8 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args()
     p = FaultProxy(args.target, port=args.port, delay_ms=args.delay_ms,
-                   cut_every_s=args.cut_every_s, seed=args.seed).start()
+                   cut_every_s=args.cut_every_s, seed=args.seed,
+                   cut_mode=args.cut_mode).start()
     stop = threading.Event()
     toggled = [False]
     signal.signal(signal.SIGTERM, lambda s, f: stop.set())

@@ -8,9 +8,12 @@ retrying a 503 with the same body. Every count on /v1/stats must equal the
 tally of 202s, on memcached:// and on redis://. The rate is printed, not
 asserted (bench/faults.sh compares it with the healthy fleet).
 
-Before the fix (2026-12-06, memcached) this fleet acknowledged about 20
-answers/s: every batch, and every per-user marker, waited for the 40 ms
-round trip of the slow node.
+Before the fix (2026-12-06, the build of 04eb0d7) this fleet acknowledged
+35-38 answers/s on memcached and 34-36 on redis (the same fleet without
+faults: ~2,500-3,000): it passed, unbearably slowly. Every batch, and every
+per-user marker (one add at a time per replica, store_pool.h), waited for
+the 40 ms round trip of the slow node; the cuts alone cost little (the
+ingest reconnects). With replica_lag_ms=0 it still does.
 
 The fleet runner is shared with bench/faults.sh (`--bench`)."""
 
@@ -39,10 +42,12 @@ class ProxyProcess:
     """faultproxy.py as a process of its own (not sharing this process'
     interpreter lock with the client threads), stopped by PID."""
 
-    def __init__(self, target_port, delay_ms=0, cut_every_s=0.0, seed=1, duration=900):
+    def __init__(self, target_port, delay_ms=0, cut_every_s=0.0, seed=1, duration=900,
+                 cut_mode="rst"):
         self.proc = ltutil.Proc([sys.executable, PROXY, "--target", str(target_port),
                                  "--delay-ms", str(delay_ms), "--cut-every-s", str(cut_every_s),
-                                 "--seed", str(seed), "--duration", str(duration)],
+                                 "--cut-mode", cut_mode, "--seed", str(seed),
+                                 "--duration", str(duration)],
                                 log_name="faultproxy")
         deadline = time.monotonic() + 10
         self.port = None
@@ -110,7 +115,7 @@ class Fleet:
     binaries on replicas=2. faulty: node 1 delayed, node 2 cut at random."""
 
     def __init__(self, kind, faulty, token_path, options="", ingests=INGESTS, seed=1,
-                 delay_ms=DELAY_MS, cut_every_s=CUT_EVERY_S):
+                 delay_ms=DELAY_MS, cut_every_s=CUT_EVERY_S, cut_mode="rst"):
         start = ltutil.memcached if kind == "memcached" else ltutil.redis
         self.procs = []
         self.proxies = []
@@ -118,7 +123,8 @@ class Fleet:
         ports = [n.port for n in self.nodes]
         if faulty:
             slow = ProxyProcess(ports[1], delay_ms=delay_ms, seed=seed)
-            flaky = ProxyProcess(ports[2], cut_every_s=cut_every_s, seed=seed + 1)
+            flaky = ProxyProcess(ports[2], cut_every_s=cut_every_s, seed=seed + 1,
+                                 cut_mode=cut_mode)
             self.proxies = [slow, flaky]
             ports = [ports[0], slow.port, flaky.port]
         backend = "%s://%s?replicas=2%s" % (kind, ",".join("127.0.0.1:%d" % p for p in ports),
@@ -237,7 +243,8 @@ def bench(args):
     for r in range(args.rounds):
         for faulty in (False, True):
             fleet = Fleet(args.kind, faulty, token_path, options=args.options,
-                          delay_ms=args.delay_ms, cut_every_s=args.cut_every_s)
+                          delay_ms=args.delay_ms, cut_every_s=args.cut_every_s,
+                          cut_mode=args.cut_mode)
             try:
                 tally, _, statuses, rate = fleet.load(args.seconds, clients=args.clients,
                                                    seed=1000 * r + 100)
@@ -250,9 +257,10 @@ def bench(args):
                   flush=True)
     h = sum(rates[False]) / len(rates[False])
     f = sum(rates[True]) / len(rates[True])
-    print("%s: healthy %.0f answers/s, faulty (delay %g ms each way, cut every %g s) %.0f "
+    print("%s: healthy %.0f answers/s, faulty (delay %g ms each way, cut (%s) every %g s) %.0f "
           "answers/s (means of %d rounds), ratio %.2f" %
-          (args.kind, h, args.delay_ms, args.cut_every_s, f, args.rounds, f / h if h else 0.0),
+          (args.kind, h, args.delay_ms, args.cut_mode, args.cut_every_s, f, args.rounds,
+           f / h if h else 0.0),
           flush=True)
 
 
@@ -265,6 +273,7 @@ def main():
     ap.add_argument("--delay-ms", type=float, default=DELAY_MS, help="node 1's delay each way")
     ap.add_argument("--cut-every-s", type=float, default=CUT_EVERY_S,
                     help="node 2's mean interval between cuts (0: none)")
+    ap.add_argument("--cut-mode", choices=("rst", "silent"), default="rst")
     ap.add_argument("--clients", type=int, default=CLIENTS)
     ap.add_argument("--options", default="", help="more backend URL options, e.g. &timeout_ms=500")
     args = ap.parse_args()
