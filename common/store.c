@@ -137,13 +137,15 @@ struct url_option {
     size_t offset; /* of a uint32_t in struct store_url */
 };
 
-enum { OPT_TIMEOUT_MS, OPT_REPLICAS, OPT_HINT_KEYS };
+enum { OPT_TIMEOUT_MS, OPT_REPLICAS, OPT_HINT_KEYS, OPT_REPLICA_LAG_MS };
 static const struct url_option url_options[] = {
     [OPT_TIMEOUT_MS] = {"timeout_ms", STORE_TIMEOUT_MS_MIN, STORE_TIMEOUT_MS_MAX,
                         offsetof(struct store_url, timeout_ms)},
     [OPT_REPLICAS] = {"replicas", 1, STORE_MAX_NODES, offsetof(struct store_url, replicas)},
     [OPT_HINT_KEYS] = {"hint_keys", 0, STORE_HINT_KEYS_MAX,
                        offsetof(struct store_url, hint_keys)},
+    [OPT_REPLICA_LAG_MS] = {"replica_lag_ms", 0, STORE_REPLICA_LAG_MS_MAX,
+                            offsetof(struct store_url, replica_lag_ms)},
 };
 
 /*
@@ -226,14 +228,17 @@ static bool parse_pool(const char *p, struct store_url *u, char *err, size_t err
     }
     if (query != NULL && !parse_query(query + 1, u, seen, err, errlen))
         return false;
-    if (u->kind == STORE_KIND_REDIS_CLUSTER && (seen[OPT_REPLICAS] || seen[OPT_HINT_KEYS]))
+    if (u->kind == STORE_KIND_REDIS_CLUSTER &&
+        (seen[OPT_REPLICAS] || seen[OPT_HINT_KEYS] || seen[OPT_REPLICA_LAG_MS]))
         /* A cluster replicates each master to its own replicas (and fails
          * over): copies of our own on other masters would fight its slot
          * placement. */
         return fail(err, errlen,
                     "backend URL: %s is not supported on redis-cluster:// (the cluster "
                     "replicates its masters itself: give them replicas, cluster-replicas)",
-                    seen[OPT_REPLICAS] ? "replicas" : "hint_keys");
+                    seen[OPT_REPLICAS]    ? "replicas"
+                    : seen[OPT_HINT_KEYS] ? "hint_keys"
+                                          : "replica_lag_ms");
     if (u->replicas > u->n_nodes)
         return fail(err, errlen, "backend URL: replicas=%u needs at least %u nodes, %zu given",
                     u->replicas, u->replicas, u->n_nodes);
@@ -254,6 +259,7 @@ bool store_url_parse(const char *url, struct store_url *out, char *err, size_t e
     u->timeout_ms = STORE_TIMEOUT_MS_DEFAULT;
     u->replicas = STORE_REPLICAS_DEFAULT;
     u->hint_keys = STORE_HINT_KEYS_DEFAULT;
+    u->replica_lag_ms = STORE_REPLICA_LAG_MS_DEFAULT;
     bool ok = false;
 
     if (strcmp(url, "memory:") == 0) {

@@ -18,6 +18,13 @@
  *   hint_keys=N    pools only: per node and handle, at most N keys of
  *                  increments kept for a replica that was down, replayed
  *                  when it answers again (0..1000000, default 65536)
+ *   replica_lag_ms=N  pools with replicas >= 2 only: once every item of an
+ *                  increment batch is confirmed by a replica, the replicas
+ *                  still outstanding get at most N ms more; then they are
+ *                  treated as failed for the batch (store_pool.h, "lag").
+ *                  0..60000, 0: wait for them (up to timeout_ms); default
+ *                  20. Reads and blob writes always wait (the maximum of
+ *                  the replicas needs every one).
  */
 #ifndef LT_STORE_H
 #define LT_STORE_H
@@ -56,6 +63,15 @@ bool store_url_check(const char *url, char *err, size_t errlen);
 #define STORE_REPLICAS_DEFAULT 1u
 #define STORE_HINT_KEYS_DEFAULT 65536u
 #define STORE_HINT_KEYS_MAX 1000000u
+/* 20 ms: far above a healthy LAN replica's lag behind its peers (a batch
+ * takes ~1 ms there, so peers finish within a millisecond or two of each
+ * other), and small next to the few ms a batch takes: a replica 20 ms
+ * behind its peers would otherwise set the pace of the whole pool. A fixed
+ * value, not a multiple of a measured median: the median of a pool whose
+ * nodes are all far away is large too, so "20 ms behind the others" is
+ * already relative (the budget starts when every item has a confirmation). */
+#define STORE_REPLICA_LAG_MS_DEFAULT 20u
+#define STORE_REPLICA_LAG_MS_MAX 60000u
 
 enum store_kind {
     STORE_KIND_MEMORY = 0,
@@ -77,6 +93,7 @@ struct store_url {
     uint32_t timeout_ms;
     uint32_t replicas;  /* 1..n_nodes; 1 for memory: and redis-cluster:// */
     uint32_t hint_keys; /* per node and handle */
+    uint32_t replica_lag_ms; /* 0: off; used with replicas >= 2 */
 };
 
 /* Pure parser behind store_open/store_url_check; writes *out only on success. */
@@ -261,7 +278,8 @@ enum store_status store_node_get(struct store *s, uint32_t node, const char *key
 /* Per-handle counters (a handle belongs to one thread: sum them across
  * handles for a process total). */
 struct store_stats {
-    uint64_t node_failures;     /* connects, writes or reads that failed: node marked down */
+    uint64_t node_failures;     /* connects, writes or reads that failed, replicas given
+                                 * up on for lag: node marked down */
     uint64_t unavailable_items; /* items/keys refused because their node was down */
     uint64_t error_items;       /* items with STORE_ERROR (server error or outcome unknown) */
     uint64_t connects;          /* successful (re)connections */

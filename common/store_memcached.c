@@ -31,6 +31,17 @@
  * one per key or per thread. Commands for a down node get STORE_UNAVAILABLE
  * without being sent; commands that may have reached a node that then
  * failed before MN get STORE_ERROR (outcome unknown).
+ *
+ * Two failures cost less than that. A connection that had completed a
+ * batch and is then closed or reset by the peer (a middlebox dropping its
+ * state, an idle timeout) is a cut, not a dead node: it is closed and the
+ * next batch reconnects, without a backoff; a node that really is down
+ * fails that connect (or the new connection's first batch) and is marked
+ * down then. And with replicas >= 2, a replica still outstanding
+ * replica_lag_ms after every item of an increment batch was confirmed is
+ * given up on for the batch (store_pool.h, "lag"): a slow node costs the
+ * batch replica_lag_ms, then a backoff keeps it out, instead of setting
+ * the pace of every batch.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +61,8 @@
 #include <event2/event.h>
 
 #include "ketama.h"
+#include "log.h"
+#include "store_drain.h"
 #include "store_impl.h"
 #include "store_pool.h"
 #include "util.h"
@@ -69,6 +82,8 @@ struct mc_conn {
     size_t rpos, rend;
     char *wbuf;      /* MC_WBUF_SIZE + MC_CMD_MAX; unsent bytes in [wpos, wend) */
     size_t wpos, wend;
+    bool proven;     /* a batch completed on this connection: a cut of it is
+                      * not a dead node (reconnect without a backoff) */
     /* A handle on an event loop (store_incr_start): a read event that stays
      * on the connection while it is open, so a run costs no epoll change;
      * between runs it notices a server that closes. */
@@ -85,6 +100,7 @@ struct mc_run {
     bool active;         /* still waiting for MN */
     bool unattributed;   /* an error reply without O: which op is unknown */
     uint64_t deadline;   /* ms: no progress by then is a failure */
+    uint64_t start;      /* ms: when it began (a lagging node is readmitted when fast) */
     size_t skip;         /* bytes of a large value block still to discard */
 };
 
@@ -137,6 +153,7 @@ struct mc_store {
     struct mc_batch batch;
     bool numeric_hosts;       /* every node is an address: connects never block */
     struct mc_async async;
+    struct store_drain drain; /* connections given up on (replica_lag_ms) */
 };
 
 static const struct store_ops mc_ops;
@@ -199,6 +216,7 @@ static void mc_close(struct store *s)
     struct mc_store *h = mc_of(s);
     async_free(h);
     pool_fini(&h->placement, s);
+    store_drain_fini(&h->drain);
     conns_free(h->conns, h->pool->n_nodes);
     free(h->runs);
     free(h->order);
@@ -215,6 +233,7 @@ static struct store *handle_new(struct pool_nodes *pool)
         return NULL;
     h->base.ops = &mc_ops;
     h->pool = pool;
+    store_drain_init(&h->drain);
     h->conns = calloc(pool->n_nodes, sizeof(*h->conns));
     h->runs = calloc(pool->n_nodes, sizeof(*h->runs));
     if (h->conns == NULL || h->runs == NULL ||
@@ -259,7 +278,15 @@ static bool node_down(const struct pool_nodes *p, size_t node, uint64_t now)
     return node_health_down(&p->health[node], now);
 }
 
+/* The pool's view (hint replays, single operations): a lagging node is
+ * left to the increment runs that probe it. */
 static bool mc_up(struct store *s, uint32_t node)
+{
+    const struct pool_nodes *p = mc_of(s)->pool;
+    return !node_down(p, node, now_ms()) && !node_health_lagging(&p->health[node]);
+}
+
+static bool mc_probe(struct store *s, uint32_t node)
 {
     return !node_down(mc_of(s)->pool, node, now_ms());
 }
@@ -289,6 +316,41 @@ static void node_fail(struct mc_store *h, size_t node)
 static void node_ok(struct mc_store *h, size_t node)
 {
     node_health_ok(&h->pool->health[node]);
+}
+
+/* Why a node's part of a run failed. */
+enum mc_fail {
+    MC_FAIL_DOWN, /* connect, timeout, garbled or out-of-step reply */
+    MC_FAIL_CUT,  /* the peer closed or reset the connection */
+    MC_FAIL_LAG,  /* replica_lag_ms behind the replicas that confirmed */
+};
+
+/* Marks node after a failed run: down for the backoff; a replica given up
+ * on for lag is also marked lagging, and its connection drained. */
+static void node_fail_why(struct mc_store *h, size_t node, enum mc_fail why)
+{
+    struct mc_conn *c = &h->conns[node];
+    struct node_health *hl = &h->pool->health[node];
+    if (why == MC_FAIL_LAG) {
+        if (!node_health_lagging(hl))
+            log_warn("store: replica lagging, left out for a backoff node=%s:%u "
+                     "replica_lag_ms=%u (what it was sent gets no hint, the rest does)",
+                     h->pool->nodes[node].host, (unsigned)h->pool->nodes[node].port,
+                     h->pool->replica_lag_ms);
+        node_health_fail_lag(hl);
+        /* Drained, not closed: what it was sent gets no hint, so it must
+         * reach the node (store_drain.h). */
+        if (c->rev_on) {
+            event_del(c->rev);
+            c->rev_on = false;
+        }
+        store_drain_add(&h->drain, c->fd, c->wbuf + c->wpos, c->wend - c->wpos, now_ms());
+        c->fd = -1;
+        conn_drop(c);
+        h->base.stats.node_failures++;
+        return;
+    }
+    node_fail(h, node);
 }
 
 /* ---- connections ---- */
@@ -371,6 +433,7 @@ static bool conn_open(struct mc_store *h, size_t node, bool wait)
     c->epoch = node_health_epoch(&h->pool->health[node]);
     c->rpos = c->rend = 0;
     c->wpos = c->wend = 0;
+    c->proven = false;
     h->base.stats.connects++;
     return true;
 }
@@ -554,9 +617,10 @@ static void settle_node(struct mc_store *h, size_t node, bool confirmed)
          * may be its; an add is never silent. */
         if (confirmed && !r->unattributed && !op->want_value && b->kind != MC_ADD)
             op->status = STORE_OK;
-        else if (k < sent_upto)
+        else if (k < sent_upto) {
             op->status = STORE_ERROR; /* no value came, or outcome unknown */
-        else
+            op->node_failed = !confirmed;
+        } else
             op->status = STORE_UNAVAILABLE;
     }
 }
@@ -722,11 +786,11 @@ static void route_batch(struct mc_store *h)
     }
 }
 
-static void run_fail(struct mc_store *h, size_t node)
+static void run_fail(struct mc_store *h, size_t node, enum mc_fail why)
 {
     settle_node(h, node, false);
     h->runs[node].active = false;
-    node_fail(h, node);
+    node_fail_why(h, node, why);
 }
 
 /* Reads what the socket has; false on EOF or error. */
@@ -780,6 +844,7 @@ static bool node_begin(struct mc_store *h, size_t k, uint64_t now, bool connect_
         return false;
     }
     r->active = true;
+    r->start = now;
     r->deadline = now + h->pool->timeout_ms;
     return true;
 }
@@ -793,7 +858,7 @@ static bool node_pump(struct mc_store *h, size_t k)
     refill(h, k);
     size_t before = c->wpos;
     if (c->wpos < c->wend && !conn_write(c)) {
-        run_fail(h, k);
+        run_fail(h, k, MC_FAIL_CUT);
         return false;
     }
     if (c->wpos != before)
@@ -815,6 +880,7 @@ static bool node_io(struct mc_store *h, size_t k, short rev, uint64_t now)
     struct mc_run *r = &h->runs[k];
     struct mc_conn *c = &h->conns[k];
     bool ok = true;
+    enum mc_fail why = MC_FAIL_CUT; /* a write or read that fails */
     if (rev & POLLOUT) {
         size_t before = c->wpos;
         ok = conn_write(c);
@@ -830,13 +896,19 @@ static bool node_io(struct mc_store *h, size_t k, short rev, uint64_t now)
             ok = false;
         if (ok) {
             enum parse_result res = parse_replies(h, k);
+            why = MC_FAIL_DOWN;
             if (res == PARSE_DONE) {
                 if (!r->mn_queued || c->wpos < c->wend || c->rpos != c->rend) {
                     ok = false; /* MN before we sent ours: out of sync */
                 } else {
                     settle_node(h, k, true);
                     r->active = false;
-                    node_ok(h, k);
+                    c->proven = true;
+                    if (h->placement.replicas >= 2 && h->pool->replica_lag_ms > 0 &&
+                        now - r->start > h->pool->replica_lag_ms)
+                        node_health_ok_slow(&h->pool->health[k]); /* still lagging */
+                    else
+                        node_ok(h, k);
                     return false;
                 }
             } else if (res == PARSE_BAD) {
@@ -844,17 +916,22 @@ static bool node_io(struct mc_store *h, size_t k, short rev, uint64_t now)
             }
         }
     }
-    if (ok && now >= r->deadline)
+    if (ok && now >= r->deadline) {
         ok = false; /* no progress within the timeout */
+        why = MC_FAIL_DOWN;
+    }
     if (!ok) {
-        run_fail(h, k);
+        run_fail(h, k, why);
         return false;
     }
     return true;
 }
 
 /* Drives the active nodes of h->batch to their end by poll: write and read
- * interleaved. */
+ * interleaved. An increment batch on replicas >= 2 gives up on the nodes
+ * still outstanding replica_lag_ms after every item got a confirmation
+ * (store_pool.h, "lag"); checked when a node's part ends, the only moment
+ * silent items get confirmed. */
 static void run_poll(struct mc_store *h)
 {
     size_t nn = h->pool->n_nodes;
@@ -862,13 +939,17 @@ static void run_poll(struct mc_store *h)
     size_t pnode[STORE_MAX_NODES];
     uint64_t now;
     size_t active = 0;
+    bool lag_on = h->batch.kind == MC_INCR && h->placement.run_replicated &&
+                  h->pool->replica_lag_ms > 0;
+    uint64_t lag_deadline = UINT64_MAX;
     for (size_t k = 0; k < nn; k++)
         if (h->runs[k].active)
             active++;
+    size_t checked = active; /* active when confirmations were last counted */
 
     while (active > 0) {
         size_t np = 0;
-        uint64_t first_deadline = UINT64_MAX;
+        uint64_t first_deadline = lag_deadline;
         for (size_t k = 0; k < nn; k++) {
             struct mc_run *r = &h->runs[k];
             if (!r->active)
@@ -895,6 +976,17 @@ static void run_poll(struct mc_store *h)
         for (size_t j = 0; j < np; j++)
             if (!node_io(h, pnode[j], pr > 0 ? pfds[j].revents : 0, now))
                 active--;
+        if (lag_on && active < checked && active > 0 && lag_deadline == UINT64_MAX) {
+            checked = active;
+            if (pool_incr_confirmed(&h->placement, h->batch.ops, h->batch.n))
+                lag_deadline = now + h->pool->replica_lag_ms;
+        }
+        if (now >= lag_deadline)
+            for (size_t k = 0; k < nn; k++)
+                if (h->runs[k].active) {
+                    run_fail(h, k, MC_FAIL_LAG);
+                    active--;
+                }
     }
 }
 
@@ -907,6 +999,7 @@ static bool batch_setup(struct mc_store *h, enum mc_kind kind, struct store_op *
         ops[i].status = STORE_UNAVAILABLE;
         ops[i].value = 0;
         ops[i].present = false;
+        ops[i].node_failed = false;
     }
     if (!scratch_reserve(h, n))
         return false;
@@ -920,6 +1013,8 @@ static bool batch_setup(struct mc_store *h, enum mc_kind kind, struct store_op *
 static void run_ops(struct store *s, enum mc_kind kind, struct store_op *ops, size_t n)
 {
     struct mc_store *h = mc_of(s);
+    if (h->drain.n > 0)
+        store_drain_pump(&h->drain, now_ms());
     if (n == 0 || !batch_setup(h, kind, ops, n))
         return; /* nothing was sent */
     uint64_t now = now_ms();
@@ -986,7 +1081,7 @@ static bool async_arm(struct mc_store *h, size_t k)
         ok = event_assign(a->ev[k], a->base, c->fd, EV_WRITE, on_async_node, &a->refs[k]) == 0 &&
              event_add(a->ev[k], NULL) == 0;
     if (!ok) {
-        run_fail(h, k);
+        run_fail(h, k, MC_FAIL_DOWN);
         return false;
     }
     return true;
@@ -1213,7 +1308,7 @@ static bool recv_block(struct mc_store *h, size_t node, char *dst, size_t len)
  * operation's outcome in the stats). */
 static enum store_status single_begin(struct mc_store *h, size_t node)
 {
-    if (!conn_ready(h, node, now_ms(), true))
+    if (node_health_lagging(&h->pool->health[node]) || !conn_ready(h, node, now_ms(), true))
         return STORE_UNAVAILABLE;
     return STORE_OK;
 }
@@ -1395,6 +1490,7 @@ static const struct pool_engine mc_engine = {
     .put = mc_node_put,
     .del = mc_node_del,
     .up = mc_up,
+    .probe = mc_probe,
 };
 
 static const struct store_ops mc_ops = {

@@ -28,6 +28,7 @@ void node_health_init(struct node_health *h)
     atomic_init(&h->down_until_ms, 0);
     atomic_init(&h->backoff_ms, 0);
     atomic_init(&h->epoch, 0);
+    atomic_init(&h->lagging, false);
 }
 
 bool node_health_down(const struct node_health *h, uint64_t now_ms)
@@ -46,7 +47,26 @@ void node_health_fail(struct node_health *h)
     atomic_fetch_add_explicit(&h->epoch, 1, memory_order_relaxed);
 }
 
+void node_health_fail_lag(struct node_health *h)
+{
+    atomic_store_explicit(&h->lagging, true, memory_order_relaxed);
+    node_health_fail(h);
+}
+
+bool node_health_lagging(const struct node_health *h)
+{
+    return atomic_load_explicit(&h->lagging, memory_order_relaxed);
+}
+
 void node_health_ok(struct node_health *h)
+{
+    if (atomic_load_explicit(&h->lagging, memory_order_relaxed))
+        atomic_store_explicit(&h->lagging, false, memory_order_relaxed);
+    if (atomic_load_explicit(&h->backoff_ms, memory_order_relaxed) != 0)
+        atomic_store_explicit(&h->backoff_ms, 0, memory_order_relaxed);
+}
+
+void node_health_ok_slow(struct node_health *h)
 {
     if (atomic_load_explicit(&h->backoff_ms, memory_order_relaxed) != 0)
         atomic_store_explicit(&h->backoff_ms, 0, memory_order_relaxed);
@@ -365,7 +385,8 @@ size_t pool_incr_prepare(struct pool *p, struct store *s, struct store_incr *ite
     flush_stale(p, s);
     if (any_hints(p, HINT_INCR))
         for (uint32_t k = 0; k < p->n_nodes; k++)
-            if ((up[k] = p->eng->up(s, k)))
+            if ((up[k] = p->eng->up(s, k) ||
+                         (n == 0 && p->eng->probe != NULL && p->eng->probe(s, k))))
                 nh += hints_count_kind(p->hints[k], HINT_INCR);
     if (!ops_reserve(p, nh + n * rn))
         return SIZE_MAX;
@@ -387,6 +408,7 @@ size_t pool_incr_prepare(struct pool *p, struct store *s, struct store_incr *ite
     }
     p->run_nhn = nhn;
     p->run_hint_end = hint_end;
+    p->run_replicated = rn >= 2;
     return j;
 }
 
@@ -420,7 +442,7 @@ enum store_status pool_incr_finish(struct pool *p, struct store *s, struct store
                 if (op[x].value > value)
                     value = op[x].value;
             } else if (op[x].status != STORE_UNAVAILABLE) {
-                if (p->eng->up(s, op[x].node))
+                if (!op[x].node_failed && p->eng->up(s, op[x].node))
                     err_up++;
                 else
                     err_down++;
@@ -449,6 +471,19 @@ enum store_status pool_incr_finish(struct pool *p, struct store *s, struct store
     if (rn > 1)
         update_pending(p, s);
     return first;
+}
+
+bool pool_incr_confirmed(const struct pool *p, const struct store_op *ops, size_t nops)
+{
+    size_t rn = p->replicas;
+    for (size_t j = p->run_hint_end; j + rn <= nops; j += rn) {
+        bool ok = false;
+        for (size_t x = 0; x < rn && !ok; x++)
+            ok = ops[j + x].status == STORE_OK;
+        if (!ok)
+            return false;
+    }
+    return true;
 }
 
 enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_incr *items,
@@ -608,6 +643,7 @@ void pool_node_write(struct pool *p, struct store *s, struct store_node_write *i
                                         .vallen = it->vallen, .delta = it->delta,
                                         .ttl_s = ttl_s, .node = it->node};
     }
+    p->run_replicated = false;
     if (!add)
         p->eng->incr(s, p->ops, j);
     else if (p->eng->add != NULL)
@@ -934,6 +970,7 @@ struct pool_nodes *pool_nodes_new(const struct store_url *url)
     p->timeout_ms = url->timeout_ms;
     p->replicas = url->replicas;
     p->hint_keys = url->hint_keys;
+    p->replica_lag_ms = url->replica_lag_ms;
     p->n_nodes = url->n_nodes;
     p->nodes = calloc(url->n_nodes, sizeof(*p->nodes));
     p->health = calloc(url->n_nodes, sizeof(*p->health));

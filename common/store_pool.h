@@ -24,6 +24,22 @@
  *          increment counted twice on one replica would be read back as
  *          the maximum, while one missing is hidden by the maximum.
  *          want_value: the largest value a replica confirmed.
+ *   lag    replica_lag_ms (store.h), replicas >= 2, increments only: once
+ *          every item of a run has a confirmation, a node still
+ *          outstanding gets replica_lag_ms more, then the engine gives up
+ *          on it as on a node that failed: what it was sent is ERROR with
+ *          node_failed (no hint: it may still apply it), what it was not
+ *          sent yet is UNAVAILABLE (hinted), its connection is closed and
+ *          it is marked down for the backoff and "lagging". A lagging
+ *          node is left out of single operations (blob get/put/del, hint
+ *          and stale replays: up() is false) until an increment run, which
+ *          still goes to it after each backoff (the probe), finds it
+ *          answering within replica_lag_ms of the run's start again (one
+ *          that answers later, because an item needed it, stays lagging).
+ *          An empty run (n == 0: nothing waits for it) replays its hints
+ *          to a lagging node out of its backoff too (engine probe()).
+ *          Reads (mget) always wait: the maximum of the replicas needs
+ *          every one.
  *   mget   every replica is read; a key's value is the largest any replica
  *          returned (grow-only counters: a node that restarted empty cannot
  *          pull it down). STORE_UNAVAILABLE only for a key no replica could
@@ -72,6 +88,7 @@ struct node_health {
     _Atomic uint64_t down_until_ms; /* monotonic; 0 or past: usable */
     _Atomic uint32_t backoff_ms;    /* the next backoff; 0 while healthy */
     _Atomic uint32_t epoch;         /* bumped at each failure */
+    _Atomic bool lagging;           /* given up on for lag (store_pool.h "lag"); cleared by ok */
 };
 
 uint64_t store_now_ms(void); /* CLOCK_MONOTONIC */
@@ -80,7 +97,13 @@ bool node_health_down(const struct node_health *h, uint64_t now_ms);
 /* The node failed: keep every handle away from it for the backoff (100 ms
  * doubling to 2 s while it keeps failing). */
 void node_health_fail(struct node_health *h);
+/* The same for a node given up on for lag: also marks it lagging. */
+void node_health_fail_lag(struct node_health *h);
+bool node_health_lagging(const struct node_health *h);
 void node_health_ok(struct node_health *h);
+/* It answered, but later than the lag budget: the backoff is reset, a
+ * lagging node stays lagging. */
+void node_health_ok_slow(struct node_health *h);
 uint32_t node_health_epoch(const struct node_health *h);
 
 /* The nodes of a pool URL as every handle of a backend shares them:
@@ -90,6 +113,7 @@ struct pool_nodes {
     uint32_t timeout_ms;
     uint32_t replicas;
     uint32_t hint_keys;
+    uint32_t replica_lag_ms;    /* 0: off; only with replicas >= 2 */
     size_t n_nodes;
     struct store_node *nodes;   /* owned, n_nodes */
     struct node_health *health; /* owned, n_nodes, shared by every clone */
@@ -119,6 +143,8 @@ struct store_op {
     enum store_status status; /* OK, UNAVAILABLE (not sent), ERROR (refused or unknown),
                                * EXISTS (add) */
     uint64_t value;     /* incr with want_value, mget */
+    bool node_failed;   /* with ERROR: the node failed (or lagged) after it was sent,
+                         * not a refusal: merged as a replica that is down */
 };
 
 struct pool_engine {
@@ -134,8 +160,11 @@ struct pool_engine {
     enum store_status (*put)(struct store *s, uint32_t node, const char *key, size_t keylen,
                              const char *val, size_t vallen, uint32_t ttl_s, bool add);
     enum store_status (*del)(struct store *s, uint32_t node, const char *key, size_t keylen);
-    /* false while the node is in its backoff after a failure */
+    /* false while the node is in its backoff after a failure, or lagging */
     bool (*up)(struct store *s, uint32_t node);
+    /* NULL, or true when the node is out of its backoff, lagging or not:
+     * an empty increment run (only hint replays) may go to it */
+    bool (*probe)(struct store *s, uint32_t node);
 };
 
 /* Part of a pool backend's handle (one per handle: no locking). */
@@ -158,6 +187,9 @@ struct pool {
     uint32_t run_hnodes[STORE_MAX_NODES]; /* nodes whose hints it replays */
     size_t run_nhn;
     size_t run_hint_end;            /* ops[0 .. run_hint_end) are those hints */
+    bool run_replicated;            /* the engine's increment run is pool_incr_prepare's
+                                     * (replicas >= 2), so replica_lag_ms applies; not for
+                                     * pool_node_write's, whose ops are not replica groups */
 };
 
 bool pool_init(struct pool *p, const struct pool_engine *eng, const struct ketama *ketama,
@@ -180,6 +212,10 @@ size_t pool_incr_prepare(struct pool *p, struct store *s, struct store_incr *ite
                          uint32_t ttl_s);
 enum store_status pool_incr_finish(struct pool *p, struct store *s, struct store_incr *items,
                                    size_t n, uint32_t ttl_s);
+/* For an engine running ops = p->ops[0 .. nops) of pool_incr_prepare: true
+ * when every item has a replica op with status OK (hint replays are not
+ * items and are not counted). Ops not settled yet must not read OK. */
+bool pool_incr_confirmed(const struct pool *p, const struct store_op *ops, size_t nops);
 enum store_status pool_mget_u64(struct pool *p, struct store *s, const char *const *keys,
                                 const size_t *keylens, size_t n, uint64_t *values,
                                 bool *present);

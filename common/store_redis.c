@@ -26,18 +26,27 @@
  * Failure handling is the memcached backend's: a node that fails is marked
  * down for a backoff shared by every clone; commands for a down node are
  * STORE_UNAVAILABLE without being sent; a command that may have reached a
- * node before it failed is STORE_ERROR (outcome unknown).
+ * node before it failed is STORE_ERROR (outcome unknown). So are its two
+ * cheaper cases: a cut (the peer closed or reset a connection that had
+ * completed a batch) only closes the connection, the next batch
+ * reconnects; and with replicas >= 2 an increment batch gives up on the
+ * replicas still outstanding replica_lag_ms after every item was
+ * confirmed (store_pool.h, "lag"): then the replies are read in the order
+ * the nodes answer, not node by node.
  *
  * Counters are Redis integers, signed 64-bit: a delta above 2^63 - 1 is
  * refused without being sent, and an increment past 2^63 - 1 is refused by
  * Redis ("increment or decrement would overflow"); both STORE_ERROR.
  */
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ketama.h"
+#include "log.h"
+#include "store_drain.h"
 #include "store_impl.h"
 #include "store_pool.h"
 #include "store_resp.h"
@@ -58,6 +67,7 @@ struct rd_run {
     size_t next;         /* ops written so far */
     size_t chunk_first;  /* the chunk in flight: ops [chunk_first, next) */
     bool active;
+    bool in_flight;      /* its chunk is written, the replies not read yet */
 };
 
 enum rd_kind { RD_INCR, RD_MGET, RD_ADD };
@@ -77,6 +87,7 @@ struct rd_store {
     struct store_op *ops;    /* (ref) the pool's */
     size_t mget_base;        /* MGET being read: its first op in order[] */
     size_t mget_count;
+    struct store_drain drain; /* connections given up on (replica_lag_ms) */
 };
 
 static const struct store_ops rd_ops;
@@ -93,6 +104,7 @@ static void rd_close(struct store *s)
 {
     struct rd_store *h = rd_of(s);
     pool_fini(&h->placement, s);
+    store_drain_fini(&h->drain);
     for (size_t i = 0; i < h->pool->n_nodes; i++)
         resp_close(&h->conns[i]);
     free(h->conns);
@@ -110,6 +122,7 @@ static struct store *handle_new(struct pool_nodes *pool)
         return NULL;
     h->base.ops = &rd_ops;
     h->pool = pool;
+    store_drain_init(&h->drain);
     h->conns = calloc(pool->n_nodes, sizeof(*h->conns));
     h->runs = calloc(pool->n_nodes, sizeof(*h->runs));
     if (h->conns == NULL || h->runs == NULL ||
@@ -143,7 +156,15 @@ static struct store *rd_clone(struct store *s)
 
 /* ---- node health and connections ---- */
 
+/* The pool's view (hint replays, single operations): a lagging node is
+ * left to the increment runs that probe it. */
 static bool rd_up(struct store *s, uint32_t node)
+{
+    const struct node_health *hl = &rd_of(s)->pool->health[node];
+    return !node_health_down(hl, store_now_ms()) && !node_health_lagging(hl);
+}
+
+static bool rd_probe(struct store *s, uint32_t node)
 {
     return !node_health_down(&rd_of(s)->pool->health[node], store_now_ms());
 }
@@ -175,6 +196,43 @@ static bool conn_ready(struct rd_store *h, size_t node)
     }
     node_fail(h, node);
     return false;
+}
+
+/* A single operation leaves a lagging node alone (store_pool.h, "lag"). */
+static bool single_ready(struct rd_store *h, size_t node)
+{
+    return !node_health_lagging(&h->pool->health[node]) && conn_ready(h, node);
+}
+
+/* Why a node's part of a batch ended early. */
+enum rd_fail {
+    RD_FAIL_CONN, /* the connection is unusable (a reply not ours), the node is fine */
+    RD_FAIL_NODE, /* resp failed: the connection was cut, or the node is down */
+    RD_FAIL_LAG,  /* replica_lag_ms behind the replicas that confirmed */
+};
+
+static void node_fail_why(struct rd_store *h, size_t node, enum rd_fail why)
+{
+    struct resp_conn *c = &h->conns[node];
+    struct node_health *hl = &h->pool->health[node];
+    if (why == RD_FAIL_CONN) {
+        resp_close(c);
+        return;
+    }
+    if (why == RD_FAIL_LAG) {
+        if (!node_health_lagging(hl))
+            log_warn("store: replica lagging, left out for a backoff node=%s:%u "
+                     "replica_lag_ms=%u (what it was sent gets no hint, the rest does)",
+                     h->pool->nodes[node].host, (unsigned)h->pool->nodes[node].port,
+                     h->pool->replica_lag_ms);
+        node_health_fail_lag(hl);
+        /* Drained, not closed: what it was sent gets no hint, so it must
+         * reach the node (store_drain.h). */
+        store_drain_add(&h->drain, resp_release(c), NULL, 0, store_now_ms());
+        h->base.stats.node_failures++;
+        return;
+    }
+    node_fail(h, node);
 }
 
 /* ---- the batch engine ---- */
@@ -304,7 +362,7 @@ static size_t format_chunk(struct rd_store *h, struct rd_run *r)
  * formatted before byte `sent` may have reached it. Everything not settled
  * gets its status; the node is marked down. */
 static void run_fail(struct rd_store *h, size_t node, size_t settled, size_t sent,
-                     bool node_failed)
+                     enum rd_fail why)
 {
     struct rd_run *r = &h->runs[node];
     size_t off = 0; /* byte offset of the op in the chunk, recomputed */
@@ -320,16 +378,16 @@ static void run_fail(struct rd_store *h, size_t node, size_t settled, size_t sen
         bool maybe_sent = k < r->next && off < sent;
         if (k < r->next)
             off += (size_t)(format_write(h, scratch, op) - scratch);
-        if (h->kind == RD_INCR && !delta_ok(op))
+        if (h->kind == RD_INCR && !delta_ok(op)) {
             op->status = STORE_ERROR;
-        else
+        } else {
             op->status = maybe_sent ? STORE_ERROR : STORE_UNAVAILABLE;
+            op->node_failed = maybe_sent && why != RD_FAIL_CONN;
+        }
     }
     r->active = false;
-    if (node_failed)
-        node_fail(h, node);
-    else
-        resp_close(&h->conns[node]);
+    r->in_flight = false;
+    node_fail_why(h, node, why);
 }
 
 /* MGET elements: element i of the MGET being read is op order[base + i]. */
@@ -451,49 +509,133 @@ static bool read_chunk(struct rd_store *h, size_t node)
     c->elem = NULL;
     return true;
 fail:
-    run_fail(h, node, k, SIZE_MAX, res == RESP_FAILED);
+    run_fail(h, node, k, SIZE_MAX, res == RESP_FAILED ? RD_FAIL_NODE : RD_FAIL_CONN);
     return false;
 }
 
+/* Waits for the first of the nodes with a chunk in flight to answer, until
+ * deadline (or the I/O timeout when it is later). Returns the node, or
+ * SIZE_MAX when none did in time. */
+static size_t wait_any(struct rd_store *h, uint64_t deadline)
+{
+    size_t nn = h->pool->n_nodes;
+    struct pollfd pfds[STORE_MAX_NODES];
+    size_t pnode[STORE_MAX_NODES];
+    size_t np = 0;
+    for (size_t k = 0; k < nn; k++) {
+        if (!h->runs[k].in_flight)
+            continue;
+        if (resp_buffered(&h->conns[k]))
+            return k;
+        pfds[np] = (struct pollfd){.fd = resp_fd(&h->conns[k]), .events = POLLIN};
+        pnode[np++] = k;
+    }
+    uint64_t now = store_now_ms();
+    uint64_t io_deadline = now + h->pool->timeout_ms;
+    if (deadline > io_deadline)
+        deadline = io_deadline;
+    int pr;
+    do {
+        pr = poll(pfds, np, deadline > now ? (int)(deadline - now) : 0);
+        now = store_now_ms();
+    } while (pr < 0 && now < deadline);
+    for (size_t j = 0; pr > 0 && j < np; j++)
+        if (pfds[j].revents != 0)
+            return pnode[j];
+    return SIZE_MAX;
+}
+
+/* Every active node writes a chunk, then the replies are read, until each
+ * node's part is done. Without a lag budget the nodes are read one after
+ * the other (each blocks up to the I/O timeout); with one (increments,
+ * replicas >= 2) in the order they answer, so that once every item is
+ * confirmed the nodes still outstanding can be given up on at the
+ * budget's end. A node whose chunk is read writes its next one at once. */
 static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *ops, size_t n)
 {
     size_t nn = h->pool->n_nodes;
+    if (h->drain.n > 0)
+        store_drain_pump(&h->drain, store_now_ms());
     for (size_t i = 0; i < n; i++) {
         ops[i].status = STORE_UNAVAILABLE; /* not sent unless said otherwise */
         ops[i].value = 0;
         ops[i].present = false;
+        ops[i].node_failed = false;
     }
     if (n == 0 || !scratch_reserve(h, n))
         return;
     h->kind = kind;
     h->ops = ops;
     route(h, n);
+    bool lag_on = kind == RD_INCR && h->placement.run_replicated && h->pool->replica_lag_ms > 0;
+    uint64_t lag_deadline = UINT64_MAX;
+    uint64_t start = store_now_ms();
     for (size_t k = 0; k < nn; k++)
         h->runs[k].active = h->runs[k].count > 0 && conn_ready(h, k);
     for (;;) {
-        bool any = false;
+        size_t in_flight = 0;
+        bool ended = false, again = false;
         for (size_t k = 0; k < nn; k++) {
             struct rd_run *r = &h->runs[k];
             if (!r->active)
                 continue;
+            if (r->in_flight) {
+                in_flight++;
+                continue;
+            }
             if (r->next == r->count) {
                 r->active = false;
-                node_health_ok(&h->pool->health[k]);
+                h->conns[k].proven = true;
+                if (h->placement.replicas >= 2 && h->pool->replica_lag_ms > 0 &&
+                    store_now_ms() - start > h->pool->replica_lag_ms)
+                    node_health_ok_slow(&h->pool->health[k]); /* a lagging node stays so */
+                else
+                    node_health_ok(&h->pool->health[k]);
+                ended = true;
                 continue;
             }
             size_t len = format_chunk(h, r);
             size_t sent = 0;
-            if (len > 0 && !resp_send(&h->conns[k], h->wbuf, len, &sent)) {
-                run_fail(h, k, r->chunk_first, sent, true);
+            if (len == 0) { /* only deltas Redis cannot hold: no reply to wait for */
+                read_chunk(h, k);
+                again = true;
                 continue;
             }
-            any = true;
+            if (!resp_send(&h->conns[k], h->wbuf, len, &sent)) {
+                run_fail(h, k, r->chunk_first, sent, RD_FAIL_NODE);
+                ended = true;
+                continue;
+            }
+            r->in_flight = true;
+            in_flight++;
         }
-        if (!any)
+        if (in_flight == 0 && again)
+            continue;
+        if (in_flight == 0)
             break;
-        for (size_t k = 0; k < nn; k++)
-            if (h->runs[k].active)
-                read_chunk(h, k);
+        if (!lag_on) {
+            for (size_t k = 0; k < nn; k++)
+                if (h->runs[k].in_flight) {
+                    h->runs[k].in_flight = false;
+                    read_chunk(h, k);
+                }
+            continue;
+        }
+        if (ended && lag_deadline == UINT64_MAX &&
+            pool_incr_confirmed(&h->placement, h->ops, n))
+            lag_deadline = store_now_ms() + h->pool->replica_lag_ms;
+        size_t k = wait_any(h, lag_deadline);
+        if (k == SIZE_MAX && store_now_ms() >= lag_deadline) {
+            for (k = 0; k < nn; k++)
+                if (h->runs[k].in_flight)
+                    run_fail(h, k, h->runs[k].chunk_first, SIZE_MAX, RD_FAIL_LAG);
+            break;
+        }
+        if (k == SIZE_MAX) /* silent for the I/O timeout: the first read fails */
+            for (k = 0; k < nn && !h->runs[k].in_flight; k++)
+                ;
+        h->runs[k].in_flight = false;
+        read_chunk(h, k);
     }
 }
 
@@ -533,7 +675,7 @@ static enum store_status rd_node_get(struct store *s, uint32_t node, const char 
 {
     struct rd_store *h = rd_of(s);
     struct resp_conn *c = &h->conns[node];
-    if (!conn_ready(h, node))
+    if (!single_ready(h, node))
         return STORE_UNAVAILABLE;
     const char *argv[] = {"GET", key};
     size_t argvlen[] = {3, keylen};
@@ -563,7 +705,7 @@ static enum store_status rd_node_put(struct store *s, uint32_t node, const char 
 {
     struct rd_store *h = rd_of(s);
     struct resp_conn *c = &h->conns[node];
-    if (!conn_ready(h, node))
+    if (!single_ready(h, node))
         return STORE_UNAVAILABLE;
     char ttl[24];
     const char *argv[6] = {"SET", key, val};
@@ -599,7 +741,7 @@ static enum store_status rd_node_del(struct store *s, uint32_t node, const char 
 {
     struct rd_store *h = rd_of(s);
     struct resp_conn *c = &h->conns[node];
-    if (!conn_ready(h, node))
+    if (!single_ready(h, node))
         return STORE_UNAVAILABLE;
     const char *argv[] = {"DEL", key};
     size_t argvlen[] = {3, keylen};
@@ -669,6 +811,7 @@ static const struct pool_engine rd_engine = {
     .put = rd_node_put,
     .del = rd_node_del,
     .up = rd_up,
+    .probe = rd_probe,
 };
 
 static const struct store_ops rd_ops = {

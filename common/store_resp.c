@@ -3,6 +3,7 @@
  */
 #include "store_resp.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +129,8 @@ bool resp_connect(struct resp_conn *c, const char *host, uint16_t port, uint32_t
     ctx->reader->fn = &reply_fns;
     ctx->reader->privdata = c;
     c->ctx = ctx;
+    c->cut = false;
+    c->proven = false;
     return true;
 }
 
@@ -140,15 +143,45 @@ void resp_close(struct resp_conn *c)
     c->reply.blob = NULL;
 }
 
+int resp_release(struct resp_conn *c)
+{
+    int fd = -1;
+    if (c->ctx != NULL) {
+        fd = c->ctx->fd;
+        c->ctx->fd = -1; /* redisFree closes only a valid descriptor */
+    }
+    resp_close(c);
+    return fd;
+}
+
 bool resp_stale(const struct resp_conn *c)
 {
     struct pollfd pfd = {.fd = c->ctx->fd, .events = POLLIN | POLLRDHUP};
     return poll(&pfd, 1, 0) != 0;
 }
 
+int resp_fd(const struct resp_conn *c)
+{
+    return c->ctx->fd;
+}
+
+bool resp_buffered(const struct resp_conn *c)
+{
+    return c->ctx->reader->len > c->ctx->reader->pos;
+}
+
+/* The context failed in I/O: was it the peer closing or resetting? (A
+ * timeout is EAGAIN on the blocking socket.) */
+static bool failed_by_peer(const redisContext *ctx, int err)
+{
+    return ctx->err == REDIS_ERR_EOF ||
+           (ctx->err == REDIS_ERR_IO && (err == ECONNRESET || err == EPIPE));
+}
+
 bool resp_send(struct resp_conn *c, const char *buf, size_t len, size_t *sent)
 {
     redisContext *ctx = c->ctx;
+    bool cut = false;
     *sent = 0;
     /* Our connections never keep unsent bytes between calls. */
     if (sdslen(ctx->obuf) != 0 || redisAppendFormattedCommand(ctx, buf, len) != REDIS_OK)
@@ -156,6 +189,7 @@ bool resp_send(struct resp_conn *c, const char *buf, size_t len, size_t *sent)
     int done = 0;
     do {
         if (redisBufferWrite(ctx, &done) != REDIS_OK) {
+            cut = failed_by_peer(ctx, errno);
             *sent = len - sdslen(ctx->obuf);
             goto fail;
         }
@@ -164,6 +198,7 @@ bool resp_send(struct resp_conn *c, const char *buf, size_t len, size_t *sent)
     return true;
 fail:
     resp_close(c);
+    c->cut = cut;
     return false;
 }
 
@@ -171,6 +206,7 @@ enum resp_result resp_read(struct resp_conn *c)
 {
     redisContext *ctx = c->ctx;
     enum resp_result res = RESP_FAILED;
+    bool cut = false;
     free(c->reply.blob);
     c->reply = (struct resp_reply){.type = RESP_NONE};
     for (;;) {
@@ -187,10 +223,13 @@ enum resp_result resp_read(struct resp_conn *c)
             res = RESP_TOO_BIG;
             break;
         }
-        if (redisBufferRead(ctx) != REDIS_OK)
+        if (redisBufferRead(ctx) != REDIS_OK) {
+            cut = failed_by_peer(ctx, errno);
             break; /* EOF, error or the I/O timeout */
+        }
     }
     resp_close(c);
+    c->cut = cut;
     return res;
 }
 

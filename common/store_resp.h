@@ -69,12 +69,19 @@ struct resp_conn {
     bool keep_blob;
     resp_elem_fn elem;        /* NULL: array elements are ignored */
     void *elem_arg;
+    /* The last failure closed it because the peer closed or reset it (not
+     * a timeout, nor a protocol error); cleared by resp_connect. */
+    bool cut;
+    bool proven;              /* the engine's: a batch completed on it (cleared by connect) */
 };
 
 /* Connects (TCP_NODELAY, I/O timeout timeout_ms); false when the node
  * cannot be reached in time. */
 bool resp_connect(struct resp_conn *c, const char *host, uint16_t port, uint32_t timeout_ms);
 void resp_close(struct resp_conn *c);
+/* Closes the connection's context but hands its socket over (-1 if none):
+ * for store_drain.h. */
+int resp_release(struct resp_conn *c);
 static inline bool resp_connected(const struct resp_conn *c)
 {
     return c->ctx != NULL;
@@ -83,6 +90,12 @@ static inline bool resp_connected(const struct resp_conn *c)
 /* An idle connection that shows readable was closed by the server
  * (restart, idle timeout): better reconnect than send into it. */
 bool resp_stale(const struct resp_conn *c);
+
+/* For waiting on several connections at once: the socket, and whether a
+ * reply (or part of one) is already buffered, so that poll would not show
+ * it. */
+int resp_fd(const struct resp_conn *c);
+bool resp_buffered(const struct resp_conn *c);
 
 /* Writes len bytes of formatted commands; *sent says how many reached the
  * kernel even on failure (commands past it certainly did not reach the

@@ -2,7 +2,9 @@
  * kill -9 in the middle of a loop of batches and restarted empty loses no
  * count (every batch acknowledged, the maximum across replicas exact), the
  * increments it missed are replayed to it (hinted handoff), and blobs never
- * come back stale from a replica that missed a write. */
+ * come back stale from a replica that missed a write. A replica that stops
+ * answering (SIGSTOP) costs a batch replica_lag_ms, not the I/O timeout,
+ * and is never counted twice once it resumes. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -359,6 +361,140 @@ static void test_blobs_with_a_replica_down(void **state)
     store_close(s);
 }
 
+#define SLOW_KEYS 300
+
+static enum store_status slow_batch(struct store *s, char (*keys)[40], struct store_incr *items,
+                                    uint64_t *expect, uint64_t *elapsed_ms)
+{
+    for (size_t i = 0; i < SLOW_KEYS; i++)
+        items[i] = (struct store_incr){.key = keys[i], .keylen = strlen(keys[i]), .delta = 1};
+    uint64_t t0 = mono_ms();
+    enum store_status st = store_incr_batch(s, items, SLOW_KEYS, 600);
+    *elapsed_ms = mono_ms() - t0;
+    for (size_t i = 0; i < SLOW_KEYS; i++)
+        if (items[i].status == STORE_OK)
+            expect[i]++;
+    return st;
+}
+
+/* A replica that stops answering mid-show (SIGSTOP: its socket still takes
+ * the commands) is given up on replica_lag_ms after the others confirmed:
+ * the batch is acknowledged, what the silent node was sent gets no hint, the
+ * next batches skip it (hinted) until it answers fast again. Once it
+ * resumes it may apply what it was sent: never twice, never more than was
+ * acknowledged. Without a budget (replica_lag_ms=0) the batch waits for
+ * the I/O timeout, as before. */
+static void test_silent_replica_is_given_up_on(void **state)
+{
+    struct fixture *f = *state;
+    const struct server *svs[NNODES];
+    for (int i = 0; i < NNODES; i++)
+        svs[i] = &f->node[i];
+    char url[300], url0[300], err[256];
+    server_url(svs, NNODES, "replicas=2&timeout_ms=2000&replica_lag_ms=20", url, sizeof(url));
+    server_url(svs, NNODES, "replicas=2&timeout_ms=400&replica_lag_ms=0", url0, sizeof(url0));
+    struct store *s = store_open(url, err, sizeof(err));
+    struct store *s0 = store_open(url0, err, sizeof(err));
+    assert_non_null(s);
+    assert_non_null(s0);
+    char(*keys)[40] = calloc(SLOW_KEYS, sizeof(*keys));
+    struct store_incr *items = calloc(SLOW_KEYS, sizeof(*items));
+    uint64_t *expect = calloc(SLOW_KEYS, sizeof(*expect));
+    uint64_t *before = calloc(SLOW_KEYS, sizeof(*before));
+    uint64_t *vals = calloc(SLOW_KEYS, sizeof(*vals));
+    assert_non_null(vals);
+    for (size_t i = 0; i < SLOW_KEYS; i++)
+        snprintf(keys[i], sizeof(keys[i]), "1d-live:q5c%04zuwrong", i);
+    uint64_t ms;
+    assert_int_equal(slow_batch(s, keys, items, expect, &ms), STORE_OK); /* connections up */
+    assert_int_equal(slow_batch(s0, keys, items, expect, &ms), STORE_OK);
+
+    const int victim = 2;
+    struct store_stats st0, st1;
+    store_get_stats(s, &st0);
+    memcpy(before, expect, SLOW_KEYS * sizeof(*before));
+    assert_int_equal(kill(f->node[victim].pid, SIGSTOP), 0);
+    uint64_t ms_lag, ms_skip, ms_wait;
+    enum store_status lag = slow_batch(s, keys, items, expect, &ms_lag);
+    uint64_t *after_lag = calloc(SLOW_KEYS, sizeof(*after_lag));
+    assert_non_null(after_lag);
+    memcpy(after_lag, expect, SLOW_KEYS * sizeof(*after_lag));
+    enum store_status skip = slow_batch(s, keys, items, expect, &ms_skip);
+    store_get_stats(s, &st1);
+    enum store_status wait = slow_batch(s0, keys, items, expect, &ms_wait);
+    assert_int_equal(kill(f->node[victim].pid, SIGCONT), 0);
+    print_message("%s: silent replica: batch given up on it in %llu ms, next batch %llu ms, "
+                  "without a budget %llu ms (timeout_ms=400); hints queued %llu\n",
+                  f->kind == SERVER_MEMCACHED ? "memcached" : "redis",
+                  (unsigned long long)ms_lag, (unsigned long long)ms_skip,
+                  (unsigned long long)ms_wait,
+                  (unsigned long long)(st1.hints_queued - st0.hints_queued));
+    assert_int_equal(lag, STORE_OK);
+    assert_int_equal(skip, STORE_OK);
+    assert_int_equal(wait, STORE_OK);      /* the other replicas confirmed */
+    assert_true(ms_lag < 1000);            /* not the 2000 ms I/O timeout */
+    assert_true(ms_skip < 1000);
+    assert_true(ms_wait >= 350);           /* replica_lag_ms=0 waits for the timeout */
+    assert_true(st1.node_failures > st0.node_failures);
+    assert_true(st1.hints_queued > st0.hints_queued); /* the skipped batch */
+
+    /* Back: the hints go to it once a batch finds it fast again. */
+    uint64_t until = mono_ms() + 4 * NODE_BACKOFF_MAX_MS;
+    struct store_stats st;
+    do {
+        sleep_ms(50);
+        assert_int_equal(store_incr_batch(s, NULL, 0, 600), STORE_OK);
+        assert_int_equal(store_incr_batch(s0, NULL, 0, 600), STORE_OK);
+        store_get_stats(s, &st);
+        struct store_stats st_0;
+        store_get_stats(s0, &st_0);
+        st.hints_pending += st_0.hints_pending;
+    } while (st.hints_pending > 0 && mono_ms() < until);
+    assert_int_equal(st.hints_pending, 0);
+
+    struct store *reader = store_open(f->url, err, sizeof(err));
+    assert_non_null(reader);
+    const char *kp[SLOW_KEYS];
+    size_t kl[SLOW_KEYS];
+    for (size_t i = 0; i < SLOW_KEYS; i++) {
+        kp[i] = keys[i];
+        kl[i] = strlen(keys[i]);
+    }
+    assert_int_equal(store_mget_u64(reader, kp, kl, SLOW_KEYS, vals, NULL), STORE_OK);
+    for (size_t i = 0; i < SLOW_KEYS; i++)
+        if (vals[i] != expect[i])
+            fail_msg("%s reads %llu, acknowledged %llu", keys[i], (unsigned long long)vals[i],
+                     (unsigned long long)expect[i]);
+    /* The silent node holds at most what was acknowledged: the batch it was
+     * given up on may have landed there (no hint: never twice) or not. */
+    struct store *one = open_node(f, victim);
+    assert_int_equal(store_mget_u64(one, kp, kl, SLOW_KEYS, vals, NULL), STORE_OK);
+    size_t on_victim = 0;
+    for (size_t i = 0; i < SLOW_KEYS; i++) {
+        uint32_t nodes[2];
+        assert_int_equal(store_placement(s, keys[i], kl[i], nodes, 2), 2);
+        if (nodes[0] != (uint32_t)victim && nodes[1] != (uint32_t)victim)
+            continue;
+        on_victim++;
+        uint64_t unknown = after_lag[i] - before[i];
+        if (vals[i] > expect[i] || vals[i] + unknown < expect[i])
+            fail_msg("%s on the silent node: %llu, expected %llu..%llu", keys[i],
+                     (unsigned long long)vals[i], (unsigned long long)(expect[i] - unknown),
+                     (unsigned long long)expect[i]);
+    }
+    assert_true(on_victim > SLOW_KEYS / 3);
+    store_close(one);
+    store_close(reader);
+    store_close(s0);
+    store_close(s);
+    free(keys);
+    free(items);
+    free(expect);
+    free(before);
+    free(after_lag);
+    free(vals);
+}
+
 static void test_add_batch_contract(void **state)
 {
     struct fixture *f = *state;
@@ -520,6 +656,7 @@ int main(void)
         cmocka_unit_test(test_blobs_with_a_replica_down),
         cmocka_unit_test(test_node_calls),
         cmocka_unit_test(test_add_batch_replicas),
+        cmocka_unit_test(test_silent_replica_is_given_up_on),
     };
     int failed = cmocka_run_group_tests_name("memcached", tests, setup_memcached, teardown);
     failed += cmocka_run_group_tests_name("redis", tests, setup_redis, teardown);

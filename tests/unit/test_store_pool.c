@@ -25,6 +25,10 @@ enum node_mode {
     MODE_DOWN,    /* nothing sent: UNAVAILABLE, in backoff */
     MODE_REFUSE,  /* answers ERROR, stays up (value not a number) */
     MODE_CRASH,   /* applies the write, then fails: ERROR, and down afterwards */
+    MODE_CUT,     /* applies the write, then its connection is cut: ERROR with
+                   * node_failed, and still up (the engine reconnects) */
+    MODE_LAGGING, /* applies writes, but is left out of hint replays but for
+                   * empty batches (up false, probe true) */
 };
 
 struct entry {
@@ -98,6 +102,11 @@ static void fake_incr(struct store *s, struct store_op *ops, size_t n)
         struct entry *e = find(f, op->node, op->key, op->keylen, true);
         assert_non_null(e);
         e->counter += op->delta;
+        if (f->mode[op->node] == MODE_CUT) {
+            op->status = STORE_ERROR;
+            op->node_failed = true;
+            continue;
+        }
         op->status = crash ? STORE_ERROR : STORE_OK;
         op->value = op->want_value && !crash ? e->counter : 0;
         crashed[op->node] |= crash;
@@ -179,6 +188,11 @@ static enum store_status fake_del(struct store *s, uint32_t node, const char *ke
 
 static bool fake_up(struct store *s, uint32_t node)
 {
+    return fake_of(s)->mode[node] != MODE_DOWN && fake_of(s)->mode[node] != MODE_LAGGING;
+}
+
+static bool fake_probe(struct store *s, uint32_t node)
+{
     return fake_of(s)->mode[node] != MODE_DOWN;
 }
 
@@ -189,6 +203,7 @@ static const struct pool_engine fake_engine = {
     .put = fake_put,
     .del = fake_del,
     .up = fake_up,
+    .probe = fake_probe,
 };
 
 static struct fake *fake_new(uint32_t replicas, uint32_t hint_keys)
@@ -302,6 +317,85 @@ static void test_item_status_from_replicas(void **state)
     struct store_incr bad = {.key = "bad key", .keylen = 7, .delta = 1};
     f->mode[0] = f->mode[1] = MODE_UP;
     assert_int_equal(pool_incr_batch(&f->pool, &f->base, &bad, 1, 60), STORE_ERROR);
+    fake_free(f);
+}
+
+/* A replica whose connection was cut (or that was given up on for lag)
+ * after the command went out: ERROR with node_failed, the node still up. It
+ * counts as down for the merge (the other confirmed: OK) and gets no hint:
+ * it may have applied the increment. */
+static void test_node_failed_after_send(void **state)
+{
+    (void)state;
+    struct fake *f = fake_new(2, 100);
+    char key[32];
+    size_t len = key_on(f, 0, 1, key, sizeof(key));
+    struct store_incr it = {.key = key, .keylen = len, .delta = 3};
+    f->mode[1] = MODE_CUT;
+    assert_int_equal(pool_incr_batch(&f->pool, &f->base, &it, 1, 60), STORE_OK);
+    assert_int_equal(f->base.stats.hints_queued, 0);
+    assert_int_equal(counter_on(f, 0, key, len), 3);
+    assert_int_equal(counter_on(f, 1, key, len), 3); /* applied once, never twice */
+    /* both cut: nobody confirmed, it may have landed: ERROR, no hint */
+    f->mode[0] = MODE_CUT;
+    assert_int_equal(pool_incr_batch(&f->pool, &f->base, &it, 1, 60), STORE_ERROR);
+    assert_int_equal(f->base.stats.hints_queued, 0);
+    fake_free(f);
+}
+
+/* pool_incr_confirmed: every item needs one OK among its replicas; hint
+ * replays in front are not items. */
+static void test_incr_confirmed(void **state)
+{
+    (void)state;
+    struct fake *f = fake_new(2, 100);
+    char k1[32], k2[32];
+    size_t l1 = key_on(f, 0, 1, k1, sizeof(k1));
+    size_t l2 = key_on(f, 2, 3, k2, sizeof(k2));
+    struct store_incr it[2] = {{.key = k1, .keylen = l1, .delta = 1},
+                               {.key = k2, .keylen = l2, .delta = 1}};
+    f->mode[3] = MODE_DOWN; /* a hint for node 3 */
+    assert_int_equal(pool_incr_batch(&f->pool, &f->base, it, 2, 60), STORE_OK);
+    f->mode[3] = MODE_UP;
+    size_t n = pool_incr_prepare(&f->pool, &f->base, it, 2, 60);
+    assert_int_equal(n, 1 + 2 * 2);
+    assert_int_equal(f->pool.run_hint_end, 1);
+    struct store_op *ops = f->pool.ops;
+    for (size_t i = 0; i < n; i++)
+        ops[i].status = STORE_UNAVAILABLE;
+    assert_false(pool_incr_confirmed(&f->pool, ops, n));
+    ops[2].status = STORE_OK; /* k1 on its second replica */
+    assert_false(pool_incr_confirmed(&f->pool, ops, n));
+    ops[0].status = STORE_OK; /* the hint: not an item */
+    assert_false(pool_incr_confirmed(&f->pool, ops, n));
+    ops[3].status = STORE_OK; /* k2 on its first */
+    assert_true(pool_incr_confirmed(&f->pool, ops, n));
+    assert_int_equal(pool_incr_finish(&f->pool, &f->base, it, 2, 60), STORE_OK);
+    fake_free(f);
+}
+
+/* A lagging node gets no hint replays in front of batches that something
+ * waits for, only in empty ones (the idle replay), which are its probe. */
+static void test_lagging_node_replayed_when_idle(void **state)
+{
+    (void)state;
+    struct fake *f = fake_new(2, 100);
+    char key[32], other[32];
+    size_t len = key_on(f, 0, 1, key, sizeof(key));
+    size_t olen = key_on(f, 2, 3, other, sizeof(other));
+    struct store_incr it = {.key = key, .keylen = len, .delta = 2};
+    f->mode[1] = MODE_DOWN;
+    assert_int_equal(pool_incr_batch(&f->pool, &f->base, &it, 1, 60), STORE_OK);
+    assert_int_equal(f->base.stats.hints_pending, 1);
+    f->mode[1] = MODE_LAGGING;
+    struct store_incr o = {.key = other, .keylen = olen, .delta = 1};
+    assert_int_equal(pool_incr_batch(&f->pool, &f->base, &o, 1, 60), STORE_OK);
+    assert_int_equal(f->base.stats.hints_pending, 1); /* not in front of a real batch */
+    assert_int_equal(counter_on(f, 1, key, len), 0);
+    assert_int_equal(pool_incr_batch(&f->pool, &f->base, NULL, 0, 60), STORE_OK);
+    assert_int_equal(f->base.stats.hints_pending, 0);
+    assert_int_equal(f->base.stats.hints_replayed, 1);
+    assert_int_equal(counter_on(f, 1, key, len), 2);
     fake_free(f);
 }
 
@@ -470,6 +564,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_replicas_distinct_and_stable),
         cmocka_unit_test(test_item_status_from_replicas),
+        cmocka_unit_test(test_node_failed_after_send),
+        cmocka_unit_test(test_incr_confirmed),
+        cmocka_unit_test(test_lagging_node_replayed_when_idle),
         cmocka_unit_test(test_hints_replayed_when_back),
         cmocka_unit_test(test_hint_table_bounded),
         cmocka_unit_test(test_reads_take_the_maximum),

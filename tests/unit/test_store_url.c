@@ -91,6 +91,12 @@ static const struct bad_url bad[] = {
     {"redis-cluster://h:1?hint_keys=10", "hint_keys is not supported on redis-cluster://"},
     {"memcached://h:1?hint_keys=1000001", "hint_keys must be an integer in 0..1000000"},
     {"memcached://h:1?hint_keys=", "0..1000000"},
+    {"memcached://h:1?replica_lag_ms=60001", "replica_lag_ms must be an integer in 0..60000"},
+    {"redis://h:1?replica_lag_ms=-1", "0..60000"},
+    {"redis://h:1?replica_lag_ms=", "0..60000"},
+    {"memcached://h:1,g:1?replica_lag_ms=5&replica_lag_ms=5", "given twice"},
+    {"redis-cluster://h:1?replica_lag_ms=10",
+     "replica_lag_ms is not supported on redis-cluster://"},
     {"ftp://x:1", "unknown scheme 'ftp'"},
     {"memcached:/h:1", "unknown scheme"},
     {"memcached://", "no HOST:PORT"},
@@ -222,23 +228,29 @@ struct option_url {
     uint32_t replicas;
     uint32_t hint_keys;
     uint32_t timeout_ms;
+    uint32_t replica_lag_ms;
 };
 
+#define LAG STORE_REPLICA_LAG_MS_DEFAULT
 static const struct option_url option_urls[] = {
-    {"memcached://a:1", STORE_KIND_MEMCACHED, 1, 1, STORE_HINT_KEYS_DEFAULT, 1000},
-    {"redis://127.0.0.1:6379", STORE_KIND_REDIS, 1, 1, STORE_HINT_KEYS_DEFAULT, 1000},
+    {"memcached://a:1", STORE_KIND_MEMCACHED, 1, 1, STORE_HINT_KEYS_DEFAULT, 1000, LAG},
+    {"redis://127.0.0.1:6379", STORE_KIND_REDIS, 1, 1, STORE_HINT_KEYS_DEFAULT, 1000, LAG},
     {"redis://a:1,b:2,[::1]:3?timeout_ms=50", STORE_KIND_REDIS, 3, 1, STORE_HINT_KEYS_DEFAULT,
-     50},
+     50, LAG},
     {"redis-cluster://a:7000,b:7001", STORE_KIND_REDIS_CLUSTER, 2, 1, STORE_HINT_KEYS_DEFAULT,
-     1000},
+     1000, LAG},
     {"redis-cluster://a:7000?timeout_ms=200", STORE_KIND_REDIS_CLUSTER, 1, 1,
-     STORE_HINT_KEYS_DEFAULT, 200},
+     STORE_HINT_KEYS_DEFAULT, 200, LAG},
     {"memcached://a:1,b:1,c:1?replicas=2", STORE_KIND_MEMCACHED, 3, 2, STORE_HINT_KEYS_DEFAULT,
-     1000},
-    {"memcached://a:1,b:1,c:1?replicas=3&hint_keys=0", STORE_KIND_MEMCACHED, 3, 3, 0, 1000},
+     1000, LAG},
+    {"memcached://a:1,b:1,c:1?replicas=3&hint_keys=0", STORE_KIND_MEMCACHED, 3, 3, 0, 1000, LAG},
     {"redis://a:1,b:1?hint_keys=1000000&replicas=2&timeout_ms=10", STORE_KIND_REDIS, 2, 2,
-     1000000, 10},
-    {"redis://a:1,b:1?replicas=1", STORE_KIND_REDIS, 2, 1, STORE_HINT_KEYS_DEFAULT, 1000},
+     1000000, 10, LAG},
+    {"redis://a:1,b:1?replicas=1", STORE_KIND_REDIS, 2, 1, STORE_HINT_KEYS_DEFAULT, 1000, LAG},
+    {"memcached://a:1,b:1?replicas=2&replica_lag_ms=0", STORE_KIND_MEMCACHED, 2, 2,
+     STORE_HINT_KEYS_DEFAULT, 1000, 0},
+    {"redis://a:1,b:1?replica_lag_ms=60000&replicas=2", STORE_KIND_REDIS, 2, 2,
+     STORE_HINT_KEYS_DEFAULT, 1000, 60000},
 };
 
 static void test_redis_and_replica_options(void **state)
@@ -256,6 +268,7 @@ static void test_redis_and_replica_options(void **state)
         assert_int_equal(u->replicas, w->replicas);
         assert_int_equal(u->hint_keys, w->hint_keys);
         assert_int_equal(u->timeout_ms, w->timeout_ms);
+        assert_int_equal(u->replica_lag_ms, w->replica_lag_ms);
         free(u);
     }
     /* memory: has one replica, the defaults */
