@@ -330,14 +330,8 @@ enum mc_fail {
 static void node_fail_why(struct mc_store *h, size_t node, enum mc_fail why)
 {
     struct mc_conn *c = &h->conns[node];
-    struct node_health *hl = &h->pool->health[node];
     if (why == MC_FAIL_LAG) {
-        if (!node_health_lagging(hl))
-            log_warn("store: replica lagging, left out for a backoff node=%s:%u "
-                     "replica_lag_ms=%u (what it was sent gets no hint, the rest does)",
-                     h->pool->nodes[node].host, (unsigned)h->pool->nodes[node].port,
-                     h->pool->replica_lag_ms);
-        node_health_fail_lag(hl);
+        pool_nodes_lagging(h->pool, node);
         /* Drained, not closed: what it was sent gets no hint, so it must
          * reach the node (store_drain.h). */
         if (c->rev_on) {

@@ -768,6 +768,17 @@ enum store_status pool_put(struct pool *p, struct store *s, const char *key, siz
 
 #define RANK_NOT_ASKED 0xffu
 
+/* The add of item on node. */
+static struct store_op add_op(const struct store_add_item *item, uint32_t ttl_s, uint32_t node)
+{
+    return (struct store_op){.key = item->key,
+                             .keylen = item->keylen,
+                             .val = item->val,
+                             .vallen = item->vallen,
+                             .ttl_s = ttl_s,
+                             .node = node};
+}
+
 /* Item i is asked of its replica of rank x: it is valid (not refused
  * before being sent), and the rank before asked it without an EXISTS. */
 static bool asked_at_rank(const struct store_add_item *items, const uint8_t *rank_st, size_t rn,
@@ -818,12 +829,7 @@ static void add_batch_ranks(struct pool *p, struct store *s, struct store_add_it
         for (size_t i = 0; i < n; i++) {
             if (!asked_at_rank(items, rank_st, rn, i, x))
                 continue;
-            p->ops[j++] = (struct store_op){.key = items[i].key,
-                                            .keylen = items[i].keylen,
-                                            .val = items[i].val,
-                                            .vallen = items[i].vallen,
-                                            .ttl_s = ttl_s,
-                                            .node = rank_node[i * rn + x]};
+            p->ops[j++] = add_op(&items[i], ttl_s, rank_node[i * rn + x]);
         }
         if (p->eng->add != NULL)
             p->eng->add(s, p->ops, j);
@@ -904,13 +910,8 @@ void pool_add_batch(struct pool *p, struct store *s, struct store_add_item *item
     for (size_t i = 0; i < n; i++) {
         if (items[i].status != STORE_UNAVAILABLE)
             continue;
-        p->ops[j++] = (struct store_op){.key = items[i].key,
-                                        .keylen = items[i].keylen,
-                                        .val = items[i].val,
-                                        .vallen = items[i].vallen,
-                                        .ttl_s = ttl_s,
-                                        .node = ketama_lookup(p->ketama, items[i].key,
-                                                              items[i].keylen)};
+        p->ops[j++] =
+            add_op(&items[i], ttl_s, ketama_lookup(p->ketama, items[i].key, items[i].keylen));
     }
     p->eng->add(s, p->ops, j);
     j = 0;
@@ -991,6 +992,16 @@ err:
     free(p->nodes);
     free(p);
     return NULL;
+}
+
+void pool_nodes_lagging(struct pool_nodes *p, size_t node)
+{
+    struct node_health *hl = &p->health[node];
+    if (!node_health_lagging(hl))
+        log_warn("store: replica lagging, left out for a backoff node=%s:%u replica_lag_ms=%u "
+                 "(what it was sent gets no hint, the rest does)",
+                 p->nodes[node].host, (unsigned)p->nodes[node].port, p->replica_lag_ms);
+    node_health_fail_lag(hl);
 }
 
 void pool_nodes_unref(struct pool_nodes *p)

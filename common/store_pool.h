@@ -120,6 +120,10 @@ struct pool_nodes {
     struct ketama *ketama;      /* owned */
 };
 
+/* A replica replica_lag_ms behind its peers: marked down and lagging
+ * (node_health_fail_lag), logged when it was not lagging yet. */
+void pool_nodes_lagging(struct pool_nodes *p, size_t node);
+
 /* Returns with one reference, the caller's. NULL when out of memory or the
  * URL has no nodes. */
 struct pool_nodes *pool_nodes_new(const struct store_url *url);

@@ -214,18 +214,12 @@ enum rd_fail {
 static void node_fail_why(struct rd_store *h, size_t node, enum rd_fail why)
 {
     struct resp_conn *c = &h->conns[node];
-    struct node_health *hl = &h->pool->health[node];
     if (why == RD_FAIL_CONN) {
         resp_close(c);
         return;
     }
     if (why == RD_FAIL_LAG) {
-        if (!node_health_lagging(hl))
-            log_warn("store: replica lagging, left out for a backoff node=%s:%u "
-                     "replica_lag_ms=%u (what it was sent gets no hint, the rest does)",
-                     h->pool->nodes[node].host, (unsigned)h->pool->nodes[node].port,
-                     h->pool->replica_lag_ms);
-        node_health_fail_lag(hl);
+        pool_nodes_lagging(h->pool, node);
         /* Drained, not closed: what it was sent gets no hint, so it must
          * reach the node (store_drain.h). */
         store_drain_add(&h->drain, resp_release(c), NULL, 0, store_now_ms());
