@@ -133,88 +133,100 @@ static void load(struct eventfile *ef, struct agg_keys *k)
     assert_true(agg_keys_build(ef, k));
 }
 
+/* Two aggregators on n fresh memcached servers, counters at 5 seen by both. */
+struct rig {
+    struct eventfile ef;
+    struct agg_keys k;
+    struct server sv[3];
+    size_t n;
+    struct agg a, b;
+};
+
+static void rig_open(struct rig *g, size_t n, const char *options)
+{
+    load(&g->ef, &g->k);
+    g->n = n;
+    const struct server *svs[3];
+    for (size_t i = 0; i < n; i++) {
+        assert_true(server_start(&g->sv[i], SERVER_MEMCACHED, 0));
+        svs[i] = &g->sv[i];
+    }
+    char url[300];
+    server_url(svs, n, options, url, sizeof(url));
+    agg_open(&g->a, url, &g->ef, &g->k);
+    agg_open(&g->b, url, &g->ef, &g->k);
+    incr_all(g->a.s, &g->k, 5);
+    pass(&g->a, &g->k);
+    pass(&g->b, &g->k);
+}
+
+static void rig_restart_empty(struct rig *g, size_t i)
+{
+    server_kill(&g->sv[i]);
+    assert_true(server_start(&g->sv[i], SERVER_MEMCACHED, g->sv[i].port));
+    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+}
+
+/* One pass of each, step by step: both read before either settles. */
+static void rig_lockstep(struct rig *g)
+{
+    step_check(&g->a);
+    step_check(&g->b);
+    step_read(&g->a, &g->k);
+    step_read(&g->b, &g->k);
+    step_settle(&g->a, &g->k);
+    step_settle(&g->b, &g->k);
+}
+
+static void rig_close(struct rig *g)
+{
+    agg_close(&g->a);
+    agg_close(&g->b);
+    for (size_t i = 0; i < g->n; i++)
+        server_stop(&g->sv[i]);
+    agg_keys_free(&g->k);
+    eventfile_free(&g->ef);
+}
+
 static void test_two_restorers(void **state)
 {
     (void)state;
-    struct eventfile ef;
-    struct agg_keys k;
-    load(&ef, &k);
-    struct server sv[2];
-    const struct server *svs[2] = {&sv[0], &sv[1]};
-    for (int i = 0; i < 2; i++)
-        assert_true(server_start(&sv[i], SERVER_MEMCACHED, 0));
-    char url[300];
-    server_url(svs, 2, "timeout_ms=300", url, sizeof(url));
-    struct agg a, b;
-    agg_open(&a, url, &ef, &k);
-    agg_open(&b, url, &ef, &k);
-
-    incr_all(a.s, &k, 5);
-    pass(&a, &k);
-    pass(&b, &k);
-    server_kill(&sv[0]);
-    assert_true(server_start(&sv[0], SERVER_MEMCACHED, sv[0].port)); /* back, empty */
-    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
-    incr_all(a.s, &k, 2);
+    struct rig g;
+    rig_open(&g, 2, "timeout_ms=300");
+    rig_restart_empty(&g, 0);
+    incr_all(g.a.s, &g.k, 2);
 
     /* Both see the reset in the same pass, before either restores. */
-    step_check(&a);
-    step_check(&b);
-    step_read(&a, &k);
-    step_read(&b, &k);
-    step_settle(&a, &k);
-    step_settle(&b, &k);
+    rig_lockstep(&g);
     struct agg_repair_stats sa, sb;
-    agg_repair_get_stats(a.r, &sa);
-    agg_repair_get_stats(b.r, &sb);
+    agg_repair_get_stats(g.a.r, &sa);
+    agg_repair_get_stats(g.b.r, &sb);
     assert_int_equal(sa.node_resets, 1);
     assert_int_equal(sb.node_resets, 1);
     assert_true((sa.keys_restored > 0) != (sb.keys_restored > 0)); /* exactly one */
-    expect_all(a.s, &k, 7); /* 5 before, 2 since: once */
-    pass(&a, &k);
-    pass(&b, &k);
-    expect_all(a.s, &k, 7);
-
-    agg_close(&a);
-    agg_close(&b);
-    for (int i = 0; i < 2; i++)
-        server_stop(&sv[i]);
-    agg_keys_free(&k);
-    eventfile_free(&ef);
+    expect_all(g.a.s, &g.k, 7); /* 5 before, 2 since: once */
+    pass(&g.a, &g.k);
+    pass(&g.b, &g.k);
+    expect_all(g.a.s, &g.k, 7);
+    rig_close(&g);
 }
 
 static void test_two_repairers(void **state)
 {
     (void)state;
-    struct eventfile ef;
-    struct agg_keys k;
-    load(&ef, &k);
-    struct server sv[3];
-    const struct server *svs[3] = {&sv[0], &sv[1], &sv[2]};
-    for (int i = 0; i < 3; i++)
-        assert_true(server_start(&sv[i], SERVER_MEMCACHED, 0));
-    char url[300];
-    server_url(svs, 3, "replicas=2&timeout_ms=300", url, sizeof(url));
-    struct agg a, b;
-    agg_open(&a, url, &ef, &k);
-    agg_open(&b, url, &ef, &k);
-
-    incr_all(a.s, &k, 5);
-    pass(&a, &k);
-    pass(&b, &k);
-    server_kill(&sv[1]);
-    assert_true(server_start(&sv[1], SERVER_MEMCACHED, sv[1].port)); /* back, empty */
-    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    struct rig g;
+    rig_open(&g, 3, "replicas=2&timeout_ms=300");
+    rig_restart_empty(&g, 1);
 
     /* Both see the reset; nothing is repaired before the copies have been
      * stable for AGG_REPAIR_UP_MS. */
-    pass(&a, &k);
-    pass(&b, &k);
-    pass(&a, &k);
-    pass(&b, &k);
+    pass(&g.a, &g.k);
+    pass(&g.b, &g.k);
+    pass(&g.a, &g.k);
+    pass(&g.b, &g.k);
     struct agg_repair_stats sa, sb;
-    agg_repair_get_stats(a.r, &sa);
-    agg_repair_get_stats(b.r, &sb);
+    agg_repair_get_stats(g.a.r, &sa);
+    agg_repair_get_stats(g.b.r, &sb);
     assert_int_equal(sa.node_resets, 1);
     assert_int_equal(sb.node_resets, 1);
     assert_int_equal(sa.keys_repaired + sb.keys_repaired, 0);
@@ -222,36 +234,25 @@ static void test_two_repairers(void **state)
     sleep_ms(AGG_REPAIR_UP_MS + 300);
     /* The same pass for both: each sees every copy on node 1 stable and
      * behind; the claims make it one raise. */
-    step_check(&a);
-    step_check(&b);
-    step_read(&a, &k);
-    step_read(&b, &k);
-    step_settle(&a, &k);
-    step_settle(&b, &k);
-    agg_repair_get_stats(a.r, &sa);
-    agg_repair_get_stats(b.r, &sb);
+    rig_lockstep(&g);
+    agg_repair_get_stats(g.a.r, &sa);
+    agg_repair_get_stats(g.b.r, &sb);
     assert_true(sa.keys_repaired + sb.keys_repaired > 0);
 
     /* Every copy of every key holds 5 now, node 1's included. */
-    struct store_replica_value *v = calloc(k.n * 2, sizeof(*v));
+    struct store_replica_value *v = calloc(g.k.n * 2, sizeof(*v));
     assert_non_null(v);
-    assert_int_equal(store_mget_replicas(a.s, k.key, k.len, k.n, v), STORE_OK);
-    for (size_t i = 0; i < k.n * 2; i++)
+    assert_int_equal(store_mget_replicas(g.a.s, g.k.key, g.k.len, g.k.n, v), STORE_OK);
+    for (size_t i = 0; i < g.k.n * 2; i++)
         if (v[i].value != 5)
-            fail_msg("copy %zu of %s on node %u reads %llu, want 5", i % 2, k.key[i / 2],
+            fail_msg("copy %zu of %s on node %u reads %llu, want 5", i % 2, g.k.key[i / 2],
                      (unsigned)v[i].node, (unsigned long long)v[i].value);
     free(v);
-    pass(&a, &k);
-    pass(&b, &k);
-    agg_repair_get_stats(a.r, &sa);
+    pass(&g.a, &g.k);
+    pass(&g.b, &g.k);
+    agg_repair_get_stats(g.a.r, &sa);
     assert_int_equal(sa.repair_backlog, 0);
-
-    agg_close(&a);
-    agg_close(&b);
-    for (int i = 0; i < 3; i++)
-        server_stop(&sv[i]);
-    agg_keys_free(&k);
-    eventfile_free(&ef);
+    rig_close(&g);
 }
 
 int main(void)
