@@ -1,6 +1,7 @@
 #include "servers.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -227,6 +228,52 @@ void server_stop(struct server *sv)
 void server_kill(struct server *sv)
 {
     reap(sv, false);
+}
+
+/* Every task of the process in state T (stopped) per /proc/PID/task/TID/stat. */
+static bool all_tasks_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    if (dir == NULL)
+        return false;
+    bool stopped = true;
+    struct dirent *de;
+    while (stopped && (de = readdir(dir)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char stat_path[sizeof(path) + sizeof(de->d_name) + 8], buf[512];
+        snprintf(stat_path, sizeof(stat_path), "%s/%s/stat", path, de->d_name);
+        FILE *fp = fopen(stat_path, "r");
+        if (fp == NULL)
+            continue; /* the thread ended */
+        size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+        fclose(fp);
+        buf[n] = '\0';
+        /* "TID (comm) S ...": the state follows the last ')' */
+        const char *rp = strrchr(buf, ')');
+        stopped = rp != NULL && rp[1] == ' ' && (rp[2] == 'T' || rp[2] == 't');
+    }
+    closedir(dir);
+    return stopped;
+}
+
+bool server_pause(const struct server *sv)
+{
+    if (sv->pid <= 0 || kill(sv->pid, SIGSTOP) != 0)
+        return false;
+    for (int i = 0; i < 400; i++) {
+        if (all_tasks_stopped(sv->pid))
+            return true;
+        nanosleep(&(struct timespec){.tv_nsec = 5 * 1000 * 1000}, NULL);
+    }
+    return false;
+}
+
+bool server_resume(const struct server *sv)
+{
+    return sv->pid > 0 && kill(sv->pid, SIGCONT) == 0;
 }
 
 void server_url(const struct server *const *svs, int n, const char *query, char *buf,

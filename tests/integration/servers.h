@@ -31,6 +31,15 @@ void server_stop(struct server *sv);
 /* SIGKILL at once (a crash), waits for the process. */
 void server_kill(struct server *sv);
 
+/* SIGSTOP, then waits (2 s at most) until every thread of the server is
+ * stopped: kill() returns before a running thread has stopped, and such a
+ * thread could still answer the next request. A stopped server keeps its
+ * sockets, so clients can still connect and send: nothing answers. */
+bool server_pause(const struct server *sv);
+
+/* SIGCONT. */
+bool server_resume(const struct server *sv);
+
 /* "memcached://127.0.0.1:P1,127.0.0.1:P2" for n servers ("redis://",
  * "redis-cluster://" after the first one's kind); buf >= 64 * n. */
 void server_url(const struct server *const *svs, int n, const char *query, char *buf,

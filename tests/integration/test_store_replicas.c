@@ -275,7 +275,7 @@ static void test_blobs_with_a_replica_down(void **state)
 
     assert_int_equal(store_set(s, key, klen, "open 100", 8, 600), STORE_OK);
     /* the primary stops answering, keeping its data */
-    kill(f->node[p].pid, SIGSTOP);
+    assert_true(server_pause(&f->node[p]));
     assert_int_equal(store_get(s, key, klen, &val, &len), STORE_OK); /* times out, then replica 2 */
     assert_string_equal(val, "open 100");
     free(val);
@@ -288,7 +288,7 @@ static void test_blobs_with_a_replica_down(void **state)
      * once continued): both are right, the checks below follow the case. */
     assert_true(st.hints_pending <= 1);
     bool hinted = st.hints_pending == 1;
-    kill(f->node[p].pid, SIGCONT);
+    assert_true(server_resume(&f->node[p]));
     struct store *prim = open_node(f, p);
     assert_int_equal(store_get(prim, key, klen, &val, &len), STORE_OK);
     /* stale there ("open 100"), unless the machine was so slow that the
@@ -413,7 +413,7 @@ static void test_silent_replica_is_given_up_on(void **state)
     struct store_stats st0, st1;
     store_get_stats(s, &st0);
     memcpy(before, expect, SLOW_KEYS * sizeof(*before));
-    assert_int_equal(kill(f->node[victim].pid, SIGSTOP), 0);
+    assert_true(server_pause(&f->node[victim]));
     uint64_t ms_lag, ms_skip, ms_wait;
     enum store_status lag = slow_batch(s, keys, items, expect, &ms_lag);
     uint64_t *after_lag = calloc(SLOW_KEYS, sizeof(*after_lag));
@@ -422,7 +422,7 @@ static void test_silent_replica_is_given_up_on(void **state)
     enum store_status skip = slow_batch(s, keys, items, expect, &ms_skip);
     store_get_stats(s, &st1);
     enum store_status wait = slow_batch(s0, keys, items, expect, &ms_wait);
-    assert_int_equal(kill(f->node[victim].pid, SIGCONT), 0);
+    assert_true(server_resume(&f->node[victim]));
     print_message("%s: silent replica: batch given up on it in %llu ms, next batch %llu ms, "
                   "without a budget %llu ms (timeout_ms=400); hints queued %llu\n",
                   f->kind == SERVER_MEMCACHED ? "memcached" : "redis",
