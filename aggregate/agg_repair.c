@@ -594,7 +594,12 @@ static void run_repairs(struct agg_repair *r, struct store *s, const bool *readi
                 }
                 if (r->cur[c + x] > max)
                     max = r->cur[c + x];
-                if (mono_ms < r->stable_since[c + x] + AGG_REPAIR_UP_MS)
+                /* stable_since is the history up to the pass before: a copy
+                 * that changed in this pass's read is not stable either (an
+                 * ingest's increment can land on one replica after the
+                 * other was read). */
+                if (mono_ms < r->stable_since[c + x] + AGG_REPAIR_UP_MS ||
+                    !r->prev_fresh[c + x] || r->cur[c + x] != r->prev[c + x])
                     stable = false;
             }
             for (size_t x = 0; x < rn; x++) {
