@@ -104,7 +104,7 @@ struct mc_run {
     size_t skip;         /* bytes of a large value block still to discard */
 };
 
-enum mc_kind { MC_INCR, MC_MGET, MC_ADD };
+enum mc_kind { MC_INCR, MC_MGET, MC_ADD, MC_DEL };
 
 /* The batch being run (on the handle: no allocation per batch). Op i's
  * replies carry O<i>. */
@@ -513,10 +513,19 @@ _Static_assert(3 + STORE_MAX_KEY + 1 + 20 + 2 + 20 + 7 + 20 + 2 + STORE_ADD_BATC
  *   ma <key> N<ttl> J<delta> D<delta> T<ttl> q O<i>\r\n     (v instead of q: want_value)
  *   mg <key> v q O<i>\r\n
  *   ms <key> <len> T<ttl> ME O<i>\r\n<value>\r\n          (ME: add: HD added, NS exists)
+ *   md <key> O<i>\r\n                                      (HD deleted, NF not there)
  */
 static char *format_item(struct mc_batch *b, size_t i, char *p)
 {
     const struct store_op *op = &b->ops[i];
+    if (b->kind == MC_DEL) {
+        /* Not quiet, as ms: every delete says how it went. */
+        p = put(p, "md ", 3);
+        p = put(p, op->key, op->keylen);
+        p = put(p, " O", 2);
+        p = put_u64(p, i);
+        return put(p, "\r\n", 2);
+    }
     if (b->kind != MC_MGET && (op->ttl_s != b->ttl_s || b->ttllen == 0)) {
         b->ttl_s = op->ttl_s; /* ops of a batch share one TTL: formatted once */
         b->ttllen = format_ttl(b->ttl, op->ttl_s);
@@ -608,8 +617,9 @@ static void settle_node(struct mc_store *h, size_t node, bool confirmed)
         if (h->seen[i])
             continue;
         /* A silent op succeeded, unless an error reply without an opaque
-         * may be its; an add is never silent. */
-        if (confirmed && !r->unattributed && !op->want_value && b->kind != MC_ADD)
+         * may be its; an add or a delete is never silent. */
+        if (confirmed && !r->unattributed && !op->want_value && b->kind != MC_ADD &&
+            b->kind != MC_DEL)
             op->status = STORE_OK;
         else if (k < sent_upto) {
             op->status = STORE_ERROR; /* no value came, or outcome unknown */
@@ -700,8 +710,8 @@ static enum parse_result parse_replies(struct mc_store *h, size_t node)
                 lenend[-1] == ' ' || dlen > STORE_MAX_VALUE ||
                 !reply_opaque(lenend, end, &idx) || idx >= b->n || b->ops[idx].node != node)
                 return PARSE_BAD;
-            if (b->kind == MC_ADD)
-                return PARSE_BAD; /* ms sends no value back */
+            if (b->kind == MC_ADD || b->kind == MC_DEL)
+                return PARSE_BAD; /* ms and md send no value back */
             if (dlen > MC_SMALL_VALUE) {
                 /* Not a counter: only mg can meet one (a blob at a counter's key). */
                 if (b->kind == MC_INCR)
@@ -732,6 +742,10 @@ static enum parse_result parse_replies(struct mc_store *h, size_t node)
             if (b->kind == MC_ADD) {
                 op->status = memcmp(start, "HD", 2) == 0   ? STORE_OK
                              : memcmp(start, "NS", 2) == 0 ? STORE_EXISTS
+                                                           : STORE_ERROR;
+            } else if (b->kind == MC_DEL) {
+                op->status = memcmp(start, "HD", 2) == 0   ? STORE_OK
+                             : memcmp(start, "NF", 2) == 0 ? STORE_NOTFOUND
                                                            : STORE_ERROR;
             } else if (b->kind == MC_INCR) {
                 op->status = memcmp(start, "HD", 2) == 0 && !op->want_value ? STORE_OK
@@ -1031,6 +1045,11 @@ static void mc_engine_mget(struct store *s, struct store_op *ops, size_t n)
 static void mc_engine_add(struct store *s, struct store_op *ops, size_t n)
 {
     run_ops(s, MC_ADD, ops, n);
+}
+
+static void mc_engine_del(struct store *s, struct store_op *ops, size_t n)
+{
+    run_ops(s, MC_DEL, ops, n);
 }
 
 /* ---- the batch engine on an event loop (store_incr_start) ---- */
@@ -1480,6 +1499,7 @@ static const struct pool_engine mc_engine = {
     .incr = mc_engine_incr,
     .mget = mc_engine_mget,
     .add = mc_engine_add,
+    .del_batch = mc_engine_del,
     .get = mc_node_get,
     .put = mc_node_put,
     .del = mc_node_del,

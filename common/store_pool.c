@@ -251,18 +251,58 @@ static bool any_hints(const struct pool *p, enum hint_kind kind)
 }
 
 /* Deletes, on every node that answers again, the blobs it missed a write
- * of. Runs before every operation: cheap when there is nothing. */
+ * of: one pipelined run for all of them (a slow node costs one round trip,
+ * not one per key). A delete is idempotent, so one whose outcome is unknown
+ * (the node failed after it was sent) stays hinted and is sent again.
+ * Runs before every operation: cheap when there is nothing. */
 static void flush_stale(struct pool *p, struct store *s)
 {
     if (!any_hints(p, HINT_STALE))
         return;
+    bool up[STORE_MAX_NODES] = {false};
+    size_t total = 0, widest = 0;
     for (uint32_t k = 0; k < p->n_nodes; k++) {
-        struct store_hints *h = p->hints[k];
-        if (hints_count_kind(h, HINT_STALE) == 0 || !p->eng->up(s, k))
+        size_t stale = hints_count_kind(p->hints[k], HINT_STALE);
+        if (stale == 0 || !p->eng->up(s, k))
             continue;
+        up[k] = true;
+        total += stale;
+        if (hints_count(p->hints[k]) > widest)
+            widest = hints_count(p->hints[k]);
+    }
+    if (total == 0 || !ops_reserve(p, total) || !drop_reserve(p, widest))
+        return;
+    size_t j = 0;
+    for (uint32_t k = 0; k < p->n_nodes; k++) {
+        if (!up[k])
+            continue;
+        size_t n = hints_count(p->hints[k]);
+        for (size_t i = 0; i < n; i++) {
+            struct hint_entry e;
+            hints_get(p->hints[k], i, &e);
+            if (e.kind == HINT_STALE)
+                p->ops[j++] = (struct store_op){.key = e.key, .keylen = e.keylen, .node = k};
+        }
+    }
+    if (p->eng->del_batch != NULL) {
+        p->eng->del_batch(s, p->ops, j);
+    } else {
+        bool down[STORE_MAX_NODES] = {false};
+        for (size_t i = 0; i < j; i++) {
+            struct store_op *op = &p->ops[i];
+            op->node_failed = false;
+            op->status = down[op->node] ? STORE_UNAVAILABLE
+                                        : p->eng->del(s, op->node, op->key, op->keylen);
+            if (op->status == STORE_UNAVAILABLE)
+                down[op->node] = true; /* down again: keep the rest */
+        }
+    }
+    j = 0;
+    for (uint32_t k = 0; k < p->n_nodes; k++) {
+        if (!up[k])
+            continue;
+        struct store_hints *h = p->hints[k];
         size_t n = hints_count(h);
-        if (!drop_reserve(p, n))
-            return;
         memset(p->drop, 0, n * sizeof(*p->drop));
         size_t lost = 0;
         for (size_t i = 0; i < n; i++) {
@@ -270,11 +310,12 @@ static void flush_stale(struct pool *p, struct store *s)
             hints_get(h, i, &e);
             if (e.kind != HINT_STALE)
                 continue;
-            enum store_status st = p->eng->del(s, k, e.key, e.keylen);
-            if (st == STORE_UNAVAILABLE)
-                break; /* down again: keep the rest */
+            const struct store_op *op = &p->ops[j++];
+            if (op->status == STORE_UNAVAILABLE ||
+                (op->status == STORE_ERROR && op->node_failed))
+                continue; /* not sent, or unknown: sent again later */
             p->drop[i] = true;
-            if (st == STORE_OK || st == STORE_NOTFOUND) {
+            if (op->status == STORE_OK || op->status == STORE_NOTFOUND) {
                 s->stats.hints_replayed += e.writes;
             } else {
                 s->stats.hints_dropped += e.writes;

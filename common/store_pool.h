@@ -158,6 +158,9 @@ struct pool_engine {
     void (*mget)(struct store *s, struct store_op *ops, size_t n);
     /* Add-if-absent, pipelined the same way; NULL: one put(add) per op. */
     void (*add)(struct store *s, struct store_op *ops, size_t n);
+    /* Deletes, pipelined the same way (status OK deleted, NOTFOUND not
+     * there); NULL: one del per op. */
+    void (*del_batch)(struct store *s, struct store_op *ops, size_t n);
     /* Single operations on one node, with store.h's statuses. */
     enum store_status (*get)(struct store *s, uint32_t node, const char *key, size_t keylen,
                              char **val, size_t *vallen);

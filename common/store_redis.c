@@ -70,7 +70,7 @@ struct rd_run {
     bool in_flight;      /* its chunk is written, the replies not read yet */
 };
 
-enum rd_kind { RD_INCR, RD_MGET, RD_ADD };
+enum rd_kind { RD_INCR, RD_MGET, RD_ADD, RD_DEL };
 
 struct rd_store {
     struct store base;
@@ -320,6 +320,11 @@ static char *format_write(const struct rd_store *h, char *p, const struct store_
 {
     if (h->kind == RD_ADD)
         return format_add(p, op);
+    if (h->kind == RD_DEL) {
+        p = resp_put_cmd(p, 2);
+        p = resp_put_arg(p, "DEL", 3);
+        return resp_put_arg(p, op->key, op->keylen);
+    }
     return delta_ok(op) ? format_incr(p, op) : p;
 }
 
@@ -427,6 +432,24 @@ static bool read_chunk(struct rd_store *h, size_t node)
                 op->status = STORE_EXISTS;
             } else if (c->reply.type == RESP_ERROR) {
                 op->status = STORE_ERROR; /* refused (out of memory, ...) */
+            } else {
+                op->status = STORE_ERROR;
+                k++;
+                res = RESP_FAILED;
+                goto fail; /* not Redis speaking: out of step */
+            }
+        }
+        return true;
+    }
+    if (h->kind == RD_DEL) {
+        for (; k < r->next; k++) {
+            struct store_op *op = &h->ops[h->order[r->first + k]];
+            if ((res = resp_read(c)) != RESP_OK)
+                goto fail;
+            if (c->reply.type == RESP_INTEGER) {
+                op->status = c->reply.integer > 0 ? STORE_OK : STORE_NOTFOUND;
+            } else if (c->reply.type == RESP_ERROR) {
+                op->status = STORE_ERROR;
             } else {
                 op->status = STORE_ERROR;
                 k++;
@@ -648,6 +671,11 @@ static void rd_engine_add(struct store *s, struct store_op *ops, size_t n)
     run_batch(rd_of(s), RD_ADD, ops, n);
 }
 
+static void rd_engine_del(struct store *s, struct store_op *ops, size_t n)
+{
+    run_batch(rd_of(s), RD_DEL, ops, n);
+}
+
 /* ---- single operations ---- */
 
 /* A failed exchange. RESP_FAILED: the node failed; UNAVAILABLE when
@@ -801,6 +829,7 @@ static const struct pool_engine rd_engine = {
     .incr = rd_engine_incr,
     .mget = rd_engine_mget,
     .add = rd_engine_add,
+    .del_batch = rd_engine_del,
     .get = rd_node_get,
     .put = rd_node_put,
     .del = rd_node_del,

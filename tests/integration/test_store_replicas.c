@@ -509,7 +509,8 @@ static void test_add_batch_contract(void **state)
  * rules item by item. A primary back empty must not let a marker in twice
  * (the batch says EXISTS and the primary gets the old value back); a
  * replica down takes nothing, the other decides, and the one down gets the
- * key deleted when it answers (it cannot serve a stale marker first). */
+ * key deleted when it answers (it cannot serve a stale marker first): all
+ * of its deletes in one pipelined run. */
 static void test_add_batch_replicas(void **state)
 {
     struct fixture *f = *state;
@@ -569,7 +570,41 @@ static void test_add_batch_replicas(void **state)
     assert_int_equal(store_add_batch(other, it, N, 600), STORE_OK);
     for (int i = 0; i < N; i++)
         assert_int_equal(it[i].status, STORE_EXISTS);
+
+    /* Back, holding an older marker for each of them (as a node that only
+     * missed the adds would): the next operation deletes them all there, in
+     * one pipelined run, and the hints are gone. */
     restart_empty(f, 1);
+    struct store *n1 = open_node(f, 1);
+    int on1 = 0;
+    for (int i = 0; i < N; i++) {
+        uint32_t where[2];
+        assert_int_equal(store_placement(other, keys[i], strlen(keys[i]), where, 2), 2);
+        if (where[0] != 1 && where[1] != 1)
+            continue;
+        on1++;
+        assert_int_equal(store_set(n1, keys[i], strlen(keys[i]), "R 0", 3, 600), STORE_OK);
+    }
+    assert_true(on1 > 0);
+    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    struct store_stats before_flush, after_flush;
+    store_get_stats(other, &before_flush);
+    char *val = NULL;
+    size_t len = 0;
+    assert_int_equal(store_get(other, keys[0], strlen(keys[0]), &val, &len), STORE_OK);
+    assert_string_equal(val, "R 1");
+    free(val);
+    store_get_stats(other, &after_flush);
+    assert_int_equal(after_flush.hints_pending, 0);
+    assert_int_equal(after_flush.hints_replayed - before_flush.hints_replayed, (uint64_t)on1);
+    for (int i = 0; i < N; i++) {
+        uint32_t where[2];
+        store_placement(other, keys[i], strlen(keys[i]), where, 2);
+        if (where[0] != 1 && where[1] != 1)
+            continue;
+        assert_int_equal(store_get(n1, keys[i], strlen(keys[i]), &val, &len), STORE_NOTFOUND);
+    }
+    store_close(n1);
     store_close(other);
     store_close(s);
 }
