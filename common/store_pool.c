@@ -68,6 +68,10 @@ void node_health_ok(struct node_health *h)
 
 void node_health_ok_slow(struct node_health *h)
 {
+    /* A lagging node keeps its backoff, so the probes of a node that stays
+     * slow come further apart (each costs a run the lag budget). */
+    if (atomic_load_explicit(&h->lagging, memory_order_relaxed))
+        return;
     if (atomic_load_explicit(&h->backoff_ms, memory_order_relaxed) != 0)
         atomic_store_explicit(&h->backoff_ms, 0, memory_order_relaxed);
 }

@@ -101,8 +101,9 @@ void node_health_fail(struct node_health *h);
 void node_health_fail_lag(struct node_health *h);
 bool node_health_lagging(const struct node_health *h);
 void node_health_ok(struct node_health *h);
-/* It answered, but later than the lag budget: the backoff is reset, a
- * lagging node stays lagging. */
+/* It answered, but later than the lag budget: a lagging node stays lagging
+ * and keeps its backoff (the next probe after it, 100 ms doubling to 2 s
+ * while it stays slow); any other node gets its backoff reset. */
 void node_health_ok_slow(struct node_health *h);
 uint32_t node_health_epoch(const struct node_health *h);
 

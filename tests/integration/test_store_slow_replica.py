@@ -248,6 +248,7 @@ def bench(args):
             try:
                 tally, _, statuses, rate = fleet.load(args.seconds, clients=args.clients,
                                                    seed=1000 * r + 100)
+                m = fleet.ingest_metrics()
             finally:
                 fleet.stop()
             rates[faulty].append(rate)
@@ -255,6 +256,10 @@ def bench(args):
                   (r + 1, "faulty" if faulty else "healthy", args.kind, rate, tally.total(),
                    dict(statuses), "; cuts %d" % fleet.proxies[1].cuts if faulty else ""),
                   flush=True)
+            print("  ingest store: node_failures %d connects %d hints queued %d replayed %d "
+                  "dropped %d" % (m["node_failures_total"], m["connects_total"],
+                                  m["hints_queued_total"], m["hints_replayed_total"],
+                                  m["hints_dropped_total"]), flush=True)
     h = sum(rates[False]) / len(rates[False])
     f = sum(rates[True]) / len(rates[True])
     print("%s: healthy %.0f answers/s, faulty (delay %g ms each way, cut (%s) every %g s) %.0f "

@@ -559,6 +559,33 @@ static void test_blob_rules(void **state)
     fake_free(f);
 }
 
+/* A node that stays slow is probed ever less often: answering late keeps
+ * a lagging node's backoff, so the next lag doubles it (each probe costs a
+ * batch the lag budget). A node that only answered late without lagging
+ * starts its backoff afresh. */
+static void test_slow_node_backoff_grows(void **state)
+{
+    (void)state;
+    struct node_health h;
+    node_health_init(&h);
+    node_health_fail_lag(&h); /* 100 ms */
+    node_health_ok_slow(&h);
+    assert_true(node_health_lagging(&h));
+    node_health_fail_lag(&h); /* 200 ms */
+    uint64_t now = store_now_ms();
+    assert_true(node_health_down(&h, now + NODE_BACKOFF_MIN_MS + 50));
+    node_health_ok(&h);
+    assert_false(node_health_lagging(&h));
+
+    struct node_health g;
+    node_health_init(&g);
+    node_health_fail(&g);
+    node_health_ok_slow(&g);
+    node_health_fail(&g); /* 100 ms again */
+    now = store_now_ms();
+    assert_false(node_health_down(&g, now + NODE_BACKOFF_MIN_MS + 50));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -571,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_hint_table_bounded),
         cmocka_unit_test(test_reads_take_the_maximum),
         cmocka_unit_test(test_blob_rules),
+        cmocka_unit_test(test_slow_node_backoff_grows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
