@@ -1,5 +1,7 @@
-"""One answer per user, and the ultimate fans, across two ingest nodes on two
-real memcached servers (livetally-ingest x2, -aggregate, -dashboard):
+"""One answer per user, and the ultimate fans, across two ingest nodes
+(livetally-ingest x2, -aggregate, -dashboard) on each store a live night
+runs: two memcached servers (replicas=1), three memcached with replicas=2,
+and a 3-master Redis Cluster:
 
 - a user's second answer to a question is 409 duplicate_answer, on the same
   node or on the other one, and counts nothing;
@@ -10,10 +12,13 @@ real memcached servers (livetally-ingest x2, -aggregate, -dashboard):
   closed, while the second is open (more right answers rank first), and
   at the end;
 - every question's count is exact (duplicates counted once);
-- both memcached die: the answer is 503; they come back empty, the question
-  is opened again, and the retry of the same answer is 202, not a
-  duplicate (its marker never reached the store).
-Every process is stopped by PID, also on failure."""
+- every store node dies (the memcached pools): the answer is 503; they
+  come back empty, the question is opened again, and the retry of the same
+  answer is 202, not a duplicate (its marker never reached the store). The
+  cluster case leaves this part out: a cluster back empty is a new cluster
+  (redis-cli --cluster create), not a restart.
+Each store prints its own checks; the script exits 1 if any failed. Every
+process is stopped by PID, also on failure."""
 
 import os
 import random
@@ -38,8 +43,12 @@ ELITE_GAP_S = 0.004
 STATE_SPREAD_S = 0.8  # question states reach the other node within 0.5 s
 
 
-def main():
-    chk = ltutil.Checker("test_fans")
+STORES = ("memcached", "memcached replicas=2", "redis-cluster")
+
+
+def run(store):
+    chk = ltutil.Checker("test_fans on %s" % store)
+    print("== %s" % store, flush=True)
     tmp = tempfile.mkdtemp(prefix="lt-fans-")
     event_path, ev = ltutil.write_event(tmp, n_questions=QUESTIONS, name="lt-fans",
                                         open_all=False)
@@ -47,9 +56,15 @@ def main():
     token_path, token = ltutil.write_token(tmp)
     auth = {"Authorization": "Bearer " + token}
 
-    mcs = [ltutil.memcached(), ltutil.memcached()]
+    if store == "redis-cluster":
+        mcs = ltutil.redis_cluster(3)
+        backend = "redis-cluster://127.0.0.1:%d?timeout_ms=200" % mcs[0].port
+    else:
+        mcs = [ltutil.memcached() for _ in range(2 if store == "memcached" else 3)]
+        backend = "memcached://%s?timeout_ms=200%s" % (
+            ",".join("127.0.0.1:%d" % m.port for m in mcs),
+            "&replicas=2" if store != "memcached" else "")
     mc_ports = [m.port for m in mcs]
-    backend = "memcached://%s?timeout_ms=200" % ",".join("127.0.0.1:%d" % p for p in mc_ports)
     ports = [ltutil.free_port(), ltutil.free_port()]
     nodes = []
     for i, p in enumerate(ports):
@@ -205,6 +220,8 @@ def main():
              "both nodes published their lists")
 
     # ---- a retry after the store failed is not a duplicate ----
+    if store == "redis-cluster":
+        return finish(chk, clients + [dash], nodes, t_start)
     admin(1, "open")
     for mc in mcs:
         mc.signal(signal.SIGKILL)
@@ -216,12 +233,31 @@ def main():
     chk.eq(post_retrying(0, retry), (202, None), "the retry counts")
     chk.eq(post(1, retry), (409, "duplicate_answer"), "then it is a duplicate, other node")
     chk.eq(post(0, retry), (409, "duplicate_answer"), "and on the same node")
-    for c in clients + [dash]:
+    return finish(chk, clients + [dash], nodes, t_start)
+
+
+def finish(chk, clients, nodes, t_start):
+    """Stops this store's processes (every one still running, by PID) and
+    prints its summary line; True when its checks passed."""
+    for c in clients:
         c.close()
     for n in nodes:
         chk.eq(n.stop(), 0, "ingest exits 0 on SIGTERM")
+    for p in list(ltutil._started):
+        p.stop()
     print("total %.1fs" % (time.monotonic() - t_start), flush=True)
-    chk.finish()
+    print("%s: %d passed, %d failed" % (chk.name, chk.passed, chk.failed), flush=True)
+    return chk.failed == 0 and chk.passed > 0
+
+
+def main():
+    results = [(store, run(store)) for store in STORES]
+    failed = [store for store, ok in results if not ok]
+    print("test_fans: %d of %d stores passed%s" %
+          (len(results) - len(failed), len(results),
+           "; failed: " + ", ".join(failed) if failed else ""), flush=True)
+    ltutil._cleanup()
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
