@@ -59,6 +59,10 @@
 #define RC_CHUNK_BYTES (64u * 1024u)
 /* Longest item: ASKING INCRBY ASKING EXPIRE on the longest key. */
 #define RC_ITEM_MAX (2u * (STORE_MAX_KEY + 4u * RESP_ARG_COST + 40u))
+/* ASKING SET key value EX ttl NX, the value at its add batch maximum */
+_Static_assert(STORE_MAX_KEY + STORE_ADD_BATCH_VALUE_MAX + 8u * RESP_ARG_COST + 40u <=
+                   RC_ITEM_MAX,
+               "an add must fit RC_ITEM_MAX");
 #define RC_WBUF_SIZE (RC_CHUNK_BYTES + RC_ITEM_MAX)
 
 /* What an item still needs (and what its last chunk sent). */
@@ -67,6 +71,7 @@ enum {
     RC_TTL = 2,    /* EXPIRE / PERSIST */
     RC_GET = 4,    /* GET (counter read) */
     RC_ASKING = 8, /* sent: each command was preceded by ASKING */
+    RC_ADD = 16,   /* SET NX (store_add_batch) */
 };
 
 struct rc_shared {
@@ -93,7 +98,7 @@ struct rc_item {
     uint8_t sent;
 };
 
-enum rc_kind { RCK_INCR, RCK_GET };
+enum rc_kind { RCK_INCR, RCK_GET, RCK_ADD };
 
 struct rc_store {
     struct store base;
@@ -428,6 +433,18 @@ static char *format_item(struct rc_store *h, size_t i, char *p)
     bool asking = it->ask != 0;
     char num[24];
     it->sent = (uint8_t)(it->todo | (asking ? RC_ASKING : 0));
+    if (it->todo & RC_ADD) {
+        p = put_asking(p, asking);
+        p = resp_put_cmd(p, op->ttl_s > 0 ? 6 : 4);
+        p = resp_put_arg(p, "SET", 3);
+        p = resp_put_arg(p, op->key, op->keylen);
+        p = resp_put_arg(p, op->val, op->vallen);
+        if (op->ttl_s > 0) {
+            p = resp_put_arg(p, "EX", 2);
+            p = resp_put_arg(p, num, util_format_u64(num, op->ttl_s));
+        }
+        return resp_put_arg(p, "NX", 2);
+    }
     if (it->todo & RC_GET) {
         p = put_asking(p, asking);
         p = resp_put_cmd(p, 2);
@@ -466,7 +483,7 @@ static size_t format_chunk(struct rc_store *h, struct rc_node *n)
     return (size_t)(p - h->wbuf);
 }
 
-/* One command's reply for item i (what: RC_INCR, RC_TTL or RC_GET). */
+/* One command's reply for item i (what: RC_INCR, RC_TTL, RC_GET or RC_ADD). */
 static void on_reply(struct rc_store *h, size_t i, int what, const struct resp_reply *r)
 {
     struct store_op *op = &h->ops[i];
@@ -487,7 +504,12 @@ static void on_reply(struct rc_store *h, size_t i, int what, const struct resp_r
         return;
     }
     it->ask = 0; /* anything but a redirect ends the one-shot ASK */
-    if (what == RC_INCR) {
+    if (what == RC_ADD) {
+        op->status = r->type == RESP_STATUS && strcmp(r->text, "OK") == 0 ? STORE_OK
+                     : r->type == RESP_NIL                                 ? STORE_EXISTS
+                                                                           : STORE_ERROR;
+        it->todo = 0;
+    } else if (what == RC_INCR) {
         if (r->type == RESP_INTEGER) {
             op->status = STORE_OK;
             op->value = r->integer > 0 ? (uint64_t)r->integer : 0;
@@ -516,9 +538,10 @@ static void on_reply(struct rc_store *h, size_t i, int what, const struct resp_r
 }
 
 /* The connection ended with the node's chunk in flight; items from k on
- * are unsettled. An INCRBY that may have reached the node is STORE_ERROR
- * (outcome unknown, never resent); everything else stays to do and goes
- * again next round (a GET or an EXPIRE can be repeated). sent_bytes: how
+ * are unsettled. An INCRBY or an add that may have reached the node is
+ * STORE_ERROR (outcome unknown, never resent: an add sent again would find
+ * its own key and say EXISTS); everything else stays to do and goes again
+ * next round (a GET or an EXPIRE can be repeated). sent_bytes: how
  * much of the chunk was written (SIZE_MAX: all of it). */
 static void chunk_fail(struct rc_store *h, size_t node, size_t k, size_t sent_bytes,
                        bool node_failed)
@@ -536,7 +559,7 @@ static void chunk_fail(struct rc_store *h, size_t node, size_t k, size_t sent_by
             off += (size_t)(format_item(h, i, scratch) - scratch);
             maybe = start < sent_bytes;
         }
-        if (maybe && (it->sent & RC_INCR) && (it->todo & RC_INCR)) {
+        if (maybe && (it->sent & (RC_INCR | RC_ADD)) && (it->todo & (RC_INCR | RC_ADD))) {
             h->ops[i].status = STORE_ERROR;
             it->todo = 0;
         }
@@ -557,8 +580,8 @@ static bool read_chunk(struct rc_store *h, size_t node)
     for (size_t k = n->chunk_first; k < n->next; k++) {
         size_t i = h->order[n->first + k];
         uint8_t sent = h->items[i].sent;
-        static const int order_of[] = {RC_GET, RC_INCR, RC_TTL};
-        for (size_t x = 0; x < 3; x++) {
+        static const int order_of[] = {RC_ADD, RC_GET, RC_INCR, RC_TTL};
+        for (size_t x = 0; x < 4; x++) {
             int what = order_of[x];
             if (!(sent & what))
                 continue;
@@ -701,13 +724,13 @@ static void run_batch(struct rc_store *h, enum rc_kind kind, size_t n)
             op->status = STORE_ERROR; /* not sent */
             continue;
         }
-        it->todo = kind == RCK_INCR ? RC_INCR | RC_TTL : RC_GET;
+        it->todo = kind == RCK_INCR ? RC_INCR | RC_TTL : kind == RCK_ADD ? RC_ADD : RC_GET;
     }
     run_rounds(h);
     /* Still to do after the last round: refused every time or never sent. */
     for (size_t i = 0; i < n; i++) {
         struct rc_item *it = &h->items[i];
-        if (it->todo & (RC_INCR | RC_GET))
+        if (it->todo & (RC_INCR | RC_GET | RC_ADD))
             h->ops[i].status = STORE_UNAVAILABLE;
     }
 }
@@ -870,6 +893,37 @@ static void count(struct store *s, enum store_status st)
         s->stats.error_items++;
 }
 
+/* store_add_batch: every add pipelined to its slot's owner, redirects
+ * followed as for increments (items come checked: UNAVAILABLE to do). */
+static void rc_add_batch(struct store *s, struct store_add_item *items, size_t n,
+                         uint32_t ttl_s)
+{
+    struct rc_store *h = rc_of(s);
+    if (n == 0)
+        return;
+    if (!scratch_reserve(h, n)) {
+        for (size_t i = 0; i < n; i++)
+            if (items[i].status == STORE_UNAVAILABLE)
+                items[i].status = STORE_NOMEM;
+        return;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].status == STORE_UNAVAILABLE)
+            h->ops[m++] = (struct store_op){.key = items[i].key, .keylen = items[i].keylen,
+                                            .val = items[i].val, .vallen = items[i].vallen,
+                                            .ttl_s = ttl_s};
+    run_batch(h, RCK_ADD, m);
+    m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].status != STORE_UNAVAILABLE)
+            continue;
+        enum store_status st = h->ops[m++].status;
+        items[i].status = st;
+        count(s, st);
+    }
+}
+
 static enum store_status rc_get(struct store *s, const char *key, size_t keylen, char **val,
                                 size_t *vallen)
 {
@@ -963,6 +1017,7 @@ static const struct store_ops rc_ops = {
     .get = rc_get,
     .set = rc_set,
     .add = rc_add,
+    .add_batch = rc_add_batch,
     .del = rc_del,
     .pool = NULL,
 };

@@ -1,6 +1,7 @@
 /* The redis-cluster:// backend against a real 3-master Redis Cluster made
  * by redis-cli --cluster create: placement by slot, exact counts through a
- * resharding (MOVED and ASK followed), blobs, clones, a dead master. */
+ * resharding (MOVED and ASK followed, for increments and for pipelined
+ * adds), blobs, clones, a dead master. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -284,6 +285,41 @@ static void *load(void *arg)
     return NULL;
 }
 
+/* Markers added in batches of fresh keys, beside the increments. */
+#define ADDS_MAX 40000u
+#define ADDS_BATCH 200u
+struct adder {
+    struct store *s;
+    char (*keys)[40];          /* ADDS_MAX */
+    uint8_t *status;           /* per key: the enum store_status its add got */
+    size_t used;
+    atomic_bool stop;
+    uint64_t batches, exists;
+};
+
+static void *add_load(void *arg)
+{
+    struct adder *a = arg;
+    struct store_add_item it[ADDS_BATCH];
+    while (!atomic_load(&a->stop) && a->used + ADDS_BATCH <= ADDS_MAX) {
+        for (size_t j = 0; j < ADDS_BATCH; j++) {
+            size_t i = a->used + j;
+            snprintf(a->keys[i], sizeof(a->keys[i]), "1d-live:u:rs-%05zu:q1", i);
+            it[j] = (struct store_add_item){.key = a->keys[i], .keylen = strlen(a->keys[i]),
+                                            .val = a->keys[i] + 8, .vallen = 8};
+        }
+        store_add_batch(a->s, it, ADDS_BATCH, 600);
+        for (size_t j = 0; j < ADDS_BATCH; j++) {
+            a->status[a->used + j] = (uint8_t)it[j].status;
+            if (it[j].status == STORE_EXISTS)
+                a->exists++; /* a fresh key: an add that ran twice */
+        }
+        a->used += ADDS_BATCH;
+        a->batches++;
+    }
+    return NULL;
+}
+
 static void node_id(const struct server *sv, char *id, size_t len)
 {
     char reply[128];
@@ -307,6 +343,14 @@ static void test_exact_through_resharding(void **state)
     atomic_init(&l.stop, false);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, load, &l), 0);
+    struct adder ad = {.s = store_clone(f->s)};
+    assert_non_null(ad.s);
+    ad.keys = calloc(ADDS_MAX, sizeof(*ad.keys));
+    ad.status = calloc(ADDS_MAX, sizeof(*ad.status));
+    assert_non_null(ad.status);
+    atomic_init(&ad.stop, false);
+    pthread_t ta;
+    assert_int_equal(pthread_create(&ta, NULL, add_load, &ad), 0);
 
     char from[48], to[48], addr[32], slots[] = "600";
     node_id(&f->node[0], from, sizeof(from));
@@ -319,7 +363,9 @@ static void test_exact_through_resharding(void **state)
     int rc = server_run(argv, NULL, 0);
     uint64_t took = mono_ms() - t0;
     atomic_store(&l.stop, true);
+    atomic_store(&ad.stop, true);
     pthread_join(t, NULL);
+    pthread_join(ta, NULL);
     assert_int_equal(rc, 0);
 
     struct store_stats st;
@@ -341,6 +387,39 @@ static void test_exact_through_resharding(void **state)
                      (unsigned long long)l.k.vals[i], (unsigned long long)l.expect[i]);
     /* node 1 now owns keys it did not before */
     assert_true(dbsize(&f->node[1]) > 0);
+
+    /* Every add that said OK is there with its value, once: added again
+     * (one batch, through the handle that saw the moves) each says EXISTS. */
+    struct store_stats ast;
+    store_get_stats(ad.s, &ast);
+    print_message("adds through the reshard: %llu batches of %u, redirects=%llu\n",
+                  (unsigned long long)ad.batches, ADDS_BATCH,
+                  (unsigned long long)ast.redirects);
+    assert_true(ad.batches >= 1);
+    assert_int_equal(ad.exists, 0);
+    struct store_add_item *again = calloc(ad.used, sizeof(*again));
+    assert_non_null(again);
+    size_t n_ok = 0;
+    for (size_t i = 0; i < ad.used; i++) {
+        if (ad.status[i] != STORE_OK)
+            continue;
+        again[n_ok++] = (struct store_add_item){.key = ad.keys[i], .keylen = strlen(ad.keys[i]),
+                                                .val = "x", .vallen = 1};
+        char *val = NULL;
+        size_t len = 0;
+        assert_int_equal(store_get(f->s, ad.keys[i], strlen(ad.keys[i]), &val, &len), STORE_OK);
+        assert_int_equal(len, 8);
+        assert_memory_equal(val, ad.keys[i] + 8, 8);
+        free(val);
+    }
+    assert_true(n_ok > 0);
+    assert_int_equal(store_add_batch(ad.s, again, n_ok, 600), STORE_OK);
+    for (size_t i = 0; i < n_ok; i++)
+        assert_int_equal(again[i].status, STORE_EXISTS);
+    free(again);
+    free(ad.keys);
+    free(ad.status);
+    store_close(ad.s);
     keyset_free(&l.k);
     free(l.expect);
     free(l.maybe);
