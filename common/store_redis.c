@@ -412,6 +412,26 @@ static void on_mget_elem(void *arg, const int *path, int depth, enum resp_type t
     }
 }
 
+/* The status an add (SET NX: OK added, nil there) or a delete (DEL: 1 or 0)
+ * ends with; an error reply is a refusal (out of memory, ...). false: not a
+ * reply either command gives. */
+static bool write_status(enum rd_kind kind, const struct resp_reply *r, enum store_status *st)
+{
+    if (r->type == RESP_ERROR)
+        *st = STORE_ERROR;
+    else if (kind == RD_ADD && r->type == RESP_STATUS && strcmp(r->text, "OK") == 0)
+        *st = STORE_OK;
+    else if (kind == RD_ADD && r->type == RESP_NIL)
+        *st = STORE_EXISTS;
+    else if (kind == RD_DEL && r->type == RESP_INTEGER)
+        *st = r->integer > 0 ? STORE_OK : STORE_NOTFOUND;
+    else {
+        *st = STORE_ERROR;
+        return false;
+    }
+    return true;
+}
+
 /* Reads the replies of the node's chunk in flight; false when the node
  * failed or the connection had to be closed (then every op of the node has
  * its status). */
@@ -421,37 +441,12 @@ static bool read_chunk(struct rd_store *h, size_t node)
     struct resp_conn *c = &h->conns[node];
     size_t k = r->chunk_first;
     enum resp_result res = RESP_FAILED;
-    if (h->kind == RD_ADD) {
+    if (h->kind == RD_ADD || h->kind == RD_DEL) {
         for (; k < r->next; k++) {
             struct store_op *op = &h->ops[h->order[r->first + k]];
             if ((res = resp_read(c)) != RESP_OK)
                 goto fail;
-            if (c->reply.type == RESP_STATUS && strcmp(c->reply.text, "OK") == 0) {
-                op->status = STORE_OK;
-            } else if (c->reply.type == RESP_NIL) {
-                op->status = STORE_EXISTS;
-            } else if (c->reply.type == RESP_ERROR) {
-                op->status = STORE_ERROR; /* refused (out of memory, ...) */
-            } else {
-                op->status = STORE_ERROR;
-                k++;
-                res = RESP_FAILED;
-                goto fail; /* not Redis speaking: out of step */
-            }
-        }
-        return true;
-    }
-    if (h->kind == RD_DEL) {
-        for (; k < r->next; k++) {
-            struct store_op *op = &h->ops[h->order[r->first + k]];
-            if ((res = resp_read(c)) != RESP_OK)
-                goto fail;
-            if (c->reply.type == RESP_INTEGER) {
-                op->status = c->reply.integer > 0 ? STORE_OK : STORE_NOTFOUND;
-            } else if (c->reply.type == RESP_ERROR) {
-                op->status = STORE_ERROR;
-            } else {
-                op->status = STORE_ERROR;
+            if (!write_status(h->kind, &c->reply, &op->status)) {
                 k++;
                 res = RESP_FAILED;
                 goto fail; /* not Redis speaking: out of step */
