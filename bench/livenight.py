@@ -14,7 +14,9 @@ replicas=1 row of the same round, store operations per acknowledged answer
 (increments written + markers added, from the ingest's /metrics, times the
 replicas: every replica gets each), answers per batch, and the CPU
 microseconds per acknowledged answer of the ingest and of its store servers
-(utime + stime from /proc/PID/stat over the run).
+(utime + stime from /proc/PID/stat over the run). Then each row once more,
+open loop at half its mean rate (livetally-loadtest --rate, HALF_DURATION
+seconds, every answer with a new user on "users" rows): the p99 there.
 
 The processes are stopped by PID at the end, also on failure
 (tests/integration/ltutil.py)."""
@@ -118,6 +120,8 @@ def main():
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--rows", default="", help="comma-separated row names (default: all)")
+    ap.add_argument("--half-duration", type=int, default=5,
+                    help="seconds of the open-loop latency run at half of each row's rate")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="lt-bench-livenight-")
@@ -177,16 +181,40 @@ def main():
                   (r, row.name, rps, p99, non2xx, rps / ng_rps,
                    "%.2f" % vs_anon if anon1 else "-", ops, per_batch, us_ing, us_store),
                   flush=True)
+    # Latency at half of each row's mean rate, open loop: every request has
+    # an intended send time, so a stall shows in the percentiles.
+    half_p99 = {}
+    loadtest = os.path.join(args.build, "loadtest", "livetally-loadtest")
+    if os.path.exists(loadtest):
+        for row in rows:
+            rate = int(sum(x[0] for x in results[row.name]) / len(results[row.name]) / 2)
+            out = os.path.join(tmp, "half.json")
+            cmd = [loadtest, "--target", "http://127.0.0.1:%d" % row.port, "--event", event,
+                   "--rate", str(rate), "--duration", "%ds" % args.half_duration,
+                   "--connections", str(args.connections), "--seed", "7", "--no-progress",
+                   "--json", out]
+            if row.users:
+                cmd += ["--users", str(rate * args.half_duration * 2), "--user-prefix",
+                        "half-"]
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           stdin=subprocess.DEVNULL, timeout=args.half_duration + 60)
+            rep = json.load(open(out))
+            half_p99[row.name] = (rate, rep["latency_ms"]["p99"], rep["acknowledged"],
+                                  rep["sent"])
+            print("half rate %-20s --rate %d: p99 %.2f ms (%d of %d acknowledged)" %
+                  ((row.name, rate) + half_p99[row.name][1:]), flush=True)
     print("means over the rounds (ratios per round, then averaged):")
     for name, rs in results.items():
         mean = lambda i: sum(x[i] for x in rs) / len(rs)  # noqa: E731
         if name.startswith("nginx"):
             print("  %-20s %9.0f req/s  p99 %.2f ms" % (name, mean(0), max(x[1] for x in rs)))
             continue
+        half = half_p99.get(name)
         print("  %-20s %9.0f req/s  p99 %.2f ms  %.2fx nginx  %.2fx anon r=1  ops/ack %.2f  "
-              "ack/batch %.1f  CPU us/ack ingest %.1f store %.1f" %
+              "ack/batch %.1f  CPU us/ack ingest %.1f store %.1f%s" %
               (name, mean(0), max(x[1] for x in rs), mean(7), mean(8), mean(3), mean(4),
-               mean(5), mean(6)))
+               mean(5), mean(6),
+               "  p99 at half rate %.2f ms" % half[1] if half else ""))
     ng.stop()
     for row in rows:
         row.ingest.stop()

@@ -6,7 +6,7 @@
 #
 #   bench/livenight.sh [BUILD_DIR]          (default: ./build; use an optimised build)
 #
-# Environment: ROUNDS (2), DURATION (8, seconds), CONNECTIONS (64), ROWS
+# Environment: ROUNDS (2), DURATION (8, seconds), CONNECTIONS (64), HALF_DURATION (5), ROWS
 # (comma-separated row names, default all).
 set -euo pipefail
 
@@ -21,6 +21,6 @@ rounds=${ROUNDS:-2}
 duration=${DURATION:-8}
 # Every process is stopped by PID by the driver, also on failure; timeout
 # bounds the whole run.
-exec timeout --signal=TERM $(( rounds * 7 * (duration + 20) + 120 )) \
+exec timeout --signal=TERM $(( rounds * 7 * (duration + 20) + 7 * 70 + 120 )) \
     python3 "$here/livenight.py" --build "$build" --rounds "$rounds" --duration "$duration" \
-        --connections "${CONNECTIONS:-64}" --rows "${ROWS:-}"
+        --connections "${CONNECTIONS:-64}" --rows "${ROWS:-}" --half-duration "${HALF_DURATION:-5}"
