@@ -211,12 +211,17 @@ int main(int argc, char **argv)
 
 done:
     /* The dashboard closes its streams before the server frees their
-     * connections. */
+     * connections. Stopping the runner runs the end of a pass still out:
+     * that must not tell the freed dashboard of its snapshot (told of
+     * nothing more first), and a final pass's end may still call into the
+     * server (stopped before it is freed). */
+    if (app.runner)
+        agg_runner_on_publish(app.runner, NULL, NULL);
     if (app.dashboard)
         dashboard_free(app.dashboard);
-    ingest_server_free(app.server);
     if (app.runner)
         agg_runner_stop(app.runner);
+    ingest_server_free(app.server);
     if (app.base)
         event_base_free(app.base);
     store_close(store);

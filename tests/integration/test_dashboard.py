@@ -510,7 +510,11 @@ def all_in_one():
         check_describe_and_metrics_all_in_one(c)
     finally:
         c.close()
-        CHECK.eq(p.stop(), 0, "livetally exits 0 on SIGTERM with streams served")
+        code = p.stop()
+        CHECK.eq(code, 0, "livetally exits 0 on SIGTERM with streams served")
+        if code != 0:
+            print("livetally's output, last lines:\n" + "\n".join(p.output().splitlines()[-60:]),
+                  flush=True)
 
 
 # ---- split, hand-made snapshots ---------------------------------------------
