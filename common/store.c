@@ -491,16 +491,16 @@ void store_stats_add(struct store_stats *into, const struct store_stats *from)
 bool store_incr_start(struct store *s, struct event_base *base, struct store_incr *items,
                       size_t n, uint32_t ttl_s, store_done_fn done, void *arg)
 {
-    if (s == NULL || base == NULL || items == NULL || n == 0 || done == NULL ||
+    if (s == NULL || base == NULL || (items == NULL && n > 0) || done == NULL ||
         s->ops->incr_start == NULL)
         return false;
     return s->ops->incr_start(s, base, items, n, ttl_s, done, arg);
 }
 
-void store_incr_wait(struct store *s)
+void store_run_wait(struct store *s)
 {
-    if (s != NULL && s->ops->incr_wait != NULL)
-        s->ops->incr_wait(s);
+    if (s != NULL && s->ops->run_wait != NULL)
+        s->ops->run_wait(s);
 }
 
 enum store_status store_mget_u64(struct store *s, const char *const *keys, const size_t *keylens,
@@ -566,6 +566,21 @@ enum store_status store_add_batch(struct store *s, struct store_add_item *items,
         if (items[i].status != STORE_OK && items[i].status != STORE_EXISTS)
             return items[i].status;
     return STORE_OK;
+}
+
+bool store_add_start(struct store *s, struct event_base *base, struct store_add_item *items,
+                     size_t n, uint32_t ttl_s, store_done_fn done, void *arg)
+{
+    if (s == NULL || base == NULL || items == NULL || n == 0 || done == NULL ||
+        s->ops->add_start == NULL)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        struct store_add_item *it = &items[i];
+        bool ok = store_key_valid(it->key, it->keylen) && (it->val != NULL || it->vallen == 0) &&
+                  it->vallen <= STORE_ADD_BATCH_VALUE_MAX;
+        it->status = ok ? STORE_UNAVAILABLE : STORE_ERROR;
+    }
+    return s->ops->add_start(s, base, items, n, ttl_s, done, arg);
 }
 
 enum store_status store_delete(struct store *s, const char *key, size_t keylen)

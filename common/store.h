@@ -152,18 +152,24 @@ enum store_status store_incr_batch(struct store *s, struct store_incr *items, si
  * value exactly as store_incr_batch gives them. Until then the items, their
  * keys and s must stay, and s must not be used otherwise. Returns false,
  * having sent nothing, when this handle cannot: a backend without it (only
- * memcached:// with replicas=1 has it), a node given by a name (connecting
- * would need a lookup that blocks), n == 0, or a batch already running:
- * use store_incr_batch, on a worker thread (worker.h). */
+ * memcached:// has it), a node given by a name (connecting would need a
+ * lookup that blocks), a run already going, or (replicas >= 2)
+ * blobs a node missed that must be deleted there first (a blocking run:
+ * the next blocking operation does it): use store_incr_batch, on a worker
+ * thread (worker.h). With replicas >= 2 the hints due are replayed in the
+ * run and replica_lag_ms applies, as in store_incr_batch; n == 0 replays
+ * only them (false when none is due: a node still in its backoff is not
+ * asked). */
 struct event_base;
 typedef void (*store_done_fn)(void *arg);
 bool store_incr_start(struct store *s, struct event_base *base, struct store_incr *items,
                       size_t n, uint32_t ttl_s, store_done_fn done, void *arg);
-/* Ends the run store_incr_start began without the loop (which may be gone):
- * drives it by poll, up to the I/O timeout, and runs done before returning.
- * For a stop: the commands already sent are applied whatever happens, so
- * their outcome must still be read. No-op when nothing runs. */
-void store_incr_wait(struct store *s);
+/* Ends the run store_incr_start or store_add_start began without the loop
+ * (which may be gone): drives it by poll, up to the I/O timeout per run,
+ * and runs done before returning. For a stop: the commands already sent
+ * are applied whatever happens, so their outcome must still be read.
+ * No-op when nothing runs. */
+void store_run_wait(struct store *s);
 
 /* Reads n counters; values[i] is 0 for a missing key. present may be NULL.
  * With replicas, every replica is read and the maximum taken (counters only
@@ -219,6 +225,14 @@ struct store_add_item {
 };
 enum store_status store_add_batch(struct store *s, struct store_add_item *items, size_t n,
                                   uint32_t ttl_s);
+/* store_add_batch from an event loop, without blocking it, as
+ * store_incr_start (the same handles can; false: nothing was sent, and
+ * store_add_batch does it instead): done(arg) runs on base's loop once every item has its status
+ * as store_add_batch gives it. With replicas >= 2 the ranks run one after
+ * the other from the loop; only where replicas disagree (an EXISTS after a
+ * replica took ours) does the end block, copying the old value back. */
+bool store_add_start(struct store *s, struct event_base *base, struct store_add_item *items,
+                     size_t n, uint32_t ttl_s, store_done_fn done, void *arg);
 
 /* ---- the nodes of a pool one by one ----
  * For the aggregator, which must tell a node that came back empty from one

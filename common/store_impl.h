@@ -27,10 +27,14 @@ struct store_ops {
      * a valid one has status STORE_UNAVAILABLE (not sent yet), an invalid
      * one (bad key, value too long) STORE_ERROR, to be left alone. */
     void (*add_batch)(struct store *s, struct store_add_item *items, size_t n, uint32_t ttl_s);
-    /* NULL: store_incr_start returns false. Called with n > 0. */
+    /* NULL: store_incr_start returns false. n == 0: hints only. */
     bool (*incr_start)(struct store *s, struct event_base *base, struct store_incr *items,
                        size_t n, uint32_t ttl_s, store_done_fn done, void *arg);
-    void (*incr_wait)(struct store *s); /* with incr_start */
+    /* NULL: store_add_start returns false. Items come checked, as for
+     * add_batch. */
+    bool (*add_start)(struct store *s, struct event_base *base, struct store_add_item *items,
+                      size_t n, uint32_t ttl_s, store_done_fn done, void *arg);
+    void (*run_wait)(struct store *s); /* with incr_start, add_start */
     /* Pools: the handle's placement and replication part (store_pool.h),
      * behind store_placement and the store_node_* calls; NULL for backends
      * without client-side placement. */

@@ -123,7 +123,9 @@ struct mc_node_ref {
     size_t node;
 };
 
-/* An increment batch run from an event loop (store_incr_start). */
+/* A batch run from an event loop (store_incr_start, store_add_start): an
+ * increment batch is one run; an add batch one run per replica rank, each
+ * started from the end of the one before. */
 struct mc_async {
     struct event_base *base;  /* (ref) the loop the events below belong to */
     struct event **ev;        /* owned, n_nodes: each node's writability, added
@@ -131,9 +133,16 @@ struct mc_async {
                                * the connections') */
     struct mc_node_ref *refs; /* owned, n_nodes */
     struct event *finish;     /* owned: ends a run that had no node to wait for */
+    struct event *lag;        /* owned: replica_lag_ms after an increment run
+                               * on replicas was confirmed */
     bool running;
+    bool stale;               /* the run is the stale deletes due before the batch */
+    bool nomem;               /* the batch could not be planned: its items say so */
+    bool lag_on;              /* this run gives up on replicas that lag */
+    enum mc_kind kind;        /* the batch's: MC_INCR or MC_ADD */
     size_t active;            /* nodes still waiting */
-    struct store_incr *items; /* (ref) the caller's */
+    struct store_incr *items; /* MC_INCR: (ref) the caller's */
+    struct store_add_item *adds; /* MC_ADD: (ref) the caller's */
     size_t n;
     uint32_t ttl_s;
     store_done_fn done;
@@ -207,6 +216,8 @@ static void async_free(struct mc_store *h)
                 event_free(a->ev[k]);
     if (a->finish != NULL)
         event_free(a->finish);
+    if (a->lag != NULL)
+        event_free(a->lag);
     free(a->ev);
     free(a->refs);
 }
@@ -1052,12 +1063,71 @@ static void mc_engine_del(struct store *s, struct store_op *ops, size_t n)
     run_ops(s, MC_DEL, ops, n);
 }
 
-/* ---- the batch engine on an event loop (store_incr_start) ---- */
+/* ---- the batch engine on an event loop (store_incr_start, store_add_start) ---- */
 
-static void async_finish(struct mc_store *h)
+static bool async_begin(struct mc_store *h, enum mc_kind kind, size_t nops);
+
+/* Runs the pool's ops[0 .. nops): from the loop (true: its end calls
+ * async_finish), or by poll for a stop (false: it ran to its end). false
+ * also when it could not begin (every op UNAVAILABLE). */
+static bool async_run(struct mc_store *h, enum mc_kind kind, size_t nops, bool blocking)
+{
+    if (!blocking)
+        return async_begin(h, kind, nops);
+    run_ops(&h->base, kind, h->placement.ops, nops);
+    return false;
+}
+
+/* The batch's first run, after the stale deletes. false: nothing to run
+ * (the items are settled or say NOMEM), else as async_run. */
+static bool async_plan(struct mc_store *h, bool blocking, bool *ran)
 {
     struct mc_async *a = &h->async;
-    pool_incr_finish(&h->placement, &h->base, a->items, a->n, a->ttl_s);
+    size_t nops = a->kind == MC_ADD
+                      ? pool_add_prepare(&h->placement, &h->base, a->adds, a->n, a->ttl_s)
+                      : pool_incr_prepare(&h->placement, &h->base, a->items, a->n, a->ttl_s);
+    *ran = false;
+    if (nops == SIZE_MAX) {
+        a->nomem = true;
+        if (a->kind == MC_INCR) {
+            for (size_t i = 0; i < a->n; i++)
+                a->items[i].status = STORE_NOMEM;
+            h->base.stats.error_items += a->n;
+        }
+        return false;
+    }
+    if (a->kind == MC_ADD && nops == 0)
+        return false; /* every item refused before sending */
+    *ran = true;
+    return async_run(h, a->kind, nops, blocking);
+}
+
+/* A run ended, every node's part settled: the stale deletes (the batch's
+ * first run goes next), an add rank (the next rank goes), or the batch's
+ * last run (done). From the loop (blocking false), or for a stop by poll. */
+static void async_finish(struct mc_store *h, bool blocking)
+{
+    struct mc_async *a = &h->async;
+    event_del(a->lag);
+    bool ran = true; /* the run that just ended was one of the batch's */
+    if (a->stale) {
+        pool_stale_finish(&h->placement, &h->base);
+        a->stale = false;
+        if (async_plan(h, blocking, &ran))
+            return;
+    }
+    if (ran && a->kind == MC_ADD) {
+        size_t nops;
+        while ((nops = pool_add_next(&h->placement, a->adds, a->n, a->ttl_s)) > 0)
+            if (async_run(h, MC_ADD, nops, blocking))
+                return; /* its end comes back here */
+    }
+    if (!a->nomem) {
+        if (a->kind == MC_ADD)
+            pool_add_finish(&h->placement, &h->base, a->adds, a->n, a->ttl_s);
+        else
+            pool_incr_finish(&h->placement, &h->base, a->items, a->n, a->ttl_s);
+    }
     a->running = false;
     a->done(a->arg); /* may start the next run */
 }
@@ -1066,7 +1136,7 @@ static void on_async_finish(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    async_finish(arg);
+    async_finish(arg, false);
 }
 
 static void on_async_node(evutil_socket_t fd, short what, void *arg);
@@ -1110,6 +1180,40 @@ static void async_node_end(struct mc_store *h, size_t k)
         event_remove_timer(c->rev);
 }
 
+/* A node's part ended and others still wait: as run_poll does, once every
+ * item is confirmed the rest get replica_lag_ms. */
+static void async_node_done(struct mc_store *h)
+{
+    struct mc_async *a = &h->async;
+    if (--a->active == 0) {
+        async_finish(h, false);
+        return;
+    }
+    if (a->lag_on && !evtimer_pending(a->lag, NULL) &&
+        pool_incr_confirmed(&h->placement, h->batch.ops, h->batch.n)) {
+        uint32_t ms = h->pool->replica_lag_ms;
+        struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+                             .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+        if (evtimer_add(a->lag, &tv) != 0)
+            a->lag_on = false; /* the nodes' own timeouts still end the run */
+    }
+}
+
+static void on_async_lag(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct mc_store *h = arg;
+    for (size_t k = 0; k < h->pool->n_nodes; k++) {
+        if (!h->runs[k].active)
+            continue;
+        run_fail(h, k, MC_FAIL_LAG);
+        async_node_end(h, k);
+    }
+    h->async.active = 0;
+    async_finish(h, false);
+}
+
 static void on_async_node(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -1125,8 +1229,7 @@ static void on_async_node(evutil_socket_t fd, short what, void *arg)
     short rev = (short)(((what & EV_READ) ? POLLIN : 0) | ((what & EV_WRITE) ? POLLOUT : 0));
     if (!node_io(h, k, rev, now_ms()) || !node_pump(h, k) || !async_arm(h, k)) {
         async_node_end(h, k);
-        if (--h->async.active == 0)
-            async_finish(h);
+        async_node_done(h);
     }
 }
 
@@ -1140,7 +1243,8 @@ static bool async_init(struct mc_store *h, struct event_base *base)
     a->ev = calloc(nn, sizeof(*a->ev));
     a->refs = calloc(nn, sizeof(*a->refs));
     a->finish = event_new(base, -1, 0, on_async_finish, h);
-    if (a->ev == NULL || a->refs == NULL || a->finish == NULL)
+    a->lag = evtimer_new(base, on_async_lag, h);
+    if (a->ev == NULL || a->refs == NULL || a->finish == NULL || a->lag == NULL)
         goto err;
     for (size_t k = 0; k < nn; k++) {
         a->refs[k] = (struct mc_node_ref){.h = h, .node = k};
@@ -1156,24 +1260,16 @@ err:
     return false;
 }
 
-static bool mc_incr_start(struct store *s, struct event_base *base, struct store_incr *items,
-                          size_t n, uint32_t ttl_s, store_done_fn done, void *arg)
+/* Starts a run of the pool's ops[0 .. nops) from the loop. false: no
+ * memory for the scratch (every op UNAVAILABLE, nothing sent). A run with
+ * no node to wait for ends on the loop's next turn. */
+static bool async_begin(struct mc_store *h, enum mc_kind kind, size_t nops)
 {
-    struct mc_store *h = mc_of(s);
     struct mc_async *a = &h->async;
-    /* replicas = 1: pool_incr_prepare never blocks (no hints to replay). */
-    if (a->running || h->placement.replicas != 1 || !h->numeric_hosts || !async_init(h, base))
+    if (!batch_setup(h, kind, h->placement.ops, nops))
         return false;
-    size_t nops = pool_incr_prepare(&h->placement, s, items, n, ttl_s);
-    if (nops == SIZE_MAX || !batch_setup(h, MC_INCR, h->placement.ops, nops))
-        return false;
-    a->running = true;
     a->active = 0;
-    a->items = items;
-    a->n = n;
-    a->ttl_s = ttl_s;
-    a->done = done;
-    a->arg = arg;
+    a->lag_on = kind == MC_INCR && h->placement.run_replicated && h->pool->replica_lag_ms > 0;
     uint64_t now = now_ms();
     for (size_t k = 0; k < h->pool->n_nodes; k++) {
         if (h->runs[k].count == 0 || !node_begin(h, k, now, false))
@@ -1188,7 +1284,55 @@ static bool mc_incr_start(struct store *s, struct event_base *base, struct store
     return true;
 }
 
-static void mc_incr_wait(struct store *s)
+/* Starts a batch from the loop: the stale deletes due first, if any (a
+ * run of their own), then the batch's runs. false: nothing was sent. */
+static bool async_start(struct mc_store *h, struct event_base *base, enum mc_kind kind,
+                        struct store_incr *items, struct store_add_item *adds, size_t n,
+                        uint32_t ttl_s, store_done_fn done, void *arg)
+{
+    struct mc_async *a = &h->async;
+    if (a->running || !h->numeric_hosts || !async_init(h, base))
+        return false;
+    if (h->drain.n > 0)
+        store_drain_pump(&h->drain, now_ms());
+    bool stale = pool_stale_due(&h->placement, &h->base);
+    size_t nops;
+    if (stale)
+        nops = pool_stale_prepare(&h->placement, &h->base);
+    else if (kind == MC_ADD)
+        nops = pool_add_prepare(&h->placement, &h->base, adds, n, ttl_s);
+    else
+        nops = pool_incr_prepare(&h->placement, &h->base, items, n, ttl_s);
+    if (nops == SIZE_MAX || (!stale && kind == MC_INCR && n == 0 && nops == 0))
+        return false; /* out of memory, or no hint due */
+    *a = (struct mc_async){.base = a->base, .ev = a->ev, .refs = a->refs, .finish = a->finish,
+                           .lag = a->lag, .running = true, .stale = stale, .kind = kind,
+                           .items = items, .adds = adds, .n = n, .ttl_s = ttl_s, .done = done,
+                           .arg = arg};
+    if (!stale && kind == MC_ADD && nops == 0) {
+        event_active(a->finish, EV_TIMEOUT, 0); /* every item refused before sending */
+        return true;
+    }
+    if (!async_begin(h, stale ? MC_DEL : kind, nops)) {
+        a->running = false; /* hints planned into it stay queued: nothing was sent */
+        return false;
+    }
+    return true;
+}
+
+static bool mc_incr_start(struct store *s, struct event_base *base, struct store_incr *items,
+                          size_t n, uint32_t ttl_s, store_done_fn done, void *arg)
+{
+    return async_start(mc_of(s), base, MC_INCR, items, NULL, n, ttl_s, done, arg);
+}
+
+static bool mc_add_start(struct store *s, struct event_base *base, struct store_add_item *items,
+                         size_t n, uint32_t ttl_s, store_done_fn done, void *arg)
+{
+    return async_start(mc_of(s), base, MC_ADD, NULL, items, n, ttl_s, done, arg);
+}
+
+static void mc_run_wait(struct store *s)
 {
     struct mc_store *h = mc_of(s);
     if (!h->async.running)
@@ -1198,7 +1342,7 @@ static void mc_incr_wait(struct store *s)
             async_node_end(h, k);
     run_poll(h);
     event_del(h->async.finish); /* a run with no node to wait for was due there */
-    async_finish(h);
+    async_finish(h, true);
 }
 
 static void mc_add_batch(struct store *s, struct store_add_item *items, size_t n, uint32_t ttl_s)
@@ -1519,6 +1663,7 @@ static const struct store_ops mc_ops = {
     .del = mc_del,
     .add_batch = mc_add_batch,
     .incr_start = mc_incr_start,
-    .incr_wait = mc_incr_wait,
+    .add_start = mc_add_start,
+    .run_wait = mc_run_wait,
     .pool = mc_pool,
 };

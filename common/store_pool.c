@@ -174,6 +174,9 @@ void pool_fini(struct pool *p, struct store *s)
     p->hints = NULL;
     p->ops = NULL;
     p->drop = NULL;
+    free(p->add_rank_st);
+    free(p->add_rank_node);
+    p->add_rank_st = p->add_rank_node = NULL;
 }
 
 static bool ops_reserve(struct pool *p, size_t n)
@@ -254,18 +257,14 @@ static bool any_hints(const struct pool *p, enum hint_kind kind)
     return false;
 }
 
-/* Deletes, on every node that answers again, the blobs it missed a write
- * of: one pipelined run for all of them (a slow node costs one round trip,
- * not one per key). A delete is idempotent, so one whose outcome is unknown
- * (the node failed after it was sent) stays hinted and is sent again.
- * Runs before every operation: cheap when there is nothing. */
-static void flush_stale(struct pool *p, struct store *s)
+size_t pool_stale_prepare(struct pool *p, struct store *s)
 {
     if (!any_hints(p, HINT_STALE))
-        return;
-    bool up[STORE_MAX_NODES] = {false};
+        return 0;
+    bool *up = p->stale_up;
     size_t total = 0, widest = 0;
     for (uint32_t k = 0; k < p->n_nodes; k++) {
+        up[k] = false;
         size_t stale = hints_count_kind(p->hints[k], HINT_STALE);
         if (stale == 0 || !p->eng->up(s, k))
             continue;
@@ -275,7 +274,7 @@ static void flush_stale(struct pool *p, struct store *s)
             widest = hints_count(p->hints[k]);
     }
     if (total == 0 || !ops_reserve(p, total) || !drop_reserve(p, widest))
-        return;
+        return 0;
     size_t j = 0;
     for (uint32_t k = 0; k < p->n_nodes; k++) {
         if (!up[k])
@@ -288,20 +287,13 @@ static void flush_stale(struct pool *p, struct store *s)
                 p->ops[j++] = (struct store_op){.key = e.key, .keylen = e.keylen, .node = k};
         }
     }
-    if (p->eng->del_batch != NULL) {
-        p->eng->del_batch(s, p->ops, j);
-    } else {
-        bool down[STORE_MAX_NODES] = {false};
-        for (size_t i = 0; i < j; i++) {
-            struct store_op *op = &p->ops[i];
-            op->node_failed = false;
-            op->status = down[op->node] ? STORE_UNAVAILABLE
-                                        : p->eng->del(s, op->node, op->key, op->keylen);
-            if (op->status == STORE_UNAVAILABLE)
-                down[op->node] = true; /* down again: keep the rest */
-        }
-    }
-    j = 0;
+    return j;
+}
+
+void pool_stale_finish(struct pool *p, struct store *s)
+{
+    const bool *up = p->stale_up;
+    size_t j = 0;
     for (uint32_t k = 0; k < p->n_nodes; k++) {
         if (!up[k])
             continue;
@@ -331,6 +323,32 @@ static void flush_stale(struct pool *p, struct store *s)
             log_lost(p, k, lost, "stale_delete_failed");
     }
     update_pending(p, s);
+}
+
+/* Deletes, on every node that answers again, the blobs it missed a write
+ * of: one pipelined run for all of them (a slow node costs one round trip,
+ * not one per key). A delete is idempotent, so one whose outcome is unknown
+ * (the node failed after it was sent) stays hinted and is sent again.
+ * Runs before every operation: cheap when there is nothing. */
+static void flush_stale(struct pool *p, struct store *s)
+{
+    size_t j = pool_stale_prepare(p, s);
+    if (j == 0)
+        return;
+    if (p->eng->del_batch != NULL) {
+        p->eng->del_batch(s, p->ops, j);
+    } else {
+        bool down[STORE_MAX_NODES] = {false};
+        for (size_t i = 0; i < j; i++) {
+            struct store_op *op = &p->ops[i];
+            op->node_failed = false;
+            op->status = down[op->node] ? STORE_UNAVAILABLE
+                                        : p->eng->del(s, op->node, op->key, op->keylen);
+            if (op->status == STORE_UNAVAILABLE)
+                down[op->node] = true; /* down again: keep the rest */
+        }
+    }
+    pool_stale_finish(p, s);
 }
 
 /* Status of one write from its replicas' outcomes (store_pool.h). */
@@ -427,7 +445,6 @@ size_t pool_incr_prepare(struct pool *p, struct store *s, struct store_incr *ite
     size_t nhn = 0, nh = 0;
     bool up[STORE_MAX_NODES] = {false};
 
-    flush_stale(p, s);
     if (any_hints(p, HINT_INCR))
         for (uint32_t k = 0; k < p->n_nodes; k++)
             if ((up[k] = p->eng->up(s, k) ||
@@ -534,6 +551,7 @@ bool pool_incr_confirmed(const struct pool *p, const struct store_op *ops, size_
 enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_incr *items,
                                   size_t n, uint32_t ttl_s)
 {
+    flush_stale(p, s);
     size_t nops = pool_incr_prepare(p, s, items, n, ttl_s);
     if (nops == SIZE_MAX) {
         for (size_t i = 0; i < n; i++)
@@ -837,69 +855,101 @@ static bool asked_at_rank(const struct store_add_item *items, const uint8_t *ran
     return before != STORE_EXISTS && before != RANK_NOT_ASKED;
 }
 
-/* Adds of many items, one pipelined run per replica rank: every item's
- * first replica, then every item's second one still undecided, and so on.
- * n markers cost R round trips, not n x R, with pool_put(add)'s rules item
- * by item, since each item still meets its replicas in placement order: an
- * EXISTS ends it (later replicas are not asked, and those that took ours
- * get the old value back), and the replicas it missed get stale hints. */
-static void add_batch_ranks(struct pool *p, struct store *s, struct store_add_item *items,
-                            size_t n, uint32_t ttl_s)
+static bool add_scratch_reserve(struct pool *p, size_t n)
+{
+    size_t need = n * p->replicas;
+    if (need > p->add_cap) {
+        size_t cap = p->add_cap ? p->add_cap : 256;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *st = realloc(p->add_rank_st, cap);
+        if (st == NULL)
+            return false;
+        p->add_rank_st = st;
+        uint8_t *nd = realloc(p->add_rank_node, cap);
+        if (nd == NULL)
+            return false;
+        p->add_rank_node = nd;
+        p->add_cap = cap;
+    }
+    return ops_reserve(p, n);
+}
+
+/* The ops of rank p->add_rank into p->ops; their count. */
+static size_t add_rank_ops(struct pool *p, const struct store_add_item *items, size_t n,
+                           uint32_t ttl_s)
+{
+    size_t rn = p->replicas, x = p->add_rank, j = 0;
+    for (size_t i = 0; i < n; i++)
+        if (asked_at_rank(items, p->add_rank_st, rn, i, x))
+            p->ops[j++] = add_op(&items[i], ttl_s, p->add_rank_node[i * rn + x]);
+    return j;
+}
+
+/* The adds, one pipelined run per replica rank: every item's first replica,
+ * then every item's second one still undecided, and so on. n markers cost
+ * R round trips, not n x R, with pool_put(add)'s rules item by item, since
+ * each item still meets its replicas in placement order: an EXISTS ends it
+ * (later replicas are not asked, and those that took ours get the old value
+ * back), and the replicas it missed get stale hints. The order is what
+ * makes two ingest nodes adding one key at once agree: the first replica
+ * that answers decides, so exactly one of them adds it. */
+size_t pool_add_prepare(struct pool *p, struct store *s, struct store_add_item *items, size_t n,
+                        uint32_t ttl_s)
 {
     size_t rn = p->replicas;
-    uint8_t *rank_st = malloc(n * rn);  /* per item and rank: status, or not asked */
-    uint8_t *rank_node = malloc(n * rn);
-    if (rank_st == NULL || rank_node == NULL || !ops_reserve(p, n)) {
+    if (!add_scratch_reserve(p, n)) {
         for (size_t i = 0; i < n; i++)
             if (items[i].status == STORE_UNAVAILABLE) {
                 items[i].status = STORE_NOMEM;
                 count_status(s, STORE_NOMEM);
             }
-        free(rank_st);
-        free(rank_node);
-        return;
+        return SIZE_MAX;
     }
-    flush_stale(p, s);
-    memset(rank_st, RANK_NOT_ASKED, n * rn);
+    memset(p->add_rank_st, RANK_NOT_ASKED, n * rn);
     for (size_t i = 0; i < n; i++) {
         if (items[i].status != STORE_UNAVAILABLE)
             continue;
         uint32_t nodes[STORE_MAX_NODES];
         pool_placement(p, items[i].key, items[i].keylen, nodes, rn);
         for (size_t x = 0; x < rn; x++)
-            rank_node[i * rn + x] = (uint8_t)nodes[x];
+            p->add_rank_node[i * rn + x] = (uint8_t)nodes[x];
     }
-    for (size_t x = 0; x < rn; x++) {
-        size_t j = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (!asked_at_rank(items, rank_st, rn, i, x))
-                continue;
-            p->ops[j++] = add_op(&items[i], ttl_s, rank_node[i * rn + x]);
-        }
-        if (p->eng->add != NULL)
-            p->eng->add(s, p->ops, j);
-        else
-            for (size_t k = 0; k < j; k++)
-                p->ops[k].status = p->eng->put(s, p->ops[k].node, p->ops[k].key,
-                                               p->ops[k].keylen, p->ops[k].val,
-                                               p->ops[k].vallen, ttl_s, true);
-        j = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (!asked_at_rank(items, rank_st, rn, i, x))
-                continue;
-            rank_st[i * rn + x] = (uint8_t)p->ops[j++].status;
-        }
-    }
+    p->add_rank = 0;
+    return add_rank_ops(p, items, n, ttl_s);
+}
+
+size_t pool_add_next(struct pool *p, struct store_add_item *items, size_t n, uint32_t ttl_s)
+{
+    size_t rn = p->replicas, x = p->add_rank, j = 0;
+    for (size_t i = 0; i < n; i++)
+        if (asked_at_rank(items, p->add_rank_st, rn, i, x))
+            p->add_rank_st[i * rn + x] = (uint8_t)p->ops[j++].status;
+    if (j == 0 || ++p->add_rank == rn)
+        return 0; /* a rank nobody was asked at ends it: the next one asks nobody either */
+    return add_rank_ops(p, items, n, ttl_s);
+}
+
+void pool_add_finish(struct pool *p, struct store *s, struct store_add_item *items, size_t n,
+                     uint32_t ttl_s)
+{
+    size_t rn = p->replicas;
     for (size_t i = 0; i < n; i++) {
         if (items[i].status != STORE_UNAVAILABLE)
             continue;
+        if (rn == 1) {
+            enum store_status r = (enum store_status)p->add_rank_st[i];
+            items[i].status = r == RANK_NOT_ASKED ? STORE_UNAVAILABLE : r;
+            count_status(s, items[i].status);
+            continue;
+        }
         uint32_t took[STORE_MAX_NODES], miss[STORE_MAX_NODES];
         size_t ntook = 0, nmiss = 0, err_up = 0, err_down = 0;
         enum store_status st = STORE_OK;
         bool exists = false;
-        for (size_t x = 0; x < rn && rank_st[i * rn + x] != RANK_NOT_ASKED; x++) {
-            uint32_t node = rank_node[i * rn + x];
-            enum store_status r = (enum store_status)rank_st[i * rn + x];
+        for (size_t x = 0; x < rn && p->add_rank_st[i * rn + x] != RANK_NOT_ASKED; x++) {
+            uint32_t node = p->add_rank_node[i * rn + x];
+            enum store_status r = (enum store_status)p->add_rank_st[i * rn + x];
             if (r == STORE_OK) {
                 took[ntook++] = node;
             } else if (r == STORE_EXISTS) {
@@ -927,45 +977,37 @@ static void add_batch_ranks(struct pool *p, struct store *s, struct store_add_it
         count_status(s, st);
         items[i].status = st;
     }
-    free(rank_st);
-    free(rank_node);
+}
+
+bool pool_stale_due(const struct pool *p, struct store *s)
+{
+    if (!any_hints(p, HINT_STALE))
+        return false;
+    for (uint32_t k = 0; k < p->n_nodes; k++)
+        if (hints_count_kind(p->hints[k], HINT_STALE) > 0 && p->eng->up(s, k))
+            return true;
+    return false;
 }
 
 void pool_add_batch(struct pool *p, struct store *s, struct store_add_item *items, size_t n,
                     uint32_t ttl_s)
 {
-    if (p->replicas > 1) {
-        add_batch_ranks(p, s, items, n, ttl_s);
+    if (p->replicas > 1)
+        flush_stale(p, s);
+    size_t nops = pool_add_prepare(p, s, items, n, ttl_s);
+    if (nops == SIZE_MAX)
         return;
+    while (nops > 0) {
+        if (p->eng->add != NULL)
+            p->eng->add(s, p->ops, nops);
+        else
+            for (size_t k = 0; k < nops; k++)
+                p->ops[k].status = p->eng->put(s, p->ops[k].node, p->ops[k].key,
+                                               p->ops[k].keylen, p->ops[k].val,
+                                               p->ops[k].vallen, ttl_s, true);
+        nops = pool_add_next(p, items, n, ttl_s);
     }
-    if (p->eng->add == NULL) {
-        for (size_t i = 0; i < n; i++)
-            if (items[i].status == STORE_UNAVAILABLE)
-                items[i].status = pool_put(p, s, items[i].key, items[i].keylen, items[i].val,
-                                           items[i].vallen, ttl_s, true);
-        return;
-    }
-    if (!ops_reserve(p, n)) {
-        for (size_t i = 0; i < n; i++)
-            if (items[i].status == STORE_UNAVAILABLE)
-                items[i].status = STORE_NOMEM;
-        return;
-    }
-    size_t j = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (items[i].status != STORE_UNAVAILABLE)
-            continue;
-        p->ops[j++] =
-            add_op(&items[i], ttl_s, ketama_lookup(p->ketama, items[i].key, items[i].keylen));
-    }
-    p->eng->add(s, p->ops, j);
-    j = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (items[i].status != STORE_UNAVAILABLE)
-            continue;
-        items[i].status = p->ops[j++].status;
-        count_status(s, items[i].status);
-    }
+    pool_add_finish(p, s, items, n, ttl_s);
 }
 
 enum store_status pool_del(struct pool *p, struct store *s, const char *key, size_t keylen)

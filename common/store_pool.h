@@ -195,6 +195,12 @@ struct pool {
     uint32_t run_hnodes[STORE_MAX_NODES]; /* nodes whose hints it replays */
     size_t run_nhn;
     size_t run_hint_end;            /* ops[0 .. run_hint_end) are those hints */
+    /* the add run between pool_add_prepare and pool_add_finish */
+    uint8_t *add_rank_st;           /* owned, per item and rank: status, or not asked */
+    uint8_t *add_rank_node;         /* owned, per item and rank: the node */
+    size_t add_cap;
+    size_t add_rank;                /* the rank whose ops are in p->ops */
+    bool stale_up[STORE_MAX_NODES]; /* the nodes pool_stale_prepare's ops go to */
     bool run_replicated;            /* the engine's increment run is pool_incr_prepare's
                                      * (replicas >= 2), so replica_lag_ms applies; not for
                                      * pool_node_write's, whose ops are not replica groups */
@@ -214,8 +220,8 @@ enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_
  * runs without blocking: prepare puts the ops in p->ops and returns their
  * count (SIZE_MAX: out of memory, nothing done); the engine runs them;
  * finish merges their outcomes into the items and returns as
- * pool_incr_batch. prepare may block replaying stale blob hints: only with
- * replicas = 1 does it never touch the network. */
+ * pool_incr_batch. Neither touches the network: the stale deletes due
+ * (pool_stale_due) are the engine's to run first. */
 size_t pool_incr_prepare(struct pool *p, struct store *s, struct store_incr *items, size_t n,
                          uint32_t ttl_s);
 enum store_status pool_incr_finish(struct pool *p, struct store *s, struct store_incr *items,
@@ -237,6 +243,27 @@ enum store_status pool_del(struct pool *p, struct store *s, const char *key, siz
  * replica rank, with pool_put(add)'s semantics item by item. */
 void pool_add_batch(struct pool *p, struct store *s, struct store_add_item *items, size_t n,
                     uint32_t ttl_s);
+/* pool_add_batch in steps around the engine's runs, for an engine that runs
+ * without blocking: prepare puts the first rank's ops in p->ops and returns
+ * their count (SIZE_MAX: out of memory, the items say so); once the engine
+ * ran them, next takes their outcomes and puts the next rank's ops there
+ * (0: no more runs); finish gives every item its status. finish blocks only
+ * where replicas disagree (an EXISTS after a replica took ours: the old
+ * value is copied back, one get and one put with the I/O timeout). The
+ * caller runs the stale deletes first (pool_stale_due). */
+size_t pool_add_prepare(struct pool *p, struct store *s, struct store_add_item *items, size_t n,
+                        uint32_t ttl_s);
+size_t pool_add_next(struct pool *p, struct store_add_item *items, size_t n, uint32_t ttl_s);
+void pool_add_finish(struct pool *p, struct store *s, struct store_add_item *items, size_t n,
+                     uint32_t ttl_s);
+/* true when the next operation first deletes blobs a node missed (stale
+ * hints on a node that is up): a run of its own before the operation's.
+ * An engine that runs without blocking runs it itself: prepare puts the
+ * deletes in p->ops and returns their count (0: none), the engine runs
+ * them (its del_batch), finish takes their outcomes. */
+bool pool_stale_due(const struct pool *p, struct store *s);
+size_t pool_stale_prepare(struct pool *p, struct store *s);
+void pool_stale_finish(struct pool *p, struct store *s);
 
 /* store.h's store_mget_replicas, store_node_incr/add (add: true) and
  * store_node_get: straight to the named nodes, no replicas, no hints. */

@@ -102,7 +102,8 @@ struct committer {
     struct worker *worker;     /* (ref) */
     struct store *inline_store; /* (ref) NULL: batches go through the worker */
     struct store *async_store; /* (ref) NULL: idem; else batches without users start here */
-    bool inflight_async;       /* inflight is being written from the loop (async_store) */
+    bool inflight_async;       /* async_store is running: inflight, or a hint replay */
+    bool replaying;            /* the run is committer_replay_hints' */
     bool stopping;             /* committer_stop: no more writes from the loop */
     uint64_t last_start_us;    /* monotonic: when the last batch went out */
     struct event *inline_done; /* runs flush_done after an inline write */
@@ -259,15 +260,10 @@ static bool backoff_wait(uint64_t deadline_ms, uint64_t *backoff)
     return true;
 }
 
-/* Adds every record's marker, in submission order (of two answers of one
- * user to one question in this batch the first wins), all of them in one
- * pipelined store call. A marker whose node is down is retried until the
- * deadline; what then still failed, or got an unknown outcome, is refused
- * with 503 and counts nothing. */
-static void add_markers(struct store *s, struct batch *b)
+/* The markers' keys and values; every record pending. */
+static void markers_prepare(struct batch *b)
 {
     const struct eventfile *ef = b->c->ef;
-    uint64_t backoff = BACKOFF_FIRST_MS;
     for (size_t i = 0; i < b->n_recs; i++) {
         struct user_rec *r = &b->recs[i];
         r->state = REC_PENDING;
@@ -275,40 +271,51 @@ static void add_markers(struct store *s, struct batch *b)
         r->mkeylen = key_user_marker(r->mkey, ef->name, r->user, r->question);
         r->mvallen = fans_marker_format(r->mval, sizeof(r->mval), r->right, r->ms);
     }
-    for (;;) {
-        size_t m = 0;
-        for (size_t i = 0; i < b->n_recs; i++) {
-            struct user_rec *r = &b->recs[i];
-            if (r->state != REC_PENDING)
-                continue;
-            b->adds[m++] = (struct store_add_item){
-                .key = r->mkey, .keylen = r->mkeylen, .val = r->mval, .vallen = r->mvallen};
-        }
-        if (m == 0)
-            break;
-        store_add_batch(s, b->adds, m, b->c->cfg.ttl_s);
-        bool again = false;
-        size_t j = 0;
-        for (size_t i = 0; i < b->n_recs; i++) {
-            struct user_rec *r = &b->recs[i];
-            if (r->state != REC_PENDING)
-                continue;
-            enum store_status st = b->adds[j++].status;
-            if (st == STORE_OK) {
-                r->state = REC_ADDED;
-                b->markers_added++;
-            } else if (st == STORE_EXISTS) {
-                r->state = REC_DUPLICATE;
-            } else if (st == STORE_UNAVAILABLE) {
-                again = true; /* not applied: safe to send again */
-            } else {
-                r->state = REC_FAILED;
-            }
-        }
-        if (!again || !backoff_wait(b->deadline_ms, &backoff))
-            break;
-        b->retries++;
+}
+
+/* The pending records' markers into b->adds, in record order; how many. */
+static size_t markers_pending(struct batch *b)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < b->n_recs; i++) {
+        struct user_rec *r = &b->recs[i];
+        if (r->state != REC_PENDING)
+            continue;
+        b->adds[m++] = (struct store_add_item){
+            .key = r->mkey, .keylen = r->mkeylen, .val = r->mval, .vallen = r->mvallen};
     }
+    return m;
+}
+
+/* The outcomes of the adds markers_pending listed; true when some marker
+ * certainly did not go in (its node is down) and may be sent again. */
+static bool markers_take(struct batch *b)
+{
+    bool again = false;
+    size_t j = 0;
+    for (size_t i = 0; i < b->n_recs; i++) {
+        struct user_rec *r = &b->recs[i];
+        if (r->state != REC_PENDING)
+            continue;
+        enum store_status st = b->adds[j++].status;
+        if (st == STORE_OK) {
+            r->state = REC_ADDED;
+            b->markers_added++;
+        } else if (st == STORE_EXISTS) {
+            r->state = REC_DUPLICATE;
+        } else if (st == STORE_UNAVAILABLE) {
+            again = true; /* not applied: safe to send again */
+        } else {
+            r->state = REC_FAILED;
+        }
+    }
+    return again;
+}
+
+/* What is still pending failed; the refused answers' counters leave the
+ * batch before anything is written. */
+static void markers_end(struct batch *b)
+{
     for (size_t i = 0; i < b->n_recs; i++) {
         struct user_rec *r = &b->recs[i];
         if (r->state == REC_PENDING)
@@ -317,11 +324,41 @@ static void add_markers(struct store *s, struct batch *b)
             continue;
         b->waiters[r->waiter].refused =
             r->state == REC_DUPLICATE ? REFUSED_DUPLICATE : REFUSED_UNAVAILABLE;
-        /* Its counters leave the batch before anything is written. */
         if (!b->c->cfg.no_coalesce)
             for (int k = 0; k < KEYS_PER_ANSWER; k++)
                 counts_sub(&b->fresh, b->answer_ids[r->waiter][k], 1);
     }
+}
+
+/* Sends the pending markers again while some certainly did not go in,
+ * until the deadline (sleeping the backoff first: they just failed). */
+static void markers_retry(struct store *s, struct batch *b)
+{
+    uint64_t backoff = BACKOFF_FIRST_MS;
+    size_t m;
+    while (backoff_wait(b->deadline_ms, &backoff) && (m = markers_pending(b)) > 0) {
+        b->retries++;
+        store_add_batch(s, b->adds, m, b->c->cfg.ttl_s);
+        if (!markers_take(b))
+            break;
+    }
+}
+
+/* Adds every record's marker, in submission order (of two answers of one
+ * user to one question in this batch the first wins), all of them in one
+ * pipelined store call. A marker whose node is down is retried until the
+ * deadline; what then still failed, or got an unknown outcome, is refused
+ * with 503 and counts nothing. */
+static void add_markers(struct store *s, struct batch *b)
+{
+    markers_prepare(b);
+    size_t m = markers_pending(b);
+    if (m > 0) {
+        store_add_batch(s, b->adds, m, b->c->cfg.ttl_s);
+        if (markers_take(b))
+            markers_retry(s, b);
+    }
+    markers_end(b);
 }
 
 /* Nothing of the batch's own increments can have landed: its waiters get
@@ -454,8 +491,30 @@ static void flush_job(struct store *s, void *arg)
     settle(s, b);
 }
 
-/* Worker thread: a batch whose first write ran on the loop
- * (store_incr_start) and left items to retry. */
+/* Worker thread: a batch whose items are built (its markers, if any, done
+ * from the loop) and whose increments could not start from there. */
+static void counts_job(struct store *s, void *arg)
+{
+    struct batch *b = arg;
+    store_incr_batch(s, b->items, b->n_items, b->c->cfg.ttl_s);
+    retry_unavailable(s, b);
+    settle(s, b);
+}
+
+/* Worker thread: a batch whose markers were first sent from the loop and
+ * some of which met a node that was down: they are retried here, then the
+ * increments go. */
+static void markers_job(struct store *s, void *arg)
+{
+    struct batch *b = arg;
+    markers_retry(s, b);
+    markers_end(b);
+    build_items(b);
+    counts_job(s, b);
+}
+
+/* Worker thread: a batch whose increments were first written from the
+ * loop and left items to retry, or markers to roll back. */
 static void retry_job(struct store *s, void *arg)
 {
     struct batch *b = arg;
@@ -488,6 +547,7 @@ static uint64_t interval_left_us(const struct committer *c)
 
 static void flush_done(void *arg);
 static void on_async_written(void *arg);
+static void on_markers_added(void *arg);
 
 /* Something waits for a batch: answers, or increments to retry. */
 static bool has_work(const struct committer *c)
@@ -549,9 +609,28 @@ static void fail_batch(struct committer *c, struct batch *b)
     batch_free(b);
 }
 
+/* The batch in flight goes on on the worker thread. Refused (the worker
+ * is stopping): done here, blocking, on the loop's own handle if there is
+ * one, else the batch fails as never sent (nothing of it was). */
+static void to_worker(struct committer *c, struct batch *b, void (*job)(struct store *, void *))
+{
+    if (worker_submit(c->worker, job, flush_done, b))
+        return;
+    if (c->async_store != NULL) {
+        job(c->async_store, b);
+        flush_done(b);
+        return;
+    }
+    log_error("store worker refused a batch counters=%u",
+              b->fresh.ntouched + b->carry.ntouched);
+    c->inflight = NULL;
+    fail_batch(c, b);
+}
+
 static void dispatch(struct committer *c)
 {
-    if (c->inflight != NULL || !has_work(c))
+    /* A hint replay's end dispatches what came meanwhile. */
+    if (c->inflight != NULL || c->replaying || !has_work(c))
         return;
     struct batch *next = c->spare ? c->spare : batch_new(c);
     struct batch *b = c->open;
@@ -582,26 +661,31 @@ static void dispatch(struct committer *c)
         event_active(c->inline_done, EV_TIMEOUT, 0);
         return;
     }
-    /* Markers need their replies before the increments are known: a batch
-     * with users goes to the worker whole. */
-    if (c->async_store != NULL && !c->stopping && b->n_recs == 0) {
+    /* From the loop when the handle can (store_incr_start): the markers
+     * first, then, from their end, the increments; the worker takes over
+     * only for what sleeps (retries, rollbacks) or where the handle cannot
+     * (its backend, a node named by a host name, stale blobs due). */
+    if (c->async_store != NULL && !c->stopping) {
         batch_start(b);
-        build_items(b);
-        if (store_incr_start(c->async_store, c->base, b->items, b->n_items, c->cfg.ttl_s,
-                             on_async_written, b)) {
-            c->inflight_async = true;
+        if (b->n_recs > 0) {
+            markers_prepare(b);
+            if (store_add_start(c->async_store, c->base, b->adds, markers_pending(b),
+                                c->cfg.ttl_s, on_markers_added, b)) {
+                c->inflight_async = true;
+                return;
+            }
+        } else {
+            build_items(b);
+            if (store_incr_start(c->async_store, c->base, b->items, b->n_items, c->cfg.ttl_s,
+                                 on_async_written, b)) {
+                c->inflight_async = true;
+                return;
+            }
+            to_worker(c, b, counts_job);
             return;
         }
-        /* The handle cannot (its backend, replicas, a node named by a host
-         * name): do not build every batch twice. */
-        c->async_store = NULL;
     }
-    if (!worker_submit(c->worker, flush_job, flush_done, b)) {
-        log_error("store worker refused a batch counters=%u",
-                  b->fresh.ntouched + b->carry.ntouched);
-        c->inflight = NULL;
-        fail_batch(c, b);
-    }
+    to_worker(c, b, flush_job);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -613,18 +697,63 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     dispatch(c);
 }
 
-/* The first write of a batch, run on the loop, is done. What did not land
- * for certain is retried on the worker (retries sleep between rounds). */
+/* The markers of a batch, sent from the loop, have their outcomes. Those
+ * that met a node that was down are retried on the worker (retries sleep
+ * between rounds); else the increments start from the loop too. */
+static void on_markers_added(void *arg)
+{
+    struct batch *b = arg;
+    struct committer *c = b->c;
+    c->inflight_async = false;
+    if (markers_take(b) && util_mono_ms() < b->deadline_ms) {
+        to_worker(c, b, markers_job);
+        return;
+    }
+    markers_end(b);
+    build_items(b);
+    if (!c->stopping && store_incr_start(c->async_store, c->base, b->items, b->n_items,
+                                         c->cfg.ttl_s, on_async_written, b)) {
+        c->inflight_async = true;
+        return;
+    }
+    to_worker(c, b, counts_job);
+}
+
+/* The first write of a batch's increments, run on the loop, is done. What
+ * did not land for certain is retried on the worker (retries sleep between
+ * rounds), and so are the rollbacks of a batch nothing of which landed. */
 static void on_async_written(void *arg)
 {
     struct batch *b = arg;
     struct committer *c = b->c;
     c->inflight_async = false;
-    if (any_unavailable(b->items, b->n_items) && util_mono_ms() < b->deadline_ms &&
-        worker_submit(c->worker, retry_job, flush_done, b))
+    if (any_unavailable(b->items, b->n_items) && util_mono_ms() < b->deadline_ms) {
+        to_worker(c, b, retry_job);
         return;
-    settle(NULL, b); /* no markers to roll back: the batch has no users */
+    }
+    settle(NULL, b);
+    if (!b->fresh_ok && !b->fresh_maybe_landed && b->markers_added > 0) {
+        to_worker(c, b, retry_job); /* settles again, with the markers' rollback */
+        return;
+    }
     flush_done(b);
+}
+
+static void on_hints_replayed(void *arg)
+{
+    struct committer *c = arg;
+    c->inflight_async = false;
+    c->replaying = false;
+    dispatch(c);
+    maybe_drained(c);
+}
+
+void committer_replay_hints(struct committer *c)
+{
+    if (c->async_store == NULL || c->stopping || c->inflight != NULL || c->inflight_async)
+        return;
+    if (store_incr_start(c->async_store, c->base, NULL, 0, c->cfg.ttl_s, on_hints_replayed, c))
+        c->inflight_async = c->replaying = true;
 }
 
 static void on_inline_done(evutil_socket_t fd, short what, void *arg)
@@ -862,7 +991,7 @@ void committer_stop(struct committer *c)
         return;
     c->stopping = true;
     if (c->inflight_async)
-        store_incr_wait(c->async_store); /* runs on_async_written */
+        store_run_wait(c->async_store); /* runs the run's done callback */
 }
 
 void committer_free(struct committer *c)
@@ -872,7 +1001,7 @@ void committer_free(struct committer *c)
     /* Without a drain (a forced stop), answers still open or written inline
      * but not yet reported get their 503 rather than no reply at all. */
     answer_unconfirmed(c, c->open);
-    bool inflight_ours = c->inflight && (c->inline_store || c->inflight_async);
+    bool inflight_ours = c->inflight && (c->inline_store || (c->inflight_async && !c->replaying));
     if (inflight_ours)
         answer_unconfirmed(c, c->inflight);
     if (c->timer)

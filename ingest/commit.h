@@ -151,6 +151,12 @@ bool committer_idle(const struct committer *c);
 
 void committer_get_stats(const struct committer *c, struct commit_stats *out);
 
+/* With replicas, the increments a replica missed are replayed in front of
+ * the next batch written from the loop's handle; between two questions
+ * there may be none for minutes, so the caller's timer calls this: when no
+ * batch is out, the hints due go from the loop in a run of their own. */
+void committer_replay_hints(struct committer *c);
+
 /* Before worker_stop, with the loop no longer running: a batch being
  * written from the loop is driven to its end here (its commands may have
  * reached the store: its answers must get the truth), and no batch starts

@@ -617,9 +617,14 @@ static void hints_replay_done(void *arg)
     ig->hints_running = false;
 }
 
+/* Each handle replays its own: the worker's, and the loop's (through the
+ * committer, which owns that handle's runs). */
 static void hints_replay(struct ingest *ig)
 {
     struct store_stats st;
+    store_get_stats(ig->loop_store, &st);
+    if (st.hints_pending > 0)
+        committer_replay_hints(ig->committer);
     if (ig->hints_running)
         return;
     worker_store_stats(ig->worker, &st);

@@ -712,13 +712,8 @@ static void test_incr_start_exact(void **state)
     assert_false(store_incr_start(s, base, k.items, 0, 600, on_async_done, &w));
     store_close(s);
 
-    /* handles that cannot: replicas, a host name to look up */
+    /* a handle that cannot: a host name to look up */
     char url[300];
-    const struct server *svs[] = {&f->mc[0], &f->mc[1]};
-    server_url(svs, 2, "replicas=2", url, sizeof(url));
-    s = open_url(url);
-    assert_false(store_incr_start(s, base, k.items, 10, 600, on_async_done, &w));
-    store_close(s);
     snprintf(url, sizeof(url), "memcached://localhost:%u", (unsigned)f->mc[0].port);
     s = open_url(url);
     assert_false(store_incr_start(s, base, k.items, 10, 600, on_async_done, &w));
