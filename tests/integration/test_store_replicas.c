@@ -116,7 +116,7 @@ struct loader {
      * sees: a replica given up on for lag (a busy machine) is a failure
      * too, and what the victim held before the kill is wiped anyway. */
     atomic_int kill_phase; /* 0 alive, 1 being killed, 2 dead (reaped) */
-    uint64_t batches, not_ok, failing_batches;
+    uint64_t batches, unavailable, not_ok, failing_batches;
 };
 
 static void *load(void *arg)
@@ -137,6 +137,10 @@ static void *load(void *arg)
             l->failing_batches++;
         for (size_t i = 0; i < NKEYS; i++) {
             const struct store_incr *it = &l->items[i];
+            if (it->status == STORE_UNAVAILABLE) {
+                l->unavailable++; /* applied nowhere: safe, and not expected */
+                continue;
+            }
             if (it->status != STORE_OK) {
                 l->not_ok++;
                 continue;
@@ -159,7 +163,15 @@ static void test_kill_one_node_mid_load(void **state)
     struct fixture *f = *state;
     char err[256];
     struct loader l = {0};
-    l.s = store_open(f->url, err, sizeof(err));
+    /* A lag budget a busy machine's stalls stay under: a second node given
+     * up on for lag while the victim is down would leave keys with no
+     * replica up (UNAVAILABLE: counted, allowed, but not the point). */
+    char url[512];
+    const struct server *svs[NNODES];
+    for (int i = 0; i < NNODES; i++)
+        svs[i] = &f->node[i];
+    server_url(svs, NNODES, "replicas=2&timeout_ms=1000&replica_lag_ms=200", url, sizeof(url));
+    l.s = store_open(url, err, sizeof(err));
     assert_non_null(l.s);
     l.buf = calloc(NKEYS, sizeof(*l.buf));
     l.keys = calloc(NKEYS, sizeof(*l.keys));
@@ -178,11 +190,11 @@ static void test_kill_one_node_mid_load(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, load, &l), 0);
     const uint32_t victim = 1;
-    /* First a replica given up on for lag (stopped for 100 ms, as a busy
-     * machine may do), then killed: the drained commands die with it. */
+    /* First a replica given up on for lag (stopped for 400 ms, past the
+     * 200 ms budget), then killed: the drained commands die with it. */
     sleep_ms(300);
     assert_true(server_pause(&f->node[victim]));
-    sleep_ms(100);
+    sleep_ms(400);
     assert_true(server_resume(&f->node[victim]));
     sleep_ms(200);
     atomic_store(&l.kill_phase, 1);
@@ -203,15 +215,18 @@ static void test_kill_one_node_mid_load(void **state)
         if (st.hints_pending > 0)
             sleep_ms(50);
     } while (st.hints_pending > 0 && mono_ms() < until);
-    print_message("%s: %llu batches, not ok=%llu, node_failures=%llu hints queued=%llu "
-                  "replayed=%llu dropped=%llu pending=%llu\n",
+    print_message("%s: %llu batches, unavailable=%llu other not ok=%llu, node_failures=%llu "
+                  "hints queued=%llu replayed=%llu dropped=%llu pending=%llu\n",
                   f->kind == SERVER_MEMCACHED ? "memcached" : "redis",
-                  (unsigned long long)l.batches, (unsigned long long)l.not_ok,
+                  (unsigned long long)l.batches, (unsigned long long)l.unavailable,
+                  (unsigned long long)l.not_ok,
                   (unsigned long long)st.node_failures, (unsigned long long)st.hints_queued,
                   (unsigned long long)st.hints_replayed, (unsigned long long)st.hints_dropped,
                   (unsigned long long)st.hints_pending);
-    /* every batch acknowledged in full: one replica was always up */
+    /* one replica was always up: nothing failed in a way that may have
+     * counted (STORE_ERROR), and almost everything was acknowledged */
     assert_int_equal(l.not_ok, 0);
+    assert_true(l.unavailable * 100 < l.batches * NKEYS);
     assert_true(l.failing_batches >= 1); /* the handle saw the kill */
     assert_true(st.node_failures >= 1);
     assert_true(st.hints_queued > 0);
