@@ -53,6 +53,7 @@ struct ingest_shared {
     struct qstate *states;           /* owned; guarded by lock */
     atomic_uint_fast64_t version;    /* bumped on every change of states */
     atomic_bool draining;
+    atomic_bool leaving;             /* the drain delay: /healthz 503, answers taken */
     atomic_bool states_loaded;       /* the store has answered at least once */
     struct ingest_figures figures[MAX_INSTANCES]; /* guarded by lock */
 };
@@ -114,6 +115,7 @@ struct ingest_shared *ingest_shared_create(const struct eventfile *ef)
     pthread_mutex_init(&sh->lock, NULL);
     atomic_init(&sh->version, 1);
     atomic_init(&sh->draining, false);
+    atomic_init(&sh->leaving, false);
     atomic_init(&sh->states_loaded, false);
     return sh;
 }
@@ -135,6 +137,17 @@ void ingest_shared_set_draining(struct ingest_shared *sh)
 bool ingest_shared_draining(const struct ingest_shared *sh)
 {
     return atomic_load(&((struct ingest_shared *)sh)->draining);
+}
+
+void ingest_shared_set_leaving(struct ingest_shared *sh)
+{
+    atomic_store(&sh->leaving, true);
+}
+
+bool ingest_shared_healthy(const struct ingest_shared *sh)
+{
+    struct ingest_shared *w = (struct ingest_shared *)sh;
+    return !atomic_load(&w->leaving) && !atomic_load(&w->draining);
 }
 
 static void shared_publish_states(struct ingest_shared *sh, const struct qstate *states)
@@ -879,7 +892,7 @@ void ingest_free(struct ingest *ig)
       "redis-cluster: MOVED and ASK replies followed")                                             \
     X(IM_MAP_REFRESHES, "livetally_ingest_store_slot_map_refreshes_total", COUNTER,                \
       "redis-cluster: slot maps read")                                                             \
-    X(IM_DRAINING, "livetally_ingest_draining", GAUGE, "1 while draining")
+    X(IM_DRAINING, "livetally_ingest_draining", GAUGE, "1 from the stop signal on (/healthz 503): the drain delay, then the drain")
 
 enum ingest_metric { INGEST_METRICS(METRIC_ENUM) INGEST_METRIC_COUNT };
 static const struct metric_def ingest_metrics[] = {INGEST_METRICS(METRIC_DEF)};
@@ -950,7 +963,7 @@ static uint64_t figure_value(const struct ingest_figures *f, enum ingest_metric 
     case IM_HINTS_PENDING: return f->ss.hints_pending;
     case IM_REDIRECTS: return f->ss.redirects;
     case IM_MAP_REFRESHES: return f->ss.map_refreshes;
-    case IM_DRAINING: return ingest_shared_draining(sh) ? 1 : 0;
+    case IM_DRAINING: return ingest_shared_healthy(sh) ? 0 : 1;
     default: return 0;
     }
 }
@@ -975,7 +988,7 @@ void ingest_shared_write_metrics(struct ingest_shared *sh, struct evbuffer *out)
         metrics_hist_merge(&flush, &f->cs.flush_hist);
     }
     pthread_mutex_unlock(&sh->lock);
-    sums[IM_DRAINING] = ingest_shared_draining(sh) ? 1 : 0;
+    sums[IM_DRAINING] = ingest_shared_healthy(sh) ? 0 : 1;
 
     for (int m = 0; m < INGEST_METRIC_COUNT; m++) {
         const struct metric_def *def = &ingest_metrics[m];

@@ -32,6 +32,10 @@ struct ingest_shared *ingest_shared_create(const struct eventfile *ef);
 void ingest_shared_free(struct ingest_shared *sh);
 void ingest_shared_set_draining(struct ingest_shared *sh);
 bool ingest_shared_draining(const struct ingest_shared *sh);
+/* Leaving: /healthz says draining, answers are still taken (the drain
+ * delay). Healthy: neither leaving nor draining. */
+void ingest_shared_set_leaving(struct ingest_shared *sh);
+bool ingest_shared_healthy(const struct ingest_shared *sh);
 /* Prometheus text of every instance's last published figures. */
 void ingest_shared_write_metrics(struct ingest_shared *sh, struct evbuffer *out);
 

@@ -25,6 +25,7 @@ struct options {
     const char *event_path;
     const char *backend;
     const char *token_path;
+    uint32_t drain_delay_s;
     uint32_t drain_timeout_s;
     bool describe_metrics;
     enum log_level log_level;
@@ -32,7 +33,7 @@ struct options {
 };
 
 enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_THREADS, OPT_FLUSH_MS, OPT_BATCH_INTERVAL, OPT_NO_COALESCE, OPT_DEADLINE_MS,
-       OPT_MAX_WAITING, OPT_MAX_BATCH, OPT_MAX_CONNS, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT,
+       OPT_MAX_WAITING, OPT_MAX_BATCH, OPT_MAX_CONNS, OPT_DRAIN_DELAY, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT,
        OPT_LOG_LEVEL, OPT_DESCRIBE_METRICS };
 
 static const struct cli_opt cli_opts[] = {
@@ -48,7 +49,8 @@ static const struct cli_opt cli_opts[] = {
     {"max-waiting", "N", "answers waiting for the store per thread before 503 (default 65536)", OPT_MAX_WAITING},
     {"max-batch", "N", "answers per batch (default 65536)", OPT_MAX_BATCH},
     {"max-conns", "N", "open connections per thread; more are refused (default 20000)", OPT_MAX_CONNS},
-    {"drain-timeout", "S", "on SIGTERM, wait at most this long for the store (default 30)", OPT_DRAIN_TIMEOUT},
+    {"drain-delay", "S", "on SIGTERM, answer /healthz 503 this long while still taking answers, so the load balancer takes the node out first; above its check interval x fall count (default 2; 0: drain at once)", OPT_DRAIN_DELAY},
+    {"drain-timeout", "S", "then wait at most this long for the store (default 30)", OPT_DRAIN_TIMEOUT},
     {"http-timeout", "S", "drop a client that is idle, or slow to send a request, this long (default 10)", OPT_HTTP_TIMEOUT},
     {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
     {"describe-metrics", NULL, "list the /metrics metrics (name, type, help) and exit", OPT_DESCRIBE_METRICS},
@@ -59,8 +61,10 @@ static const char about[] =
     "once the store has confirmed the increments. Admin: POST\n"
     "/v1/admin/questions/{id}/open|close with Authorization: Bearer TOKEN.\n"
     "GET /healthz (503 while draining), GET /metrics (Prometheus text).\n"
-    "SIGTERM/SIGINT: stop taking answers, write everything pending, exit 0\n"
-    "(1 if the store did not confirm within --drain-timeout).\n\n"
+    "SIGTERM/SIGINT: /healthz turns 503 at once while answers are still taken for\n"
+    "--drain-delay; then stop taking answers, write everything pending, exit 0\n"
+    "(1 if the store did not confirm within --drain-timeout). A second signal\n"
+    "during the delay drains at once; one during the drain exits at once (1).\n\n"
     "Example:\n"
     "  livetally-ingest --event show.json --backend memcached://10.0.0.5:11211,10.0.0.6:11211 \\\n"
     "      --listen 0.0.0.0:8080 --admin-token-file /etc/livetally/admin.token\n";
@@ -87,6 +91,7 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
         return cli_u32(val, 1, 10000000, &n, err, errlen) &&
                (sc->ic.commit.max_batch_answers = n, true);
     case OPT_MAX_CONNS: return cli_u32(val, 1, 1000000, &sc->hc.max_conns, err, errlen);
+    case OPT_DRAIN_DELAY: return cli_u32(val, 0, 600, &o->drain_delay_s, err, errlen);
     case OPT_DRAIN_TIMEOUT: return cli_u32(val, 1, 3600, &o->drain_timeout_s, err, errlen);
     case OPT_HTTP_TIMEOUT: return cli_u32(val, 1, 3600, &sc->http_timeout_s, err, errlen);
     case OPT_DESCRIBE_METRICS: o->describe_metrics = true; return true;
@@ -99,7 +104,7 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
 
 int main(int argc, char **argv)
 {
-    struct options o = {.drain_timeout_s = 30, .log_level = LOG_INFO};
+    struct options o = {.drain_delay_s = 2, .drain_timeout_s = 30, .log_level = LOG_INFO};
     ingest_server_defaults(&o.sc);
     enum cli_result r = cli_parse(argc, argv, PROG, "--event FILE --backend URL [options]", about,
                                   cli_opts, LT_ARRAY_LEN(cli_opts), set_opt, &o);
@@ -141,7 +146,7 @@ int main(int argc, char **argv)
     }
     log_info("listening addr=%s threads=%u event=%s backend=%s admin=%s", o.sc.listen,
              o.sc.threads, ef.name, o.backend, token ? "on" : "off");
-    rc = ingest_server_run(server, base, o.drain_timeout_s, NULL, NULL);
+    rc = ingest_server_run(server, base, o.drain_delay_s * 1000, o.drain_timeout_s, NULL, NULL);
 
 done:
     ingest_server_free(server);

@@ -95,7 +95,7 @@ static void on_fast_request(struct httpd_request *req, void *arg)
     if (strcmp(req->path, "/healthz") == 0) {
         static const char ok[] = "{\"status\":\"ok\"}";
         static const char draining[] = "{\"status\":\"draining\"}";
-        if (ingest_shared_draining(t->srv->shared))
+        if (!ingest_shared_healthy(t->srv->shared))
             httpd_reply(req, 503, NULL, draining, sizeof(draining) - 1, NULL);
         else
             httpd_reply(req, 200, NULL, ok, sizeof(ok) - 1, NULL);
@@ -237,7 +237,7 @@ static void on_main_request(struct evhttp_request *req, void *arg)
     if (ingest_serve(s->main_ingest, &r, main_reply, req))
         return;
     if (strcmp(path, "/healthz") == 0) {
-        http_reply_health(req, !ingest_shared_draining(s->shared));
+        http_reply_health(req, ingest_shared_healthy(s->shared));
         return;
     }
     if (strcmp(path, "/metrics") == 0) {
@@ -309,6 +309,11 @@ void ingest_server_drain(struct ingest_server *s, void (*drained)(void *arg), vo
 bool ingest_server_draining(const struct ingest_server *s)
 {
     return s->draining;
+}
+
+void ingest_server_leave(struct ingest_server *s)
+{
+    ingest_shared_set_leaving(s->shared);
 }
 
 /* ---- lifecycle -------------------------------------------------------- */
@@ -566,7 +571,10 @@ bool ingest_server_load(const char *prog, const char *event_path, const char *to
 struct run_ctx {
     struct ingest_server *server;
     struct event_base *base;
+    uint32_t drain_delay_ms;
     uint32_t drain_timeout_s;
+    bool leaving;        /* the first signal came: /healthz says draining */
+    struct event *delay; /* ends the drain delay */
     ingest_after_drain_fn after_drain;
     void *arg;
     struct event *deadline;
@@ -601,6 +609,25 @@ static void run_deadline(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(r->base, NULL);
 }
 
+static void run_start_drain(struct run_ctx *r)
+{
+    evtimer_del(r->delay);
+    struct timeval tv = {.tv_sec = r->drain_timeout_s, .tv_usec = 0};
+    evtimer_add(r->deadline, &tv);
+    ingest_server_drain(r->server, run_drained, r);
+}
+
+static void run_delay_over(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    log_info("drain delay over: listener closed, answers refused, writing what is pending");
+    run_start_drain(arg);
+}
+
+/* The first signal: the load balancer is told first (/healthz 503 while
+ * answers are still taken, --drain-delay), then the drain. A second one
+ * during the delay drains at once; one during the drain exits. */
 static void run_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -611,10 +638,24 @@ static void run_signal(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(r->base, NULL);
         return;
     }
-    log_info("signal %d: draining", (int)sig);
-    struct timeval tv = {.tv_sec = r->drain_timeout_s, .tv_usec = 0};
-    evtimer_add(r->deadline, &tv);
-    ingest_server_drain(r->server, run_drained, r);
+    if (r->leaving) {
+        log_info("signal %d again: draining now, before the end of the drain delay", (int)sig);
+        run_start_drain(r);
+        return;
+    }
+    r->leaving = true;
+    if (r->drain_delay_ms == 0) {
+        log_info("signal %d: draining", (int)sig);
+        run_start_drain(r);
+        return;
+    }
+    log_info("signal %d: /healthz answers 503 for %u ms so the load balancer takes this node out; "
+             "answers are still taken meanwhile",
+             (int)sig, r->drain_delay_ms);
+    ingest_server_leave(r->server);
+    struct timeval tv = {.tv_sec = r->drain_delay_ms / 1000,
+                         .tv_usec = (suseconds_t)(r->drain_delay_ms % 1000) * 1000};
+    evtimer_add(r->delay, &tv);
 }
 
 static void stop_signals(sigset_t *set)
@@ -631,15 +672,18 @@ void ingest_server_hold_signals(void)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
-int ingest_server_run(struct ingest_server *s, struct event_base *base, uint32_t drain_timeout_s,
-                      ingest_after_drain_fn after_drain, void *arg)
+int ingest_server_run(struct ingest_server *s, struct event_base *base, uint32_t drain_delay_ms,
+                      uint32_t drain_timeout_s, ingest_after_drain_fn after_drain, void *arg)
 {
-    struct run_ctx r = {.server = s, .base = base, .drain_timeout_s = drain_timeout_s,
-                        .after_drain = after_drain, .arg = arg, .exit_code = 0};
+    struct run_ctx r = {.server = s, .base = base, .drain_delay_ms = drain_delay_ms,
+                        .drain_timeout_s = drain_timeout_s, .after_drain = after_drain,
+                        .arg = arg, .exit_code = 0};
     struct event *term = evsignal_new(base, SIGTERM, run_signal, &r);
     struct event *intr = evsignal_new(base, SIGINT, run_signal, &r);
     r.deadline = evtimer_new(base, run_deadline, &r);
-    if (term && intr && r.deadline && event_add(term, NULL) == 0 && event_add(intr, NULL) == 0) {
+    r.delay = evtimer_new(base, run_delay_over, &r);
+    if (term && intr && r.deadline && r.delay && event_add(term, NULL) == 0 &&
+        event_add(intr, NULL) == 0) {
         /* Only this thread takes them now (the others were started with
          * them held), through libevent: one held meanwhile arrives now. */
         sigset_t set;
@@ -655,5 +699,7 @@ int ingest_server_run(struct ingest_server *s, struct event_base *base, uint32_t
         event_free(intr);
     if (r.deadline)
         event_free(r.deadline);
+    if (r.delay)
+        event_free(r.delay);
     return r.exit_code;
 }

@@ -56,6 +56,10 @@ struct ingest_server *ingest_server_start(struct event_base *main_base,
  * pending; drained(arg) runs on the main thread once all have. */
 void ingest_server_drain(struct ingest_server *s, void (*drained)(void *arg), void *arg);
 bool ingest_server_draining(const struct ingest_server *s);
+/* Before a drain: /healthz answers 503 draining while answers are still
+ * taken, so a load balancer's checks take the node out before its listener
+ * closes. */
+void ingest_server_leave(struct ingest_server *s);
 
 /* Stops the threads (answering what still waits) and frees. */
 void ingest_server_free(struct ingest_server *s);
@@ -78,8 +82,11 @@ typedef void (*ingest_after_drain_fn)(void *arg, void (*finish)(void *), void *f
 void ingest_server_hold_signals(void);
 
 /* Runs the main loop until SIGTERM/SIGINT has drained everything (0), or a
- * second signal or the drain deadline stops it first (1). */
-int ingest_server_run(struct ingest_server *s, struct event_base *base, uint32_t drain_timeout_s,
-                      ingest_after_drain_fn after_drain, void *arg);
+ * second signal during the drain or the drain deadline (drain_timeout_s
+ * from the drain's start) stops it first (1). The first signal makes
+ * /healthz 503 for drain_delay_ms (ingest_server_leave) before the drain
+ * begins; a second one during that delay begins it at once. */
+int ingest_server_run(struct ingest_server *s, struct event_base *base, uint32_t drain_delay_ms,
+                      uint32_t drain_timeout_s, ingest_after_drain_fn after_drain, void *arg);
 
 #endif

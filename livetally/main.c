@@ -28,6 +28,7 @@ struct options {
     const char *backend;
     const char *token_path;
     uint32_t interval_ms;
+    uint32_t drain_delay_s;
     uint32_t drain_timeout_s;
     uint32_t max_streams;
     uint32_t heartbeat_ms;
@@ -37,7 +38,7 @@ struct options {
 };
 
 enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_INTERVAL, OPT_THREADS, OPT_FLUSH_MS, OPT_BATCH_INTERVAL, OPT_NO_COALESCE,
-       OPT_DEADLINE_MS, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT, OPT_MAX_STREAMS, OPT_HEARTBEAT,
+       OPT_DEADLINE_MS, OPT_DRAIN_DELAY, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT, OPT_MAX_STREAMS, OPT_HEARTBEAT,
        OPT_DESCRIBE_METRICS, OPT_LOG_LEVEL };
 
 static const struct cli_opt cli_opts[] = {
@@ -51,7 +52,8 @@ static const struct cli_opt cli_opts[] = {
     {"batch-interval-us", "US", "under load, at least this long between two batches of a thread: bigger batches, fewer store operations (default 1000; 0: none)", OPT_BATCH_INTERVAL},
     {"no-coalesce", NULL, "write every answer's increments as they came (benchmarks only)", OPT_NO_COALESCE},
     {"deadline-ms", "MS", "retry an unconfirmed batch this long before 503 (default 2000)", OPT_DEADLINE_MS},
-    {"drain-timeout", "S", "on SIGTERM, wait at most this long for the store (default 30)", OPT_DRAIN_TIMEOUT},
+    {"drain-delay", "S", "on SIGTERM, answer /healthz 503 this long while still taking answers, so the load balancer takes the node out first; above its check interval x fall count (default 2; 0: drain at once)", OPT_DRAIN_DELAY},
+    {"drain-timeout", "S", "then wait at most this long for the store (default 30)", OPT_DRAIN_TIMEOUT},
     {"http-timeout", "S", "drop a client that is idle, or slow to send a request, this long (default 10)", OPT_HTTP_TIMEOUT},
     {"max-streams", "N", "Server-Sent Events clients at once; past it 503 (default 1000)", OPT_MAX_STREAMS},
     {"heartbeat-ms", "MS", "comment line on every stream this often (default 15000)", OPT_HEARTBEAT},
@@ -69,8 +71,9 @@ static const char about[] =
     "  GET  /v1/stats.csv                     the report (CSV)\n"
     "  GET  /                                 the live page (/?screen=1: big screen)\n"
     "  GET  /healthz, /metrics\n"
-    "SIGTERM/SIGINT: stop taking answers, write everything pending, publish a\n"
-    "last snapshot, exit.\n\n"
+    "SIGTERM/SIGINT: /healthz turns 503 at once while answers are still taken for\n"
+    "--drain-delay; then stop taking answers, write everything pending, publish a\n"
+    "last snapshot, exit. A second signal during the delay drains at once.\n\n"
     "Example:\n"
     "  echo secret > admin.token\n"
     "  livetally --event examples/1d-live.json --admin-token-file admin.token\n";
@@ -91,6 +94,7 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     case OPT_NO_COALESCE: o->sc.ic.commit.no_coalesce = true; return true;
     case OPT_DEADLINE_MS:
         return cli_u32(val, 10, 600000, &o->sc.ic.commit.deadline_ms, err, errlen);
+    case OPT_DRAIN_DELAY: return cli_u32(val, 0, 600, &o->drain_delay_s, err, errlen);
     case OPT_DRAIN_TIMEOUT: return cli_u32(val, 1, 3600, &o->drain_timeout_s, err, errlen);
     case OPT_HTTP_TIMEOUT: return cli_u32(val, 1, 3600, &o->sc.http_timeout_s, err, errlen);
     case OPT_MAX_STREAMS: return cli_u32(val, 1, 100000, &o->max_streams, err, errlen);
@@ -145,7 +149,7 @@ int main(int argc, char **argv)
     struct options o = {
         .backend = "memory:",
         .interval_ms = 1000,
-        .drain_timeout_s = 30,
+        .drain_delay_s = 2, .drain_timeout_s = 30,
         .max_streams = 1000,
         .heartbeat_ms = 15000,
         .log_level = LOG_INFO,
@@ -207,7 +211,8 @@ int main(int argc, char **argv)
     }
     log_info("listening addr=%s threads=%u event=%s backend=%s admin=%s page=http://%s/",
              o.sc.listen, o.sc.threads, ef.name, o.backend, token ? "on" : "off", o.sc.listen);
-    rc = ingest_server_run(app.server, app.base, o.drain_timeout_s, final_snapshot, &app);
+    rc = ingest_server_run(app.server, app.base, o.drain_delay_s * 1000, o.drain_timeout_s,
+                           final_snapshot, &app);
 
 done:
     /* The dashboard closes its streams before the server frees their
