@@ -17,6 +17,12 @@
 
 enum qstate_kind { QSTATE_NOT_OPEN = 0, QSTATE_OPEN, QSTATE_CLOSED };
 
+/* A close takes effect this long after it is asked (close_ms is then):
+ * every ingest node reads the states every 50 ms, so all of them have the
+ * close before its time and refuse exactly the answers received after it,
+ * whichever node the close went through. */
+#define QSTATE_CLOSE_DELAY_MS 250u
+
 struct qstate {
     enum qstate_kind kind;
     uint64_t open_ms;

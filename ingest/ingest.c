@@ -23,6 +23,10 @@
 #include "worker.h"
 
 #define WORKER_MAX_JOBS 256
+/* Answers held per thread while the store is asked whether their question
+ * opened (the first second of a question: thousands); past it the thread's
+ * own knowledge answers (409). */
+#define INGEST_HELD_MAX 16384
 #define ADMIN_PREFIX "/v1/admin/questions/"
 #define MAX_INSTANCES 256
 /* The fans list goes to the store this often when it changed, and at least
@@ -76,6 +80,16 @@ struct ingest {
     enum store_status refresh_status;
     bool states_initialised;         /* "open": true questions added to the store */
     struct event *refresh_timer;
+    /* Answers to a question this thread knows as not open, held while the
+     * store is asked again: another node may have opened it since the last
+     * refresh. */
+    struct held_answer *held;        /* owned list, oldest first */
+    struct held_answer **held_tail;
+    size_t n_held;
+    bool check_running;              /* a state read for them is out */
+    bool check_abandoned;            /* ingest_free: its end only frees */
+    struct qstate *check_buf;        /* owned: that read writes here */
+    enum store_status check_status;
     /* the ultimate fans: this instance's top list (fans.h), loop thread */
     struct fans_topk fans;
     struct event *fans_timer;
@@ -229,6 +243,11 @@ static void on_committed(void *arg, enum commit_result r)
     free(p);
 }
 
+static void take_answer(struct ingest *ig, const struct answer *a, const struct qstate *st,
+                        uint64_t now_ms, ingest_reply_fn reply, void *ctx);
+static void hold_answer(struct ingest *ig, const struct answer *a, uint64_t now_ms,
+                        ingest_reply_fn reply, void *ctx);
+
 static void serve_answer(struct ingest *ig, const struct ingest_request *r, ingest_reply_fn reply,
                          void *ctx)
 {
@@ -261,20 +280,35 @@ static void serve_answer(struct ingest *ig, const struct ingest_request *r, inge
         reply_error(ig, reply, ctx, 503, "backend_unavailable", NULL);
         return;
     }
+    uint64_t now_ms = util_wall_ms();
     const struct qstate *st = &current_states(ig)[a.question_index];
+    if (st->kind == QSTATE_NOT_OPEN) {
+        hold_answer(ig, &a, now_ms, reply, ctx);
+        return;
+    }
+    take_answer(ig, &a, st, now_ms, reply, ctx);
+}
+
+/* An answer whose question's state is known: counted while it is open,
+ * refused once it was closed at receive time (now_ms, wall clock). A close
+ * takes effect QSTATE_CLOSE_DELAY_MS after it was asked, so every node
+ * has read it by then and they all draw the line at the same instant. */
+static void take_answer(struct ingest *ig, const struct answer *a, const struct qstate *st,
+                        uint64_t now_ms, ingest_reply_fn reply, void *ctx)
+{
     if (st->kind == QSTATE_NOT_OPEN) {
         reply_error(ig, reply, ctx, 409, "question_not_open", NULL);
         return;
     }
-    if (st->kind == QSTATE_CLOSED) {
+    if (st->kind == QSTATE_CLOSED && now_ms >= st->close_ms) {
         reply_error(ig, reply, ctx, 409, "question_closed", NULL);
         return;
     }
 
     struct answer_counters ac;
     uint32_t ids[KEYS_PER_ANSWER];
-    answer_counters(ig->ef, &a, &ac);
-    keys_counters_for_answer(ig->ef, (uint32_t)a.question_index, &ac, ids);
+    answer_counters(ig->ef, a, &ac);
+    keys_counters_for_answer(ig->ef, (uint32_t)a->question_index, &ac, ids);
 
     struct pending_answer *p = malloc(sizeof(*p));
     if (p == NULL) {
@@ -285,19 +319,106 @@ static void serve_answer(struct ingest *ig, const struct ingest_request *r, inge
     /* The answer time by the servers' clocks only: this receive time minus
      * the open time that the node opening the question wrote. */
     struct commit_user cu;
-    if (a.has_user) {
-        uint64_t now_ms = util_wall_ms();
-        cu = (struct commit_user){.user = a.user,
-                                  .question = a.question,
+    if (a->has_user)
+        cu = (struct commit_user){.user = a->user,
+                                  .question = a->question,
                                   .right = ac.outcome == KEY_RIGHT,
                                   .ms = now_ms > st->open_ms ? now_ms - st->open_ms : 0};
-    }
     enum commit_refusal refusal =
-        committer_submit(ig->committer, ids, a.has_user ? &cu : NULL, on_committed, p);
+        committer_submit(ig->committer, ids, a->has_user ? &cu : NULL, on_committed, p);
     if (refusal != COMMIT_ACCEPTED) {
         free(p);
         reply_error(ig, reply, ctx, 503, refusal == COMMIT_DRAINING ? "draining" : "overloaded",
                     NULL);
+    }
+}
+
+/* ---- answers to a question not open here (yet) ------------------------ */
+
+struct held_answer {
+    struct held_answer *next;
+    struct answer a;
+    uint64_t recv_ms;        /* wall clock, when it arrived */
+    ingest_reply_fn reply;
+    void *ctx;
+};
+
+static void check_run(struct store *s, void *arg)
+{
+    struct ingest *ig = arg;
+    ig->check_status = qstate_fetch_all(s, ig->ef, ig->check_buf);
+}
+
+/* What the store said about the questions: a state that is not "not open"
+ * is news (a question never goes back to not open), published to every
+ * thread; then each held answer is taken or refused by the state it now
+ * has here. A store that did not answer changes nothing: they are refused
+ * as before. */
+static void check_done(void *arg)
+{
+    struct ingest *ig = arg;
+    ig->check_running = false;
+    if (ig->check_abandoned)
+        return;
+    if (ig->check_status == STORE_OK) {
+        const struct qstate *cur = current_states(ig);
+        for (uint32_t i = 0; i < ig->ef->n_questions; i++) {
+            const struct qstate *got = &ig->check_buf[i];
+            if (got->kind != QSTATE_NOT_OPEN &&
+                (got->kind != cur[i].kind || got->open_ms != cur[i].open_ms ||
+                 got->close_ms != cur[i].close_ms))
+                shared_publish_one(ig->sh, (int)i, got);
+        }
+    }
+    struct held_answer *h = ig->held;
+    ig->held = NULL;
+    ig->held_tail = &ig->held;
+    ig->n_held = 0;
+    while (h != NULL) {
+        struct held_answer *next = h->next;
+        take_answer(ig, &h->a, &current_states(ig)[h->a.question_index], h->recv_ms, h->reply,
+                    h->ctx);
+        free(h);
+        h = next;
+    }
+}
+
+static void hold_answer(struct ingest *ig, const struct answer *a, uint64_t now_ms,
+                        ingest_reply_fn reply, void *ctx)
+{
+    struct held_answer *h = NULL;
+    if (ig->n_held < INGEST_HELD_MAX && (h = malloc(sizeof(*h))) != NULL) {
+        *h = (struct held_answer){.a = *a, .recv_ms = now_ms, .reply = reply, .ctx = ctx};
+        if (!ig->check_running) {
+            if (worker_submit(ig->worker, check_run, check_done, ig))
+                ig->check_running = true;
+            else {
+                free(h);
+                h = NULL;
+            }
+        }
+    }
+    if (h == NULL) { /* cannot ask: what this thread knows decides */
+        reply_error(ig, reply, ctx, 409, "question_not_open", NULL);
+        return;
+    }
+    *ig->held_tail = h;
+    ig->held_tail = &h->next;
+    ig->n_held++;
+}
+
+/* Held answers get 503 (never counted: a retry is exact). */
+static void held_refuse(struct ingest *ig, const char *error)
+{
+    struct held_answer *h = ig->held;
+    ig->held = NULL;
+    ig->held_tail = &ig->held;
+    ig->n_held = 0;
+    while (h != NULL) {
+        struct held_answer *next = h->next;
+        reply_error(ig, h->reply, h->ctx, 503, error, NULL);
+        free(h);
+        h = next;
     }
 }
 
@@ -358,7 +479,9 @@ static void admin_run(struct store *s, void *arg)
             j->result = cur;
             return;
         }
-        next = (struct qstate){.kind = QSTATE_CLOSED, .open_ms = cur.open_ms, .close_ms = j->now_ms};
+        next = (struct qstate){.kind = QSTATE_CLOSED,
+                               .open_ms = cur.open_ms,
+                               .close_ms = j->now_ms + QSTATE_CLOSE_DELAY_MS};
     }
     j->status = qstate_write(s, ef, qid, &next);
     j->result = next;
@@ -674,7 +797,10 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
     ig->states = calloc(ef->n_questions, sizeof(*ig->states));
     ig->refresh_buf = calloc(ef->n_questions, sizeof(*ig->refresh_buf));
     ig->refresh_known = calloc(ef->n_questions, sizeof(*ig->refresh_known));
-    if (ig->states == NULL || ig->refresh_buf == NULL || ig->refresh_known == NULL) {
+    ig->check_buf = calloc(ef->n_questions, sizeof(*ig->check_buf));
+    ig->held_tail = &ig->held;
+    if (ig->states == NULL || ig->refresh_buf == NULL || ig->refresh_known == NULL ||
+        ig->check_buf == NULL) {
         snprintf(err, errlen, "out of memory");
         store_close(store);
         goto err;
@@ -748,7 +874,7 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
 
     if (refresher) {
         ig->refresh_timer = event_new(base, -1, EV_PERSIST, on_refresh_timer, ig);
-        uint32_t ms = cfg->state_refresh_ms ? cfg->state_refresh_ms : 500;
+        uint32_t ms = cfg->state_refresh_ms ? cfg->state_refresh_ms : 50;
         struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
         if (ig->refresh_timer == NULL || event_add(ig->refresh_timer, &tv) != 0) {
             snprintf(err, errlen, "cannot start the state refresh timer");
@@ -781,6 +907,7 @@ static void on_committer_drained(void *arg)
 void ingest_drain(struct ingest *ig, void (*drained)(void *arg), void *arg)
 {
     ingest_shared_set_draining(ig->sh);
+    held_refuse(ig, "draining");
     ig->drained = drained;
     ig->drained_arg = arg;
     committer_drain(ig->committer, on_committer_drained, ig);
@@ -797,6 +924,8 @@ void ingest_free(struct ingest *ig)
     /* Stopping the worker runs the queued jobs and their callbacks, which
      * answer every request still waiting; a batch the loop was writing is
      * finished first. */
+    held_refuse(ig, "draining");
+    ig->check_abandoned = true;
     committer_stop(ig->committer);
     worker_stop(ig->worker);
     committer_free(ig->committer);
@@ -813,6 +942,7 @@ void ingest_free(struct ingest *ig)
     free(ig->states);
     free(ig->refresh_buf);
     free(ig->refresh_known);
+    free(ig->check_buf);
     free(ig);
 }
 

@@ -326,7 +326,7 @@ void ingest_server_defaults(struct ingest_server_config *sc)
         .threads = cores > 0 && cores <= 64 ? (uint32_t)cores : 1,
         .ic = {.commit = {.flush_ms = 0, .batch_interval_us = 1000, .deadline_ms = 2000,
                           .max_batch_answers = 65536, .max_waiting = 65536},
-               .state_refresh_ms = 500},
+               .state_refresh_ms = 50},
         .hc = {.max_conns = 20000, .max_header_bytes = HTTP_MAX_HEADERS,
                .max_body_bytes = HTTP_MAX_BODY, .max_pipeline = 32,
                .request_timeout_ms = 10000, .idle_timeout_ms = 10000},
