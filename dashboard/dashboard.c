@@ -309,6 +309,29 @@ static void handle_csv(struct dashboard *d, struct evhttp_request *req, uint64_t
                    d->current->csv, d->current->csv_len);
 }
 
+static uint64_t stale_after_ms(const struct dashboard *d)
+{
+    return (uint64_t)d->cfg.interval_ms * 3;
+}
+
+int dashboard_health(const struct dashboard *d, char *body, size_t len)
+{
+    if (d->current == NULL) {
+        snprintf(body, len, "{\"status\":\"no_snapshot\"}");
+        return 503;
+    }
+    uint64_t unchanged = util_mono_ms() - d->current_mono_ms;
+    if (unchanged > stale_after_ms(d)) {
+        snprintf(body, len,
+                 "{\"status\":\"stale\",\"unchanged_ms\":%" PRIu64 ",\"stale_after_ms\":%" PRIu64
+                 "}",
+                 unchanged, stale_after_ms(d));
+        return 503;
+    }
+    snprintf(body, len, "{\"status\":\"ok\"}");
+    return 200;
+}
+
 /* What the page cannot learn from a snapshot: how often one should arrive
  * (for its freshness warning) and the server's clock (to age generated_at
  * without trusting the screen's clock). */
@@ -320,7 +343,7 @@ static void handle_config(struct dashboard *d, struct evhttp_request *req, uint6
                      ",\"heartbeat_ms\":%u,\"server_time_ms\":%" PRIu64
                      ",\"stream\":\"v1/stats/stream\",\"stats\":\"v1/stats\","
                      "\"csv\":\"v1/stats.csv\"}",
-                     d->ef->name, d->cfg.interval_ms, (uint64_t)d->cfg.interval_ms * 3,
+                     d->ef->name, d->cfg.interval_ms, stale_after_ms(d),
                      d->cfg.heartbeat_ms, util_wall_ms());
     struct evbuffer *body = evbuffer_new();
     if (body == NULL || evbuffer_add(body, buf, (size_t)n < sizeof(buf) ? (size_t)n : 0) != 0) {

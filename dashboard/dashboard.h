@@ -52,6 +52,16 @@ void dashboard_account(struct dashboard *d, const char *path, int code, uint64_t
  * of the same process has just published one). */
 void dashboard_poll_now(struct dashboard *d);
 
+/* /healthz: whether the statistics served are live. Healthy (200
+ * {"status":"ok"}) while a new snapshot generation arrived within
+ * stale_after_ms (3 aggregation intervals, what the page warns at: every
+ * pass publishes one, questions open or not); else 503 with why:
+ * {"status":"no_snapshot"} before the first, {"status":"stale",
+ * "unchanged_ms":N,"stale_after_ms":M} once the aggregators stopped
+ * publishing (none runs, or the store fails them). Writes the reply body
+ * (NUL-terminated) to body and returns the status. */
+int dashboard_health(const struct dashboard *d, char *body, size_t len);
+
 /* Generation of the snapshot being served (0: none yet). */
 uint64_t dashboard_generation(const struct dashboard *d);
 

@@ -95,8 +95,10 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (dashboard_handle(app->dashboard, req, path))
         return;
     if (strcmp(path, "/healthz") == 0) {
-        http_reply_health(req, true);
-        dashboard_account(app->dashboard, path, 200, t0);
+        char body[160];
+        int code = dashboard_health(app->dashboard, body, sizeof(body));
+        http_reply_json(req, code, body, strlen(body));
+        dashboard_account(app->dashboard, path, code, t0);
         return;
     }
     if (strcmp(path, "/metrics") == 0) {

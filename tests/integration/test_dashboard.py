@@ -613,6 +613,9 @@ def split():
         CHECK.eq((status, body), (503, {"error": "no_snapshot_yet"}), "no snapshot yet")
         status, body, _ = c.json("GET", "/v1/stats.csv")
         CHECK.eq((status, body), (503, {"error": "no_snapshot_yet"}), "no CSV yet")
+        status, body, _ = c.json("GET", "/healthz")
+        CHECK.eq((status, body), (503, {"status": "no_snapshot"}),
+                 "/healthz before the first snapshot: 503, and why")
         early = ltutil.SseStream(port)
         streams.append(early)
         CHECK.eq(early.status, 200, "a stream opens before the first snapshot")
@@ -622,6 +625,8 @@ def split():
         ev = early.next_event(timeout=5)
         CHECK.true(ev is not None and ev["id"] == "100", "the first snapshot is pushed")
         wait_generation(c, 100)
+        status, body, _ = c.json("GET", "/healthz")
+        CHECK.eq((status, body), (200, {"status": "ok"}), "/healthz with a fresh snapshot")
 
         resumed = ltutil.SseStream(port, headers={"Last-Event-ID": "100"})
         streams.append(resumed)
@@ -682,9 +687,20 @@ def split():
         CHECK.true(errors >= 1, "an invalid snapshot counts as a store error")
         status, body, _ = c.json("GET", "/v1/stats")
         CHECK.eq(body.get("generation"), 101, "the last good snapshot is still served")
+        # No new generation for 3 intervals (what the page warns at): no
+        # aggregator publishes, so the statistics served are not live.
+        time.sleep(3 * INTERVAL_MS / 1000.0 + 0.3)
+        status, body, _ = c.json("GET", "/healthz")
+        CHECK.true(status == 503 and body.get("status") == "stale" and
+                   body.get("unchanged_ms", 0) > 3 * INTERVAL_MS and
+                   body.get("stale_after_ms") == 3 * INTERVAL_MS,
+                   "/healthz 503 stale, with how long unchanged (%s %s)" % (status, body))
 
         # A client that does not read cannot hold the server's memory.
         check_slow_client_dropped(port, c, mc.port, 102)
+        status, body, _ = c.json("GET", "/healthz")
+        CHECK.eq((status, body), (200, {"status": "ok"}),
+                 "/healthz 200 again once snapshots arrive")
 
         fams = metrics(c)
         check_described(fams, describe("livetally-dashboard"), ("livetally_",),
