@@ -694,9 +694,23 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     ssize_t n = read(fd, c->in + c->in_len, c->in_cap - c->in_len);
+    if (n == 0 && (c->count > 0 || c->out_len > c->out_off)) {
+        /* Half-closed (shutdown(SHUT_WR)) with replies owed: a client may
+         * send its last request and then its FIN. Those answers count, so
+         * their replies go out; nothing more is read, and the connection
+         * closes once they are written (an unfinished request is dropped). */
+        c->close_after = true;
+        c->in_message = false;
+        c->cur = NULL;
+        c->in_len = c->parsed = 0;
+        event_del(c->rev);
+        conn_flush(c);
+        return;
+    }
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-        /* The client is gone (or half-closed): answers it waits for cannot
-         * be read by anyone once we close, but the handlers still finish. */
+        /* The client is gone (or half-closed with nothing owed): answers it
+         * waits for cannot be read by anyone once we close, but the
+         * handlers still finish. */
         conn_close(c);
         return;
     }

@@ -75,6 +75,14 @@ def bad_inputs(rng, ev, good):
     body4096 = answer_json(a4096, pad=4096 - len(answer_json(a4096)))
     assert len(body4096) == 4096
     items.append(("4096-byte body (valid)", post(body4096), "open", [a4096]))
+    # A client that half-closes once its request is out (shutdown(SHUT_WR)):
+    # its answers are counted, so it must get their replies, or its retry of
+    # an anonymous answer counts it twice.
+    ah = good()
+    items.append(("whole answer, then EOF (valid)", post(answer_json(ah)), "eof", [ah]))
+    ah1, ah2 = good(), good()
+    items.append(("two answers pipelined, then EOF (valid)",
+                  post(answer_json(ah1)) + post(answer_json(ah2)), "eof", [ah1, ah2]))
     chunked_head = (b"POST /v1/answers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n")
     chunked_big = b"".join(b"%x\r\n%s\r\n" % (1000, b" " * 1000) for _ in range(5)) + b"0\r\n\r\n"
@@ -289,6 +297,8 @@ def bad_input_scenario(chk, ip, ports, ev):
     nul = [st for n, st, _, _ in results if n == "NUL after a number"]
     chk.eq(nul, [[400]] * len(nul), "NUL after a number: 400")
     known = {"4096-byte body (valid)": [202], "deep JSON": [400],
+             "whole answer, then EOF (valid)": [202],
+             "two answers pipelined, then EOF (valid)": [202, 202],
              "HTTP/1.0 without Host (valid)": [202],
              "100 KB body": [413], "4097-byte body": [413], "9 KB header": [431],
              "250 headers": [431], "chunked 5000-byte body": [413]}
