@@ -15,6 +15,7 @@
 #include <event2/util.h>
 #include <http_parser.h>
 
+#include "accept_guard.h"
 #include "log.h"
 #include "util.h"
 
@@ -90,6 +91,7 @@ struct conn {
 struct httpd {
     struct event_base *base;    /* (ref) */
     struct evconnlistener *listener;
+    struct accept_guard *accept_guard; /* pauses accepting at the fd limit */
     struct httpd_config cfg;
     httpd_handler_fn handler;
     void *arg;
@@ -795,6 +797,13 @@ static void on_peek(evutil_socket_t fd, short what, void *arg)
     on_readable(c->fd, EV_READ, c);
 }
 
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    struct httpd *h = arg;
+    accept_guard_failed(h->accept_guard);
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
@@ -879,9 +888,12 @@ struct httpd *httpd_create(struct event_base *base, int listen_fd, const struct 
     h->request_tv = event_base_init_common_timeout(base, &rt);
     h->idle_tv = event_base_init_common_timeout(base, &it);
     h->listener = evconnlistener_new(base, on_accept, h, LEV_OPT_CLOSE_ON_FREE, -1, listen_fd);
-    if (h->listener == NULL || h->request_tv == NULL || h->idle_tv == NULL) {
-        if (h->listener == NULL)
-            close(listen_fd);
+    if (h->listener == NULL)
+        close(listen_fd);
+    else if ((h->accept_guard = accept_guard_new(base, h->listener, "answers listener")) != NULL)
+        evconnlistener_set_error_cb(h->listener, on_accept_error);
+    if (h->listener == NULL || h->accept_guard == NULL || h->request_tv == NULL ||
+        h->idle_tv == NULL) {
         httpd_free(h);
         return NULL;
     }
@@ -901,6 +913,8 @@ void httpd_stop_accepting(struct httpd *h)
     if (h->listener) {
         evconnlistener_free(h->listener);
         h->listener = NULL;
+        accept_guard_free(h->accept_guard);
+        h->accept_guard = NULL;
     }
 }
 
