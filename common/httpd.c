@@ -92,6 +92,8 @@ struct httpd {
     struct event_base *base;    /* (ref) */
     struct evconnlistener *listener;
     struct accept_guard *accept_guard; /* pauses accepting at the fd limit */
+    size_t (*passed_count)(const void *arg); /* connections handed off, still open */
+    const void *passed_arg;
     struct httpd_config cfg;
     httpd_handler_fn handler;
     void *arg;
@@ -809,7 +811,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     (void)l;
     struct httpd *h = arg;
-    if (h->st.open_conns >= h->cfg.max_conns) {
+    size_t passed = h->passed_count ? h->passed_count(h->passed_arg) : 0;
+    if (h->st.open_conns + passed >= h->cfg.max_conns) {
         static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
                                    "application/json\r\nContent-Length: 22\r\nRetry-After: 1\r\n"
                                    "Connection: close\r\n\r\n{\"error\":\"overloaded\"}";
@@ -906,6 +909,12 @@ void httpd_set_classifier(struct httpd *h, httpd_classify_fn classify, httpd_han
     h->classify = classify;
     h->handoff = handoff;
     h->classify_arg = arg;
+}
+
+void httpd_set_passed_conns(struct httpd *h, size_t (*count)(const void *arg), const void *arg)
+{
+    h->passed_count = count;
+    h->passed_arg = arg;
 }
 
 void httpd_stop_accepting(struct httpd *h)

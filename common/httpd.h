@@ -76,6 +76,9 @@ struct httpd *httpd_create(struct event_base *base, int listen_fd, const struct 
 
 void httpd_set_classifier(struct httpd *h, httpd_classify_fn classify, httpd_handoff_fn handoff,
                           void *arg);
+/* Connections this server passed on but that still hold a client (their
+ * handoff receiver's count): they count against max_conns too. */
+void httpd_set_passed_conns(struct httpd *h, size_t (*count)(const void *arg), const void *arg);
 
 /* Answers a request (exactly once). extra_headers: complete "Name: value\r\n"
  * lines, or NULL. The body is copied. */

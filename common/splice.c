@@ -15,6 +15,9 @@
 struct splice {
     struct bufferevent *a; /* the client */
     struct bufferevent *b; /* the target */
+    struct event *deadline; /* the target's answer to the client's bytes is due */
+    bool awaiting;         /* the client sent bytes the target has not answered */
+    bool linked;           /* in set's list (counted in set->n) */
     bool closing;          /* one side is gone: free once the other has its bytes */
     struct splice_set *set; /* (ref) */
     struct splice *prev, *next;
@@ -23,18 +26,34 @@ struct splice {
 struct splice_set {
     struct event_base *base; /* (ref) */
     struct splice *head;     /* owned, open splices */
+    size_t n;
+    struct timeval timeout;
+    bool has_timeout;
 };
 
-struct splice_set *splice_set_new(struct event_base *base)
+struct splice_set *splice_set_new(struct event_base *base, uint32_t request_timeout_ms)
 {
     struct splice_set *set = calloc(1, sizeof(*set));
-    if (set)
-        set->base = base;
+    if (set == NULL)
+        return NULL;
+    set->base = base;
+    set->has_timeout = request_timeout_ms > 0;
+    set->timeout = (struct timeval){.tv_sec = request_timeout_ms / 1000,
+                                    .tv_usec = (suseconds_t)(request_timeout_ms % 1000) * 1000};
     return set;
+}
+
+size_t splice_set_count(const struct splice_set *set)
+{
+    return set ? set->n : 0;
 }
 
 static void splice_unlink(struct splice *s)
 {
+    if (!s->linked)
+        return;
+    s->linked = false;
+    s->set->n--;
     if (s->prev)
         s->prev->next = s->next;
     else if (s->set)
@@ -49,7 +68,16 @@ static void splice_free(struct splice *s)
     splice_unlink(s);
     bufferevent_free(s->a);
     bufferevent_free(s->b);
+    if (s->deadline)
+        event_free(s->deadline);
     free(s);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    splice_free(arg); /* the client's request never came whole, or never got an answer */
 }
 
 void splice_set_free(struct splice_set *set)
@@ -65,6 +93,15 @@ static void on_read(struct bufferevent *from, void *arg)
 {
     struct splice *s = arg;
     struct bufferevent *to = from == s->a ? s->b : s->a;
+    if (s->deadline != NULL && evbuffer_get_length(bufferevent_get_input(from)) > 0) {
+        if (from == s->a && !s->awaiting) {
+            s->awaiting = true;
+            evtimer_add(s->deadline, &s->set->timeout);
+        } else if (from == s->b && s->awaiting) {
+            s->awaiting = false;
+            evtimer_del(s->deadline);
+        }
+    }
     evbuffer_add_buffer(bufferevent_get_output(to), bufferevent_get_input(from));
     if (evbuffer_get_length(bufferevent_get_output(to)) >= SPLICE_HIGH_WATER) {
         bufferevent_disable(from, EV_READ);
@@ -124,6 +161,8 @@ bool splice_start(struct splice_set *set, int client_fd, const struct sockaddr *
     if (set->head)
         set->head->prev = s;
     set->head = s;
+    set->n++;
+    s->linked = true;
     s->a = bufferevent_socket_new(base, client_fd, BEV_OPT_CLOSE_ON_FREE);
     s->b = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (s->a == NULL || s->b == NULL) {
@@ -139,12 +178,20 @@ bool splice_start(struct splice_set *set, int client_fd, const struct sockaddr *
         free(s);
         return false;
     }
+    if (set->has_timeout && (s->deadline = evtimer_new(base, on_deadline, s)) == NULL) {
+        splice_free(s);
+        return false;
+    }
     bufferevent_setcb(s->a, on_read, on_write, on_event, s);
     bufferevent_setcb(s->b, on_read, on_write, on_event, s);
     if ((prefix_len > 0 && bufferevent_write(s->b, prefix, prefix_len) != 0) ||
         bufferevent_socket_connect(s->b, (struct sockaddr *)target, (int)target_len) != 0) {
         splice_free(s);
         return false;
+    }
+    if (s->deadline != NULL && prefix_len > 0) {
+        s->awaiting = true; /* the request passed on is the client's */
+        evtimer_add(s->deadline, &set->timeout);
     }
     bufferevent_enable(s->a, EV_READ);
     bufferevent_enable(s->b, EV_READ);

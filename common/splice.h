@@ -10,14 +10,22 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct event_base;
 
 /* The splices of one event loop, so that shutting down frees those still
- * open. */
+ * open. request_timeout_ms (0: none): once the client has sent bytes, the
+ * target must answer with some within this long, or the splice closes; so
+ * a client that dribbles a request a byte at a time, which the target's
+ * own per-read timeout never catches, is held to the same deadline as on
+ * the fast path. A long reply (an SSE stream) is unaffected: each byte of
+ * it answers. */
 struct splice_set;
-struct splice_set *splice_set_new(struct event_base *base);
+struct splice_set *splice_set_new(struct event_base *base, uint32_t request_timeout_ms);
+/* Splices open (each holds a client connection). */
+size_t splice_set_count(const struct splice_set *set);
 /* Closes and frees every splice still open, then the set. */
 void splice_set_free(struct splice_set *set);
 

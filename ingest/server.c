@@ -129,6 +129,11 @@ static int classify(const char *data, size_t len, void *arg)
     return n == sizeof(ANSWER_LINE) - 1 ? 1 : -1;
 }
 
+static size_t splice_count(const void *arg)
+{
+    return splice_set_count(arg);
+}
+
 /* Not an answer connection: the main thread's evhttp serves it, reached
  * through its private socket. */
 static void handoff(int fd, const struct sockaddr *sa, socklen_t salen, const char *prefix,
@@ -394,8 +399,9 @@ static bool fast_start(struct ingest_server *s, struct fast_thread *t, struct st
         return false;
     }
     httpd_set_classifier(t->httpd, classify, handoff, t);
-    if ((t->splices = splice_set_new(t->base)) == NULL)
+    if ((t->splices = splice_set_new(t->base, s->cfg.hc.request_timeout_ms)) == NULL)
         return snprintf(err, errlen, "out of memory"), false;
+    httpd_set_passed_conns(t->httpd, splice_count, t->splices);
     t->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (t->notify_fd < 0)
         return snprintf(err, errlen, "eventfd failed"), false;
