@@ -89,6 +89,7 @@ struct ingest {
     bool check_running;              /* a state read for them is out */
     bool check_abandoned;            /* ingest_free: its end only frees */
     struct qstate *check_buf;        /* owned: that read writes here */
+    struct admin_job *closes;        /* owned: closes whose 204 waits for their time */
     enum store_status check_status;
     /* the ultimate fans: this instance's top list (fans.h), loop thread */
     struct fans_topk fans;
@@ -168,7 +169,13 @@ static void shared_publish_states(struct ingest_shared *sh, const struct qstate 
 {
     atomic_store(&sh->states_loaded, true);
     pthread_mutex_lock(&sh->lock);
-    if (memcmp(sh->states, states, sh->ef->n_questions * sizeof(*states)) != 0) {
+    /* Field by field: a struct's padding may hold anything. */
+    bool changed = false;
+    for (uint32_t i = 0; i < sh->ef->n_questions && !changed; i++)
+        changed = sh->states[i].kind != states[i].kind ||
+                  sh->states[i].open_ms != states[i].open_ms ||
+                  sh->states[i].close_ms != states[i].close_ms;
+    if (changed) {
         memcpy(sh->states, states, sh->ef->n_questions * sizeof(*states));
         atomic_fetch_add(&sh->version, 1);
     }
@@ -437,6 +444,9 @@ struct admin_job {
     enum store_status status;
     bool conflict;           /* close of a question never opened */
     struct qstate result;
+    /* a close's 204 waits for its close time (ig->closes) */
+    struct event *due;
+    struct admin_job *next_due;
 };
 
 static void admin_run(struct store *s, void *arg)
@@ -487,6 +497,32 @@ static void admin_run(struct store *s, void *arg)
     j->result = next;
 }
 
+static void admin_reply_done(struct admin_job *j)
+{
+    count_status(j->ig, 204);
+    j->reply(j->ctx, 204, "", 0, NULL);
+    free(j);
+}
+
+static void unlink_close(struct ingest *ig, struct admin_job *j)
+{
+    for (struct admin_job **p = &ig->closes; *p != NULL; p = &(*p)->next_due)
+        if (*p == j) {
+            *p = j->next_due;
+            break;
+        }
+    event_free(j->due);
+}
+
+static void on_close_due(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct admin_job *j = arg;
+    unlink_close(j->ig, j);
+    admin_reply_done(j);
+}
+
 static void admin_done(void *arg)
 {
     struct admin_job *j = arg;
@@ -501,8 +537,24 @@ static void admin_done(void *arg)
         shared_publish_one(ig->sh, j->qindex, &j->result);
         log_info("question %s id=%" PRIu32, qstate_kind_str(j->result.kind),
                  ig->ef->questions[j->qindex].id);
-        count_status(ig, 204);
-        j->reply(j->ctx, 204, "", 0, NULL);
+        /* A close is done at its close time, when every node applies it:
+         * its 204 waits until then, so an answer sent after the 204 is
+         * refused whichever node it reaches. */
+        uint64_t now = util_wall_ms();
+        if (j->result.kind == QSTATE_CLOSED && j->result.close_ms > now &&
+            (j->due = evtimer_new(ig->base, on_close_due, j)) != NULL) {
+            uint64_t ms = j->result.close_ms - now;
+            struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+                                 .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+            if (evtimer_add(j->due, &tv) == 0) {
+                j->next_due = ig->closes;
+                ig->closes = j;
+                return;
+            }
+            event_free(j->due);
+        }
+        admin_reply_done(j);
+        return;
     }
     free(j);
 }
@@ -926,6 +978,11 @@ void ingest_free(struct ingest *ig)
      * finished first. */
     held_refuse(ig, "draining");
     ig->check_abandoned = true;
+    while (ig->closes != NULL) { /* the close is in the store: it stands */
+        struct admin_job *j = ig->closes;
+        unlink_close(ig, j);
+        admin_reply_done(j);
+    }
     committer_stop(ig->committer);
     worker_stop(ig->worker);
     committer_free(ig->committer);
