@@ -118,6 +118,11 @@ bool http_bearer_match(const char *auth, const char *token)
     while (*given == ' ')
         given++;
     size_t glen = strlen(given), tlen = strlen(token);
+    /* Whitespace after a field value is not part of it (RFC 9110 5.5):
+     * evhttp drops it before the main thread's handlers see the header, so
+     * every path must. */
+    while (glen > 0 && (given[glen - 1] == ' ' || given[glen - 1] == '\t'))
+        glen--;
     /* Constant time in the token's length, so timing does not reveal a prefix. */
     unsigned char diff = (unsigned char)(glen != tlen);
     for (size_t i = 0; i < tlen; i++)
@@ -134,8 +139,12 @@ char *http_load_token(const char *path, char *err, size_t errlen)
         return NULL;
     }
     /* A NUL would end the token early and silently: refuse it like any
-     * other control character (the string functions below stop at one). */
-    for (size_t i = 0; i < len && text[i] != '\n' && text[i] != '\r'; i++) {
+     * other control character (the string functions below stop at one).
+     * The token's line is the first that is not blank. */
+    size_t first = 0;
+    while (first < len && text[first] != '\0' && isspace((unsigned char)text[first]))
+        first++;
+    for (size_t i = first; i < len && text[i] != '\n' && text[i] != '\r'; i++) {
         if (text[i] == '\0') {
             snprintf(err, errlen,
                      "--admin-token-file %s: the token must not contain spaces or control characters",

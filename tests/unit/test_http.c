@@ -159,6 +159,9 @@ static void test_token_with_nul_refused(void **state)
     char path[128];
     write_file(d, "nul", "ab\0cd\n", 6, path, sizeof(path));
     expect_refused(path, "the token must not contain spaces or control characters");
+    /* the token's line after blank ones: the same */
+    write_file(d, "nul2", "\n \nab\0cd\n", 9, path, sizeof(path));
+    expect_refused(path, "the token must not contain spaces or control characters");
 }
 
 /* ---- the bearer check on the raw header value ---- */
@@ -185,7 +188,8 @@ static void test_bearer_match_table(void **state)
         {"Bearer s3cret-tok", "s3cret-Tok", false},
         {"Bearer s3cret-To", "s3cret-Tok", false},
         {"Bearer s3cret-TokX", "s3cret-Tok", false},
-        {"Bearer s3cret-Tok ", "s3cret-Tok", false},
+        {"Bearer s3cret-Tok ", "s3cret-Tok", true},   /* trailing OWS is not the value's */
+        {"Bearer s3cret-Tok \t ", "s3cret-Tok", true},
         {"Bearer s3cret-Tok extra", "s3cret-Tok", false},
         {"Bearer\ts3cret-Tok", "s3cret-Tok", false},
         {"Bearers3cret-Tok", "s3cret-Tok", false},
