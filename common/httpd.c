@@ -25,7 +25,8 @@
 #define PEEK_MAX 64
 #define HTTPD_PEEK_HEAD_MAX 16384
 
-enum hdr_target { HDR_NONE = 0, HDR_CONTENT_TYPE, HDR_AUTHORIZATION };
+enum hdr_target { HDR_NONE = 0, HDR_CONTENT_TYPE, HDR_AUTHORIZATION, HDR_TRANSFER_ENCODING };
+#define TE_MAX 16 /* "chunked" and some room: anything longer is refused anyway */
 enum last_cb { CB_NONE = 0, CB_URL, CB_FIELD, CB_VALUE };
 enum conn_state { CONN_PEEK, CONN_OPEN, CONN_DEAD };
 
@@ -74,6 +75,10 @@ struct conn {
     enum last_cb last;
     enum hdr_target target;
     char field[FIELD_MAX];
+    char te[TE_MAX];            /* this message's Transfer-Encoding, lower case */
+    size_t te_len;              /* may exceed TE_MAX - 1: then refused */
+    int te_headers;             /* how many Transfer-Encoding fields */
+    bool bad_te;                /* a coding other than chunked alone: 501 */
     size_t field_len;
     size_t header_bytes;
     bool in_message;
@@ -259,6 +264,7 @@ static const char *reason(int status)
     case 415: return "Unsupported Media Type";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
     default: return "Status";
     }
@@ -397,6 +403,9 @@ static int on_message_begin(http_parser *p)
     c->header_bytes = 0;
     c->in_message = true;
     c->too_large = false;
+    c->te_len = 0;
+    c->te_headers = 0;
+    c->bad_te = false;
     if (!c->timer_is_request)
         set_timer(c, true);
     return 0;
@@ -410,6 +419,10 @@ static int count_header(struct conn *c, size_t len)
 
 static int end_value(struct conn *c)
 {
+    if (c->target == HDR_TRANSFER_ENCODING) {
+        c->target = HDR_NONE;
+        return 0;
+    }
     if (c->last == CB_VALUE && c->target != HDR_NONE) {
         if (!slot_terminate(c->cur))
             return -1;
@@ -466,7 +479,17 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
             c->target = HDR_AUTHORIZATION;
             s->has_auth = true;
             s->auth_off = s->len;
+        } else if (c->field_len == 17 && memcmp(c->field, "transfer-encoding", 17) == 0) {
+            c->target = HDR_TRANSFER_ENCODING;
+            c->te_headers++;
         }
+    }
+    if (c->target == HDR_TRANSFER_ENCODING) {
+        for (size_t i = 0; i < len; i++, c->te_len++)
+            if (c->te_len < TE_MAX - 1)
+                c->te[c->te_len] = (char)(at[i] | 0x20);
+        c->last = CB_VALUE;
+        return 0;
     }
     if (c->target != HDR_NONE && !slot_append(s, at, len))
         return -1;
@@ -481,6 +504,21 @@ static int on_headers_complete(http_parser *p)
         return -1;
     if (end_value(c))
         return -1;
+    /* Only chunked is read (http-parser's); a body in any other coding
+     * (gzip, chunked) must not be taken for the JSON it is not. */
+    if (c->te_headers > 0) {
+        size_t n = c->te_len < TE_MAX - 1 ? c->te_len : TE_MAX - 1;
+        while (n > 0 && (c->te[n - 1] == ' ' || c->te[n - 1] == '\t'))
+            n--;
+        size_t i = 0;
+        while (i < n && (c->te[i] == ' ' || c->te[i] == '\t'))
+            i++;
+        if (c->te_headers > 1 || c->te_len >= TE_MAX - 1 || n - i != 7 ||
+            memcmp(c->te + i, "chunked", 7) != 0) {
+            c->bad_te = true;
+            return -1;
+        }
+    }
     c->cur->body_off = c->cur->len;
     /* A declared body over the bound is refused before it is read
      * (content_length is only meaningful with the header: http-parser
@@ -574,8 +612,13 @@ static void bad_request(struct conn *c, int status)
     c->srv->st.bad_requests++;
     static const char body[] = "{\"error\":\"invalid_request\"}";
     static const char big[] = "{\"error\":\"headers_too_large\"}";
-    const char *b = status == 431 ? big : body;
-    size_t blen = status == 431 ? sizeof(big) - 1 : sizeof(body) - 1;
+    static const char coding[] = "{\"error\":\"unsupported_transfer_encoding\"}";
+    if (c->bad_te)
+        status = 501;
+    const char *b = status == 431 ? big : status == 501 ? coding : body;
+    size_t blen = status == 431   ? sizeof(big) - 1
+                  : status == 501 ? sizeof(coding) - 1
+                                  : sizeof(body) - 1;
     /* The reply goes after those already owed; nothing more is parsed. */
     if (c->count == 0)
         render(&c->out, &c->out_len, &c->out_cap, status, NULL, b, blen, NULL, false, false);

@@ -91,6 +91,11 @@ def bad_inputs(rng, ev, good):
     js = answer_json(ac).encode()
     items.append(("chunked valid body",
                   chunked_head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(js), js), "open", [ac]))
+    # A coding other than chunked (the body is gzip, or claims to be): 501,
+    # never read as the JSON it would be without the label.
+    items.append(("gzip, chunked", chunked_head.replace(
+        b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip, chunked") +
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(js), js), "open", None))
     items.append(("chunked and Content-Length", chunked_head.replace(
         b"\r\n\r\n", b"\r\nContent-Length: 5\r\n\r\n") + b"%x\r\n%s\r\n0\r\n\r\n" % (len(js), js),
         "open", None))
@@ -298,6 +303,7 @@ def bad_input_scenario(chk, ip, ports, ev):
     chk.eq(nul, [[400]] * len(nul), "NUL after a number: 400")
     known = {"4096-byte body (valid)": [202], "deep JSON": [400],
              "whole answer, then EOF (valid)": [202],
+             "gzip, chunked": [501],
              "two answers pipelined, then EOF (valid)": [202, 202],
              "HTTP/1.0 without Host (valid)": [202],
              "100 KB body": [413], "4097-byte body": [413], "9 KB header": [431],
