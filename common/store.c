@@ -379,6 +379,16 @@ size_t store_node_count(const struct store *s)
     return p != NULL ? p->n_nodes : 0;
 }
 
+size_t store_nodes_down(const struct store *s)
+{
+    struct pool *p = pool_of(s);
+    size_t n = 0;
+    for (uint32_t k = 0; p != NULL && k < p->n_nodes; k++)
+        if (!p->eng->up((struct store *)s, k))
+            n++;
+    return n;
+}
+
 const struct store_node *store_node_at(const struct store *s, size_t k)
 {
     const struct pool *p = pool_of(s);

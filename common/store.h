@@ -246,6 +246,9 @@ bool store_add_start(struct store *s, struct event_base *base, struct store_add_
 /* The nodes that can be addressed (URL order): 0 for memory: and
  * redis-cluster://. */
 size_t store_node_count(const struct store *s);
+/* Nodes in their backoff now (failed, or left out for lag): what any
+ * handle of the pool knows, without asking them. 0 without nodes. */
+size_t store_nodes_down(const struct store *s);
 /* Node k (k < store_node_count), borrowed from s. */
 const struct store_node *store_node_at(const struct store *s, size_t k);
 /* R of replicas=R; 1 for backends without nodes. */

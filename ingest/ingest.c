@@ -59,6 +59,7 @@ struct ingest_shared {
     atomic_bool draining;
     atomic_bool leaving;             /* the drain delay: /healthz 503, answers taken */
     atomic_bool states_loaded;       /* the store has answered at least once */
+    atomic_bool store_reachable;     /* the last question state refresh got its answer */
     struct ingest_figures figures[MAX_INSTANCES]; /* guarded by lock */
 };
 
@@ -131,6 +132,7 @@ struct ingest_shared *ingest_shared_create(const struct eventfile *ef)
     atomic_init(&sh->version, 1);
     atomic_init(&sh->draining, false);
     atomic_init(&sh->leaving, false);
+    atomic_init(&sh->store_reachable, false);
     atomic_init(&sh->states_loaded, false);
     return sh;
 }
@@ -152,6 +154,22 @@ void ingest_shared_set_draining(struct ingest_shared *sh)
 bool ingest_shared_draining(const struct ingest_shared *sh)
 {
     return atomic_load(&((struct ingest_shared *)sh)->draining);
+}
+
+int ingest_health(struct ingest *ig, char *body, size_t len)
+{
+    bool healthy = ingest_shared_healthy(ig->sh);
+    bool reachable = atomic_load(&ig->sh->store_reachable);
+    size_t nodes = store_node_count(ig->loop_store);
+    size_t down = store_nodes_down(ig->loop_store);
+    int n = snprintf(body, len, "{\"status\":\"%s\",\"store\":\"%s\"",
+                     healthy ? "ok" : "draining", reachable ? "reachable" : "unreachable");
+    if (nodes > 0 && n > 0 && (size_t)n < len)
+        n += snprintf(body + n, len - (size_t)n, ",\"store_nodes\":%zu,\"store_nodes_down\":%zu",
+                      nodes, down);
+    if (n > 0 && (size_t)n < len)
+        snprintf(body + n, len - (size_t)n, "}");
+    return healthy ? 200 : 503;
 }
 
 void ingest_shared_set_leaving(struct ingest_shared *sh)
@@ -658,6 +676,7 @@ static void refresh_done(void *arg)
 {
     struct ingest *ig = arg;
     ig->refresh_running = false;
+    atomic_store(&ig->sh->store_reachable, ig->refresh_status == STORE_OK);
     if (ig->refresh_status == STORE_OK) {
         if (!ig->states_initialised)
             log_info("question states loaded questions=%" PRIu32, ig->ef->n_questions);
@@ -1079,7 +1098,9 @@ void ingest_free(struct ingest *ig)
       "redis-cluster: MOVED and ASK replies followed")                                             \
     X(IM_MAP_REFRESHES, "livetally_ingest_store_slot_map_refreshes_total", COUNTER,                \
       "redis-cluster: slot maps read")                                                             \
-    X(IM_DRAINING, "livetally_ingest_draining", GAUGE, "1 from the stop signal on (/healthz 503): the drain delay, then the drain")
+    X(IM_DRAINING, "livetally_ingest_draining", GAUGE, "1 from the stop signal on (/healthz 503): the drain delay, then the drain") \
+    X(IM_STORE_REACHABLE, "livetally_ingest_store_reachable", GAUGE,                               \
+      "1 when the last question state read (every 50 ms) got the store's answer")
 
 enum ingest_metric { INGEST_METRICS(METRIC_ENUM) INGEST_METRIC_COUNT };
 static const struct metric_def ingest_metrics[] = {INGEST_METRICS(METRIC_DEF)};
@@ -1151,6 +1172,7 @@ static uint64_t figure_value(const struct ingest_figures *f, enum ingest_metric 
     case IM_REDIRECTS: return f->ss.redirects;
     case IM_MAP_REFRESHES: return f->ss.map_refreshes;
     case IM_DRAINING: return ingest_shared_healthy(sh) ? 0 : 1;
+    case IM_STORE_REACHABLE: return atomic_load(&((struct ingest_shared *)sh)->store_reachable);
     default: return 0;
     }
 }
@@ -1176,6 +1198,7 @@ void ingest_shared_write_metrics(struct ingest_shared *sh, struct evbuffer *out)
     }
     pthread_mutex_unlock(&sh->lock);
     sums[IM_DRAINING] = ingest_shared_healthy(sh) ? 0 : 1;
+    sums[IM_STORE_REACHABLE] = atomic_load(&sh->store_reachable) ? 1 : 0;
 
     for (int m = 0; m < INGEST_METRIC_COUNT; m++) {
         const struct metric_def *def = &ingest_metrics[m];

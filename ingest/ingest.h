@@ -58,6 +58,17 @@ typedef void (*ingest_reply_fn)(void *ctx, int status, const char *body, size_t 
 
 struct ingest;
 
+/* GET /healthz: 200 while serving, 503 from the stop signal on; the body
+ * says so and what the store looks like from here: "store" "reachable"
+ * when the last question state read (every 50 ms) got its answer, and for
+ * pools the nodes and those in their backoff. A store that fails does not
+ * turn /healthz 503, on purpose: a load balancer would then take out every
+ * node at once, and bring them back only after its rise checks, while the
+ * nodes answer 503 backend_unavailable with Retry-After by themselves and
+ * take answers again the moment the store does. Writes the body
+ * (NUL-terminated) and returns the status. */
+int ingest_health(struct ingest *ig, char *body, size_t len);
+
 /* ef and shared are borrowed; store is owned from here on (it goes to the
  * instance's store thread). The first instance created with refresher=true
  * keeps the shared question states fresh. NULL and a message on failure. */

@@ -93,12 +93,9 @@ static void on_fast_request(struct httpd_request *req, void *arg)
     if (ingest_serve(t->ingest, &r, fast_reply, req))
         return;
     if (strcmp(req->path, "/healthz") == 0) {
-        static const char ok[] = "{\"status\":\"ok\"}";
-        static const char draining[] = "{\"status\":\"draining\"}";
-        if (!ingest_shared_healthy(t->srv->shared))
-            httpd_reply(req, 503, NULL, draining, sizeof(draining) - 1, NULL);
-        else
-            httpd_reply(req, 200, NULL, ok, sizeof(ok) - 1, NULL);
+        char body[192];
+        int code = ingest_health(t->ingest, body, sizeof(body));
+        httpd_reply(req, code, NULL, body, strlen(body), NULL);
         return;
     }
     if (strcmp(req->path, "/metrics") == 0) {
@@ -242,7 +239,9 @@ static void on_main_request(struct evhttp_request *req, void *arg)
     if (ingest_serve(s->main_ingest, &r, main_reply, req))
         return;
     if (strcmp(path, "/healthz") == 0) {
-        http_reply_health(req, ingest_shared_healthy(s->shared));
+        char health[192];
+        int code = ingest_health(s->main_ingest, health, sizeof(health));
+        http_reply_json(req, code, health, strlen(health));
         return;
     }
     if (strcmp(path, "/metrics") == 0) {

@@ -133,8 +133,14 @@ def run(store):
                     [f[0] for f in fans_of(s)] == want_users)
         try:
             s = ltutil.wait_stats(dash, ready, timeout=15.0)
-        except AssertionError as e:
-            chk.true(False, "%s: ultimate fans %s" % (what, str(e)[:600]))
+        except AssertionError:
+            st, last, _ = dash.json("GET", "/v1/stats")
+            last = last or {}
+            chk.true(False, "%s: ultimate fans never %s with questions %s closed; last: "
+                     "generation %s, states %s, fans %s" %
+                     (what, want_users, closed, last.get("generation"),
+                      {q["id"]: q["state"] for q in last.get("questions", [])},
+                      fans_of(last)))
             return
         fans = fans_of(s)
         chk.eq([f[0] for f in fans], want_users, "%s: users in order" % what)
