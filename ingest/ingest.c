@@ -43,6 +43,7 @@ struct ingest_figures {
     bool in_use;
     uint64_t requests[N_STATUS];
     uint64_t answers_received;
+    uint64_t admin_refused;
     struct metrics_hist latency;
     struct commit_stats cs;
     struct httpd_stats hs;
@@ -112,6 +113,9 @@ struct ingest {
     struct util_rng rng;
     uint64_t requests[N_STATUS];
     uint64_t answers_received;
+    uint64_t admin_refused;          /* admin requests with a wrong or no token */
+    uint64_t admin_refused_logged;
+    uint64_t admin_refused_log_ms;   /* monotonic, the last such line */
     struct metrics_hist latency;     /* valid answer -> reply */
 };
 
@@ -601,6 +605,17 @@ static void serve_admin(struct ingest *ig, const struct ingest_request *r, inges
         return;
     }
     if (!http_bearer_match(r->authorization, ig->cfg.admin_token)) {
+        /* Counted and logged (never what was sent), a line a second at
+         * most, so a guessing client shows without flooding the log. */
+        ig->admin_refused++;
+        uint64_t now = util_mono_ms();
+        if (ig->admin_refused_log_ms == 0 || now - ig->admin_refused_log_ms >= 1000) {
+            log_warn("admin request refused: %s token path=%s refused_since_last_line=%llu",
+                     r->authorization ? "wrong" : "no", r->path,
+                     (unsigned long long)(ig->admin_refused - ig->admin_refused_logged));
+            ig->admin_refused_log_ms = now;
+            ig->admin_refused_logged = ig->admin_refused;
+        }
         reply_error(ig, reply, ctx, 401, "unauthorized", NULL);
         return;
     }
@@ -1030,6 +1045,8 @@ void ingest_free(struct ingest *ig)
     X(IM_REQUESTS, "livetally_ingest_requests_total", COUNTER,                                     \
       "Ingest API responses by status code")                                                       \
     X(IM_RECEIVED, "livetally_ingest_answers_received_total", COUNTER, "POST /v1/answers received") \
+    X(IM_ADMIN_REFUSED, "livetally_ingest_admin_refused_total", COUNTER,                           \
+      "admin requests refused for a wrong or missing token (401 unauthorized)")                     \
     X(IM_ACKED, "livetally_ingest_answers_acknowledged_total", COUNTER,                            \
       "Answers confirmed by the store (202)")                                                      \
     X(IM_UNCONFIRMED, "livetally_ingest_answers_unconfirmed_total", COUNTER,                       \
@@ -1115,6 +1132,7 @@ void ingest_publish_stats(struct ingest *ig, const struct httpd_stats *hs)
     struct ingest_figures f = {.in_use = true};
     memcpy(f.requests, ig->requests, sizeof(f.requests));
     f.answers_received = ig->answers_received;
+    f.admin_refused = ig->admin_refused;
     f.latency = ig->latency;
     committer_get_stats(ig->committer, &f.cs);
     f.fans_publishes = ig->fans_publishes;
@@ -1137,6 +1155,7 @@ static uint64_t figure_value(const struct ingest_figures *f, enum ingest_metric 
 {
     switch (m) {
     case IM_RECEIVED: return f->answers_received;
+    case IM_ADMIN_REFUSED: return f->admin_refused;
     case IM_ACKED: return f->cs.acked;
     case IM_UNCONFIRMED: return f->cs.failed;
     case IM_DUPLICATES: return f->cs.duplicates;

@@ -329,7 +329,7 @@ def bad_input_scenario(chk, ip, ports, ev):
         if o.status == 202:
             tally.add(o.a)
     st, _, body = ltutil.http_get(ip, "/healthz")
-    chk.eq((st, body), (200, b'{"status":"ok"}'), "healthz after the burst")
+    chk.eq((st, json.loads(body).get("status")), (200, "ok"), "healthz after the burst")
 
     m = ltutil.wait_metrics(ip, ltutil.ingest_quiet)
     got, anomalies = ltutil.counter_summary(ev, ltutil.store_counters(ports, ev))
@@ -618,9 +618,10 @@ def head_keeps_step(chk, ip):
         replies.append((lines[0], length, body))
     s.close()
     chk.eq([r[0][:40] for r in replies], ["HTTP/1.1 200 OK"] * 3, "HEAD, HEAD, GET: three replies")
-    chk.true(replies[0][1] == len(b'{"status":"ok"}') and replies[1][1] > 100,
+    chk.true(replies[0][1] == len(replies[2][2]) and replies[1][1] > 100,
              "HEAD replies tell the body's length (%d, %d)" % (replies[0][1], replies[1][1]))
-    chk.eq(replies[2][2], b'{"status":"ok"}', "the GET after two HEADs reads its own body")
+    chk.eq(json.loads(replies[2][2] or b"{}").get("status"), "ok",
+           "the GET after two HEADs reads its own body")
     chk.eq(data, b"", "nothing else on the connection")
 
 

@@ -9,6 +9,8 @@
    whichever node it reaches; the close's 204 comes at that time, so every
    answer sent after the 204 is refused.
 3. A question nobody opened is still 409 question_not_open on every node.
+And an admin request with a wrong token is 401, counted in /metrics and
+logged, without the token it carried.
 Client and servers share this machine's clock; a margin of 30 ms either
 side of the close time absorbs the time a request spends in flight.
 """
@@ -70,6 +72,16 @@ def main():
         a, b = nodes[0].port, nodes[1].port
         rng = random.Random(11)
         cb = ltutil.RawConn(b)
+
+        # 0. a wrong token: 401, counted, logged without what was sent
+        for i in range(5):
+            chk.eq(admin(a, "guess-%d" % i, 1, "open"), 401, "a wrong token: 401")
+        m = ltutil.wait_metrics(a, lambda m: m.get("livetally_ingest_admin_refused_total") == 5)
+        chk.eq(m.get("livetally_ingest_admin_refused_total"), 5.0,
+               "refused admin requests counted")
+        log = nodes[0].output()
+        chk.true("admin request refused" in log and "guess-" not in log,
+                 "refusals logged, the tokens sent never")
 
         # 3. not opened: refused on both
         for port in (a, b):
