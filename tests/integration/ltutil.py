@@ -123,11 +123,18 @@ def redis(port=None, cluster_dir=None):
     exe = shutil.which("redis-server") or "/usr/bin/redis-server"
     port = port or free_port()
     args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    if cluster_dir is not None:
-        args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                 "--cluster-node-timeout", "5000", "--cluster-port", str(free_port()),
-                 "--dir", cluster_dir]
-    return Proc(args, port=port, log_name="redis")
+    if cluster_dir is None:
+        return Proc(args, port=port, log_name="redis")
+    bus = free_port()
+    while bus == port:
+        bus = free_port()
+    args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--cluster-node-timeout", "5000", "--cluster-port", str(bus), "--dir", cluster_dir]
+    node = Proc(args, port=port, log_name="redis")
+    # a node that lost the race for its bus port exits after it took the
+    # client port: ready means both listen
+    wait_port(bus, node.p)
+    return node
 
 
 def redis_command(port, *args, timeout=2.0):
@@ -158,10 +165,13 @@ def redis_cluster(masters=3, timeout=30.0):
         atexit.register(shutil.rmtree, d, True)
         nodes.append(redis(cluster_dir=d))
     cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
-    subprocess.run([cli, "--cluster", "create"] +
-                   ["127.0.0.1:%d" % n.port for n in nodes] + ["--cluster-yes"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   stdin=subprocess.DEVNULL, timeout=timeout)
+    made = subprocess.run([cli, "--cluster", "create"] +
+                          ["127.0.0.1:%d" % n.port for n in nodes] + ["--cluster-yes"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL, timeout=timeout)
+    if made.returncode != 0:
+        raise RuntimeError("redis-cli --cluster create failed:\n" +
+                           made.stdout.decode(errors="replace"))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(b"cluster_state:ok" in redis_command(n.port, "CLUSTER", "INFO") for n in nodes):

@@ -90,14 +90,11 @@ static int connect_port(uint16_t port)
     return fd;
 }
 
-static pid_t spawn(enum server_kind kind, uint16_t port, const char *dir)
+static pid_t spawn(enum server_kind kind, uint16_t port, uint16_t bus, const char *dir)
 {
     char portstr[8], busstr[8];
     snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
-    /* The cluster bus defaults to port + 10000, which may be taken or past
-     * 65535: give it a free port of its own. */
-    snprintf(busstr, sizeof(busstr), "%u",
-             kind == SERVER_REDIS_CLUSTER ? (unsigned)free_port() : 0u);
+    snprintf(busstr, sizeof(busstr), "%u", (unsigned)bus);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid != 0)
@@ -158,7 +155,15 @@ bool server_start(struct server *sv, enum server_kind kind, uint16_t port)
         uint16_t p = port != 0 ? port : free_port();
         if (p == 0)
             continue;
-        pid_t pid = spawn(kind, p, dir);
+        /* The cluster bus defaults to port + 10000, which may be taken or
+         * past 65535: give it a free port of its own, never the node's. */
+        uint16_t bus = 0;
+        if (kind == SERVER_REDIS_CLUSTER) {
+            bus = free_port();
+            if (bus == 0 || bus == p)
+                continue;
+        }
+        pid_t pid = spawn(kind, p, bus, dir);
         if (pid < 0)
             break;
         track(pid, true, dir);
@@ -170,9 +175,15 @@ bool server_start(struct server *sv, enum server_kind kind, uint16_t port)
                 pid = 0;
                 break;
             }
+            /* a cluster node that lost the race for its bus port exits
+             * after it took the client port: ready means both listen */
             int fd = connect_port(p);
-            if (fd >= 0) {
+            int busfd = fd >= 0 && bus != 0 ? connect_port(bus) : -1;
+            if (busfd >= 0)
+                close(busfd);
+            if (fd >= 0)
                 close(fd);
+            if (fd >= 0 && (bus == 0 || busfd >= 0)) {
                 sv->kind = kind;
                 sv->pid = pid;
                 sv->port = p;
@@ -345,7 +356,7 @@ int server_run(const char *const *argv, char *out, size_t outlen)
         int devnull = open("/dev/null", O_RDWR);
         if (devnull >= 0) {
             dup2(devnull, STDIN_FILENO);
-            dup2(devnull, STDERR_FILENO);
+            dup2(out != NULL ? pipefd[1] : devnull, STDERR_FILENO);
             dup2(out != NULL ? pipefd[1] : devnull, STDOUT_FILENO);
         }
         if (out != NULL) {
@@ -406,8 +417,11 @@ bool server_cluster_create(const struct server *const *svs, int n)
     }
     argv[argc++] = "--cluster-yes";
     argv[argc] = NULL;
-    if (server_run(argv, NULL, 0) != 0)
+    char out[8192];
+    if (server_run(argv, out, sizeof(out)) != 0) {
+        fprintf(stderr, "redis-cli --cluster create failed:\n%s\n", out);
         return false;
+    }
     uint64_t deadline = mono_ms() + 20000;
     while (mono_ms() < deadline) {
         bool all = true;

@@ -56,7 +56,7 @@ int server_raw(const struct server *sv, const char *req, const char *until, char
 bool server_cluster_create(const struct server *const *svs, int n);
 
 /* Runs a command and waits for it (stdout and stderr to /dev/null unless
- * out is given: then up to outlen - 1 bytes of stdout, NUL-terminated).
+ * out is given: then up to outlen - 1 bytes of both, NUL-terminated).
  * Returns the exit status, -1 when it could not run. */
 int server_run(const char *const *argv, char *out, size_t outlen);
 
