@@ -17,10 +17,12 @@
 
 enum qstate_kind { QSTATE_NOT_OPEN = 0, QSTATE_OPEN, QSTATE_CLOSED };
 
-/* A close takes effect this long after it is asked (close_ms is then):
- * every ingest node reads the states every 50 ms, so all of them have the
- * close before its time and refuse exactly the answers received after it,
- * whichever node the close went through. */
+/* A close takes effect this long after it is asked (close_ms is then).
+ * Every ingest node reads the states every 50 ms, and takes answers on what
+ * it read only this long after that read began (a close it missed was
+ * written later, so is due later): past it the node reads again first. So
+ * all of them refuse exactly the answers received after the close time,
+ * whichever node the close went through, even a node whose reads lag. */
 #define QSTATE_CLOSE_DELAY_MS 250u
 
 struct qstate {

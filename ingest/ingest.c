@@ -61,6 +61,10 @@ struct ingest_shared {
     atomic_bool leaving;             /* the drain delay: /healthz 503, answers taken */
     atomic_bool states_loaded;       /* the store has answered at least once */
     atomic_bool store_reachable;     /* the last question state refresh got its answer */
+    /* Wall ms when the newest state read that succeeded began: it saw every
+     * close written before, so no close it missed is due before this plus
+     * QSTATE_CLOSE_DELAY_MS (states_fresh). */
+    atomic_uint_fast64_t states_read_ms;
     struct ingest_figures figures[MAX_INSTANCES]; /* guarded by lock */
 };
 
@@ -80,6 +84,7 @@ struct ingest {
     struct qstate *refresh_known;    /* owned: the states known when it started */
     bool refresh_running;
     enum store_status refresh_status;
+    uint64_t refresh_read_ms;        /* wall ms: when the refresh job's read began */
     bool states_initialised;         /* "open": true questions added to the store */
     struct event *refresh_timer;
     /* Answers to a question this thread knows as not open, held while the
@@ -91,6 +96,7 @@ struct ingest {
     bool check_running;              /* a state read for them is out */
     bool check_abandoned;            /* ingest_free: its end only frees */
     struct qstate *check_buf;        /* owned: that read writes here */
+    uint64_t check_read_ms;          /* wall ms: when that read began */
     struct admin_job *closes;        /* owned: closes whose 204 waits for their time */
     enum store_status check_status;
     /* the ultimate fans: this instance's top list (fans.h), loop thread */
@@ -138,6 +144,7 @@ struct ingest_shared *ingest_shared_create(const struct eventfile *ef)
     atomic_init(&sh->leaving, false);
     atomic_init(&sh->store_reachable, false);
     atomic_init(&sh->states_loaded, false);
+    atomic_init(&sh->states_read_ms, 0);
     return sh;
 }
 
@@ -202,6 +209,30 @@ static void shared_publish_states(struct ingest_shared *sh, const struct qstate 
         atomic_fetch_add(&sh->version, 1);
     }
     pthread_mutex_unlock(&sh->lock);
+}
+
+/* A state read that began at read_ms succeeded. */
+static void shared_note_read(struct ingest_shared *sh, uint64_t read_ms)
+{
+    uint_fast64_t cur = atomic_load(&sh->states_read_ms);
+    while (cur < read_ms && !atomic_compare_exchange_weak(&sh->states_read_ms, &cur, read_ms))
+        ;
+}
+
+/* Whether an answer received at now_ms may be taken on the states known
+ * here: a close this node has not read yet was written after its last read
+ * began, so it takes effect QSTATE_CLOSE_DELAY_MS after that at the
+ * earliest. Past that the store is asked first (hold_answer). */
+static bool states_fresh(const struct ingest_shared *sh, uint64_t now_ms)
+{
+    uint64_t read_ms = atomic_load(&((struct ingest_shared *)sh)->states_read_ms);
+    return now_ms < read_ms + QSTATE_CLOSE_DELAY_MS;
+}
+
+/* The state would have an answer received at now_ms counted. */
+static bool state_takes(const struct qstate *st, uint64_t now_ms)
+{
+    return st->kind == QSTATE_OPEN || (st->kind == QSTATE_CLOSED && now_ms < st->close_ms);
 }
 
 static void shared_publish_one(struct ingest_shared *sh, int qindex, const struct qstate *st)
@@ -310,8 +341,11 @@ static void serve_answer(struct ingest *ig, const struct ingest_request *r, inge
         return;
     }
     uint64_t now_ms = util_wall_ms();
+    /* Freshness first: the states copied next are then at least those of
+     * the read it vouches for (they are published before its time). */
+    bool fresh = states_fresh(ig->sh, now_ms);
     const struct qstate *st = &current_states(ig)[a.question_index];
-    if (st->kind == QSTATE_NOT_OPEN) {
+    if (st->kind == QSTATE_NOT_OPEN || (state_takes(st, now_ms) && !fresh)) {
         hold_answer(ig, &a, now_ms, reply, ctx);
         return;
     }
@@ -320,8 +354,9 @@ static void serve_answer(struct ingest *ig, const struct ingest_request *r, inge
 
 /* An answer whose question's state is known: counted while it is open,
  * refused once it was closed at receive time (now_ms, wall clock). A close
- * takes effect QSTATE_CLOSE_DELAY_MS after it was asked, so every node
- * has read it by then and they all draw the line at the same instant. */
+ * takes effect QSTATE_CLOSE_DELAY_MS after it was asked, and a node takes
+ * answers on its states only that long after its last read began
+ * (states_fresh), so every node draws the line at the same instant. */
 static void take_answer(struct ingest *ig, const struct answer *a, const struct qstate *st,
                         uint64_t now_ms, ingest_reply_fn reply, void *ctx)
 {
@@ -375,14 +410,16 @@ struct held_answer {
 static void check_run(struct store *s, void *arg)
 {
     struct ingest *ig = arg;
+    ig->check_read_ms = util_wall_ms();
     ig->check_status = qstate_fetch_all(s, ig->ef, ig->check_buf);
 }
 
 /* What the store said about the questions: a state that is not "not open"
  * is news (a question never goes back to not open), published to every
  * thread; then each held answer is taken or refused by the state it now
- * has here. A store that did not answer changes nothing: they are refused
- * as before. */
+ * has here. A store that did not answer changes nothing: an answer to a
+ * question not open is refused as before, one the stale states would take
+ * gets a 503 (not counted: its retry is exact). */
 static void check_done(void *arg)
 {
     struct ingest *ig = arg;
@@ -398,6 +435,7 @@ static void check_done(void *arg)
                  got->close_ms != cur[i].close_ms))
                 shared_publish_one(ig->sh, (int)i, got);
         }
+        shared_note_read(ig->sh, ig->check_read_ms);
     }
     struct held_answer *h = ig->held;
     ig->held = NULL;
@@ -405,8 +443,12 @@ static void check_done(void *arg)
     ig->n_held = 0;
     while (h != NULL) {
         struct held_answer *next = h->next;
-        take_answer(ig, &h->a, &current_states(ig)[h->a.question_index], h->recv_ms, h->reply,
-                    h->ctx);
+        bool fresh = states_fresh(ig->sh, h->recv_ms);
+        const struct qstate *st = &current_states(ig)[h->a.question_index];
+        if (state_takes(st, h->recv_ms) && !fresh)
+            reply_error(ig, h->reply, h->ctx, 503, "backend_unavailable", NULL);
+        else
+            take_answer(ig, &h->a, st, h->recv_ms, h->reply, h->ctx);
         free(h);
         h = next;
     }
@@ -428,7 +470,10 @@ static void hold_answer(struct ingest *ig, const struct answer *a, uint64_t now_
         }
     }
     if (h == NULL) { /* cannot ask: what this thread knows decides */
-        reply_error(ig, reply, ctx, 409, "question_not_open", NULL);
+        if (current_states(ig)[a->question_index].kind == QSTATE_NOT_OPEN)
+            reply_error(ig, reply, ctx, 409, "question_not_open", NULL);
+        else
+            reply_error(ig, reply, ctx, 503, "overloaded", NULL);
         return;
     }
     *ig->held_tail = h;
@@ -463,6 +508,7 @@ struct admin_job {
     int qindex;
     uint64_t now_ms;
     /* results */
+    uint64_t stored_ms;      /* wall ms: the store had the state by then */
     enum store_status status;
     bool conflict;           /* close of a question never opened */
     struct qstate result;
@@ -509,6 +555,7 @@ static void admin_run(struct store *s, void *arg)
         }
         if (cur.kind == QSTATE_CLOSED) {
             j->result = cur;
+            j->stored_ms = util_wall_ms();
             return;
         }
         next = (struct qstate){.kind = QSTATE_CLOSED,
@@ -517,6 +564,7 @@ static void admin_run(struct store *s, void *arg)
     }
     j->status = qstate_write(s, ef, qid, &next);
     j->result = next;
+    j->stored_ms = util_wall_ms();
 }
 
 static void admin_reply_done(struct admin_job *j)
@@ -560,12 +608,17 @@ static void admin_done(void *arg)
         log_info("question %s id=%" PRIu32, qstate_kind_str(j->result.kind),
                  ig->ef->questions[j->qindex].id);
         /* A close is done at its close time, when every node applies it:
-         * its 204 waits until then, so an answer sent after the 204 is
-         * refused whichever node it reaches. */
+         * its 204 waits until then, and until QSTATE_CLOSE_DELAY_MS after
+         * the store had it (a node whose last read began before that may
+         * still take answers that long), so an answer sent after the 204
+         * is refused whichever node it reaches. */
         uint64_t now = util_wall_ms();
-        if (j->result.kind == QSTATE_CLOSED && j->result.close_ms > now &&
+        uint64_t due = j->result.close_ms;
+        if (due < j->stored_ms + QSTATE_CLOSE_DELAY_MS)
+            due = j->stored_ms + QSTATE_CLOSE_DELAY_MS;
+        if (j->result.kind == QSTATE_CLOSED && due > now &&
             (j->due = evtimer_new(ig->base, on_close_due, j)) != NULL) {
-            uint64_t ms = j->result.close_ms - now;
+            uint64_t ms = due - now;
             struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
                                  .tv_usec = (suseconds_t)(ms % 1000) * 1000};
             if (evtimer_add(j->due, &tv) == 0) {
@@ -669,6 +722,7 @@ static void refresh_run(struct store *s, void *arg)
         ig->refresh_status = STORE_UNAVAILABLE;
         return;
     }
+    ig->refresh_read_ms = util_wall_ms();
     ig->refresh_status = qstate_fetch_all(s, ig->ef, ig->refresh_buf);
     if (ig->refresh_status != STORE_OK)
         return;
@@ -697,6 +751,7 @@ static void refresh_done(void *arg)
             log_info("question states loaded questions=%" PRIu32, ig->ef->n_questions);
         ig->states_initialised = true;
         shared_publish_states(ig->sh, ig->refresh_buf);
+        shared_note_read(ig->sh, ig->refresh_read_ms);
     } else {
         log_warn("question state refresh failed status=%s",
                  store_status_str(ig->refresh_status));
@@ -910,10 +965,12 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
         /* The first state read happens before serving: answers must not be
          * refused as not open because the cache is still empty. A store that
          * is down now is not fatal: the refresh keeps trying. */
-        if (qstate_init_open(store, ef, util_wall_ms()) == STORE_OK &&
+        uint64_t read_ms = util_wall_ms();
+        if (qstate_init_open(store, ef, read_ms) == STORE_OK &&
             qstate_fetch_all(store, ef, ig->refresh_buf) == STORE_OK) {
             ig->states_initialised = true;
             shared_publish_states(sh, ig->refresh_buf);
+            shared_note_read(sh, read_ms);
         } else {
             log_warn("store not reachable at start: question states will load when it is");
         }
