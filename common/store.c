@@ -494,6 +494,7 @@ void store_stats_add(struct store_stats *into, const struct store_stats *from)
     into->hints_replayed += from->hints_replayed;
     into->hints_dropped += from->hints_dropped;
     into->hints_pending += from->hints_pending;
+    into->drains_pending += from->drains_pending;
     into->redirects += from->redirects;
     into->map_refreshes += from->map_refreshes;
 }

@@ -306,6 +306,8 @@ struct store_stats {
     uint64_t hints_replayed;    /* of those, written once the node answered */
     uint64_t hints_dropped;     /* lost: table full, outcome unknown, or handle closed */
     uint64_t hints_pending;     /* keys waiting now, all nodes (a gauge) */
+    uint64_t drains_pending;    /* connections given up on for lag whose commands are
+                                 * still being written out (a gauge, store_drain.h) */
     /* redis-cluster:// */
     uint64_t redirects;         /* MOVED and ASK replies followed */
     uint64_t map_refreshes;     /* slot maps read (CLUSTER SLOTS) */

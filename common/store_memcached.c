@@ -350,6 +350,7 @@ static void node_fail_why(struct mc_store *h, size_t node, enum mc_fail why)
             c->rev_on = false;
         }
         store_drain_add(&h->drain, c->fd, c->wbuf + c->wpos, c->wend - c->wpos, now_ms());
+        h->base.stats.drains_pending = h->drain.n;
         c->fd = -1;
         conn_drop(c);
         h->base.stats.node_failures++;
@@ -602,14 +603,16 @@ static void refill(struct mc_store *h, size_t node)
 
 /* ---- reply handling ---- */
 
-/* Marks the outcome of every op of node that got no explicit reply. */
-static void settle_node(struct mc_store *h, size_t node, bool confirmed)
+/* Marks the outcome of every op of node that got no explicit reply.
+ * drained: what the write buffer holds will still be written (a node
+ * given up on for lag), so every op formatted may reach the server. */
+static void settle_node(struct mc_store *h, size_t node, bool confirmed, bool drained)
 {
     struct mc_run *r = &h->runs[node];
     struct mc_batch *b = &h->batch;
     struct mc_conn *c = &h->conns[node];
     /* Ops [0, sent_upto) may have reached the server. */
-    size_t sent_upto = confirmed ? r->count : (c->wpos > 0 ? r->next : r->buf_first);
+    size_t sent_upto = confirmed ? r->count : (c->wpos > 0 || drained ? r->next : r->buf_first);
     for (size_t k = 0; k < r->count; k++) {
         size_t i = h->order[r->first + k];
         struct store_op *op = &b->ops[i];
@@ -807,7 +810,7 @@ static void route_batch(struct mc_store *h)
 
 static void run_fail(struct mc_store *h, size_t node, enum mc_fail why)
 {
-    settle_node(h, node, false);
+    settle_node(h, node, false, why == MC_FAIL_LAG);
     h->runs[node].active = false;
     node_fail_why(h, node, why);
 }
@@ -859,7 +862,7 @@ static bool node_begin(struct mc_store *h, size_t k, uint64_t now, bool connect_
 {
     struct mc_run *r = &h->runs[k];
     if (!conn_ready(h, k, now, connect_wait)) {
-        settle_node(h, k, false);
+        settle_node(h, k, false, false);
         return false;
     }
     r->active = true;
@@ -920,7 +923,7 @@ static bool node_io(struct mc_store *h, size_t k, short rev, uint64_t now)
                 if (!r->mn_queued || c->wpos < c->wend || c->rpos != c->rend) {
                     ok = false; /* MN before we sent ours: out of sync */
                 } else {
-                    settle_node(h, k, true);
+                    settle_node(h, k, true, false);
                     r->active = false;
                     c->proven = true;
                     if (h->placement.replicas >= 2 && h->pool->replica_lag_ms > 0 &&
@@ -1032,8 +1035,10 @@ static bool batch_setup(struct mc_store *h, enum mc_kind kind, struct store_op *
 static void run_ops(struct store *s, enum mc_kind kind, struct store_op *ops, size_t n)
 {
     struct mc_store *h = mc_of(s);
-    if (h->drain.n > 0)
+    if (h->drain.n > 0) {
         store_drain_pump(&h->drain, now_ms());
+        h->base.stats.drains_pending = h->drain.n;
+    }
     if (n == 0 || !batch_setup(h, kind, ops, n))
         return; /* nothing was sent */
     uint64_t now = now_ms();
@@ -1293,12 +1298,15 @@ static bool async_start(struct mc_store *h, struct event_base *base, enum mc_kin
     struct mc_async *a = &h->async;
     if (a->running || !h->numeric_hosts || !async_init(h, base))
         return false;
-    if (h->drain.n > 0)
+    if (h->drain.n > 0) {
         store_drain_pump(&h->drain, now_ms());
-    bool stale = pool_stale_due(&h->placement, &h->base);
+        h->base.stats.drains_pending = h->drain.n;
+    }
+    bool idle = kind == MC_INCR && n == 0;
+    bool stale = pool_stale_due(&h->placement, &h->base, idle);
     size_t nops;
     if (stale)
-        nops = pool_stale_prepare(&h->placement, &h->base);
+        nops = pool_stale_prepare(&h->placement, &h->base, idle);
     else if (kind == MC_ADD)
         nops = pool_add_prepare(&h->placement, &h->base, adds, n, ttl_s);
     else

@@ -257,7 +257,14 @@ static bool any_hints(const struct pool *p, enum hint_kind kind)
     return false;
 }
 
-size_t pool_stale_prepare(struct pool *p, struct store *s)
+/* The node may get hint replays now (store_pool.h, "lag"): idle, a
+ * lagging one out of its backoff too. */
+static bool hint_target(const struct pool *p, struct store *s, uint32_t k, bool idle)
+{
+    return p->eng->up(s, k) || (idle && p->eng->probe != NULL && p->eng->probe(s, k));
+}
+
+size_t pool_stale_prepare(struct pool *p, struct store *s, bool idle)
 {
     if (!any_hints(p, HINT_STALE))
         return 0;
@@ -266,7 +273,7 @@ size_t pool_stale_prepare(struct pool *p, struct store *s)
     for (uint32_t k = 0; k < p->n_nodes; k++) {
         up[k] = false;
         size_t stale = hints_count_kind(p->hints[k], HINT_STALE);
-        if (stale == 0 || !p->eng->up(s, k))
+        if (stale == 0 || !hint_target(p, s, k, idle))
             continue;
         up[k] = true;
         total += stale;
@@ -330,9 +337,9 @@ void pool_stale_finish(struct pool *p, struct store *s)
  * not one per key). A delete is idempotent, so one whose outcome is unknown
  * (the node failed after it was sent) stays hinted and is sent again.
  * Runs before every operation: cheap when there is nothing. */
-static void flush_stale(struct pool *p, struct store *s)
+static void flush_stale(struct pool *p, struct store *s, bool idle)
 {
-    size_t j = pool_stale_prepare(p, s);
+    size_t j = pool_stale_prepare(p, s, idle);
     if (j == 0)
         return;
     if (p->eng->del_batch != NULL) {
@@ -447,8 +454,7 @@ size_t pool_incr_prepare(struct pool *p, struct store *s, struct store_incr *ite
 
     if (any_hints(p, HINT_INCR))
         for (uint32_t k = 0; k < p->n_nodes; k++)
-            if ((up[k] = p->eng->up(s, k) ||
-                         (n == 0 && p->eng->probe != NULL && p->eng->probe(s, k))))
+            if ((up[k] = hint_target(p, s, k, n == 0)))
                 nh += hints_count_kind(p->hints[k], HINT_INCR);
     if (!ops_reserve(p, nh + n * rn))
         return SIZE_MAX;
@@ -551,7 +557,7 @@ bool pool_incr_confirmed(const struct pool *p, const struct store_op *ops, size_
 enum store_status pool_incr_batch(struct pool *p, struct store *s, struct store_incr *items,
                                   size_t n, uint32_t ttl_s)
 {
-    flush_stale(p, s);
+    flush_stale(p, s, n == 0);
     size_t nops = pool_incr_prepare(p, s, items, n, ttl_s);
     if (nops == SIZE_MAX) {
         for (size_t i = 0; i < n; i++)
@@ -738,7 +744,7 @@ enum store_status pool_get(struct pool *p, struct store *s, const char *key, siz
                            char **val, size_t *vallen)
 {
     uint32_t nodes[STORE_MAX_NODES];
-    flush_stale(p, s);
+    flush_stale(p, s, false);
     size_t r = pool_placement(p, key, keylen, nodes, STORE_MAX_NODES);
     bool notfound = false, error = false;
     for (size_t x = 0; x < r; x++) {
@@ -795,7 +801,7 @@ enum store_status pool_put(struct pool *p, struct store *s, const char *key, siz
 {
     uint32_t nodes[STORE_MAX_NODES], took[STORE_MAX_NODES], miss[STORE_MAX_NODES];
     size_t ntook = 0, nmiss = 0, err_up = 0, err_down = 0;
-    flush_stale(p, s);
+    flush_stale(p, s, false);
     size_t r = pool_placement(p, key, keylen, nodes, STORE_MAX_NODES);
     if (r == 1) {
         enum store_status st = p->eng->put(s, nodes[0], key, keylen, val, vallen, ttl_s, add);
@@ -979,12 +985,12 @@ void pool_add_finish(struct pool *p, struct store *s, struct store_add_item *ite
     }
 }
 
-bool pool_stale_due(const struct pool *p, struct store *s)
+bool pool_stale_due(const struct pool *p, struct store *s, bool idle)
 {
     if (!any_hints(p, HINT_STALE))
         return false;
     for (uint32_t k = 0; k < p->n_nodes; k++)
-        if (hints_count_kind(p->hints[k], HINT_STALE) > 0 && p->eng->up(s, k))
+        if (hints_count_kind(p->hints[k], HINT_STALE) > 0 && hint_target(p, s, k, idle))
             return true;
     return false;
 }
@@ -993,7 +999,7 @@ void pool_add_batch(struct pool *p, struct store *s, struct store_add_item *item
                     uint32_t ttl_s)
 {
     if (p->replicas > 1)
-        flush_stale(p, s);
+        flush_stale(p, s, false);
     size_t nops = pool_add_prepare(p, s, items, n, ttl_s);
     if (nops == SIZE_MAX)
         return;
@@ -1014,7 +1020,7 @@ enum store_status pool_del(struct pool *p, struct store *s, const char *key, siz
 {
     uint32_t nodes[STORE_MAX_NODES], miss[STORE_MAX_NODES];
     size_t ok = 0, notfound = 0, nmiss = 0, err_up = 0, err_down = 0;
-    flush_stale(p, s);
+    flush_stale(p, s, false);
     size_t r = pool_placement(p, key, keylen, nodes, STORE_MAX_NODES);
     if (r == 1) {
         enum store_status st = p->eng->del(s, nodes[0], key, keylen);

@@ -260,9 +260,11 @@ void pool_add_finish(struct pool *p, struct store *s, struct store_add_item *ite
  * hints on a node that is up): a run of its own before the operation's.
  * An engine that runs without blocking runs it itself: prepare puts the
  * deletes in p->ops and returns their count (0: none), the engine runs
- * them (its del_batch), finish takes their outcomes. */
-bool pool_stale_due(const struct pool *p, struct store *s);
-size_t pool_stale_prepare(struct pool *p, struct store *s);
+ * them (its del_batch), finish takes their outcomes. idle: nothing waits
+ * for the run (an empty increment run), so a lagging node out of its
+ * backoff gets its deletes too, as it gets its increment hints. */
+bool pool_stale_due(const struct pool *p, struct store *s, bool idle);
+size_t pool_stale_prepare(struct pool *p, struct store *s, bool idle);
 void pool_stale_finish(struct pool *p, struct store *s);
 
 /* store.h's store_mget_replicas, store_node_incr/add (add: true) and

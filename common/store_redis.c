@@ -223,6 +223,7 @@ static void node_fail_why(struct rd_store *h, size_t node, enum rd_fail why)
         /* Drained, not closed: what it was sent gets no hint, so it must
          * reach the node (store_drain.h). */
         store_drain_add(&h->drain, resp_release(c), NULL, 0, store_now_ms());
+        h->base.stats.drains_pending = h->drain.n;
         h->base.stats.node_failures++;
         return;
     }
@@ -566,8 +567,10 @@ static size_t wait_any(struct rd_store *h, uint64_t deadline)
 static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *ops, size_t n)
 {
     size_t nn = h->pool->n_nodes;
-    if (h->drain.n > 0)
+    if (h->drain.n > 0) {
         store_drain_pump(&h->drain, store_now_ms());
+        h->base.stats.drains_pending = h->drain.n;
+    }
     for (size_t i = 0; i < n; i++) {
         ops[i].status = STORE_UNAVAILABLE; /* not sent unless said otherwise */
         ops[i].value = 0;

@@ -880,8 +880,9 @@ static bool fans_publish(struct ingest *ig, bool force)
 }
 
 /* With replicas, the increments a replica missed while it was down are
- * replayed in front of the next batch; between two questions there may be
- * none for minutes, so the timer replays them too. */
+ * replayed in front of the next batch, and the connections given up on for
+ * lag are written out at the start of each run; between two questions there
+ * may be no run for minutes, so the timer runs an empty one for both. */
 static void hints_replay_run(struct store *s, void *arg)
 {
     struct ingest *ig = arg;
@@ -900,12 +901,13 @@ static void hints_replay(struct ingest *ig)
 {
     struct store_stats st;
     store_get_stats(ig->loop_store, &st);
-    if (st.hints_pending > 0)
+    if (st.hints_pending > 0 || st.drains_pending > 0)
         committer_replay_hints(ig->committer);
     if (ig->hints_running)
         return;
     worker_store_stats(ig->worker, &st);
-    if (st.hints_pending > 0 && worker_submit(ig->worker, hints_replay_run, hints_replay_done, ig))
+    if ((st.hints_pending > 0 || st.drains_pending > 0) &&
+        worker_submit(ig->worker, hints_replay_run, hints_replay_done, ig))
         ig->hints_running = true;
 }
 
@@ -1168,6 +1170,8 @@ void ingest_free(struct ingest *ig)
       "replicas >= 2: kept writes lost (table full, outcome unknown)")                             \
     X(IM_HINTS_PENDING, "livetally_ingest_store_hints_pending", GAUGE,                             \
       "replicas >= 2: keys waiting for a replica")                                                 \
+    X(IM_DRAINS_PENDING, "livetally_ingest_store_drains_pending", GAUGE,                           \
+      "replicas >= 2: connections to a lagging replica still being written out")                   \
     X(IM_REDIRECTS, "livetally_ingest_store_redirects_total", COUNTER,                             \
       "redis-cluster: MOVED and ASK replies followed")                                             \
     X(IM_MAP_REFRESHES, "livetally_ingest_store_slot_map_refreshes_total", COUNTER,                \
@@ -1245,6 +1249,7 @@ static uint64_t figure_value(const struct ingest_figures *f, enum ingest_metric 
     case IM_HINTS_REPLAYED: return f->ss.hints_replayed;
     case IM_HINTS_DROPPED: return f->ss.hints_dropped;
     case IM_HINTS_PENDING: return f->ss.hints_pending;
+    case IM_DRAINS_PENDING: return f->ss.drains_pending;
     case IM_REDIRECTS: return f->ss.redirects;
     case IM_MAP_REFRESHES: return f->ss.map_refreshes;
     case IM_DRAINING: return ingest_shared_healthy(sh) ? 0 : 1;
