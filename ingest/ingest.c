@@ -407,6 +407,16 @@ struct held_answer {
     void *ctx;
 };
 
+/* The held answers, oldest first; the list is empty after. */
+static struct held_answer *held_take(struct ingest *ig)
+{
+    struct held_answer *h = ig->held;
+    ig->held = NULL;
+    ig->held_tail = &ig->held;
+    ig->n_held = 0;
+    return h;
+}
+
 static void check_run(struct store *s, void *arg)
 {
     struct ingest *ig = arg;
@@ -437,10 +447,7 @@ static void check_done(void *arg)
         }
         shared_note_read(ig->sh, ig->check_read_ms);
     }
-    struct held_answer *h = ig->held;
-    ig->held = NULL;
-    ig->held_tail = &ig->held;
-    ig->n_held = 0;
+    struct held_answer *h = held_take(ig);
     while (h != NULL) {
         struct held_answer *next = h->next;
         bool fresh = states_fresh(ig->sh, h->recv_ms);
@@ -484,10 +491,7 @@ static void hold_answer(struct ingest *ig, const struct answer *a, uint64_t now_
 /* Held answers get 503 (never counted: a retry is exact). */
 static void held_refuse(struct ingest *ig, const char *error)
 {
-    struct held_answer *h = ig->held;
-    ig->held = NULL;
-    ig->held_tail = &ig->held;
-    ig->n_held = 0;
+    struct held_answer *h = held_take(ig);
     while (h != NULL) {
         struct held_answer *next = h->next;
         reply_error(ig, h->reply, h->ctx, 503, error, NULL);

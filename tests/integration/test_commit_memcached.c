@@ -15,6 +15,7 @@
 #include <event2/event.h>
 
 #include "commit.h"
+#include "commit_support.h"
 #include "country.h"
 #include "eventfile.h"
 #include "keys.h"
@@ -22,35 +23,13 @@
 #include "store.h"
 #include "worker.h"
 
-static const char EVENT_JSON[] =
-    "{\"event\": \"tcm\", \"shards\": 3, \"country_shards\": 2,"
-    " \"hot_countries\": {\"gb\": 4, \"unknown\": 4},"
-    " \"age_buckets\": [{\"label\": \"a\", \"max\": 17}, {\"label\": \"b\", \"max\": 40},"
-    "                   {\"label\": \"c\", \"max\": 130}],"
-    " \"questions\": ["
-    "  {\"id\": 1, \"text\": \"a\", \"options\": [\"p\", \"q\", \"r\"], \"correct\": 2}"
-    " ]}";
+static const char EVENT_JSON[] = COMMIT_TEST_EVENT_JSON("tcm");
 
 struct fixture {
     struct server mc;
     char url[128];
     struct eventfile ef;
 };
-
-struct replies {
-    int ok, unavailable, duplicate;
-};
-
-static void on_done(void *arg, enum commit_result r)
-{
-    struct replies *rp = arg;
-    if (r == COMMIT_OK)
-        rp->ok++;
-    else if (r == COMMIT_UNAVAILABLE)
-        rp->unavailable++;
-    else
-        rp->duplicate++;
-}
 
 static void sleep_ms(unsigned ms)
 {

@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "commit.h"
+#include "commit_support.h"
 #include "country.h"
 #include "eventfile.h"
 #include "keys.h"
@@ -25,14 +26,7 @@
 #include "util.h"
 #include "worker.h"
 
-static const char EVENT_JSON[] =
-    "{\"event\": \"tcr\", \"shards\": 3, \"country_shards\": 2,"
-    " \"hot_countries\": {\"gb\": 4, \"unknown\": 4},"
-    " \"age_buckets\": [{\"label\": \"a\", \"max\": 17}, {\"label\": \"b\", \"max\": 40},"
-    "                   {\"label\": \"c\", \"max\": 130}],"
-    " \"questions\": ["
-    "  {\"id\": 1, \"text\": \"a\", \"options\": [\"p\", \"q\", \"r\"], \"correct\": 2}"
-    " ]}";
+static const char EVENT_JSON[] = COMMIT_TEST_EVENT_JSON("tcr");
 
 #define NODES 3
 
@@ -40,10 +34,6 @@ struct fixture {
     struct server mc[NODES];
     char url[512];
     struct eventfile ef;
-};
-
-struct replies {
-    int ok, unavailable, duplicate;
 };
 
 /* One ingest node: its loop, its worker and handles, its committer. */
@@ -54,17 +44,6 @@ struct node {
     struct worker *w;
     struct committer *c;
 };
-
-static void on_done(void *arg, enum commit_result r)
-{
-    struct replies *rp = arg;
-    if (r == COMMIT_OK)
-        rp->ok++;
-    else if (r == COMMIT_UNAVAILABLE)
-        rp->unavailable++;
-    else
-        rp->duplicate++;
-}
 
 static int setup(void **state)
 {
