@@ -16,6 +16,7 @@
 #include "eventfile.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "runner.h"
 #include "store.h"
 #include "util.h"
@@ -122,6 +123,7 @@ static void on_http(struct evhttp_request *req, void *arg)
         return;
     }
     agg_runner_write_metrics(app->runner, out);
+    metrics_write_process(out, "livetally-aggregate");
     http_reply_buffer(req, 200, HTTP_PROMETHEUS_TYPE, out);
     evbuffer_free(out);
 }
@@ -151,6 +153,7 @@ int main(int argc, char **argv)
     if (o.describe_metrics) {
         /* The same metrics livetally serves for its in-process aggregator. */
         agg_runner_describe_metrics(stdout);
+        metrics_describe_process(stdout);
         return 0;
     }
     if (o.event_path == NULL)

@@ -5,6 +5,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 
@@ -190,4 +193,111 @@ void metrics_emit_hist(struct evbuffer *out, const struct metric_def *def,
 {
     metrics_write_head(out, def);
     metrics_write_hist(out, def, NULL, h);
+}
+
+/* ---- the process ---------------------------------------------------------- */
+
+#define PROCESS_METRICS(X)                                                                      \
+    X(PM_BUILD_INFO, "livetally_build_info", GAUGE,                                             \
+      "Always 1: the version and the binary, as labels")                                        \
+    X(PM_CPU, "process_cpu_seconds_total", COUNTER, "User and system CPU time spent")           \
+    X(PM_RSS, "process_resident_memory_bytes", GAUGE, "Resident memory size")                   \
+    X(PM_VSIZE, "process_virtual_memory_bytes", GAUGE, "Virtual memory size")                   \
+    X(PM_OPEN_FDS, "process_open_fds", GAUGE, "Open file descriptors")                          \
+    X(PM_MAX_FDS, "process_max_fds", GAUGE, "The limit of open file descriptors (RLIMIT_NOFILE)") \
+    X(PM_START, "process_start_time_seconds", GAUGE, "Start time, seconds since the Unix epoch")
+
+enum process_metric { PROCESS_METRICS(METRIC_ENUM) PM_COUNT };
+static const struct metric_def process_metrics[] = {PROCESS_METRICS(METRIC_DEF)};
+
+void metrics_describe_process(FILE *out)
+{
+    metrics_describe(out, process_metrics, PM_COUNT);
+}
+
+/* The fields of /proc/self/stat after the command name (which may hold
+ * spaces and parentheses: the last ')' ends it); field 3 is fields[0]. */
+static size_t proc_stat_fields(unsigned long long *fields, size_t max)
+{
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f == NULL)
+        return 0;
+    size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return 0;
+    p++;
+    size_t n = 0;
+    while (n < max) {
+        while (*p == ' ')
+            p++;
+        if (*p == '\0' || *p == '\n')
+            break;
+        char *end;
+        fields[n++] = strtoull(p, &end, 10); /* the state letter reads as 0 */
+        p = end;
+        while (*p != ' ' && *p != '\0')
+            p++;
+    }
+    return n;
+}
+
+/* Seconds since the epoch at boot (/proc/stat's btime); 0 when unknown. */
+static unsigned long long boot_time_s(void)
+{
+    char line[256];
+    unsigned long long btime = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "btime %llu", &btime) == 1)
+            break;
+    fclose(f);
+    return btime;
+}
+
+static long count_open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+void metrics_write_process(struct evbuffer *out, const char *binary)
+{
+    const struct metric_def *m = process_metrics;
+    char labels[128];
+    snprintf(labels, sizeof(labels), "version=\"%s\",binary=\"%s\"", LIVETALLY_VERSION, binary);
+    metrics_write_head(out, &m[PM_BUILD_INFO]);
+    metrics_write_u64(out, &m[PM_BUILD_INFO], labels, 1);
+
+    /* fields[i] is field i + 3 of proc(5): utime 14, stime 15, starttime
+     * 22, vsize 23, rss 24 */
+    unsigned long long fields[24];
+    long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    if (proc_stat_fields(fields, 24) >= 22 && tick > 0 && page > 0) {
+        metrics_emit_f64(out, &m[PM_CPU], (double)(fields[11] + fields[12]) / (double)tick);
+        metrics_emit_u64(out, &m[PM_RSS], fields[21] * (unsigned long long)page);
+        metrics_emit_u64(out, &m[PM_VSIZE], fields[20]);
+        unsigned long long btime = boot_time_s();
+        if (btime > 0)
+            metrics_emit_f64(out, &m[PM_START], (double)btime + (double)fields[19] / (double)tick);
+    }
+    long fds = count_open_fds();
+    if (fds >= 0)
+        metrics_emit_u64(out, &m[PM_OPEN_FDS], (uint64_t)fds);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        metrics_emit_u64(out, &m[PM_MAX_FDS], (uint64_t)rl.rlim_cur);
 }

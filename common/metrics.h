@@ -96,4 +96,15 @@ void metrics_emit_f64(struct evbuffer *out, const struct metric_def *def, double
 void metrics_emit_hist(struct evbuffer *out, const struct metric_def *def,
                        const struct metrics_hist *h);
 
+/* ---- the process -----------------------------------------------------------
+ * Every binary's /metrics ends with livetally_build_info{version,binary} 1
+ * and the process_* families that the Prometheus client libraries export
+ * (process_cpu_seconds_total, process_resident_memory_bytes,
+ * process_virtual_memory_bytes, process_open_fds, process_max_fds,
+ * process_start_time_seconds), read from /proc/self as they read them, so
+ * the usual dashboards and alerts work unchanged. A figure /proc does not
+ * give is left out. */
+void metrics_write_process(struct evbuffer *out, const char *binary);
+void metrics_describe_process(FILE *out);
+
 #endif

@@ -15,6 +15,7 @@
 #include "eventfile.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "util.h"
 
@@ -111,6 +112,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         /* Counted before writing, so the scrape includes itself. */
         dashboard_account(app->dashboard, path, 200, t0);
         dashboard_write_metrics(app->dashboard, out);
+        metrics_write_process(out, "livetally-dashboard");
         http_reply_buffer(req, 200, HTTP_PROMETHEUS_TYPE, out);
         evbuffer_free(out);
         return;
@@ -137,6 +139,7 @@ int main(int argc, char **argv)
         return r == CLI_EXIT_OK ? 0 : 2;
     if (o.describe_metrics) {
         dashboard_describe_metrics(stdout);
+        metrics_describe_process(stdout);
         return 0;
     }
     if (o.event_path == NULL)

@@ -15,6 +15,7 @@
 #include "http.h"
 #include "ingest.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "store.h"
 #include "util.h"
@@ -112,6 +113,7 @@ int main(int argc, char **argv)
         return r == CLI_EXIT_OK ? 0 : 2;
     if (o.describe_metrics) {
         ingest_describe_metrics(stdout);
+        metrics_describe_process(stdout);
         return 0;
     }
     if (o.event_path == NULL)

@@ -17,6 +17,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "splice.h"
 #include "store.h"
 #include "util.h"
@@ -98,10 +99,13 @@ static void on_fast_request(struct httpd_request *req, void *arg)
         httpd_reply(req, code, NULL, body, strlen(body), NULL);
         return;
     }
-    if (strcmp(req->path, "/metrics") == 0) {
+    /* With more metrics than the ingest's (livetally), the main thread
+     * writes them all. */
+    if (strcmp(req->path, "/metrics") == 0 && t->srv->extra.metrics == NULL) {
         struct evbuffer *out = evbuffer_new();
         if (out) {
             ingest_shared_write_metrics(t->srv->shared, out);
+            metrics_write_process(out, t->srv->cfg.binary);
             size_t len = evbuffer_get_length(out);
             httpd_reply(req, 200, HTTP_PROMETHEUS_TYPE, (const char *)evbuffer_pullup(out, -1),
                         len, NULL);
@@ -253,6 +257,7 @@ static void on_main_request(struct evhttp_request *req, void *arg)
         ingest_shared_write_metrics(s->shared, out);
         if (s->extra.metrics)
             s->extra.metrics(out, s->extra.arg);
+        metrics_write_process(out, s->cfg.binary);
         http_reply_buffer(req, 200, HTTP_PROMETHEUS_TYPE, out);
         evbuffer_free(out);
         return;
@@ -327,6 +332,7 @@ void ingest_server_defaults(struct ingest_server_config *sc)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     *sc = (struct ingest_server_config){
         .listen = "127.0.0.1:8080",
+        .binary = "livetally-ingest",
         .threads = cores > 0 && cores <= 64 ? (uint32_t)cores : 1,
         .ic = {.commit = {.flush_ms = 0, .batch_interval_us = 1000, .deadline_ms = 2000,
                           .max_batch_answers = 65536, .max_waiting = 65536},

@@ -30,6 +30,7 @@ struct ingest_server_config {
     struct ingest_config ic;
     struct httpd_config hc;
     uint32_t http_timeout_s;    /* the evhttp side */
+    const char *binary;         /* livetally_build_info's binary label */
 };
 
 /* Requests the ingest API does not serve (livetally: the dashboard). */

@@ -17,6 +17,7 @@
 #include "http.h"
 #include "server.h"
 #include "log.h"
+#include "metrics.h"
 #include "runner.h"
 #include "store.h"
 #include "util.h"
@@ -155,6 +156,7 @@ int main(int argc, char **argv)
         .log_level = LOG_INFO,
     };
     ingest_server_defaults(&o.sc);
+    o.sc.binary = "livetally";
     enum cli_result r = cli_parse(argc, argv, PROG, "--event FILE [options]", about, cli_opts,
                                   LT_ARRAY_LEN(cli_opts), set_opt, &o);
     if (r != CLI_CONTINUE)
@@ -163,6 +165,7 @@ int main(int argc, char **argv)
         ingest_describe_metrics(stdout);
         dashboard_describe_metrics(stdout);
         agg_runner_describe_metrics(stdout);
+        metrics_describe_process(stdout);
         return 0;
     }
     if (o.event_path == NULL)

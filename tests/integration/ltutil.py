@@ -903,6 +903,33 @@ def metrics(port):
     return out
 
 
+def check_process_metrics(chk, port, binary, pid):
+    """/metrics of a livetally binary ends with livetally_build_info and the
+    process_* families of the Prometheus client libraries, and they say
+    what /proc says of pid."""
+    m = metrics(port)
+    info = [k for k in m if k.startswith("livetally_build_info{")]
+    chk.true(len(info) == 1 and 'binary="%s"' % binary in info[0] and 'version="' in info[0]
+             and m[info[0]] == 1, "%s: livetally_build_info (%s)" % (binary, info))
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rpartition(")")[2].split()
+    start = fields[19]  # starttime, field 22 of proc(5)
+    with open("/proc/stat") as f:
+        btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    started = btime + int(start) / os.sysconf("SC_CLK_TCK")
+    chk.true(abs(m.get("process_start_time_seconds", 0) - started) < 1,
+             "%s: process_start_time_seconds is its start (%s vs %s)" %
+             (binary, m.get("process_start_time_seconds"), started))
+    chk.true(m.get("process_cpu_seconds_total", -1) >= 0, "%s: process_cpu_seconds_total" % binary)
+    rss = m.get("process_resident_memory_bytes", 0)
+    chk.true(1 << 20 < rss < 1 << 34, "%s: process_resident_memory_bytes (%s)" % (binary, rss))
+    fds = len(os.listdir("/proc/%d/fd" % pid))
+    chk.true(abs(m.get("process_open_fds", 0) - fds) <= 3,
+             "%s: process_open_fds (%s, /proc shows %d)" % (binary, m.get("process_open_fds"), fds))
+    chk.true(m.get("process_max_fds", 0) >= m.get("process_open_fds", 1),
+             "%s: process_max_fds" % binary)
+
+
 def wait_metrics(port, predicate, timeout=15.0):
     """Polls /metrics until predicate(m) holds; returns the last figures
     (the caller checks: a timeout is not an exception). A refused, reset or

@@ -364,6 +364,7 @@ def main():
                       "200"], port=port, log_name="livetally")
     try:
         scenario(port, port, token, chk, "all-in-one")
+        ltutil.check_process_metrics(chk, port, "livetally", lt.pid)
     finally:
         chk.eq(lt.stop(), 0, "all-in-one: exit 0 on SIGTERM")
     if chk.failed:
@@ -385,6 +386,9 @@ def main():
     try:
         scenario(ip, dp, token, chk, "split/memcached")
         aggregator_http(chk, ap)
+        for p, binary, pid in ((ip, "livetally-ingest", ing.pid), (ap, "livetally-aggregate", agg.pid),
+                               (dp, "livetally-dashboard", dash.pid)):
+            ltutil.check_process_metrics(chk, p, binary, pid)
     finally:
         chk.eq(ing.stop(), 0, "ingest: exit 0 on SIGTERM")
         chk.eq(agg.stop(), 0, "aggregate: exit 0 on SIGTERM")

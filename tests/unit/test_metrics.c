@@ -233,6 +233,44 @@ static void test_write_hist(void **state)
     evbuffer_free(b);
 }
 
+/* The process families: one head and one sample each, the build's
+ * version in the labels, figures /proc gives for this very process. */
+static void test_process(void **state)
+{
+    (void)state;
+    struct evbuffer *b = evbuffer_new();
+    assert_non_null(b);
+    metrics_write_process(b, "test-metrics");
+    char *s = text_of(b);
+    assert_non_null(strstr(s, "# TYPE livetally_build_info gauge\n"
+                              "livetally_build_info{version=\"" LIVETALLY_VERSION
+                              "\",binary=\"test-metrics\"} 1\n"));
+    static const char *const families[] = {
+        "process_cpu_seconds_total",    "process_resident_memory_bytes",
+        "process_virtual_memory_bytes", "process_open_fds",
+        "process_max_fds",              "process_start_time_seconds"};
+    for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
+        char head[96], line[96];
+        snprintf(head, sizeof(head), "# TYPE %s ", families[i]);
+        snprintf(line, sizeof(line), "\n%s ", families[i]);
+        const char *h = strstr(s, head);
+        assert_non_null(h);
+        assert_null(strstr(h + 1, head)); /* once */
+        const char *v = strstr(s, line);
+        assert_non_null(v);
+        assert_true(strtod(v + strlen(line), NULL) >= 0);
+    }
+    double rss = strtod(strstr(s, "\nprocess_resident_memory_bytes ") + 31, NULL);
+    assert_true(rss > 100 * 1024);
+    double start = strtod(strstr(s, "\nprocess_start_time_seconds ") + 28, NULL);
+    double now = (double)util_wall_ms() / 1000.0;
+    assert_true(start <= now + 1 && start > now - 3600);
+    double fds = strtod(strstr(s, "\nprocess_open_fds ") + 18, NULL);
+    assert_true(fds >= 3); /* stdin, stdout, stderr at least */
+    free(s);
+    evbuffer_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -244,6 +282,7 @@ int main(void)
         cmocka_unit_test(test_write_head_escapes_help),
         cmocka_unit_test(test_write_samples),
         cmocka_unit_test(test_write_hist),
+        cmocka_unit_test(test_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
