@@ -103,6 +103,8 @@ static void on_http(struct evhttp_request *req, void *arg)
     struct app *app = arg;
     char path[64];
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (http_refuse_transfer_coding(req))
+        return;
     if (!http_path(req, path, sizeof(path)) ||
         (strcmp(path, "/healthz") != 0 && strcmp(path, "/metrics") != 0)) {
         http_reply_error(req, 404, "not_found", NULL, 0);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -108,6 +109,39 @@ bool http_bearer_ok(struct evhttp_request *req, const char *token)
 {
     return http_bearer_match(
         evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization"), token);
+}
+
+bool http_te_supported(const char *value, size_t len)
+{
+    while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t'))
+        len--;
+    size_t i = 0;
+    while (i < len && (value[i] == ' ' || value[i] == '\t'))
+        i++;
+    return len - i == 7 && strncasecmp(value + i, "chunked", 7) == 0;
+}
+
+static bool request_te_ok(struct evhttp_request *req)
+{
+    const struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    size_t seen = 0;
+    const struct evkeyval *h;
+    for (h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
+        if (strcasecmp(h->key, "Transfer-Encoding") != 0)
+            continue;
+        if (++seen > 1 || !http_te_supported(h->value, strlen(h->value)))
+            return false;
+    }
+    return true;
+}
+
+bool http_refuse_transfer_coding(struct evhttp_request *req)
+{
+    if (request_te_ok(req))
+        return false;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    http_reply_error(req, 501, "unsupported_transfer_encoding", NULL, 0);
+    return true;
 }
 
 bool http_bearer_match(const char *auth, const char *token)

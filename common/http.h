@@ -46,6 +46,17 @@ void http_reply_buffer(struct evhttp_request *req, int code, const char *content
 /* 204 No Content. */
 void http_reply_empty(struct evhttp_request *req, int code);
 
+/* The one transfer coding a request body may have: "chunked" alone (either
+ * case, OWS around it). Anything else (gzip, "gzip, chunked") is a body
+ * that must not be read as the JSON it is not: 501
+ * unsupported_transfer_encoding, on the fast path and on evhttp alike. */
+bool http_te_supported(const char *value, size_t len);
+/* Every evhttp server's first check: when the request's Transfer-Encoding
+ * headers (there may be several) are not one http_te_supported accepts,
+ * replies 501 unsupported_transfer_encoding with Connection: close (what
+ * follows cannot be framed) and returns true. */
+bool http_refuse_transfer_coding(struct evhttp_request *req);
+
 /* True when the request carries "Authorization: Bearer <token>" with this
  * token (constant-time comparison). A NULL token means the admin API is off. */
 bool http_bearer_ok(struct evhttp_request *req, const char *token);

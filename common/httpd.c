@@ -16,6 +16,7 @@
 #include <http_parser.h>
 
 #include "accept_guard.h"
+#include "http.h"
 #include "log.h"
 #include "util.h"
 
@@ -506,18 +507,10 @@ static int on_headers_complete(http_parser *p)
         return -1;
     /* Only chunked is read (http-parser's); a body in any other coding
      * (gzip, chunked) must not be taken for the JSON it is not. */
-    if (c->te_headers > 0) {
-        size_t n = c->te_len < TE_MAX - 1 ? c->te_len : TE_MAX - 1;
-        while (n > 0 && (c->te[n - 1] == ' ' || c->te[n - 1] == '\t'))
-            n--;
-        size_t i = 0;
-        while (i < n && (c->te[i] == ' ' || c->te[i] == '\t'))
-            i++;
-        if (c->te_headers > 1 || c->te_len >= TE_MAX - 1 || n - i != 7 ||
-            memcmp(c->te + i, "chunked", 7) != 0) {
-            c->bad_te = true;
-            return -1;
-        }
+    if (c->te_headers > 0 &&
+        (c->te_headers > 1 || c->te_len >= TE_MAX - 1 || !http_te_supported(c->te, c->te_len))) {
+        c->bad_te = true;
+        return -1;
     }
     c->cur->body_off = c->cur->len;
     /* A declared body over the bound is refused before it is read

@@ -88,6 +88,10 @@ static void on_request(struct evhttp_request *req, void *arg)
     struct app *app = arg;
     uint64_t t0 = util_mono_us();
     char path[512];
+    if (http_refuse_transfer_coding(req)) {
+        dashboard_account(app->dashboard, "", 501, t0);
+        return;
+    }
     if (!http_path(req, path, sizeof(path))) {
         http_reply_error(req, 404, "not_found", NULL, 0);
         dashboard_account(app->dashboard, "", 404, t0);

@@ -225,6 +225,8 @@ static void on_main_request(struct evhttp_request *req, void *arg)
         http_reply_error(req, 404, "not_found", NULL, 0);
         return;
     }
+    if (http_refuse_transfer_coding(req)) /* the fast path's rule */
+        return;
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(body);

@@ -229,6 +229,54 @@ def no_length_checks(chk, ip, good, tally):
     chk.eq((st, body), (400, b'{"error":"invalid_json"}'), "POST without Content-Length")
 
 
+def main_thread_codings(chk, ip, good, tally):
+    """The fast path's transfer-coding rule on the path handed to the main
+    thread too (a connection whose first request is a GET): before, evhttp
+    read "gzip, chunked" as plain chunked JSON (202, counted) and "gzip" as
+    no body at all. A coding name is case-insensitive: "Chunked" is read."""
+    for te, headers in (("gzip, chunked", [b"Transfer-Encoding: gzip, chunked"]),
+                        ("gzip", [b"Transfer-Encoding: gzip"]),
+                        ("two headers", [b"Transfer-Encoding: chunked",
+                                         b"Transfer-Encoding: chunked"]),
+                        ("Chunked", [b"Transfer-Encoding: Chunked"])):
+        for path in ("fast", "main"):
+            a = good()
+            js = answer_json(a).encode()
+            req = (b"POST /v1/answers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+                   b"".join(h + b"\r\n" for h in headers) + b"\r\n" +
+                   b"%x\r\n%s\r\n0\r\n\r\n" % (len(js), js))
+            first = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" if path == "main" else b""
+            c = ltutil.RawConn(ip, timeout=5)
+            c.send(first + req)
+            got = []
+            try:
+                if first:
+                    got.append(c.response()[0])
+                st, _, body = c.response()
+                got.append((st, body))
+                c.response()
+                got.append("open")
+            except (ltutil.Closed, socket.timeout) as e:
+                got.append("closed" if isinstance(e, ltutil.Closed) else "timeout")
+            c.close()
+            want = ([200] if first else []) + [
+                (202, b'{"status":"accepted"}') if te == "Chunked" else
+                (501, b'{"error":"unsupported_transfer_encoding"}')]
+            if te == "Chunked":
+                if len(got) > len(want) - 1 and got[len(want) - 1] == want[-1]:
+                    tally.add(a)
+                chk.eq(got[:len(want)], want, "%s path, Transfer-Encoding %s: read" % (path, te))
+            elif te == "two headers" and path == "main":
+                # evhttp refuses two Transfer-Encoding headers itself, before
+                # any handler: its own 400 page (libevent 2.1 has no error
+                # callback to make it JSON). Refused and closed all the same.
+                chk.eq([got[0], got[1][0] if isinstance(got[1], tuple) else got[1]] + got[2:],
+                       [200, 400, "closed"], "main path, two Transfer-Encoding headers: 400, closed")
+            else:
+                chk.eq(got, want + ["closed"],
+                       "%s path, Transfer-Encoding %s: 501 and closed" % (path, te))
+
+
 def bad_input_scenario(chk, ip, ports, ev):
     rng = random.Random(4242)
     lock = threading.Lock()
@@ -313,6 +361,7 @@ def bad_input_scenario(chk, ip, ports, ev):
         chk.eq(got, [tuple(want)], "%s: statuses" % name)
 
     no_length_checks(chk, ip, good, tally)
+    main_thread_codings(chk, ip, good, tally)
 
     fstat = collections.Counter(o.status for o in flow.outcomes)
     chk.eq(dict(fstat), {202: len(during)}, "good answers during the burst all 202")

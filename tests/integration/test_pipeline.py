@@ -389,6 +389,14 @@ def main():
         for p, binary, pid in ((ip, "livetally-ingest", ing.pid), (ap, "livetally-aggregate", agg.pid),
                                (dp, "livetally-dashboard", dash.pid)):
             ltutil.check_process_metrics(chk, p, binary, pid)
+            # the ingest's rule for a transfer coding on every server
+            c = ltutil.RawConn(p, timeout=5)
+            c.send(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"
+                   b"3\r\nabc\r\n0\r\n\r\n")
+            st, _, body = c.response()
+            c.close()
+            chk.eq((st, body), (501, b'{"error":"unsupported_transfer_encoding"}'),
+                   "%s: Transfer-Encoding gzip is 501" % binary)
     finally:
         chk.eq(ing.stop(), 0, "ingest: exit 0 on SIGTERM")
         chk.eq(agg.stop(), 0, "aggregate: exit 0 on SIGTERM")
