@@ -250,6 +250,32 @@ static bool fans_room(struct aggregator *a, size_t used)
     return true;
 }
 
+/* The lists read so far. Every copy of a list counts: a replica that
+ * missed the last write holds an older one, and merging it is harmless
+ * (fans_merge keeps each user's largest right count). */
+struct fans_copies {
+    struct aggregator *a;
+    const char *key;
+    size_t used;
+    bool nomem;
+};
+
+static void on_fans_copy(void *arg, const char *val, size_t vallen)
+{
+    struct fans_copies *c = arg;
+    size_t n = 0;
+    if (c->nomem || !fans_room(c->a, c->used)) {
+        c->nomem = true;
+        return;
+    }
+    if (fans_decode(val, vallen, c->a->fans_all + c->used, FANS_TOPK, &n)) {
+        c->used += n;
+        c->a->stats.fans_lists++;
+    } else {
+        log_warn("unparsable fans list ignored key=%s", c->key);
+    }
+}
+
 /* Reads every ingest list, merges, ranks and checks the candidates; on
  * success replaces a->fans. Runs after the question states were read. */
 static enum store_status read_fans(struct aggregator *a, struct store *s)
@@ -280,29 +306,18 @@ static enum store_status read_fans(struct aggregator *a, struct store *s)
         a->fans_cap_logged = true;
         slots = AGGREGATE_FANS_MAX_SLOTS;
     }
-    size_t used = 0;
+    struct fans_copies c = {.a = a, .key = key};
     for (uint64_t slot = 1; slot <= slots; slot++) {
-        if (!fans_room(a, used))
-            return STORE_NOMEM;
         klen = key_fans_list(key, ef->name, slot);
-        char *val = NULL;
-        size_t vlen = 0, n = 0;
-        st = store_get(s, key, klen, &val, &vlen);
+        st = store_get_each(s, key, klen, on_fans_copy, &c);
+        if (c.nomem)
+            return STORE_NOMEM;
         if (st == STORE_NOTFOUND)
             continue; /* a slot taken but not written yet, or expired */
-        if (st != STORE_OK) {
-            free(val);
+        if (st != STORE_OK)
             return st;
-        }
-        if (fans_decode(val, vlen, a->fans_all + used, FANS_TOPK, &n)) {
-            used += n;
-            a->stats.fans_lists++;
-        } else {
-            log_warn("unparsable fans list ignored key=%s", key);
-        }
-        free(val);
     }
-    size_t m = fans_merge(a->fans_all, used);
+    size_t m = fans_merge(a->fans_all, c.used);
     struct verify_ctx v = {.a = a, .s = s, .status = STORE_OK};
     struct fans_entry out[FANS_SHOWN];
     struct fans_selection sel;

@@ -100,27 +100,73 @@ bool qstate_parse(const char *val, size_t len, struct qstate *out)
     return true;
 }
 
-/* One get per question: a few dozen questions at most in practice, read
- * about once a second per node, so batching is not worth a second API. */
-enum store_status qstate_fetch_all(struct store *s, const struct eventfile *ef, struct qstate *out)
+/* When the state was written (wall ms): an open at its open time, a close
+ * QSTATE_CLOSE_DELAY_MS before its close time, and never before the open
+ * it closes. */
+static uint64_t written_ms(const struct qstate *st)
+{
+    if (st->kind != QSTATE_CLOSED)
+        return st->open_ms;
+    uint64_t asked = st->close_ms > QSTATE_CLOSE_DELAY_MS ? st->close_ms - QSTATE_CLOSE_DELAY_MS : 0;
+    return asked > st->open_ms ? asked : st->open_ms;
+}
+
+/* b was written after a: the later write wins (a close after its open, an
+ * open again after a close); at the same millisecond the further kind,
+ * then the earlier times, so every reader picks the same copy. */
+static bool qstate_further(const struct qstate *a, const struct qstate *b)
+{
+    if (written_ms(a) != written_ms(b))
+        return written_ms(b) > written_ms(a);
+    if (a->kind != b->kind)
+        return b->kind > a->kind;
+    if (a->close_ms != b->close_ms)
+        return b->close_ms < a->close_ms;
+    return b->open_ms < a->open_ms;
+}
+
+struct qstate_copies {
+    struct qstate best;
+    bool parsed;   /* some copy parsed */
+    bool garbled;  /* some copy did not */
+};
+
+static void on_qstate_copy(void *arg, const char *val, size_t vallen)
+{
+    struct qstate_copies *c = arg;
+    struct qstate st;
+    if (!qstate_parse(val, vallen, &st)) {
+        c->garbled = true;
+        return;
+    }
+    if (!c->parsed || qstate_further(&c->best, &st))
+        c->best = st;
+    c->parsed = true;
+}
+
+enum store_status qstate_read(struct store *s, const struct eventfile *ef, uint32_t question_id,
+                              struct qstate *out)
 {
     char key[KEY_MAX];
+    size_t klen = key_state(key, ef->name, question_id);
+    struct qstate_copies c = {.best = {.kind = QSTATE_NOT_OPEN}};
+    enum store_status st = store_get_each(s, key, klen, on_qstate_copy, &c);
+    *out = c.parsed ? c.best : (struct qstate){.kind = QSTATE_NOT_OPEN};
+    if (st == STORE_OK && !c.parsed)
+        return STORE_ERROR; /* a value this code did not write: no guess */
+    return st;
+}
+
+/* One read per question: a few dozen questions at most in practice, read
+ * every 50 ms per node, so batching is not worth a second API. */
+enum store_status qstate_fetch_all(struct store *s, const struct eventfile *ef, struct qstate *out)
+{
     for (uint32_t i = 0; i < ef->n_questions; i++) {
-        size_t klen = key_state(key, ef->name, ef->questions[i].id);
-        char *val = NULL;
-        size_t vlen = 0;
-        enum store_status st = store_get(s, key, klen, &val, &vlen);
-        if (st == STORE_NOTFOUND) {
-            out[i] = (struct qstate){.kind = QSTATE_NOT_OPEN};
+        enum store_status st = qstate_read(s, ef, ef->questions[i].id, &out[i]);
+        if (st == STORE_NOTFOUND)
             continue;
-        }
         if (st != STORE_OK)
             return st;
-        /* A value this code did not write: refuse to guess the state. */
-        bool ok = qstate_parse(val, vlen, &out[i]);
-        free(val);
-        if (!ok)
-            return STORE_ERROR;
     }
     return STORE_OK;
 }

@@ -37,6 +37,14 @@ const char *qstate_kind_str(enum qstate_kind k); /* "not_open", "open", "closed"
 size_t qstate_format(const struct qstate *st, char *buf, size_t len);
 bool qstate_parse(const char *val, size_t len, struct qstate *out);
 
+/* One question's state, from every copy of it (store_get_each): the copy
+ * written last (an open's time, a close's), whatever a replica that missed
+ * that write still holds.
+ * STORE_NOTFOUND (out: not open) when no copy exists; STORE_ERROR when the
+ * only copies are values this code did not write. */
+enum store_status qstate_read(struct store *s, const struct eventfile *ef, uint32_t question_id,
+                              struct qstate *out);
+
 /* Reads every question's state (out has ef->n_questions entries, in the
  * order of ef->questions). */
 enum store_status qstate_fetch_all(struct store *s, const struct eventfile *ef, struct qstate *out);

@@ -119,54 +119,84 @@ static bool parse_head(const char *val, size_t len, uint64_t *generation, size_t
     return true;
 }
 
+/* The newest head among the copies: a replica that missed the last
+ * publish still holds an older generation. */
+struct head_copies {
+    uint64_t generation;
+    size_t nchunks, total;
+    bool parsed;
+};
+
+static void on_head_copy(void *arg, const char *val, size_t vallen)
+{
+    struct head_copies *c = arg;
+    uint64_t g;
+    size_t n, t;
+    if (parse_head(val, vallen, &g, &n, &t) && (!c->parsed || g > c->generation)) {
+        *c = (struct head_copies){.generation = g, .nchunks = n, .total = t, .parsed = true};
+    }
+}
+
 static enum store_status read_head(struct store *s, const char *event, uint64_t *generation,
                                    size_t *nchunks, size_t *total)
 {
     char key[SNAPSTORE_EVENT_MAX + 48];
-    char *val = NULL;
-    size_t vlen = 0;
     size_t klen = head_key(key, sizeof(key), event);
-    enum store_status rc = store_get(s, key, klen, &val, &vlen);
-    if (rc == STORE_OK && !parse_head(val, vlen, generation, nchunks, total))
-        rc = STORE_ERROR;
-    free(val);
+    struct head_copies c = {0};
+    enum store_status rc = store_get_each(s, key, klen, on_head_copy, &c);
+    if (rc == STORE_OK && !c.parsed)
+        return STORE_ERROR;
+    if (rc == STORE_OK) {
+        *generation = c.generation;
+        *nchunks = c.nchunks;
+        *total = c.total;
+    }
     return rc;
 }
 
 /* Outcome of reading one chunk. */
 enum chunk_result { CHUNK_OK, CHUNK_TORN, CHUNK_FAILED };
 
-/* Copies chunk i of generation into out (exactly want bytes); CHUNK_TORN
- * when the slot holds another generation, the wrong size, or nothing. */
-static enum chunk_result read_chunk(struct store *s, const char *event, uint64_t generation,
-                                    size_t i, char *out, size_t want, enum store_status *rc)
-{
-    char key[SNAPSTORE_EVENT_MAX + 48];
-    char *val = NULL;
-    size_t vlen = 0;
-    enum chunk_result res = CHUNK_TORN;
-    size_t klen = chunk_key(key, sizeof(key), event, generation, i);
+/* The copy of a chunk slot that holds the generation wanted: a replica
+ * that missed the last publish still holds an older one there. */
+struct chunk_copies {
+    uint64_t generation;
+    char *out;
+    size_t want;
+    bool found;
+};
 
-    *rc = store_get(s, key, klen, &val, &vlen);
-    if (*rc == STORE_NOTFOUND)
-        goto done;
-    if (*rc != STORE_OK) {
-        res = CHUNK_FAILED;
-        goto done;
-    }
+static void on_chunk_copy(void *arg, const char *val, size_t vlen)
+{
+    struct chunk_copies *c = arg;
+    if (c->found)
+        return;
     const char *nl = memchr(val, '\n', vlen < SNAPSTORE_GEN_MAX ? vlen : SNAPSTORE_GEN_MAX);
     uint64_t g;
     if (nl == NULL || nl == val || !store_parse_counter(val, (size_t)(nl - val), &g) ||
         val[nl - val - 1] == ' ')
-        goto done;
+        return;
     size_t prefix = (size_t)(nl - val) + 1;
-    if (g != generation || vlen - prefix != want)
-        goto done;
-    memcpy(out, val + prefix, want);
-    res = CHUNK_OK;
-done:
-    free(val);
-    return res;
+    if (g != c->generation || vlen - prefix != c->want)
+        return;
+    memcpy(c->out, val + prefix, c->want);
+    c->found = true;
+}
+
+/* Copies chunk i of generation into out (exactly want bytes); CHUNK_TORN
+ * when no copy of the slot holds that generation at that size. */
+static enum chunk_result read_chunk(struct store *s, const char *event, uint64_t generation,
+                                    size_t i, char *out, size_t want, enum store_status *rc)
+{
+    char key[SNAPSTORE_EVENT_MAX + 48];
+    size_t klen = chunk_key(key, sizeof(key), event, generation, i);
+    struct chunk_copies c = {.generation = generation, .out = out, .want = want};
+    *rc = store_get_each(s, key, klen, on_chunk_copy, &c);
+    if (c.found)
+        return CHUNK_OK;
+    if (*rc == STORE_OK || *rc == STORE_NOTFOUND)
+        return CHUNK_TORN;
+    return CHUNK_FAILED;
 }
 
 enum store_status snapstore_fetch(struct store *s, const char *event, uint64_t *generation,

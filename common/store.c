@@ -536,6 +536,23 @@ enum store_status store_get(struct store *s, const char *key, size_t keylen, cha
     return s->ops->get(s, key, keylen, val, vallen);
 }
 
+enum store_status store_get_each(struct store *s, const char *key, size_t keylen,
+                                 store_copy_fn fn, void *arg)
+{
+    if (s == NULL || fn == NULL || !store_key_valid(key, keylen))
+        return STORE_ERROR;
+    struct pool *p = pool_of(s);
+    if (p != NULL)
+        return pool_get_each(p, s, key, keylen, fn, arg);
+    char *val = NULL;
+    size_t vallen = 0;
+    enum store_status st = s->ops->get(s, key, keylen, &val, &vallen);
+    if (st == STORE_OK)
+        fn(arg, val, vallen);
+    free(val);
+    return st;
+}
+
 enum store_status store_set(struct store *s, const char *key, size_t keylen, const char *val,
                             size_t vallen, uint32_t ttl_s)
 {

@@ -188,9 +188,21 @@ enum store_status store_mget_u64(struct store *s, const char *const *keys, const
  * in placement order and the first that answers decides (STORE_EXISTS
  * there is STORE_EXISTS); get returns the first replica, in placement
  * order, that has the key. A replica that missed a set or delete gets the
- * key deleted when it answers again, so it cannot serve the stale value
- * first (store_pool.h). */
+ * key deleted when it answers that writer again; until then another
+ * reader may find the old value there first (the writer's view of a node,
+ * down or lagging, is not the reader's): a value that changes over time
+ * is read with store_get_each. */
 #define STORE_MAX_VALUE (1000u * 1024u)
+/* Every copy of a blob: fn(arg, val, vallen) once per replica holding the
+ * key (once on a backend without replicas), val NUL-terminated and valid
+ * during the call. The caller keeps the newest by what the value says (a
+ * question's state only moves forward, a snapshot head has its generation,
+ * a fans list merges). STORE_OK when some copy was found; otherwise as
+ * store_get: NOTFOUND when a replica answered it has none and no other
+ * failed in another way. */
+typedef void (*store_copy_fn)(void *arg, const char *val, size_t vallen);
+enum store_status store_get_each(struct store *s, const char *key, size_t keylen,
+                                 store_copy_fn fn, void *arg);
 enum store_status store_get(struct store *s, const char *key, size_t keylen, char **val,
                             size_t *vallen);
 enum store_status store_set(struct store *s, const char *key, size_t keylen, const char *val,

@@ -764,6 +764,38 @@ enum store_status pool_get(struct pool *p, struct store *s, const char *key, siz
     return st;
 }
 
+enum store_status pool_get_each(struct pool *p, struct store *s, const char *key, size_t keylen,
+                                store_copy_fn fn, void *arg)
+{
+    uint32_t nodes[STORE_MAX_NODES];
+    flush_stale(p, s, false);
+    size_t r = pool_placement(p, key, keylen, nodes, STORE_MAX_NODES);
+    bool found = false, notfound = false, error = false, nomem = false;
+    for (size_t x = 0; x < r; x++) {
+        char *val = NULL;
+        size_t vallen = 0;
+        enum store_status st = p->eng->get(s, nodes[x], key, keylen, &val, &vallen);
+        if (st == STORE_OK) {
+            fn(arg, val, vallen);
+            found = true;
+        } else if (st == STORE_NOTFOUND) {
+            notfound = true;
+        } else if (st == STORE_NOMEM) {
+            nomem = true;
+        } else if (st != STORE_UNAVAILABLE) {
+            error = true;
+        }
+        free(val);
+    }
+    enum store_status st = found      ? STORE_OK
+                           : nomem    ? STORE_NOMEM
+                           : error    ? STORE_ERROR
+                           : notfound ? STORE_NOTFOUND
+                                      : STORE_UNAVAILABLE;
+    count_status(s, st);
+    return st;
+}
+
 /* Stale hints for the replicas in miss[0..nmiss) that may hold an older
  * value than the one the others now have. */
 static void hint_stale(struct pool *p, struct store *s, const uint32_t *miss, size_t nmiss,

@@ -526,23 +526,13 @@ static void admin_run(struct store *s, void *arg)
     struct admin_job *j = arg;
     const struct eventfile *ef = j->ig->ef;
     uint32_t qid = ef->questions[j->qindex].id;
-    char key[KEY_MAX];
-    size_t klen = key_state(key, ef->name, qid);
-
-    struct qstate cur = {.kind = QSTATE_NOT_OPEN};
-    char *val = NULL;
-    size_t vlen;
-    j->status = store_get(s, key, klen, &val, &vlen);
-    if (j->status == STORE_OK) {
-        if (!qstate_parse(val, vlen, &cur)) {
-            log_warn("unparsable question state key=%s: overwriting", key);
-            cur.kind = QSTATE_NOT_OPEN;
-        }
-    } else if (j->status != STORE_NOTFOUND) {
-        free(val);
+    struct qstate cur;
+    j->status = qstate_read(s, ef, qid, &cur);
+    if (j->status == STORE_ERROR && cur.kind == QSTATE_NOT_OPEN) {
+        log_warn("unparsable question state id=%" PRIu32 ": overwriting", qid);
+    } else if (j->status != STORE_OK && j->status != STORE_NOTFOUND) {
         return;
     }
-    free(val);
     j->status = STORE_OK;
 
     struct qstate next;
