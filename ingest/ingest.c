@@ -27,6 +27,9 @@
  * opened (the first second of a question: thousands); past it the thread's
  * own knowledge answers (409). */
 #define INGEST_HELD_MAX 16384
+/* A drain waits this long at most for the replicas to catch up (hints and
+ * lagging connections written out) before the process ends. */
+#define INGEST_DRAIN_REPLAY_MS 3000u
 #define ADMIN_PREFIX "/v1/admin/questions/"
 #define MAX_INSTANCES 256
 /* The fans list goes to the store this often when it changed, and at least
@@ -114,6 +117,8 @@ struct ingest {
     uint64_t fans_failures;
     void (*drained)(void *arg);
     void *drained_arg;
+    struct event *drain_replay;      /* owned: while the drain replays hints */
+    uint64_t drain_replay_until_ms;  /* monotonic */
     bool drain_fans;           /* the drain waits for the last fans publish */
     bool drain_final_sent;
     struct util_rng rng;
@@ -820,14 +825,65 @@ static void fans_publish_run(struct store *s, void *arg)
 }
 
 static bool fans_publish(struct ingest *ig, bool force);
+static void hints_replay(struct ingest *ig);
 
-static void finish_drain(struct ingest *ig)
+/* Hint keys and lagging connections this instance's handles still hold
+ * (replicas >= 2): what a replica missed and only this process knows. */
+static uint64_t replicas_behind(struct ingest *ig)
 {
+    struct store_stats a, b;
+    store_get_stats(ig->loop_store, &a);
+    worker_store_stats(ig->worker, &b);
+    return a.hints_pending + a.drains_pending + b.hints_pending + b.drains_pending;
+}
+
+static void drain_done(struct ingest *ig)
+{
+    if (ig->drain_replay != NULL) {
+        event_free(ig->drain_replay);
+        ig->drain_replay = NULL;
+    }
     void (*fn)(void *) = ig->drained;
     ig->drained = NULL;
     ig->drain_fans = false;
     if (fn != NULL)
         fn(ig->drained_arg);
+}
+
+static void on_drain_replay(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct ingest *ig = arg;
+    uint64_t behind = replicas_behind(ig);
+    if (behind > 0 && util_mono_ms() < ig->drain_replay_until_ms) {
+        hints_replay(ig);
+        return;
+    }
+    if (behind > 0)
+        log_warn("drain: replicas still behind after %u ms, given up: hint keys and lagging "
+                 "connections=%" PRIu64 " (those replicas stay behind; reads take the maximum)",
+                 INGEST_DRAIN_REPLAY_MS, behind);
+    drain_done(ig);
+}
+
+/* Everything acknowledged is in the store; what a replica missed while
+ * down or lagging is known only here (hints, connections being written
+ * out), so it goes out before the process ends: a rolling restart must not
+ * leave a replica behind that the next failure of its peer would expose.
+ * At most INGEST_DRAIN_REPLAY_MS: a replica still down stays behind. */
+static void finish_drain(struct ingest *ig)
+{
+    if (replicas_behind(ig) > 0) {
+        ig->drain_replay_until_ms = util_mono_ms() + INGEST_DRAIN_REPLAY_MS;
+        ig->drain_replay = event_new(ig->base, -1, EV_PERSIST, on_drain_replay, ig);
+        struct timeval tv = {0, 50 * 1000};
+        if (ig->drain_replay != NULL && event_add(ig->drain_replay, &tv) == 0) {
+            hints_replay(ig);
+            return;
+        }
+    }
+    drain_done(ig);
 }
 
 static void fans_publish_done(void *arg)
@@ -1060,6 +1116,8 @@ void ingest_free(struct ingest *ig)
         event_free(ig->refresh_timer);
     if (ig->fans_timer)
         event_free(ig->fans_timer);
+    if (ig->drain_replay)
+        event_free(ig->drain_replay);
     /* Stopping the worker runs the queued jobs and their callbacks, which
      * answer every request still waiting; a batch the loop was writing is
      * finished first. */
