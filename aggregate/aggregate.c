@@ -309,7 +309,7 @@ static enum store_status read_fans(struct aggregator *a, struct store *s)
     struct fans_copies c = {.a = a, .key = key};
     for (uint64_t slot = 1; slot <= slots; slot++) {
         klen = key_fans_list(key, ef->name, slot);
-        st = store_get_each(s, key, klen, on_fans_copy, &c);
+        st = store_get_each(s, key, klen, on_fans_copy, &c, NULL);
         if (c.nomem)
             return STORE_NOMEM;
         if (st == STORE_NOTFOUND)

@@ -144,31 +144,46 @@ static void on_qstate_copy(void *arg, const char *val, size_t vallen)
     c->parsed = true;
 }
 
-enum store_status qstate_read(struct store *s, const struct eventfile *ef, uint32_t question_id,
-                              struct qstate *out)
+static enum store_status read_copies(struct store *s, const struct eventfile *ef,
+                                     uint32_t question_id, struct qstate *out, size_t *missed)
 {
     char key[KEY_MAX];
     size_t klen = key_state(key, ef->name, question_id);
     struct qstate_copies c = {.best = {.kind = QSTATE_NOT_OPEN}};
-    enum store_status st = store_get_each(s, key, klen, on_qstate_copy, &c);
+    enum store_status st = store_get_each(s, key, klen, on_qstate_copy, &c, missed);
     *out = c.parsed ? c.best : (struct qstate){.kind = QSTATE_NOT_OPEN};
     if (st == STORE_OK && !c.parsed)
         return STORE_ERROR; /* a value this code did not write: no guess */
     return st;
 }
 
+enum store_status qstate_read(struct store *s, const struct eventfile *ef, uint32_t question_id,
+                              struct qstate *out)
+{
+    return read_copies(s, ef, question_id, out, NULL);
+}
+
 /* One read per question: a few dozen questions at most in practice, read
  * every 50 ms per node, so batching is not worth a second API. */
-enum store_status qstate_fetch_all(struct store *s, const struct eventfile *ef, struct qstate *out)
+enum store_status qstate_fetch_unsure(struct store *s, const struct eventfile *ef,
+                                      struct qstate *out, bool *unsure)
 {
     for (uint32_t i = 0; i < ef->n_questions; i++) {
-        enum store_status st = qstate_read(s, ef, ef->questions[i].id, &out[i]);
+        size_t missed = 0;
+        enum store_status st = read_copies(s, ef, ef->questions[i].id, &out[i], &missed);
+        if (unsure != NULL)
+            unsure[i] = st == STORE_NOTFOUND && missed > 0;
         if (st == STORE_NOTFOUND)
             continue;
         if (st != STORE_OK)
             return st;
     }
     return STORE_OK;
+}
+
+enum store_status qstate_fetch_all(struct store *s, const struct eventfile *ef, struct qstate *out)
+{
+    return qstate_fetch_unsure(s, ef, out, NULL);
 }
 
 enum store_status qstate_init_open(struct store *s, const struct eventfile *ef, uint64_t now_ms)

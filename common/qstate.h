@@ -48,6 +48,11 @@ enum store_status qstate_read(struct store *s, const struct eventfile *ef, uint3
 /* Reads every question's state (out has ef->n_questions entries, in the
  * order of ef->questions). */
 enum store_status qstate_fetch_all(struct store *s, const struct eventfile *ef, struct qstate *out);
+/* The same; unsure[i] (n_questions entries) says that question i reads as
+ * not open only on the replicas that answered: one that did not may hold
+ * its state (a replica back empty, its peer unreachable). */
+enum store_status qstate_fetch_unsure(struct store *s, const struct eventfile *ef,
+                                      struct qstate *out, bool *unsure);
 
 /* For questions marked "open": true, adds the open state if no state exists
  * yet (add-if-absent, so every node agrees on the first open time). */

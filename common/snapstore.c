@@ -143,7 +143,7 @@ static enum store_status read_head(struct store *s, const char *event, uint64_t 
     char key[SNAPSTORE_EVENT_MAX + 48];
     size_t klen = head_key(key, sizeof(key), event);
     struct head_copies c = {0};
-    enum store_status rc = store_get_each(s, key, klen, on_head_copy, &c);
+    enum store_status rc = store_get_each(s, key, klen, on_head_copy, &c, NULL);
     if (rc == STORE_OK && !c.parsed)
         return STORE_ERROR;
     if (rc == STORE_OK) {
@@ -191,7 +191,7 @@ static enum chunk_result read_chunk(struct store *s, const char *event, uint64_t
     char key[SNAPSTORE_EVENT_MAX + 48];
     size_t klen = chunk_key(key, sizeof(key), event, generation, i);
     struct chunk_copies c = {.generation = generation, .out = out, .want = want};
-    *rc = store_get_each(s, key, klen, on_chunk_copy, &c);
+    *rc = store_get_each(s, key, klen, on_chunk_copy, &c, NULL);
     if (c.found)
         return CHUNK_OK;
     if (*rc == STORE_OK || *rc == STORE_NOTFOUND)

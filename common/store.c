@@ -537,18 +537,22 @@ enum store_status store_get(struct store *s, const char *key, size_t keylen, cha
 }
 
 enum store_status store_get_each(struct store *s, const char *key, size_t keylen,
-                                 store_copy_fn fn, void *arg)
+                                 store_copy_fn fn, void *arg, size_t *missed)
 {
+    if (missed != NULL)
+        *missed = 0;
     if (s == NULL || fn == NULL || !store_key_valid(key, keylen))
         return STORE_ERROR;
     struct pool *p = pool_of(s);
     if (p != NULL)
-        return pool_get_each(p, s, key, keylen, fn, arg);
+        return pool_get_each(p, s, key, keylen, fn, arg, missed);
     char *val = NULL;
     size_t vallen = 0;
     enum store_status st = s->ops->get(s, key, keylen, &val, &vallen);
     if (st == STORE_OK)
         fn(arg, val, vallen);
+    else if (st != STORE_NOTFOUND && missed != NULL)
+        *missed = 1;
     free(val);
     return st;
 }

@@ -199,10 +199,12 @@ enum store_status store_mget_u64(struct store *s, const char *const *keys, const
  * question's state only moves forward, a snapshot head has its generation,
  * a fans list merges). STORE_OK when some copy was found; otherwise as
  * store_get: NOTFOUND when a replica answered it has none and no other
- * failed in another way. */
+ * failed in another way. missed (NULL: not wanted): the replicas that did
+ * not answer, which may hold a copy (a NOTFOUND with missed > 0 is "not
+ * on the replicas that answered"). */
 typedef void (*store_copy_fn)(void *arg, const char *val, size_t vallen);
 enum store_status store_get_each(struct store *s, const char *key, size_t keylen,
-                                 store_copy_fn fn, void *arg);
+                                 store_copy_fn fn, void *arg, size_t *missed);
 enum store_status store_get(struct store *s, const char *key, size_t keylen, char **val,
                             size_t *vallen);
 enum store_status store_set(struct store *s, const char *key, size_t keylen, const char *val,

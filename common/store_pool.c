@@ -765,8 +765,9 @@ enum store_status pool_get(struct pool *p, struct store *s, const char *key, siz
 }
 
 enum store_status pool_get_each(struct pool *p, struct store *s, const char *key, size_t keylen,
-                                store_copy_fn fn, void *arg)
+                                store_copy_fn fn, void *arg, size_t *missed)
 {
+    size_t unanswered = 0;
     uint32_t nodes[STORE_MAX_NODES];
     flush_stale(p, s, false);
     size_t r = pool_placement(p, key, keylen, nodes, STORE_MAX_NODES);
@@ -782,11 +783,15 @@ enum store_status pool_get_each(struct pool *p, struct store *s, const char *key
             notfound = true;
         } else if (st == STORE_NOMEM) {
             nomem = true;
-        } else if (st != STORE_UNAVAILABLE) {
-            error = true;
+            unanswered++;
+        } else {
+            error = error || st != STORE_UNAVAILABLE;
+            unanswered++;
         }
         free(val);
     }
+    if (missed != NULL)
+        *missed = unanswered;
     enum store_status st = found      ? STORE_OK
                            : nomem    ? STORE_NOMEM
                            : error    ? STORE_ERROR

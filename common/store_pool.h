@@ -234,7 +234,7 @@ enum store_status pool_mget_u64(struct pool *p, struct store *s, const char *con
                                 const size_t *keylens, size_t n, uint64_t *values,
                                 bool *present);
 enum store_status pool_get_each(struct pool *p, struct store *s, const char *key, size_t keylen,
-                                store_copy_fn fn, void *arg);
+                                store_copy_fn fn, void *arg, size_t *missed);
 enum store_status pool_get(struct pool *p, struct store *s, const char *key, size_t keylen,
                            char **val, size_t *vallen);
 enum store_status pool_put(struct pool *p, struct store *s, const char *key, size_t keylen,

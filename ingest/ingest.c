@@ -99,6 +99,7 @@ struct ingest {
     bool check_running;              /* a state read for them is out */
     bool check_abandoned;            /* ingest_free: its end only frees */
     struct qstate *check_buf;        /* owned: that read writes here */
+    bool *check_unsure;              /* owned: not open only on the replicas that answered */
     uint64_t check_read_ms;          /* wall ms: when that read began */
     struct admin_job *closes;        /* owned: closes whose 204 waits for their time */
     enum store_status check_status;
@@ -426,7 +427,7 @@ static void check_run(struct store *s, void *arg)
 {
     struct ingest *ig = arg;
     ig->check_read_ms = util_wall_ms();
-    ig->check_status = qstate_fetch_all(s, ig->ef, ig->check_buf);
+    ig->check_status = qstate_fetch_unsure(s, ig->ef, ig->check_buf, ig->check_unsure);
 }
 
 /* What the store said about the questions: a state that is not "not open"
@@ -434,7 +435,9 @@ static void check_run(struct store *s, void *arg)
  * thread; then each held answer is taken or refused by the state it now
  * has here. A store that did not answer changes nothing: an answer to a
  * question not open is refused as before, one the stale states would take
- * gets a 503 (not counted: its retry is exact). */
+ * gets a 503 (not counted: its retry is exact). So does one to a question
+ * that reads as not open only because the replica that may hold its state
+ * did not answer (its peer back empty): a 409 would end the fan's try. */
 static void check_done(void *arg)
 {
     struct ingest *ig = arg;
@@ -457,7 +460,9 @@ static void check_done(void *arg)
         struct held_answer *next = h->next;
         bool fresh = states_fresh(ig->sh, h->recv_ms);
         const struct qstate *st = &current_states(ig)[h->a.question_index];
-        if (state_takes(st, h->recv_ms) && !fresh)
+        bool unsure = ig->check_status == STORE_OK && st->kind == QSTATE_NOT_OPEN &&
+                      ig->check_unsure[h->a.question_index];
+        if ((state_takes(st, h->recv_ms) && !fresh) || unsure)
             reply_error(ig, h->reply, h->ctx, 503, "backend_unavailable", NULL);
         else
             take_answer(ig, &h->a, st, h->recv_ms, h->reply, h->ctx);
@@ -991,9 +996,10 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
     ig->refresh_buf = calloc(ef->n_questions, sizeof(*ig->refresh_buf));
     ig->refresh_known = calloc(ef->n_questions, sizeof(*ig->refresh_known));
     ig->check_buf = calloc(ef->n_questions, sizeof(*ig->check_buf));
+    ig->check_unsure = calloc(ef->n_questions, sizeof(*ig->check_unsure));
     ig->held_tail = &ig->held;
     if (ig->states == NULL || ig->refresh_buf == NULL || ig->refresh_known == NULL ||
-        ig->check_buf == NULL) {
+        ig->check_buf == NULL || ig->check_unsure == NULL) {
         snprintf(err, errlen, "out of memory");
         store_close(store);
         goto err;
@@ -1145,6 +1151,7 @@ void ingest_free(struct ingest *ig)
     free(ig->refresh_buf);
     free(ig->refresh_known);
     free(ig->check_buf);
+    free(ig->check_unsure);
     free(ig);
 }
 

@@ -687,7 +687,7 @@ static void test_another_reader_sees_the_newest(void **state)
         assert_string_equal(val, "open 100"); /* the hazard store_get_each is for */
     free(val);
     struct copies c = {0};
-    assert_int_equal(store_get_each(r, key, klen, on_copy, &c), STORE_OK);
+    assert_int_equal(store_get_each(r, key, klen, on_copy, &c, NULL), STORE_OK);
     assert_int_equal(c.n, 2);
     assert_string_equal(c.seen[1], "closed 100 200");
     assert_string_equal(c.seen[0], hinted ? "open 100" : "closed 100 200");
