@@ -1470,10 +1470,13 @@ static bool recv_block(struct mc_store *h, size_t node, char *dst, size_t len)
 }
 
 /* Prepares node for a single operation (the pool layer counts the
- * operation's outcome in the stats). */
-static enum store_status single_begin(struct mc_store *h, size_t node)
+ * operation's outcome in the stats). A read leaves a lagging node alone; a
+ * write does not: a blob set that skipped it would live on the other
+ * replicas only, and another reader could find the old value there. */
+static enum store_status single_begin(struct mc_store *h, size_t node, bool writes)
 {
-    if (node_health_lagging(&h->pool->health[node]) || !conn_ready(h, node, now_ms(), true))
+    if ((!writes && node_health_lagging(&h->pool->health[node])) ||
+        !conn_ready(h, node, now_ms(), true))
         return STORE_UNAVAILABLE;
     return STORE_OK;
 }
@@ -1511,7 +1514,7 @@ static enum store_status mc_node_get(struct store *s, uint32_t node, const char 
 {
     struct mc_store *h = mc_of(s);
     size_t sent = 0;
-    enum store_status rc = single_begin(h, node);
+    enum store_status rc = single_begin(h, node, false);
     if (rc != STORE_OK)
         return rc;
     char cmd[MC_CMD_MAX];
@@ -1561,7 +1564,7 @@ static enum store_status mc_node_put(struct store *s, uint32_t node, const char 
 {
     struct mc_store *h = mc_of(s);
     size_t sent = 0;
-    enum store_status rc = single_begin(h, node);
+    enum store_status rc = single_begin(h, node, true);
     if (rc != STORE_OK)
         return rc;
     char cmd[MC_CMD_MAX];
@@ -1599,7 +1602,7 @@ static enum store_status mc_node_del(struct store *s, uint32_t node, const char 
 {
     struct mc_store *h = mc_of(s);
     size_t sent = 0;
-    enum store_status rc = single_begin(h, node);
+    enum store_status rc = single_begin(h, node, true);
     if (rc != STORE_OK)
         return rc;
     char cmd[MC_CMD_MAX];

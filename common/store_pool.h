@@ -31,8 +31,10 @@
  *          node_failed (no hint: it may still apply it), what it was not
  *          sent yet is UNAVAILABLE (hinted), its connection is closed and
  *          it is marked down for the backoff and "lagging". A lagging
- *          node is left out of single operations (blob get/put/del, hint
- *          and stale replays: up() is false) until an increment run, which
+ *          node is left out of single reads and of hint and stale replays
+ *          (up() is false; blob sets and deletes still go to it, waiting
+ *          for it: a copy it missed would be another reader's stale one)
+ *          until an increment run, which
  *          still goes to it after each backoff (the probe), finds it
  *          answering within replica_lag_ms of the run's start again (one
  *          that answers later, because an item needed it, stays lagging).

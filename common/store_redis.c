@@ -198,10 +198,12 @@ static bool conn_ready(struct rd_store *h, size_t node)
     return false;
 }
 
-/* A single operation leaves a lagging node alone (store_pool.h, "lag"). */
-static bool single_ready(struct rd_store *h, size_t node)
+/* A single read leaves a lagging node alone (store_pool.h, "lag"); a
+ * write does not: a blob set that skipped it would live on the other
+ * replicas only, and another reader could find the old value there. */
+static bool single_ready(struct rd_store *h, size_t node, bool writes)
 {
-    return !node_health_lagging(&h->pool->health[node]) && conn_ready(h, node);
+    return (writes || !node_health_lagging(&h->pool->health[node])) && conn_ready(h, node);
 }
 
 /* Why a node's part of a batch ended early. */
@@ -695,7 +697,7 @@ static enum store_status rd_node_get(struct store *s, uint32_t node, const char 
 {
     struct rd_store *h = rd_of(s);
     struct resp_conn *c = &h->conns[node];
-    if (!single_ready(h, node))
+    if (!single_ready(h, node, false))
         return STORE_UNAVAILABLE;
     const char *argv[] = {"GET", key};
     size_t argvlen[] = {3, keylen};
@@ -725,7 +727,7 @@ static enum store_status rd_node_put(struct store *s, uint32_t node, const char 
 {
     struct rd_store *h = rd_of(s);
     struct resp_conn *c = &h->conns[node];
-    if (!single_ready(h, node))
+    if (!single_ready(h, node, true))
         return STORE_UNAVAILABLE;
     char ttl[24];
     const char *argv[6] = {"SET", key, val};
@@ -761,7 +763,7 @@ static enum store_status rd_node_del(struct store *s, uint32_t node, const char 
 {
     struct rd_store *h = rd_of(s);
     struct resp_conn *c = &h->conns[node];
-    if (!single_ready(h, node))
+    if (!single_ready(h, node, true))
         return STORE_UNAVAILABLE;
     const char *argv[] = {"DEL", key};
     size_t argvlen[] = {3, keylen};

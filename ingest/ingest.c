@@ -433,11 +433,11 @@ static void check_run(struct store *s, void *arg)
 /* What the store said about the questions: a state that is not "not open"
  * is news (a question never goes back to not open), published to every
  * thread; then each held answer is taken or refused by the state it now
- * has here. A store that did not answer changes nothing: an answer to a
- * question not open is refused as before, one the stale states would take
- * gets a 503 (not counted: its retry is exact). So does one to a question
- * that reads as not open only because the replica that may hold its state
- * did not answer (its peer back empty): a 409 would end the fan's try. */
+ * has here. When the store did not answer, or the question reads as not
+ * open only because a replica that may hold its state did not (its peer
+ * back empty), the answer gets a 503 (not counted: its retry is exact): a
+ * 409 question_not_open would end the fan's try for a question that may
+ * well be open. */
 static void check_done(void *arg)
 {
     struct ingest *ig = arg;
@@ -460,8 +460,8 @@ static void check_done(void *arg)
         struct held_answer *next = h->next;
         bool fresh = states_fresh(ig->sh, h->recv_ms);
         const struct qstate *st = &current_states(ig)[h->a.question_index];
-        bool unsure = ig->check_status == STORE_OK && st->kind == QSTATE_NOT_OPEN &&
-                      ig->check_unsure[h->a.question_index];
+        bool unsure = st->kind == QSTATE_NOT_OPEN &&
+                      (ig->check_status != STORE_OK || ig->check_unsure[h->a.question_index]);
         if ((state_takes(st, h->recv_ms) && !fresh) || unsure)
             reply_error(ig, h->reply, h->ctx, 503, "backend_unavailable", NULL);
         else
