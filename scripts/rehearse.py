@@ -70,7 +70,9 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="See the opening comment of scripts/rehearse.py.")
     ap.add_argument("--store", choices=("memcached", "redis", "redis-cluster"),
-                    default="memcached")
+                    default="memcached",
+                    help="3 memcached or 3 Redis with replicas=2, or a 3-master Redis Cluster "
+                         "(default memcached)")
     ap.add_argument("--short", action="store_true", help="4 s phases, 6 fans (CI)")
     ap.add_argument("--phase-seconds", type=float, default=None,
                     help="seconds per phase (default 15, 4 with --short)")
@@ -78,11 +80,12 @@ def parse_args():
                     help="concurrent fans (client threads; default 12, 6 with --short)")
     ap.add_argument("--build", default=os.path.join(SRC, "build"), help="the build directory")
     ap.add_argument("--json", default=None, help="write the report as JSON here ('-': stdout)")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1, help="the fans' and the links' randomness")
     ap.add_argument("--no-link-faults", action="store_true",
                     help="no slow or flaky store link (the other faults still run)")
     ap.add_argument("--only", default=None,
-                    help="comma-separated phases to run faults in (the others run healthy)")
+                    help="comma-separated phases to run faults in, the others run healthy: " +
+                         ", ".join(PHASES))
     args = ap.parse_args()
     if args.phase_seconds is None:
         args.phase_seconds = 4.0 if args.short else 15.0

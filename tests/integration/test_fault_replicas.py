@@ -95,18 +95,8 @@ def run(kind, chk, token_path):
 
         # Between two questions no batch goes out: the increments a replica
         # missed are replayed all the same once it is back.
-        nodes[victim].p.kill()
-        nodes[victim].p.wait()
-        c = ltutil.Client(ip)
-        rng = random.Random(5)
-        sent = 0
-        for a in test_pipeline.make_answers(rng, 1, 200):
-            a.pop("user", None)
-            status, _, _ = c.json("POST", "/v1/answers", a)
-            sent += status == 202
-        c.close()
-        chk.eq(sent, 200, "%s: answers acknowledged with a replica down" % mode)
-        m = ltutil.wait_metrics(ip, lambda m: m.get("livetally_ingest_store_hints_pending", 0) > 0)
+        m = answers_while_down(chk, "%s: answers acknowledged with a replica down" % mode,
+                               nodes[victim], ip, 5)
         queued = m.get("livetally_ingest_store_hints_queued_total", 0)
         chk.true(queued > 0, "%s: writes kept for the dead replica (%s)" % (mode, queued))
         replayed0 = m.get("livetally_ingest_store_hints_replayed_total", 0)
@@ -128,6 +118,22 @@ def run(kind, chk, token_path):
             n.stop()
 
 
+def answers_while_down(chk, what, node, ip, seed):
+    """kill -9 node, then 200 anonymous answers to the ingest at ip, each a
+    202; returns its metrics once it holds hints for the node."""
+    node.p.kill()
+    node.p.wait()
+    c = ltutil.Client(ip)
+    sent = 0
+    for a in test_pipeline.make_answers(random.Random(seed), 1, 200):
+        a.pop("user", None)
+        status, _, _ = c.json("POST", "/v1/answers", a)
+        sent += status == 202
+    c.close()
+    chk.eq(sent, 200, what)
+    return ltutil.wait_metrics(ip, lambda m: m.get("livetally_ingest_store_hints_pending", 0) > 0)
+
+
 def drain_replays(chk, mode, kind, nodes, ports, victim, backend, token_path):
     """A rolling restart must not leave a replica behind: an ingest stopped
     (SIGTERM, --drain-delay 0) right after a replica came back writes the
@@ -141,18 +147,8 @@ def drain_replays(chk, mode, kind, nodes, ports, victim, backend, token_path):
                        token_path, "--drain-delay", "0"], port=ip, log_name="ingest-drain")
     try:
         ltutil.wait_ready(ip)
-        nodes[victim].p.kill()
-        nodes[victim].p.wait()
-        c = ltutil.Client(ip)
-        rng = random.Random(9)
-        sent = 0
-        for a in test_pipeline.make_answers(rng, 1, 200):
-            a.pop("user", None)
-            status, _, _ = c.json("POST", "/v1/answers", a)
-            sent += status == 202
-        c.close()
-        chk.eq(sent, 200, "%s: drain: answers acknowledged with a replica down" % mode)
-        m = ltutil.wait_metrics(ip, lambda m: m.get("livetally_ingest_store_hints_pending", 0) > 0)
+        m = answers_while_down(chk, "%s: drain: answers acknowledged with a replica down" % mode,
+                               nodes[victim], ip, 9)
         chk.true(m.get("livetally_ingest_store_hints_pending", 0) > 0,
                  "%s: drain: hints held for the dead replica" % mode)
         nodes[victim] = start(port=ports[victim])  # back, empty
