@@ -249,6 +249,11 @@ def finish(chk, clients, nodes, t_start):
         c.close()
     for n in nodes:
         chk.eq(n.stop(), 0, "ingest exits 0 on SIGTERM")
+    if chk.failed:
+        for p in list(ltutil._started) + list(nodes):
+            lines = [l for l in p.output().splitlines() if "WARN" in l or "ERROR" in l or
+                     "fans" in l]
+            print("%s:\n  %s" % (os.path.basename(p.log.name), "\n  ".join(lines[-20:])))
     for p in list(ltutil._started):
         p.stop()
     print("total %.1fs" % (time.monotonic() - t_start), flush=True)
