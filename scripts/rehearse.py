@@ -81,6 +81,9 @@ def parse_args():
     ap.add_argument("--build", default=os.path.join(SRC, "build"), help="the build directory")
     ap.add_argument("--json", default=None, help="write the report as JSON here ('-': stdout)")
     ap.add_argument("--seed", type=int, default=1, help="the fans' and the links' randomness")
+    ap.add_argument("--quiet-seconds", type=float, default=0.0,
+                    help="a pause with no answers after each question closes (a show's gap; "
+                         "default 0: a compressed night)")
     ap.add_argument("--no-link-faults", action="store_true",
                     help="no slow or flaky store link (the other faults still run)")
     ap.add_argument("--only", default=None,
@@ -469,6 +472,8 @@ def schedule(night, fans, seconds):
             st = night.admin_until(qid, "close")
             if st != 204:
                 raise RuntimeError("close question %d: %s" % (qid, st))
+            if args.quiet_seconds > 0:
+                time.sleep(args.quiet_seconds)
         log.append((name, what, time.monotonic() - t0))
     return log
 

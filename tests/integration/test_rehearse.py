@@ -6,11 +6,11 @@ killed and one restarted, a store node stopped and one back empty, an
 aggregator killed). It must end with every count of the dashboard verified
 against the fans' 202s (exit 0); the script's own report is printed.
 
-Without the slow and flaky links: with them, the night loses about 2% of
-the answers of the questions closed before the node came back empty (a copy
-the flaky link left behind is never repaired, and the other copy goes with
-the node; README, "Rehearsing the whole night"). The links alone are
-test_store_slow_replica.py's."""
+Without the slow and flaky links: with them the compressed night (no
+quiet gap between questions) loses about 2% of the answers of the
+questions closed before the node came back empty, while the lagging slow
+replica still waits for its hints (README, "Rehearsing the whole night");
+with gaps it is exact. The links alone are test_store_slow_replica.py's."""
 
 import os
 import shutil
