@@ -557,6 +557,47 @@ enum store_status store_get_each(struct store *s, const char *key, size_t keylen
     return st;
 }
 
+struct one_of_many {
+    store_copies_fn fn;
+    void *arg;
+    size_t i;
+    bool passed; /* a copy short enough went to fn */
+};
+
+static void on_copy_of_many(void *arg, const char *val, size_t vallen)
+{
+    struct one_of_many *o = arg;
+    if (vallen <= STORE_GET_MANY_VALUE_MAX) {
+        o->fn(o->arg, o->i, val, vallen);
+        o->passed = true;
+    }
+}
+
+enum store_status store_get_each_many(struct store *s, const char *const *keys,
+                                      const size_t *keylens, size_t n, store_copies_fn fn,
+                                      void *arg, enum store_status *status, size_t *missed)
+{
+    if (s == NULL || fn == NULL || status == NULL || (n > 0 && (keys == NULL || keylens == NULL)))
+        return STORE_ERROR;
+    struct pool *p = pool_of(s);
+    if (p != NULL)
+        return pool_get_each_many(p, s, keys, keylens, n, fn, arg, status, missed);
+    /* One key at a time: the embedded store answers at once, and a Redis
+     * Cluster spreads the keys over slots (its batch engine is the
+     * increments'). */
+    enum store_status first = STORE_OK;
+    for (size_t i = 0; i < n; i++) {
+        struct one_of_many o = {.fn = fn, .arg = arg, .i = i};
+        status[i] = store_get_each(s, keys[i], keylens[i], on_copy_of_many, &o,
+                                   missed != NULL ? &missed[i] : NULL);
+        if (status[i] == STORE_OK && !o.passed)
+            status[i] = STORE_ERROR; /* only copies too long for this call */
+        if (first == STORE_OK && status[i] != STORE_OK && status[i] != STORE_NOTFOUND)
+            first = status[i];
+    }
+    return first;
+}
+
 enum store_status store_set(struct store *s, const char *key, size_t keylen, const char *val,
                             size_t vallen, uint32_t ttl_s)
 {

@@ -205,6 +205,20 @@ enum store_status store_mget_u64(struct store *s, const char *const *keys, const
 typedef void (*store_copy_fn)(void *arg, const char *val, size_t vallen);
 enum store_status store_get_each(struct store *s, const char *key, size_t keylen,
                                  store_copy_fn fn, void *arg, size_t *missed);
+/* store_get_each for n small blobs at once (the question states): on
+ * memcached:// and redis:// pools one pipelined read per node, every node
+ * at once, so n keys cost one round trip, not n x replicas. fn gets the
+ * key's index. status[i] and missed[i] (missed NULL: not wanted) are
+ * store_get_each's for keys[i]; a copy longer than STORE_GET_MANY_VALUE_MAX
+ * bytes is not passed (it counts as ERROR for its key unless another copy
+ * is found). Returns STORE_OK, or the first status[i] that is neither OK
+ * nor NOTFOUND. A replica marked down or lagging is not read (missed), as
+ * in store_get_each. */
+#define STORE_GET_MANY_VALUE_MAX 1024u
+typedef void (*store_copies_fn)(void *arg, size_t i, const char *val, size_t vallen);
+enum store_status store_get_each_many(struct store *s, const char *const *keys,
+                                      const size_t *keylens, size_t n, store_copies_fn fn,
+                                      void *arg, enum store_status *status, size_t *missed);
 enum store_status store_get(struct store *s, const char *key, size_t keylen, char **val,
                             size_t *vallen);
 enum store_status store_set(struct store *s, const char *key, size_t keylen, const char *val,

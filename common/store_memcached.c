@@ -667,6 +667,19 @@ static bool reply_opaque(const char *flags, const char *end, size_t *idx)
 static void item_value(struct mc_store *h, size_t i, const char *data, size_t len)
 {
     struct store_op *op = &h->batch.ops[i];
+    h->seen[i] = 1;
+    if (op->want_blob) {
+        free(op->blob);
+        op->blob = malloc(len + 1);
+        op->bloblen = op->blob != NULL ? len : 0;
+        if (op->blob != NULL) {
+            memcpy(op->blob, data, len);
+            op->blob[len] = '\0';
+        }
+        op->status = op->blob != NULL ? STORE_OK : STORE_NOMEM;
+        op->present = op->blob != NULL;
+        return;
+    }
     uint64_t v = 0;
     bool ok = store_parse_counter(data, len, &v);
     h->seen[i] = 1;
@@ -726,11 +739,18 @@ static enum parse_result parse_replies(struct mc_store *h, size_t node)
                 return PARSE_BAD;
             if (b->kind == MC_ADD || b->kind == MC_DEL)
                 return PARSE_BAD; /* ms and md send no value back */
-            if (dlen > MC_SMALL_VALUE) {
-                /* Not a counter: only mg can meet one (a blob at a counter's key). */
+            bool whole = b->ops[idx].want_blob && dlen <= STORE_GET_MANY_VALUE_MAX;
+            if (dlen > MC_SMALL_VALUE && !whole) {
+                /* Not a counter: only mg can meet one (a blob at a counter's
+                 * key, or a blob longer than asked for). */
                 if (b->kind == MC_INCR)
                     return PARSE_BAD;
-                item_value(h, idx, "x", 1);
+                if (b->ops[idx].want_blob) {
+                    h->seen[idx] = 1;
+                    b->ops[idx].status = STORE_ERROR;
+                    b->ops[idx].present = false;
+                } else
+                    item_value(h, idx, "x", 1);
                 c->rpos += consumed;
                 r->skip = (size_t)dlen + 2;
                 continue;

@@ -801,6 +801,72 @@ enum store_status pool_get_each(struct pool *p, struct store *s, const char *key
     return st;
 }
 
+enum store_status pool_get_each_many(struct pool *p, struct store *s, const char *const *keys,
+                                     const size_t *keylens, size_t n, store_copies_fn fn,
+                                     void *arg, enum store_status *status, size_t *missed)
+{
+    flush_stale(p, s, false);
+    if (!ops_reserve(p, n * p->replicas)) {
+        for (size_t i = 0; i < n; i++)
+            status[i] = STORE_NOMEM;
+        return n > 0 ? STORE_NOMEM : STORE_OK;
+    }
+    /* A node down or lagging is not asked, as pool_get_each's single get
+     * does not: a read waits for no node a write would not wait for. */
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (missed != NULL)
+            missed[i] = 0;
+        if (!store_key_valid(keys[i], keylens[i]))
+            continue;
+        uint32_t nodes[STORE_MAX_NODES];
+        size_t r = pool_placement(p, keys[i], keylens[i], nodes, STORE_MAX_NODES);
+        for (size_t x = 0; x < r; x++) {
+            if (!p->eng->up(s, nodes[x])) {
+                if (missed != NULL)
+                    missed[i]++;
+                continue;
+            }
+            /* delta, which a read does not use, carries the key's index */
+            p->ops[j++] = (struct store_op){.key = keys[i], .keylen = keylens[i], .delta = i,
+                                            .node = nodes[x], .want_blob = true};
+        }
+    }
+    p->eng->mget(s, p->ops, j);
+    enum store_status first = STORE_OK;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool found = false, notfound = false, error = false, nomem = false;
+        if (!store_key_valid(keys[i], keylens[i]))
+            error = true;
+        for (; k < j && p->ops[k].delta == i; k++) {
+            struct store_op *op = &p->ops[k];
+            if (op->status == STORE_OK && op->present) {
+                fn(arg, i, op->blob, op->bloblen);
+                found = true;
+            } else if (op->status == STORE_OK) {
+                notfound = true;
+            } else {
+                nomem = nomem || op->status == STORE_NOMEM;
+                error = error || (op->status != STORE_UNAVAILABLE && op->status != STORE_NOMEM);
+                if (missed != NULL)
+                    missed[i]++;
+            }
+            free(op->blob);
+            op->blob = NULL;
+        }
+        status[i] = found      ? STORE_OK
+                    : nomem    ? STORE_NOMEM
+                    : error    ? STORE_ERROR
+                    : notfound ? STORE_NOTFOUND
+                               : STORE_UNAVAILABLE;
+        count_status(s, status[i]);
+        if (first == STORE_OK && status[i] != STORE_OK && status[i] != STORE_NOTFOUND)
+            first = status[i];
+    }
+    return first;
+}
+
 /* Stale hints for the replicas in miss[0..nmiss) that may hold an older
  * value than the one the others now have. */
 static void hint_stale(struct pool *p, struct store *s, const uint32_t *miss, size_t nmiss,

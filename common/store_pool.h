@@ -145,7 +145,12 @@ struct store_op {
     uint32_t ttl_s;     /* incr, add */
     uint32_t node;
     bool want_value;    /* incr */
+    bool want_blob;     /* mget: the value as it is (blob), not as a counter; at most
+                         * STORE_GET_MANY_VALUE_MAX bytes, a longer one is ERROR */
     /* out */
+    char *blob;         /* mget with want_blob, present: a malloc'd copy, NUL-terminated,
+                         * the caller's to free whatever the status (NULL: none) */
+    size_t bloblen;
     bool present;       /* mget: the key exists */
     enum store_status status; /* OK, UNAVAILABLE (not sent), ERROR (refused or unknown),
                                * EXISTS (add) */
@@ -237,6 +242,11 @@ enum store_status pool_mget_u64(struct pool *p, struct store *s, const char *con
                                 bool *present);
 enum store_status pool_get_each(struct pool *p, struct store *s, const char *key, size_t keylen,
                                 store_copy_fn fn, void *arg, size_t *missed);
+/* store_get_each_many: one engine mget (want_blob) of every copy on the
+ * nodes that are up. */
+enum store_status pool_get_each_many(struct pool *p, struct store *s, const char *const *keys,
+                                     const size_t *keylens, size_t n, store_copies_fn fn,
+                                     void *arg, enum store_status *status, size_t *missed);
 enum store_status pool_get(struct pool *p, struct store *s, const char *key, size_t keylen,
                            char **val, size_t *vallen);
 enum store_status pool_put(struct pool *p, struct store *s, const char *key, size_t keylen,

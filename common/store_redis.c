@@ -405,6 +405,17 @@ static void on_mget_elem(void *arg, const int *path, int depth, enum resp_type t
         op->status = STORE_OK;
         op->present = false;
         op->value = 0;
+    } else if (op->want_blob) {
+        bool fits = type == RESP_STRING && len <= STORE_GET_MANY_VALUE_MAX;
+        free(op->blob);
+        op->blob = fits ? malloc(len + 1) : NULL;
+        op->bloblen = op->blob != NULL ? len : 0;
+        if (op->blob != NULL) {
+            memcpy(op->blob, s, len);
+            op->blob[len] = '\0';
+        }
+        op->status = op->blob != NULL ? STORE_OK : fits ? STORE_NOMEM : STORE_ERROR;
+        op->present = op->blob != NULL;
     } else if (type == RESP_STRING && store_parse_counter(s, len, &op->value)) {
         op->status = STORE_OK;
         op->present = true;

@@ -114,3 +114,85 @@ int store_contract_add_batch_node_down(struct store *s, const char *prefix, unsi
     free(a);
     return on_down;
 }
+
+#define MANY_N 300
+
+struct many_seen {
+    int copies[MANY_N];
+    bool wrong[MANY_N]; /* a copy that is not what was set */
+};
+
+static void on_many_copy(void *arg, size_t i, const char *val, size_t vallen)
+{
+    struct many_seen *m = arg;
+    char want[32];
+    int wl = snprintf(want, sizeof(want), "state %zu", i);
+    assert_true(i < MANY_N);
+    m->copies[i]++;
+    if (vallen != (size_t)wl || memcmp(val, want, vallen) != 0 || val[vallen] != '\0')
+        m->wrong[i] = true;
+}
+
+void store_contract_get_each_many(struct store *s, const char *prefix, int copies)
+{
+    static char keys[MANY_N][64];
+    const char *kp[MANY_N];
+    size_t kl[MANY_N];
+    enum store_status status[MANY_N];
+    size_t missed[MANY_N];
+    char *big = malloc(STORE_GET_MANY_VALUE_MAX + 2);
+    assert_non_null(big);
+    memset(big, 'x', STORE_GET_MANY_VALUE_MAX + 1);
+    big[STORE_GET_MANY_VALUE_MAX + 1] = '\0';
+
+    /* Key i: "state i" when i % 3 == 0, nothing when i % 3 == 1, a blob
+     * one byte too long when i % 3 == 2; the last key is not a key. */
+    for (size_t i = 0; i < MANY_N; i++) {
+        kl[i] = (size_t)snprintf(keys[i], sizeof(keys[i]), "%s:many:%zu", prefix, i);
+        kp[i] = keys[i];
+        store_delete(s, keys[i], kl[i]);
+        if (i % 3 == 0) {
+            char val[32];
+            int vl = snprintf(val, sizeof(val), "state %zu", i);
+            assert_int_equal(store_set(s, keys[i], kl[i], val, (size_t)vl, 600), STORE_OK);
+        } else if (i % 3 == 2) {
+            assert_int_equal(store_set(s, keys[i], kl[i], big, STORE_GET_MANY_VALUE_MAX + 1, 600),
+                             STORE_OK);
+        }
+    }
+    kl[MANY_N - 1] = 0; /* not a valid key */
+    struct many_seen *m = calloc(1, sizeof(*m));
+    assert_non_null(m);
+    assert_int_equal(store_get_each_many(s, kp, kl, MANY_N, on_many_copy, m, status, missed),
+                     STORE_ERROR);
+    for (size_t i = 0; i + 1 < MANY_N; i++) {
+        assert_false(m->wrong[i]);
+        if (i % 3 != 2)
+            assert_int_equal(missed[i], 0);
+        if (i % 3 == 0) {
+            assert_int_equal(status[i], STORE_OK);
+            assert_int_equal(m->copies[i], copies);
+        } else {
+            assert_int_equal(status[i], i % 3 == 1 ? STORE_NOTFOUND : STORE_ERROR);
+            assert_int_equal(m->copies[i], 0);
+        }
+    }
+    assert_int_equal(status[MANY_N - 1], STORE_ERROR);
+    assert_int_equal(m->copies[MANY_N - 1], 0);
+
+    /* Without the bad ones: OK, and nothing at all is OK too. */
+    memset(m, 0, sizeof(*m));
+    size_t good = 0;
+    for (size_t i = 0; i < MANY_N; i += 3) {
+        kp[good] = keys[i];
+        kl[good++] = strlen(keys[i]);
+    }
+    assert_int_equal(store_get_each_many(s, kp, kl, 1, on_many_copy, m, status, NULL), STORE_OK);
+    assert_int_equal(m->copies[0], copies);
+    assert_int_equal(store_get_each_many(s, kp, kl, 0, on_many_copy, m, status, missed),
+                     STORE_OK);
+    for (size_t i = 0; i < MANY_N; i++)
+        store_delete(s, keys[i], strlen(keys[i]));
+    free(m);
+    free(big);
+}

@@ -20,4 +20,10 @@ void store_contract_add_batch(struct store *s, const char *prefix);
  * how many keys were on the node that is down. */
 int store_contract_add_batch_node_down(struct store *s, const char *prefix, unsigned down_node);
 
+/* store_get_each_many over a few hundred keys: every copy of a key set
+ * (copies: the backend's replicas), NOTFOUND for a key not set, ERROR for a
+ * value longer than STORE_GET_MANY_VALUE_MAX and for a key that is not
+ * one; no node missed. Deletes its keys (prefix keeps them apart). */
+void store_contract_get_each_many(struct store *s, const char *prefix, int copies);
+
 #endif

@@ -466,17 +466,18 @@ static void test_dead_master(void **state)
     store_close(s);
 }
 
-static void test_add_batch_contract(void **state)
+static void test_store_contract(void **state)
 {
     struct fixture *f = *state;
     store_contract_add_batch(f->s, "cl");
+    store_contract_get_each_many(f->s, "cl", 1);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_incr_and_mget_exact),
-        cmocka_unit_test(test_add_batch_contract),
+        cmocka_unit_test(test_store_contract),
         cmocka_unit_test(test_shards_spread_over_slots),
         cmocka_unit_test(test_blobs),
         cmocka_unit_test(test_clone_and_seeds),

@@ -793,10 +793,11 @@ static void test_incr_start_silent_node(void **state)
     close(lfd);
 }
 
-static void test_add_batch_contract(void **state)
+static void test_store_contract(void **state)
 {
     struct fixture *f = *state;
     store_contract_add_batch(f->s, "mc");
+    store_contract_get_each_many(f->s, "mc", 1);
 }
 
 /* A node killed: its markers are not applied (safe to resend) and, once it
@@ -819,7 +820,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_incr_batch_across_nodes_then_mget),
-        cmocka_unit_test(test_add_batch_contract),
+        cmocka_unit_test(test_store_contract),
         cmocka_unit_test(test_incr_start_exact),
         cmocka_unit_test(test_incr_start_node_killed),
         cmocka_unit_test(test_incr_start_silent_node),

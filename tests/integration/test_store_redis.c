@@ -669,17 +669,18 @@ static void test_throughput(void **state)
     keyset_free(&k);
 }
 
-static void test_add_batch_contract(void **state)
+static void test_store_contract(void **state)
 {
     struct fixture *f = *state;
     store_contract_add_batch(f->s, "rd");
+    store_contract_get_each_many(f->s, "rd", 1);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_incr_batch_across_nodes_then_mget),
-        cmocka_unit_test(test_add_batch_contract),
+        cmocka_unit_test(test_store_contract),
         cmocka_unit_test(test_placement_matches_memcached),
         cmocka_unit_test(test_want_value_and_autovivify),
         cmocka_unit_test(test_signed_limit),

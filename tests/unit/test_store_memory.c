@@ -436,9 +436,10 @@ static void test_threads_exact_totals(void **state)
     assert_int_equal(total, (uint64_t)THREADS * PER_THREAD);
 }
 
-static void test_add_batch_contract(void **state)
+static void test_store_contract(void **state)
 {
     store_contract_add_batch(*state, "mem");
+    store_contract_get_each_many(*state, "mem", 1);
 }
 
 static void test_null_arguments(void **state)
@@ -476,7 +477,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sweep_reclaims_expired_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_clones_share_the_table, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads_exact_totals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_add_batch_contract, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_contract, setup, teardown),
         cmocka_unit_test_setup_teardown(test_null_arguments, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
