@@ -163,22 +163,53 @@ enum store_status qstate_read(struct store *s, const struct eventfile *ef, uint3
     return read_copies(s, ef, question_id, out, NULL);
 }
 
-/* One read per question: a few dozen questions at most in practice, read
- * every 50 ms per node, so batching is not worth a second API. */
+static void on_qstate_copy_of(void *arg, size_t i, const char *val, size_t vallen)
+{
+    struct qstate_copies *copies = arg;
+    on_qstate_copy(&copies[i], val, vallen);
+}
+
+/* Every question's state in one read of every copy (store_get_each_many):
+ * one round trip per node, not one per question and replica, so a 42-question
+ * event on a replica 10 ms away reads in ~10 ms, well within the
+ * QSTATE_CLOSE_DELAY_MS an answer is taken on (ingest.c, states_fresh). */
 enum store_status qstate_fetch_unsure(struct store *s, const struct eventfile *ef,
                                       struct qstate *out, bool *unsure)
 {
-    for (uint32_t i = 0; i < ef->n_questions; i++) {
-        size_t missed = 0;
-        enum store_status st = read_copies(s, ef, ef->questions[i].id, &out[i], &missed);
-        if (unsure != NULL)
-            unsure[i] = st == STORE_NOTFOUND && missed > 0;
-        if (st == STORE_NOTFOUND)
-            continue;
-        if (st != STORE_OK)
-            return st;
+    size_t n = ef->n_questions;
+    if (n == 0)
+        return STORE_OK;
+    char (*keys)[KEY_MAX] = malloc(n * sizeof(*keys));
+    const char **kp = malloc(n * sizeof(*kp));
+    size_t *klens = malloc(n * sizeof(*klens));
+    size_t *missed = malloc(n * sizeof(*missed));
+    enum store_status *status = malloc(n * sizeof(*status));
+    struct qstate_copies *copies = calloc(n, sizeof(*copies));
+    enum store_status st = STORE_NOMEM;
+    if (keys == NULL || kp == NULL || klens == NULL || missed == NULL || status == NULL ||
+        copies == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        klens[i] = key_state(keys[i], ef->name, ef->questions[i].id);
+        kp[i] = keys[i];
+        copies[i].best = (struct qstate){.kind = QSTATE_NOT_OPEN};
     }
-    return STORE_OK;
+    st = store_get_each_many(s, kp, klens, n, on_qstate_copy_of, copies, status, missed);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = copies[i].parsed ? copies[i].best : (struct qstate){.kind = QSTATE_NOT_OPEN};
+        if (unsure != NULL)
+            unsure[i] = status[i] == STORE_NOTFOUND && missed[i] > 0;
+        if (status[i] == STORE_OK && !copies[i].parsed && st == STORE_OK)
+            st = STORE_ERROR; /* a value this code did not write: no guess */
+    }
+out:
+    free(keys);
+    free(kp);
+    free(klens);
+    free(missed);
+    free(status);
+    free(copies);
+    return st;
 }
 
 enum store_status qstate_fetch_all(struct store *s, const struct eventfile *ef, struct qstate *out)

@@ -53,6 +53,7 @@ struct ingest_figures {
     struct store_stats ss;           /* the instance's store handles, summed */
     uint64_t fans_publishes;
     uint64_t fans_failures;
+    uint64_t answers_held;
 };
 
 struct ingest_shared {
@@ -64,6 +65,7 @@ struct ingest_shared {
     atomic_bool leaving;             /* the drain delay: /healthz 503, answers taken */
     atomic_bool states_loaded;       /* the store has answered at least once */
     atomic_bool store_reachable;     /* the last question state refresh got its answer */
+    atomic_uint_fast64_t state_read_ms; /* how long the last refresh's state read took */
     /* Wall ms when the newest state read that succeeded began: it saw every
      * close written before, so no close it missed is due before this plus
      * QSTATE_CLOSE_DELAY_MS (states_fresh). */
@@ -128,6 +130,7 @@ struct ingest {
     uint64_t admin_refused;          /* admin requests with a wrong or no token */
     uint64_t admin_refused_logged;
     uint64_t admin_refused_log_ms;   /* monotonic, the last such line */
+    uint64_t answers_held;           /* hold_answer: waited for a state read */
     struct metrics_hist latency;     /* valid answer -> reply */
 };
 
@@ -151,6 +154,7 @@ struct ingest_shared *ingest_shared_create(const struct eventfile *ef)
     atomic_init(&sh->store_reachable, false);
     atomic_init(&sh->states_loaded, false);
     atomic_init(&sh->states_read_ms, 0);
+    atomic_init(&sh->state_read_ms, 0);
     return sh;
 }
 
@@ -496,6 +500,7 @@ static void hold_answer(struct ingest *ig, const struct answer *a, uint64_t now_
     *ig->held_tail = h;
     ig->held_tail = &h->next;
     ig->n_held++;
+    ig->answers_held++;
 }
 
 /* Held answers get 503 (never counted: a retry is exact). */
@@ -728,6 +733,8 @@ static void refresh_run(struct store *s, void *arg)
     }
     ig->refresh_read_ms = util_wall_ms();
     ig->refresh_status = qstate_fetch_all(s, ig->ef, ig->refresh_buf);
+    uint64_t took = util_wall_ms() - ig->refresh_read_ms;
+    atomic_store(&ig->sh->state_read_ms, took < UINT64_MAX / 2 ? took : 0);
     if (ig->refresh_status != STORE_OK)
         return;
     /* A question never goes back to "not open": a state that vanished is a
@@ -1237,7 +1244,11 @@ void ingest_free(struct ingest *ig)
       "redis-cluster: slot maps read")                                                             \
     X(IM_DRAINING, "livetally_ingest_draining", GAUGE, "1 from the stop signal on (/healthz 503): the drain delay, then the drain") \
     X(IM_STORE_REACHABLE, "livetally_ingest_store_reachable", GAUGE,                               \
-      "1 when the last question state read (every 50 ms) got the store's answer")
+      "1 when the last question state read (every 50 ms) got the store's answer")                  \
+    X(IM_HELD, "livetally_ingest_answers_held_total", COUNTER,                                     \
+      "Answers held for a question state read: their question not open here yet, or this node's states older than the close delay") \
+    X(IM_STATE_READ_MS, "livetally_ingest_state_read_milliseconds", GAUGE,                         \
+      "How long the last question state read took (every question, every replica); near 250 every answer is held")
 
 enum ingest_metric { INGEST_METRICS(METRIC_ENUM) INGEST_METRIC_COUNT };
 static const struct metric_def ingest_metrics[] = {INGEST_METRICS(METRIC_DEF)};
@@ -1257,6 +1268,7 @@ void ingest_publish_stats(struct ingest *ig, const struct httpd_stats *hs)
     committer_get_stats(ig->committer, &f.cs);
     f.fans_publishes = ig->fans_publishes;
     f.fans_failures = ig->fans_failures;
+    f.answers_held = ig->answers_held;
     if (hs)
         f.hs = *hs;
     /* The worker's handle is read through the worker (its thread writes
@@ -1313,6 +1325,7 @@ static uint64_t figure_value(const struct ingest_figures *f, enum ingest_metric 
     case IM_MAP_REFRESHES: return f->ss.map_refreshes;
     case IM_DRAINING: return ingest_shared_healthy(sh) ? 0 : 1;
     case IM_STORE_REACHABLE: return atomic_load(&((struct ingest_shared *)sh)->store_reachable);
+    case IM_HELD: return f->answers_held;
     default: return 0;
     }
 }
@@ -1339,6 +1352,7 @@ void ingest_shared_write_metrics(struct ingest_shared *sh, struct evbuffer *out)
     pthread_mutex_unlock(&sh->lock);
     sums[IM_DRAINING] = ingest_shared_healthy(sh) ? 0 : 1;
     sums[IM_STORE_REACHABLE] = atomic_load(&sh->store_reachable) ? 1 : 0;
+    sums[IM_STATE_READ_MS] = atomic_load(&sh->state_read_ms);
 
     for (int m = 0; m < INGEST_METRIC_COUNT; m++) {
         const struct metric_def *def = &ingest_metrics[m];
