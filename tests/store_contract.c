@@ -122,14 +122,29 @@ struct many_seen {
     bool wrong[MANY_N]; /* a copy that is not what was set */
 };
 
+/* Key i's value: "state i" and padding, from 7 bytes up to the most
+ * STORE_GET_MANY_VALUE_MAX allows (a reply line's value, then a block
+ * longer than a counter's, then one near the limit). */
+static size_t many_value(size_t i, char *buf)
+{
+    int n = snprintf(buf, 32, "state %zu", i);
+    size_t len = (size_t)n + (i * 37) % (STORE_GET_MANY_VALUE_MAX - 40);
+    if (i == 3)
+        len = STORE_GET_MANY_VALUE_MAX;
+    for (size_t k = (size_t)n; k < len; k++)
+        buf[k] = (char)('a' + k % 26);
+    buf[len] = '\0';
+    return len;
+}
+
 static void on_many_copy(void *arg, size_t i, const char *val, size_t vallen)
 {
     struct many_seen *m = arg;
-    char want[32];
-    int wl = snprintf(want, sizeof(want), "state %zu", i);
+    char want[STORE_GET_MANY_VALUE_MAX + 1];
+    size_t wl = many_value(i, want);
     assert_true(i < MANY_N);
     m->copies[i]++;
-    if (vallen != (size_t)wl || memcmp(val, want, vallen) != 0 || val[vallen] != '\0')
+    if (vallen != wl || memcmp(val, want, vallen) != 0 || val[vallen] != '\0')
         m->wrong[i] = true;
 }
 
@@ -152,9 +167,9 @@ void store_contract_get_each_many(struct store *s, const char *prefix, int copie
         kp[i] = keys[i];
         store_delete(s, keys[i], kl[i]);
         if (i % 3 == 0) {
-            char val[32];
-            int vl = snprintf(val, sizeof(val), "state %zu", i);
-            assert_int_equal(store_set(s, keys[i], kl[i], val, (size_t)vl, 600), STORE_OK);
+            char val[STORE_GET_MANY_VALUE_MAX + 1];
+            size_t vl = many_value(i, val);
+            assert_int_equal(store_set(s, keys[i], kl[i], val, vl, 600), STORE_OK);
         } else if (i % 3 == 2) {
             assert_int_equal(store_set(s, keys[i], kl[i], big, STORE_GET_MANY_VALUE_MAX + 1, 600),
                              STORE_OK);
