@@ -811,8 +811,9 @@ enum store_status pool_get_each_many(struct pool *p, struct store *s, const char
             status[i] = STORE_NOMEM;
         return n > 0 ? STORE_NOMEM : STORE_OK;
     }
-    /* A node down or lagging is not asked, as pool_get_each's single get
-     * does not: a read waits for no node a write would not wait for. */
+    /* A node down or lagging is not asked, as pool_get_each's single gets
+     * skip it (store_pool.h, "lag"): a state read every 50 ms must not wait
+     * for the replica the increments gave up on. */
     size_t j = 0;
     for (size_t i = 0; i < n; i++) {
         if (missed != NULL)
