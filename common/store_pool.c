@@ -764,6 +764,17 @@ enum store_status pool_get(struct pool *p, struct store *s, const char *key, siz
     return st;
 }
 
+/* A key's status from what its replicas said: a copy found wins, then
+ * out of memory, a refusal, "not there"; none answered: unavailable. */
+static enum store_status copies_status(bool found, bool nomem, bool error, bool notfound)
+{
+    return found      ? STORE_OK
+           : nomem    ? STORE_NOMEM
+           : error    ? STORE_ERROR
+           : notfound ? STORE_NOTFOUND
+                      : STORE_UNAVAILABLE;
+}
+
 enum store_status pool_get_each(struct pool *p, struct store *s, const char *key, size_t keylen,
                                 store_copy_fn fn, void *arg, size_t *missed)
 {
@@ -792,11 +803,7 @@ enum store_status pool_get_each(struct pool *p, struct store *s, const char *key
     }
     if (missed != NULL)
         *missed = unanswered;
-    enum store_status st = found      ? STORE_OK
-                           : nomem    ? STORE_NOMEM
-                           : error    ? STORE_ERROR
-                           : notfound ? STORE_NOTFOUND
-                                      : STORE_UNAVAILABLE;
+    enum store_status st = copies_status(found, nomem, error, notfound);
     count_status(s, st);
     return st;
 }
@@ -856,11 +863,7 @@ enum store_status pool_get_each_many(struct pool *p, struct store *s, const char
             free(op->blob);
             op->blob = NULL;
         }
-        status[i] = found      ? STORE_OK
-                    : nomem    ? STORE_NOMEM
-                    : error    ? STORE_ERROR
-                    : notfound ? STORE_NOTFOUND
-                               : STORE_UNAVAILABLE;
+        status[i] = copies_status(found, nomem, error, notfound);
         count_status(s, status[i]);
         if (first == STORE_OK && status[i] != STORE_OK && status[i] != STORE_NOTFOUND)
             first = status[i];
