@@ -571,7 +571,7 @@ static void run_repairs(struct agg_repair *r, struct store *s, const bool *readi
 {
     size_t rn = r->replicas;
     size_t n = 0, budget = AGG_REPAIR_MAX;
-    uint64_t backlog = 0;
+    uint64_t backlog = 0, behind = 0;
     if (r->n_owed > 0)
         resend_owed(r, s, reading);
     for (uint32_t qi = 0; qi < r->ef->n_questions; qi++) {
@@ -607,6 +607,7 @@ static void run_repairs(struct agg_repair *r, struct store *s, const bool *readi
                     continue;
                 uint32_t k = r->node_of[c + x];
                 const struct node_watch *w = &r->nodes[k];
+                behind++;
                 if (!w->was_reset) {
                     /* Behind without having lost its data (down a while, a
                      * cut link): the hints an ingest keeps for it may still
@@ -636,6 +637,7 @@ static void run_repairs(struct agg_repair *r, struct store *s, const bool *readi
     if (n > 0)
         backlog += send_repairs(r, s, n);
     r->stats.repair_backlog = backlog;
+    r->stats.copies_behind = behind;
 }
 
 /* The copies' history for the next pass: the last value, whether it was

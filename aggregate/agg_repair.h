@@ -116,6 +116,7 @@ struct agg_repair_stats {
     uint64_t restore_lost;    /* restores whose outcome is unknown (not resent) */
     uint64_t keys_repaired;   /* copies raised by read repair (replicas>=2) */
     uint64_t repair_backlog;  /* copies behind their replicas after the last pass */
+    uint64_t copies_behind;   /* those and the copies behind on live nodes (not repaired) */
     uint64_t nodes_down;      /* nodes unreadable in the last pass */
 };
 void agg_repair_get_stats(const struct agg_repair *r, struct agg_repair_stats *out);

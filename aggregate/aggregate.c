@@ -111,6 +111,7 @@ void aggregator_get_stats(const struct aggregator *a, struct aggregator_stats *o
         out->restores_lost = rs.restore_lost;
         out->keys_repaired = rs.keys_repaired;
         out->repair_backlog = rs.repair_backlog;
+        out->copies_behind = rs.copies_behind;
         out->nodes_down = rs.nodes_down;
     }
 }

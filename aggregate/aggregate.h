@@ -75,6 +75,7 @@ struct aggregator_stats {
     uint64_t restores_lost;  /* restores whose outcome is unknown (not resent) */
     uint64_t keys_repaired;  /* copies raised by read repair (replicas>=2) */
     uint64_t repair_backlog; /* copies behind their replicas after the last pass */
+    uint64_t copies_behind;  /* the same, with the copies no repair is due for */
     uint64_t nodes_down;     /* store nodes unreadable in the last pass */
 };
 void aggregator_get_stats(const struct aggregator *a, struct aggregator_stats *out);

@@ -43,6 +43,8 @@
       "Counter copies raised to their replicas by read repair (replicas>=2)")                      \
     X(RM_REPAIR_BACKLOG, "livetally_aggregate_repair_backlog", GAUGE,                              \
       "Counter copies lower than their replicas after the last pass")                              \
+    X(RM_COPIES_BEHIND, "livetally_aggregate_copies_behind", GAUGE,                                \
+      "Copies lower than their counter's largest, on any node, in the last pass's questions")     \
     X(RM_NODES_DOWN, "livetally_aggregate_store_nodes_down", GAUGE,                                \
       "Store nodes the last pass could not read")
 
@@ -164,6 +166,7 @@ void agg_runner_write_metrics(struct agg_runner *r, struct evbuffer *out)
     metrics_emit_u64(out, &m[RM_RESTORES_LOST], s->restores_lost);
     metrics_emit_u64(out, &m[RM_KEYS_REPAIRED], s->keys_repaired);
     metrics_emit_u64(out, &m[RM_REPAIR_BACKLOG], s->repair_backlog);
+    metrics_emit_u64(out, &m[RM_COPIES_BEHIND], s->copies_behind);
     metrics_emit_u64(out, &m[RM_NODES_DOWN], s->nodes_down);
 }
 

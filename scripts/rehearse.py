@@ -204,6 +204,7 @@ class Night:
                 args.store, ports[0], slow_link.port, flaky_link.port)
         self.ingest_ports = [ltutil.free_port() for _ in range(3)]
         self.ingests = [self.start_ingest(i) for i in range(3)]
+        self.agg_ports = [ltutil.free_port() for _ in range(2)]
         self.aggregators = [self.start_aggregator(i) for i in range(2)]
         self.dash_port = ltutil.free_port()
         self.dashboard = ltutil.Proc(
@@ -225,7 +226,8 @@ class Night:
     def start_aggregator(self, i):
         return ltutil.Proc(
             [ltutil.binary("livetally-aggregate"), "--event", self.event_path, "--backend",
-             self.backend, "--interval", "250"], log_name="rehearsal-aggregate-%d" % i)
+             self.backend, "--interval", "250", "--listen", "127.0.0.1:%d" % self.agg_ports[i]],
+            port=self.agg_ports[i], log_name="rehearsal-aggregate-%d" % i)
 
     def start_haproxy(self):
         with open(os.path.join(SRC, "deploy", "haproxy.cfg")) as f:
@@ -275,6 +277,21 @@ class Night:
                     out[k] += v
             except (OSError, RuntimeError, ltutil.Closed):
                 out["unreachable"] += 1
+        return out
+
+    def aggregator_metrics(self):
+        """The repair figures of the aggregators that answer (the largest
+        backlog: they read the same copies)."""
+        out = {"keys_repaired": 0, "repair_backlog": 0, "copies_behind": 0, "node_resets": 0}
+        for p in self.agg_ports:
+            try:
+                m = ltutil.metrics(p)
+            except (OSError, RuntimeError, ltutil.Closed):
+                continue
+            out["keys_repaired"] += int(m.get("livetally_aggregate_keys_repaired_total", 0))
+            out["node_resets"] += int(m.get("livetally_aggregate_node_resets_total", 0))
+            for k in ("repair_backlog", "copies_behind"):
+                out[k] = max(out[k], int(m.get("livetally_aggregate_" + k, 0)))
         return out
 
     def all_procs(self):
@@ -554,6 +571,11 @@ def main():
             m["livetally_ingest_store_hints_replayed_total"],
             m["livetally_ingest_store_hints_dropped_total"],
             m["livetally_ingest_store_hints_pending"]))
+        am = night.aggregator_metrics()
+        print("aggregators: node resets seen %d, copies repaired %d, repairs due %d, "
+              "copies behind %d" % (am["node_resets"], am["keys_repaired"], am["repair_backlog"],
+                                    am["copies_behind"]))
+        report["aggregators"] = am
         ok = not bad and not unexpected and acked > 0
         if bad:
             print("VERIFY FAILED: %d counts off:\n  %s" % (len(bad), "\n  ".join(bad[:20])))
