@@ -18,6 +18,7 @@ enum restore_state {
     RS_NONE = 0,
     RS_CLAIM, /* reset confirmed, the claim not decided yet */
     RS_OWNED, /* the claim is ours: restore what is due on this incarnation */
+    RS_DONE,  /* ours, every restore sent, the node told (key_node_restored) */
 };
 
 struct node_watch {
@@ -26,6 +27,7 @@ struct node_watch {
     bool readable;          /* this pass */
     bool read_failed;       /* a copy on it could not be read this pass */
     bool suspect;           /* seen differs from inc: a reset if the counters agree */
+    bool validated;         /* its id read again after this pass's reads: unchanged */
     uint64_t up_since_ms;   /* monotonic; 0 while unreadable */
     uint64_t down_since_wall_ms;
     size_t dropped;         /* copies on it read lower than the last time */
@@ -34,6 +36,9 @@ struct node_watch {
     char claimed[INC_LEN + 1]; /* the incarnation rs is about */
     bool was_reset;         /* came back empty since this aggregator started:
                              * its copies are repaired (replicas >= 2) */
+    bool restored;          /* replicas >= 2: its restore is done (ours, or the
+                             * marker of the aggregator that won the claim) */
+    uint64_t reset_mono_ms; /* when the last reset was confirmed */
     char name[STORE_HOST_MAX + 8]; /* host:port, for logs and warnings */
 };
 
@@ -68,9 +73,15 @@ struct agg_repair {
     uint8_t *cur_ok;             /* read this pass */
     uint8_t *prev_known;         /* prev holds a value */
     uint8_t *prev_fresh;         /* and it was read the pass before */
+    /* per copy, replicas>=2: its last value read in a pass that began and
+     * ended on the same incarnation of its node (what a reset is restored
+     * to: prev may hold a read of the node back empty taken before its new
+     * id was seen, with hints already replayed to it) */
+    uint64_t *base;
+    uint8_t *base_known;
     uint32_t *key_q;             /* per key: its question's index */
-    uint64_t *restore_due;       /* per key, replicas=1: amount still to add back */
-    uint8_t *due_fresh;          /* per key: due since this pass, and read before the loss */
+    uint64_t *restore_due;       /* per copy: amount still to add back after a reset */
+    uint8_t *due_fresh;          /* per copy: due since this pass, and read before the loss */
     struct store_replica_value *scratch; /* owned: one read run */
     size_t scratch_cap;
     struct store_node_write *writes;     /* owned, WRITE_CHUNK: claims, restores, repairs */
@@ -109,16 +120,19 @@ struct agg_repair *agg_repair_create(const struct eventfile *ef, const struct ag
     r->cur_ok = calloc(copies, sizeof(*r->cur_ok));
     r->prev_known = calloc(copies, sizeof(*r->prev_known));
     r->prev_fresh = calloc(copies, sizeof(*r->prev_fresh));
+    r->base = calloc(copies, sizeof(*r->base));
+    r->base_known = calloc(copies, sizeof(*r->base_known));
     r->key_q = calloc(nk, sizeof(*r->key_q));
-    r->restore_due = calloc(nk, sizeof(*r->restore_due));
-    r->due_fresh = calloc(nk, sizeof(*r->due_fresh));
+    r->restore_due = calloc(copies, sizeof(*r->restore_due));
+    r->due_fresh = calloc(copies, sizeof(*r->due_fresh));
     r->writes = calloc(WRITE_CHUNK, sizeof(*r->writes));
     r->claim_keys = calloc(WRITE_CHUNK, sizeof(*r->claim_keys));
     r->write_copy = calloc(WRITE_CHUNK, sizeof(*r->write_copy));
     r->owed = calloc(WRITE_CHUNK, sizeof(*r->owed));
     if (r->nodes == NULL || r->cur == NULL || r->prev == NULL || r->stable_since == NULL ||
         r->node_of == NULL || r->cur_ok == NULL || r->prev_known == NULL ||
-        r->prev_fresh == NULL || r->key_q == NULL || r->restore_due == NULL ||
+        r->prev_fresh == NULL || r->base == NULL || r->base_known == NULL || r->key_q == NULL ||
+        r->restore_due == NULL ||
         r->due_fresh == NULL ||
         r->writes == NULL || r->claim_keys == NULL || r->write_copy == NULL ||
         r->owed == NULL) {
@@ -149,6 +163,8 @@ void agg_repair_free(struct agg_repair *r)
     free(r->restore_due);
     free(r->key_q);
     free(r->prev_fresh);
+    free(r->base);
+    free(r->base_known);
     free(r->prev_known);
     free(r->cur_ok);
     free(r->node_of);
@@ -239,6 +255,7 @@ bool agg_repair_check_nodes(struct agg_repair *r, struct store *s, uint64_t mono
     for (uint32_t k = 0; k < r->n_nodes; k++) {
         struct node_watch *w = &r->nodes[k];
         w->dropped = 0;
+        w->validated = false;
         w->checked = 0;
         w->read_failed = false;
         w->readable = read_inc(r, s, k, w->seen);
@@ -358,31 +375,44 @@ static void count_drops(struct agg_repair *r, const bool *reading)
     }
 }
 
-/* replicas=1: every counter of node k is due the value read before the
- * reset (kept, fixed now: what later reads raise must not be added). All of
- * them, not only those that read lower: a counter written again since the
- * restart may already read higher than its old value, and lost it all the
- * same. A counter that did not read lower this pass may have been read
- * before the loss: this pass's figure is not raised for it (the next read
- * has the restored value). */
+/* Every copy on node k is due the value read before the reset (replicas=1
+ * kept, the aggregator's count; replicas>=2 the copy's base),
+ * fixed now: what later reads raise must not be added. All of them, not
+ * only those that read lower: a copy written again since the restart may
+ * already read higher than its old value, and lost it all the same. A copy
+ * that did not read lower this pass may have been read before the loss:
+ * this pass's figure is not raised for it (the next read has the restored
+ * value). */
 static void mark_due(struct agg_repair *r, uint32_t k, const uint64_t *kept)
 {
-    for (size_t i = 0; i < r->keys->n; i++) {
-        if (r->node_of[i] != k || kept[i] == 0)
+    size_t rn = r->replicas;
+    for (size_t c = 0; c < r->keys->n * rn; c++) {
+        if (r->node_of[c] != k)
             continue;
-        r->restore_due[i] = kept[i];
-        r->due_fresh[i] = !copy_dropped(r, i);
+        uint64_t was = rn == 1 ? kept[c] : r->base_known[c] ? r->base[c] : 0;
+        if (was == 0)
+            continue;
+        r->restore_due[c] = was;
+        r->due_fresh[c] = !copy_dropped(r, c);
     }
 }
 
 static void clear_due(struct agg_repair *r, uint32_t k)
 {
-    for (size_t i = 0; i < r->keys->n; i++)
-        if (r->node_of[i] == k)
-            r->restore_due[i] = 0;
+    for (size_t c = 0; c < r->keys->n * r->replicas; c++)
+        if (r->node_of[c] == k)
+            r->restore_due[c] = 0;
 }
 
-/* replicas=1: decides the claim of node k's restore. The claim's value is
+static size_t count_due(const struct agg_repair *r, uint32_t k)
+{
+    size_t due = 0;
+    for (size_t c = 0; c < r->keys->n * r->replicas; c++)
+        due += r->node_of[c] == k && r->restore_due[c] > 0;
+    return due;
+}
+
+/* Decides the claim of node k's restore. The claim's value is
  * this aggregator's id, so an add whose reply was lost is read back. */
 static void claim_restore(struct agg_repair *r, struct store *s, uint32_t k)
 {
@@ -418,9 +448,7 @@ static void claim_restore(struct agg_repair *r, struct store *s, uint32_t k)
     w->rs = RS_OWNED;
     if (note != NULL)
         note->restorer = true;
-    size_t due = 0;
-    for (size_t i = 0; i < r->keys->n; i++)
-        due += r->node_of[i] == k && r->restore_due[i] > 0;
+    size_t due = count_due(r, k);
     log_warn("store node reset, restoring its counters node=%s counters=%zu event=%s", w->name,
              due, r->ef->name);
 }
@@ -432,21 +460,21 @@ static bool still_claimed(struct agg_repair *r, struct store *s, uint32_t k)
     return read_inc(r, s, k, now) && strcmp(now, r->nodes[k].claimed) == 0;
 }
 
-/* replicas=1: sends node k's restores that are due, a chunk at a time, each
- * after checking that the node is still the incarnation claimed (a restore
- * sent to a node that restarted again would be restored a second time). */
+/* Sends node k's restores that are due, a chunk at a time, each after
+ * checking that the node is still the incarnation claimed (a restore sent
+ * to a node that restarted again would be restored a second time). */
 static void run_restores(struct agg_repair *r, struct store *s, uint32_t k, const bool *reading,
                          uint64_t *read)
 {
-    size_t n = 0;
-    for (size_t i = 0; i <= r->keys->n; i++) {
-        bool flush = n == WRITE_CHUNK || (i == r->keys->n && n > 0);
+    size_t n = 0, rn = r->replicas, copies = r->keys->n * rn;
+    for (size_t i = 0; i <= copies; i++) {
+        bool flush = n == WRITE_CHUNK || (i == copies && n > 0);
         if (flush) {
             if (!still_claimed(r, s, k))
                 return; /* next pass: unreadable, or a new reset */
             store_node_incr(s, r->writes, n, r->ef->ttl_s);
             for (size_t j = 0; j < n; j++) {
-                size_t key = r->write_copy[j];
+                size_t c = r->write_copy[j], key = c / rn;
                 struct store_node_write *w = &r->writes[j];
                 if (w->status == STORE_UNAVAILABLE || w->status == STORE_NOMEM)
                     continue; /* not sent: again next pass */
@@ -458,9 +486,12 @@ static void run_restores(struct agg_repair *r, struct store *s, uint32_t k, cons
                         note->keys++;
                         note->counts += w->delta;
                     }
-                    if (reading[r->key_q[key]] && !r->due_fresh[key]) {
-                        read[key] += w->delta;
-                        r->cur[key] += w->delta;
+                    if (reading[r->key_q[key]] && !r->due_fresh[c]) {
+                        /* read is the largest copy: this one's new value
+                         * counts as much as it exceeds the others */
+                        r->cur[c] += w->delta;
+                        if (r->cur[c] > read[key])
+                            read[key] = r->cur[c];
                     }
                 } else {
                     r->stats.restore_lost++;
@@ -468,20 +499,58 @@ static void run_restores(struct agg_repair *r, struct store *s, uint32_t k, cons
                               "amount=%" PRIu64 " event=%s",
                               r->nodes[k].name, r->keys->key[key], w->delta, r->ef->name);
                 }
-                r->restore_due[key] = 0;
+                r->restore_due[c] = 0;
             }
             n = 0;
         }
-        if (i == r->keys->n)
+        if (i == copies)
             break;
         if (r->restore_due[i] == 0 || r->node_of[i] != k)
             continue;
-        r->writes[n] = (struct store_node_write){.key = r->keys->key[i],
-                                                 .keylen = r->keys->len[i],
+        r->writes[n] = (struct store_node_write){.key = r->keys->key[i / rn],
+                                                 .keylen = r->keys->len[i / rn],
                                                  .delta = r->restore_due[i],
                                                  .node = k};
         r->write_copy[n] = i;
         n++;
+    }
+}
+
+/* replicas>=2: tells the node that its restore is done, so that the other
+ * aggregators may repair its copies (a raise to a replica's value before
+ * the restore landed would count the restored amount twice). */
+static void finish_restore(struct agg_repair *r, struct store *s, uint32_t k)
+{
+    struct node_watch *w = &r->nodes[k];
+    char key[KEY_NODE_MAX];
+    size_t klen = key_node_restored(key, r->ef->name, w->claimed);
+    struct store_node_write a = {.key = key, .keylen = klen, .val = r->self,
+                                 .vallen = INC_LEN, .node = k};
+    store_node_add(s, &a, 1, r->ef->ttl_s);
+    if (a.status != STORE_OK && a.status != STORE_EXISTS)
+        return; /* again next pass */
+    w->rs = RS_DONE;
+    w->restored = true;
+}
+
+/* replicas>=2, another aggregator restores node k: its copies wait for its
+ * marker, or AGG_REPAIR_TAKEOVER_MS (that aggregator died mid-restore). */
+static void await_restore(struct agg_repair *r, struct store *s, uint32_t k, uint64_t mono_ms)
+{
+    struct node_watch *w = &r->nodes[k];
+    char key[KEY_NODE_MAX];
+    size_t klen = key_node_restored(key, r->ef->name, w->inc);
+    char *val = NULL;
+    size_t vlen = 0;
+    enum store_status st = store_node_get(s, k, key, klen, &val, &vlen);
+    free(val);
+    if (st == STORE_OK) {
+        w->restored = true;
+    } else if (mono_ms >= w->reset_mono_ms + AGG_REPAIR_TAKEOVER_MS) {
+        w->restored = true;
+        log_warn("store node restore by another aggregator not confirmed in %u ms, its copies "
+                 "are repaired from their replicas now node=%s event=%s",
+                 AGG_REPAIR_TAKEOVER_MS, w->name, r->ef->name);
     }
 }
 
@@ -617,7 +686,7 @@ static void run_repairs(struct agg_repair *r, struct store *s, const bool *readi
                 }
                 lagging[qi] = true;
                 if (!stable || budget == 0 || !w->readable || w->read_failed || w->suspect ||
-                    mono_ms < w->up_since_ms + AGG_REPAIR_UP_MS) {
+                    !w->restored || mono_ms < w->up_since_ms + AGG_REPAIR_UP_MS) {
                     backlog++;
                     continue;
                 }
@@ -652,6 +721,10 @@ static void remember(struct agg_repair *r, const bool *reading, uint64_t mono_ms
         size_t to = from + r->keys->q_count[qi] * rn;
         for (size_t c = from; c < to; c++) {
             bool same = r->cur_ok[c] && r->prev_fresh[c] && r->cur[c] == r->prev[c];
+            if (r->cur_ok[c] && r->node_of[c] < r->n_nodes && r->nodes[r->node_of[c]].validated) {
+                r->base[c] = r->cur[c];
+                r->base_known[c] = 1;
+            }
             if (!same)
                 r->stable_since[c] = mono_ms;
             r->prev_fresh[c] = r->cur_ok[c];
@@ -674,14 +747,20 @@ void agg_repair_settle(struct agg_repair *r, struct store *s, const bool *readin
             continue;
         if (w->read_failed)
             w->up_since_ms = mono_ms; /* it failed this pass: up again from now */
-        if (!w->suspect && w->dropped > 0) {
+        if (!w->suspect && (w->dropped > 0 || r->replicas > 1)) {
             /* Lower without a new id yet: the restart may have come during
              * this pass's reads. Look again now rather than next pass, when
-             * the drop would be history. */
+             * the drop would be history. With replicas, every pass: a node
+             * back empty whose hints were replayed before this pass's reads
+             * need not read lower, and its reads must not become a base. */
             char again[INC_LEN + 1];
-            if (read_inc(r, s, k, again) && strcmp(again, w->inc) != 0) {
-                memcpy(w->seen, again, sizeof(w->seen));
-                w->suspect = true;
+            if (read_inc(r, s, k, again)) {
+                if (strcmp(again, w->inc) != 0) {
+                    memcpy(w->seen, again, sizeof(w->seen));
+                    w->suspect = true;
+                } else {
+                    w->validated = !w->read_failed;
+                }
             }
         }
         if (w->suspect && w->checked > 0) {
@@ -700,31 +779,33 @@ void agg_repair_settle(struct agg_repair *r, struct store *s, const bool *readin
                      "event=%s",
                      w->name, w->dropped, (unsigned)r->replicas, r->ef->name);
             note_reset(r, k, wall_ms, false);
-            if (r->replicas == 1) {
-                clear_due(r, k);
-                mark_due(r, k, kept);
-                w->rs = RS_CLAIM;
-                memcpy(w->claimed, w->inc, sizeof(w->claimed));
-            }
+            clear_due(r, k);
+            mark_due(r, k, kept);
+            w->rs = RS_CLAIM;
+            w->restored = false;
+            w->reset_mono_ms = mono_ms;
+            memcpy(w->claimed, w->inc, sizeof(w->claimed));
         }
-        if (r->replicas != 1 || w->rs == RS_NONE || strcmp(w->inc, w->claimed) != 0)
+        if (r->replicas > 1 && w->was_reset && !w->restored && w->rs == RS_NONE)
+            await_restore(r, s, k, mono_ms);
+        if (w->rs == RS_NONE || w->rs == RS_DONE || strcmp(w->inc, w->claimed) != 0)
             continue;
         if (w->rs == RS_CLAIM)
             claim_restore(r, s, k);
         if (w->rs == RS_OWNED)
             run_restores(r, s, k, reading, read);
+        if (w->rs == RS_OWNED && r->replicas > 1 && count_due(r, k) == 0)
+            finish_restore(r, s, k);
     }
-    if (r->replicas > 1) {
+    /* A question with a restore still due must not settle: its sums would
+     * be cached without it. */
+    for (size_t c = 0; c < r->keys->n * r->replicas; c++) {
+        if (r->restore_due[c] > 0)
+            lagging[r->key_q[c / r->replicas]] = true;
+        r->due_fresh[c] = 0;
+    }
+    if (r->replicas > 1)
         run_repairs(r, s, reading, lagging, mono_ms);
-    } else {
-        /* A question with a restore still due must not settle: its sums
-         * would be cached without it. */
-        for (size_t i = 0; i < r->keys->n; i++) {
-            if (r->restore_due[i] > 0)
-                lagging[r->key_q[i]] = true;
-            r->due_fresh[i] = 0;
-        }
-    }
     remember(r, reading, mono_ms);
 }
 
@@ -754,8 +835,8 @@ size_t agg_repair_warnings(const struct agg_repair *r, char (*out)[AGG_REPAIR_WA
         else
             snprintf(out[n++], AGG_REPAIR_WARNING_MAX,
                      "store node %s was reset (it came back empty) at %s: its copies are "
-                     "rewritten from the other replicas (%" PRIu64 " repaired so far, %" PRIu64
-                     " copies behind in all)",
+                     "restored to the values of the pass before and rewritten from the other "
+                     "replicas (%" PRIu64 " written so far, %" PRIu64 " copies behind in all)",
                      name, at, note->keys, r->stats.repair_backlog);
     }
     for (uint32_t k = 0; k < r->n_nodes && n < max; k++) {

@@ -19,27 +19,43 @@
  * ones too, is read again the next pass (so is every question when a node
  * answers again after a failure).
  *
- * replicas=1: the counts of a node back empty exist nowhere else but in what
- * the aggregators last read. One aggregator that knew the old incarnation
+ * Restores (every replicas). One aggregator that knew the old incarnation
  * wins the add of {event}:node:claim:{new id} on the node (its value is the
  * aggregator's own id, so an add whose reply was lost is read back), and
- * adds to each counter of the node the value it read before the reset: the
- * node then holds the old count plus what came since, the same for every
- * reader (a second aggregator, one restarted later). Every counter of the
- * node, not only those that read lower: one written again since the
- * restart may read higher than its old value, and lost it all the same
+ * adds to each counter copy on the node the value it read before the
+ * reset (replicas=1 the aggregator's count, whose only copy that was;
+ * replicas>=2 that copy's last read in a pass that began and ended on
+ * the node's old id, read again after every pass's reads: a node can
+ * restart between the two, get its hints replayed, and read higher than
+ * before without a drop): the node then holds the old count
+ * plus what came since, the same for every reader (a second aggregator,
+ * one restarted later). With replicas>=2 the other replicas may not hold
+ * it all: a copy that missed increments whose outcome was unknown (a cut
+ * link: no hint) or whose hints died with a killed ingest is behind for
+ * good, and a node back empty raised only to its replicas would take
+ * those counts with it; the aggregators' last read is the third copy.
+ * Every counter of the node, not only those that read lower: one written
+ * again since the restart may read higher than its old value, and lost it
+ * all the same
  * (the price: a node that evicts the id but was not restarted gets its
  * live counters counted twice; a pool must not evict).
  * The amounts are fixed when the reset is confirmed, and each chunk of
  * restores is sent only after the node was seen to still hold the claimed
  * incarnation. What reached the node after that aggregator's last read and
- * before the reset (at most one interval of writes) is lost, and the
- * warning says so. An aggregator that loses the claim keeps its grow-only
+ * before the reset (at most one interval of writes) is lost with
+ * replicas=1, and the warning says so; with replicas>=2 the other replicas
+ * hold it. An aggregator that loses the claim keeps its grow-only
  * maximum until the restore lands. A node that restarts while no
  * aggregator runs is not restored: nobody saw its counts. A question with a
  * restore due does not settle.
  *
- * replicas>=2: read repair of the nodes that came back empty. A copy on such
+ * replicas>=2: then read repair of the nodes that came back empty (what
+ * reached the node after the last read and before the reset, and what it
+ * missed since). The restorer adds {event}:node:restored:{id} to the node
+ * once every restore is sent; no aggregator repairs the node's copies
+ * before it is there (a raise to a replica's value before the restore
+ * landed would count the restored amount twice), or, should the restorer
+ * die before, AGG_REPAIR_TAKEOVER_MS after the reset. A copy on such
  * a node lower than the largest copy of its counter is raised by the
  * difference, with one increment on its node, when
  * every copy of the counter has read the same for AGG_REPAIR_UP_MS (nothing
@@ -72,6 +88,7 @@
 
 #define AGG_REPAIR_UP_MS 5000u      /* copies and their node stable this long before a repair */
 #define AGG_REPAIR_MAX 20000u       /* copies repaired per pass */
+#define AGG_REPAIR_TAKEOVER_MS 30000u /* another aggregator's restore waited for at most */
 #define AGG_REPAIR_WARN_MS 600000u  /* a reset stays in the warnings this long */
 #define AGG_REPAIR_WARNING_MAX 640u /* bytes of one warning line, NUL included */
 

@@ -94,6 +94,11 @@ size_t key_node_claim(char *buf, const char *event, const char *id)
     return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:node:claim:%s", event, id));
 }
 
+size_t key_node_restored(char *buf, const char *event, const char *id)
+{
+    return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:node:restored:%s", event, id));
+}
+
 size_t key_repair_claim(char *buf, const char *event, const char *id, uint64_t value,
                         const char *counter_key)
 {

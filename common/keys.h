@@ -67,11 +67,13 @@ size_t key_fans_list(char *buf, const char *event, uint64_t slot);
  * node only (aggregate/agg_repair.h); buf holds KEY_NODE_MAX bytes.
  *   {event}:node                       the node's incarnation (an id)
  *   {event}:node:claim:{id}            who restores a node back empty
+ *   {event}:node:restored:{id}         that restore is done (replicas >= 2)
  *   {event}:rr:{id}:{value}:{counter}  who repairs that copy of a counter
  *                                      ({counter}: the key past "{event}:") */
 #define KEY_NODE_MAX 160
 size_t key_node_incarnation(char *buf, const char *event);
 size_t key_node_claim(char *buf, const char *event, const char *id);
+size_t key_node_restored(char *buf, const char *event, const char *id);
 size_t key_repair_claim(char *buf, const char *event, const char *id, uint64_t value,
                         const char *counter_key);
 

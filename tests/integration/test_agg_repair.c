@@ -3,8 +3,15 @@
  *   replicas=1 (2 memcached): both see a node come back empty in the same
  *     pass; exactly one wins the claim and restores it, and the store then
  *     holds every count once (old plus new), not twice;
- *   replicas=2 (3 memcached): both see the same stable copy behind; it is
- *     raised once, to its replica's value, not twice;
+ *   replicas=2 (3 memcached): both see a node come back empty; one restores
+ *     its copies to what they held; both then see the same stable copy
+ *     behind (writes it missed since); it is raised once, not twice;
+ *   replicas=2: a node that held the only full copy of some counts (its
+ *     partners missed increments on a cut link) comes back empty: it gets
+ *     back what the aggregators read on it, not its partners' lower values;
+ *   replicas=2: a node that restarts empty between a pass's read of its id
+ *     and its reads of the counters, with its missed increments replayed
+ *     first, is restored to what it held before, not to those reads;
  *   replicas=2: a write that lands on one replica between the pass's read
  *     of the other and its own (an ingest's increment in flight) is not a
  *     copy behind: the pass that first sees the change raises nothing, and
@@ -143,6 +150,7 @@ struct rig {
     struct agg_keys k;
     struct server sv[3];
     size_t n;
+    char url[300];
     struct agg a, b;
 };
 
@@ -155,10 +163,9 @@ static void rig_open(struct rig *g, size_t n, const char *options)
         assert_true(server_start(&g->sv[i], SERVER_MEMCACHED, 0));
         svs[i] = &g->sv[i];
     }
-    char url[300];
-    server_url(svs, n, options, url, sizeof(url));
-    agg_open(&g->a, url, &g->ef, &g->k);
-    agg_open(&g->b, url, &g->ef, &g->k);
+    server_url(svs, n, options, g->url, sizeof(g->url));
+    agg_open(&g->a, g->url, &g->ef, &g->k);
+    agg_open(&g->b, g->url, &g->ef, &g->k);
     incr_all(g->a.s, &g->k, 5);
     pass(&g->a, &g->k);
     pass(&g->b, &g->k);
@@ -215,50 +222,6 @@ static void test_two_restorers(void **state)
     rig_close(&g);
 }
 
-static void test_two_repairers(void **state)
-{
-    (void)state;
-    struct rig g;
-    rig_open(&g, 3, "replicas=2&timeout_ms=300");
-    rig_restart_empty(&g, 1);
-
-    /* Both see the reset; nothing is repaired before the copies have been
-     * stable for AGG_REPAIR_UP_MS. */
-    pass(&g.a, &g.k);
-    pass(&g.b, &g.k);
-    pass(&g.a, &g.k);
-    pass(&g.b, &g.k);
-    struct agg_repair_stats sa, sb;
-    agg_repair_get_stats(g.a.r, &sa);
-    agg_repair_get_stats(g.b.r, &sb);
-    assert_int_equal(sa.node_resets, 1);
-    assert_int_equal(sb.node_resets, 1);
-    assert_int_equal(sa.keys_repaired + sb.keys_repaired, 0);
-    assert_true(sa.repair_backlog > 0);
-    sleep_ms(AGG_REPAIR_UP_MS + 300);
-    /* The same pass for both: each sees every copy on node 1 stable and
-     * behind; the claims make it one raise. */
-    rig_lockstep(&g);
-    agg_repair_get_stats(g.a.r, &sa);
-    agg_repair_get_stats(g.b.r, &sb);
-    assert_true(sa.keys_repaired + sb.keys_repaired > 0);
-
-    /* Every copy of every key holds 5 now, node 1's included. */
-    struct store_replica_value *v = calloc(g.k.n * 2, sizeof(*v));
-    assert_non_null(v);
-    assert_int_equal(store_mget_replicas(g.a.s, g.k.key, g.k.len, g.k.n, v), STORE_OK);
-    for (size_t i = 0; i < g.k.n * 2; i++)
-        if (v[i].value != 5)
-            fail_msg("copy %zu of %s on node %u reads %llu, want 5", i % 2, g.k.key[i / 2],
-                     (unsigned)v[i].node, (unsigned long long)v[i].value);
-    free(v);
-    pass(&g.a, &g.k);
-    pass(&g.b, &g.k);
-    agg_repair_get_stats(g.a.r, &sa);
-    assert_int_equal(sa.repair_backlog, 0);
-    rig_close(&g);
-}
-
 /* Adds delta to the copies of every key that has one on node `on`:
  * to that copy (on_it) or to its replica (!on_it). */
 static void incr_copies(struct rig *g, uint32_t on, bool on_it, uint64_t delta)
@@ -304,6 +267,53 @@ static void expect_copies(struct rig *g, uint32_t on, uint64_t want_on, uint64_t
     free(v);
 }
 
+static void test_two_repairers(void **state)
+{
+    (void)state;
+    struct rig g;
+    rig_open(&g, 3, "replicas=2&timeout_ms=300");
+    rig_restart_empty(&g, 1);
+
+    /* Both see the reset; one restores node 1's copies to what they held. */
+    rig_lockstep(&g);
+    pass(&g.a, &g.k);
+    pass(&g.b, &g.k);
+    struct agg_repair_stats sa, sb;
+    agg_repair_get_stats(g.a.r, &sa);
+    agg_repair_get_stats(g.b.r, &sb);
+    assert_int_equal(sa.node_resets, 1);
+    assert_int_equal(sb.node_resets, 1);
+    assert_true((sa.keys_restored > 0) != (sb.keys_restored > 0)); /* exactly one */
+    expect_copies(&g, 1, 5, 5);
+
+    /* Increments node 1 missed after the reset (a link cut before they
+     * reached it): nothing is repaired before the copies have been stable
+     * for AGG_REPAIR_UP_MS. */
+    incr_copies(&g, 1, false, 2);
+    pass(&g.a, &g.k);
+    pass(&g.b, &g.k);
+    agg_repair_get_stats(g.a.r, &sa);
+    agg_repair_get_stats(g.b.r, &sb);
+    assert_int_equal(sa.keys_repaired + sb.keys_repaired, 0);
+    assert_true(sa.repair_backlog > 0);
+    sleep_ms(AGG_REPAIR_UP_MS + 300);
+    /* The same pass for both: each sees every copy on node 1 stable and
+     * behind; the claims make it one raise. */
+    rig_lockstep(&g);
+    agg_repair_get_stats(g.a.r, &sa);
+    agg_repair_get_stats(g.b.r, &sb);
+    assert_true(sa.keys_repaired + sb.keys_repaired > 0);
+
+    /* Every copy of a key on node 1 holds 7 now, node 1's included. */
+    expect_copies(&g, 1, 7, 5);
+    pass(&g.a, &g.k);
+    pass(&g.b, &g.k);
+    agg_repair_get_stats(g.a.r, &sa);
+    assert_int_equal(sa.repair_backlog, 0);
+    assert_int_equal(sa.copies_behind, 0);
+    rig_close(&g);
+}
+
 static void test_write_between_two_reads(void **state)
 {
     (void)state;
@@ -334,12 +344,90 @@ static void test_write_between_two_reads(void **state)
     rig_close(&g);
 }
 
+/* The count read by a new aggregator: the largest copy of every key. */
+static void expect_read(struct rig *g, uint32_t on, uint64_t want_on, uint64_t want_other)
+{
+    struct agg c;
+    agg_open(&c, g->url, &g->ef, &g->k);
+    pass(&c, &g->k);
+    struct store_replica_value *v = calloc(g->k.n * 2, sizeof(*v));
+    assert_non_null(v);
+    assert_int_equal(store_mget_replicas(g->a.s, g->k.key, g->k.len, g->k.n, v), STORE_OK);
+    for (size_t i = 0; i < g->k.n; i++) {
+        uint64_t want = v[2 * i].node == on || v[2 * i + 1].node == on ? want_on : want_other;
+        if (c.read[i] != want)
+            fail_msg("%s reads %llu, want %llu", g->k.key[i], (unsigned long long)c.read[i],
+                     (unsigned long long)want);
+    }
+    free(v);
+    agg_close(&c);
+}
+
+static void test_partner_behind(void **state)
+{
+    (void)state;
+    struct rig g;
+    rig_open(&g, 3, "replicas=2&timeout_ms=300");
+    /* 3 increments reached node 1 but not its partners (their link was cut
+     * with the outcome unknown, so nobody holds a hint), and both
+     * aggregators have read them there: node 1 holds the only full copy. */
+    incr_copies(&g, 1, true, 3);
+    pass(&g.a, &g.k);
+    pass(&g.b, &g.k);
+    struct agg_repair_stats sa, sb;
+    agg_repair_get_stats(g.a.r, &sa);
+    assert_true(sa.copies_behind > 0); /* the partners' copies */
+    assert_int_equal(sa.repair_backlog, 0); /* none on a node back empty */
+    rig_restart_empty(&g, 1);
+    incr_all(g.a.s, &g.k, 2);
+
+    /* Node 1 gets back what the aggregators saw on it (5 + 3), once. */
+    rig_lockstep(&g);
+    pass(&g.a, &g.k);
+    pass(&g.b, &g.k);
+    sleep_ms(AGG_REPAIR_UP_MS + 300);
+    pass(&g.a, &g.k);
+    pass(&g.b, &g.k);
+    expect_read(&g, 1, 10, 7);
+    agg_repair_get_stats(g.a.r, &sa);
+    agg_repair_get_stats(g.b.r, &sb);
+    assert_true((sa.keys_restored > 0) != (sb.keys_restored > 0));
+    assert_int_equal(sa.keys_repaired + sb.keys_repaired, 0); /* nothing raised it lower */
+    rig_close(&g);
+}
+
+static void test_restart_within_a_pass(void **state)
+{
+    (void)state;
+    struct rig g;
+    rig_open(&g, 3, "replicas=2&timeout_ms=300");
+    /* The pass reads node 1's id, then node 1 restarts empty and gets the 7
+     * increments it missed while it was down (hints) before the pass reads
+     * its counters: they read 7, higher than the 5 it held, no drop. */
+    step_check(&g.a);
+    rig_restart_empty(&g, 1);
+    incr_copies(&g, 1, true, 7);
+    incr_copies(&g, 1, false, 7);
+    step_read(&g.a, &g.k);
+    step_settle(&g.a, &g.k);
+    pass(&g.a, &g.k);
+    pass(&g.a, &g.k);
+    /* 5 restored under the 7, once: not the 7 read after the restart */
+    expect_copies(&g, 1, 12, 5);
+    struct agg_repair_stats sa;
+    agg_repair_get_stats(g.a.r, &sa);
+    assert_int_equal(sa.node_resets, 1);
+    rig_close(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_restorers),
         cmocka_unit_test(test_two_repairers),
         cmocka_unit_test(test_write_between_two_reads),
+        cmocka_unit_test(test_partner_behind),
+        cmocka_unit_test(test_restart_within_a_pass),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
