@@ -6,10 +6,11 @@ killed and one restarted, a store node stopped and one back empty, an
 aggregator killed). It must end with every count of the dashboard verified
 against the fans' 202s (exit 0); the script's own report is printed.
 
-Without the slow and flaky links: with them, memcached nights are within
-their bounds since a replicas>=2 node back empty gets its copies restored,
-but a Redis night was once short by 1-2 on 3 counts (README, "Rehearsing
-the whole night"), and a test must not fail by chance. The links alone are
+Without the slow and flaky links: with them the nights run since a
+replicas>=2 node back empty gets its copies restored were within their
+bounds, but one Redis night before that change's last fix was short by 1-2
+on 3 counts, unexplained (README, "Rehearsing the whole night"), and a test
+must not fail by chance. The links alone are
 test_store_slow_replica.py's."""
 
 import os
