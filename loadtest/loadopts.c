@@ -16,7 +16,7 @@ enum {
     OPT_THREADS, OPT_PIPELINE, OPT_MAX, OPT_PERIOD, OPT_WINDOW, OPT_SPEEDUP, OPT_QUESTIONS,
     OPT_USERS, OPT_USER_PREFIX, OPT_SEED, OPT_REPLAY, OPT_RECORD, OPT_VERIFY, OPT_VERIFY_DELTA, OPT_VERIFY_TIMEOUT,
     OPT_ADMIN_TOKEN_FILE, OPT_JSON, OPT_TIMEOUT, OPT_ALLOW_REMOTE, OPT_PROGRESS, OPT_NO_PROGRESS,
-    OPT_LOG_LEVEL,
+    OPT_LOG_LEVEL, OPT_THRESHOLD,
 };
 
 static const struct cli_opt options[] = {
@@ -60,6 +60,8 @@ static const struct cli_opt options[] = {
     {"allow-remote", NULL, "allow targets that are not loopback addresses", OPT_ALLOW_REMOTE},
     {"progress", NULL, "live progress line on stderr even when it is not a terminal", OPT_PROGRESS},
     {"no-progress", NULL, "no progress line, even on a terminal", OPT_NO_PROGRESS},
+    {"threshold", "EXPR", "exit 1 unless EXPR holds: p99<5ms, errors<0.1%, acknowledged>=99.9%"
+     " (see Thresholds); repeatable", OPT_THRESHOLD},
     {"log-level", "LEVEL", "error | warn | info | debug; default warn", OPT_LOG_LEVEL},
 };
 
@@ -80,8 +82,14 @@ static const char about[] =
     "  concert  the show: for every question in turn, open it (admin API), run its\n"
     "           burst, close it; --speedup 60 turns a 10-minute period into 10 s\n"
     "\n"
-    "Exit status: 0 done (and verified, with --verify); 1 a verify difference, the\n"
-    "target or the admin API failed, or a verified run was interrupted; 2 bad usage.\n"
+    "Thresholds (--threshold, up to 16; the summary says which held):\n"
+    "  p50|p75|p90|p95|p99|p999|max|mean OP DURATION   latency of the replies (unit required)\n"
+    "  errors|acknowledged OP PERCENT                  of the requests due (never sent too)\n"
+    "  OP is <, <=, > or >=; with no reply (or nothing due) a threshold does not hold.\n"
+    "\n"
+    "Exit status: 0 done (and verified, with --verify; every --threshold held); 1 a\n"
+    "verify difference, a threshold that did not hold, the target or the admin API\n"
+    "failed, or a verified run was interrupted; 2 bad usage.\n"
     "\n"
     "Examples:\n"
     "  rehearse a live night compressed 60x, and prove nothing was lost:\n"
@@ -91,6 +99,9 @@ static const char about[] =
     "  (--verify compares the dashboard's totals with what this run sent, for a fresh\n"
     "  event, and with --users the ultimate fans with the users' acknowledged right\n"
     "  answers; add --verify-delta to compare only the change since the run started)\n"
+    "  a burst that must stay fast and lose nothing (exit 1 otherwise):\n"
+    "    " PROG " --event ev.json --profile burst --rate 10k --duration 1m \\\n"
+    "      --threshold 'p99<5ms' --threshold 'acknowledged>=99.9%'\n"
     "  a minute at 20k answers/s over the open questions, with 64 connections:\n"
     "    " PROG " --event examples/1d-live.json --rate 20k --duration 1m --connections 64\n"
     "  record a run, then replay it twice as fast:\n"
@@ -271,6 +282,15 @@ static bool set_option(void *ctx, int id, const char *val, char *err, size_t err
     case OPT_ALLOW_REMOTE: o->allow_remote = true; return true;
     case OPT_PROGRESS: o->progress = LOADOPTS_PROGRESS_ON; return true;
     case OPT_NO_PROGRESS: o->progress = LOADOPTS_PROGRESS_OFF; return true;
+    case OPT_THRESHOLD:
+        if (o->n_thresholds == LOADTHRESHOLD_MAX) {
+            snprintf(err, errlen, "at most %d thresholds", LOADTHRESHOLD_MAX);
+            return false;
+        }
+        if (!loadthreshold_parse(val, &o->thresholds[o->n_thresholds], err, errlen))
+            return false;
+        o->n_thresholds++;
+        return true;
     case OPT_LOG_LEVEL:
         if (!log_parse_level(val, &o->log_level)) {
             snprintf(err, errlen, "expected error, warn, info or debug");

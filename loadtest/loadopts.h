@@ -14,6 +14,7 @@
 #include "eventfile.h"
 #include "log.h"
 #include "loadprofile.h"
+#include "loadthreshold.h"
 
 #define LOADOPTS_DEFAULT_TARGET "http://127.0.0.1:8080"
 
@@ -55,6 +56,8 @@ struct loadopts {
     bool allow_remote;
     enum loadopts_progress progress;
     enum log_level log_level;
+    struct loadthreshold thresholds[LOADTHRESHOLD_MAX]; /* --threshold, in order */
+    uint32_t n_thresholds;
 };
 
 void loadopts_defaults(struct loadopts *o);

@@ -140,6 +140,37 @@ void loadreport_summary(FILE *out, const struct loadreport *rep)
                     rep->answers_before);
         break;
     }
+    if (rep->n_thresholds > 0) {
+        size_t held = 0;
+        for (size_t i = 0; i < rep->n_thresholds; i++)
+            held += rep->thresholds[i].held;
+        fprintf(out, "  thresholds     %zu of %zu held\n", held, rep->n_thresholds);
+        for (size_t i = 0; i < rep->n_thresholds; i++) {
+            const struct loadreport_threshold *x = &rep->thresholds[i];
+            char v[32];
+            if (x->measured)
+                loadthreshold_format(x->t, x->actual, v, sizeof(v));
+            else
+                snprintf(v, sizeof(v), "nothing to measure");
+            fprintf(out, "    %-24s %-6s (%s)\n", x->t->text, x->held ? "held" : "FAILED", v);
+        }
+    }
+}
+
+size_t loadreport_thresholds(const struct loadthreshold *t, size_t n,
+                             const struct loadengine_result *r, struct loadreport_threshold *out)
+{
+    struct loadthreshold_input in = {.latency = &r->latency,
+                                     .due = r->sent + r->unsent,
+                                     .acked = r->acked,
+                                     .errors = r->errors};
+    size_t failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        out[i].t = &t[i];
+        out[i].held = loadthreshold_eval(&t[i], &in, &out[i].actual, &out[i].measured);
+        failed += !out[i].held;
+    }
+    return failed;
 }
 
 static int set_new(json_t *obj, const char *key, json_t *v)
@@ -315,6 +346,26 @@ bool loadreport_json(const char *path, const struct loadreport *rep, char *err, 
     set_new(root, "peak_rps", json_integer((json_int_t)loadreport_peak(rep)));
     set_new(root, "latency_ms", latency_json(&r->latency));
     set_new(root, "verify", verify_json(rep));
+    json_t *th = json_array();
+    for (size_t i = 0; th != NULL && i < rep->n_thresholds; i++) {
+        const struct loadreport_threshold *x = &rep->thresholds[i];
+        json_t *o = json_object();
+        if (o == NULL)
+            break;
+        set_new(o, "threshold", json_string(x->t->text));
+        set_new(o, "held", json_boolean(x->held));
+        set_new(o, "value", x->measured ? json_real(x->t->metric == LOADTHRESHOLD_ERRORS ||
+                                                            x->t->metric == LOADTHRESHOLD_ACKED
+                                                        ? x->actual
+                                                        : x->actual / 1000.0)
+                                        : json_null());
+        set_new(o, "unit", json_string(x->t->metric == LOADTHRESHOLD_ERRORS ||
+                                               x->t->metric == LOADTHRESHOLD_ACKED
+                                           ? "percent"
+                                           : "ms"));
+        json_array_append_new(th, o);
+    }
+    set_new(root, "thresholds", th);
     set_new(root, "series", series_json(rep));
 
     size_t n = strlen(path) + 8;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "loadengine.h"
+#include "loadthreshold.h"
 #include "loadverify.h"
 
 struct loadreport_second {
@@ -19,6 +20,14 @@ struct loadreport_second {
     uint64_t sent, acked, errors; /* during that second */
     uint64_t replies;       /* latencies recorded during that second */
     uint64_t p99_us;
+};
+
+/* A --threshold and what the run measured for it. */
+struct loadreport_threshold {
+    const struct loadthreshold *t; /* ref */
+    bool held;
+    bool measured; /* there was a reply (or a request due) to judge by */
+    double actual; /* us or percent */
 };
 
 enum loadreport_verify {
@@ -57,7 +66,15 @@ struct loadreport {
     const struct loadverify_diffs *diffs;  /* ref, may be NULL */
     uint64_t compared;
     uint64_t generation;
+
+    const struct loadreport_threshold *thresholds; /* ref */
+    size_t n_thresholds;
 };
+
+/* Evaluates the thresholds against the run's result (out[i] for t[i]);
+ * the count that did not hold. */
+size_t loadreport_thresholds(const struct loadthreshold *t, size_t n,
+                             const struct loadengine_result *r, struct loadreport_threshold *out);
 
 /* "  12s  sent 12000  ok 11990  err 10  now 1000/s  p99 1.23ms  left 48s" */
 void loadreport_progress_line(char *buf, size_t len, double elapsed_s, double left_s,

@@ -745,6 +745,12 @@ int loadrun(const struct loadopts *o)
         }
     }
 
+    struct loadreport_threshold held[LOADTHRESHOLD_MAX];
+    size_t thresholds_failed =
+        loadreport_thresholds(o->thresholds, o->n_thresholds, &res, held);
+    rep.thresholds = held;
+    rep.n_thresholds = o->n_thresholds;
+
     loadreport_summary(stdout, &rep);
     fflush(stdout);
     bool json_ok = true;
@@ -756,6 +762,8 @@ int loadrun(const struct loadopts *o)
     if (!engine_ok || !json_ok || run->admin_errors > 0)
         status = 1;
     if (o->verify_url != NULL && rep.verify != LOADREPORT_VERIFY_PASSED)
+        status = 1;
+    if (thresholds_failed > 0)
         status = 1;
 
 done:

@@ -8,6 +8,8 @@
 - a stub dashboard that passes the real stats through verifies (the
   control), and the same stub with one count altered makes --verify exit 1
   and name the count;
+- --threshold sets the exit status: held (exit 0, the summary and --json
+  say so), one that does not hold (exit 1, named), a malformed one (exit 2);
 - usage errors exit 2, --help exits 0, a non-loopback target is refused.
 """
 
@@ -158,6 +160,26 @@ def main():
         c.eq(p.returncode, 1, "totals differ on a server that already counted")
         c.true("--verify-delta" in p.stderr and "--verify-delta" in p.stdout,
                "the warning and the summary suggest --verify-delta")
+        # Thresholds set the exit status: held on the open question, not
+        # on one the concert closed (every answer a 409).
+        report = os.path.join(tmp, "thresholds.json")
+        p = run_loadtest(["--target", url, "--event", event, "--rate", "400", "--requests", "200",
+                          "--threshold", "acknowledged>=100%", "--threshold", "p99<10s",
+                          "--threshold", "errors<=0%", "--json", report, "--no-progress"])
+        c.eq(p.returncode, 0, "thresholds that hold: exit 0")
+        c.true("thresholds     3 of 3 held" in p.stdout, "the summary says 3 of 3 held")
+        with open(report) as f:
+            rep = json.load(f)
+        c.eq([(t["threshold"], t["held"], t["unit"]) for t in rep["thresholds"]],
+             [("acknowledged>=100%", True, "percent"), ("p99<10s", True, "ms"),
+              ("errors<=0%", True, "percent")], "json thresholds")
+        c.eq(rep["thresholds"][0]["value"], 100.0, "json: acknowledged 100%")
+        p = run_loadtest(["--target", url, "--event", event, "--rate", "400", "--requests", "100",
+                          "--questions", "3", "--threshold", "acknowledged>99.9%",
+                          "--threshold", "p99<10s", "--no-progress"])
+        c.eq(p.returncode, 1, "a threshold that does not hold: exit 1")
+        c.true("thresholds     1 of 2 held" in p.stdout and "FAILED" in p.stdout,
+               "the summary names the one that failed")
         srv.stop()
 
         # 3. A stub dashboard in front of a fresh server: faithful (the
@@ -194,6 +216,12 @@ def main():
         c.eq(p.returncode, 2, "unknown flag exits 2")
         c.eq(len(p.stderr.strip().splitlines()), 1, "one line for a usage error")
         c.eq(run_loadtest(["--event", event]).returncode, 2, "steady without a bound exits 2")
+        for bad in ("p99<5", "p98<5ms", "errors<5", "acknowledged>101%", "p99", "p99<"):
+            p = run_loadtest(["--event", event, "--duration", "1s", "--threshold", bad])
+            c.eq(p.returncode, 2, "--threshold %r exits 2" % bad)
+            c.true(p.stderr.startswith("livetally-loadtest: --threshold ") and
+                   len(p.stderr.strip().splitlines()) == 1,
+                   "--threshold %r: one line naming the flag" % bad)
         p = run_loadtest(["--event", event, "--duration", "1s", "--target", "http://192.0.2.1:80"])
         c.eq(p.returncode, 2, "a non-loopback target is refused")
         c.true("--allow-remote" in p.stderr, "the refusal names --allow-remote")
