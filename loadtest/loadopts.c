@@ -54,7 +54,8 @@ static const struct cli_opt options[] = {
     {"verify-timeout", "D", "how long to wait for fresh snapshots; default 30s", OPT_VERIFY_TIMEOUT},
     {"admin-token-file", "FILE", "admin bearer token; the concert opens and closes questions with it",
      OPT_ADMIN_TOKEN_FILE},
-    {"json", "FILE", "write every figure as JSON (summary, errors, latency, verify, per-second series)",
+    {"json", "FILE", "write every figure as JSON (summary, errors, latency, verify, per-second series);"
+     " - is stdout (the summary then goes to stderr)",
      OPT_JSON},
     {"timeout", "D", "give up on a request (and its connection) after D; default 10s", OPT_TIMEOUT},
     {"allow-remote", NULL, "allow targets that are not loopback addresses", OPT_ALLOW_REMOTE},

@@ -368,6 +368,14 @@ bool loadreport_json(const char *path, const struct loadreport *rep, char *err, 
     set_new(root, "thresholds", th);
     set_new(root, "series", series_json(rep));
 
+    if (strcmp(path, "-") == 0) {
+        ok = json_dumpf(root, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER |
+                                          JSON_REAL_PRECISION(9)) == 0 &&
+             fputc('\n', stdout) != EOF && fflush(stdout) == 0;
+        if (!ok)
+            snprintf(err, errlen, "--json -: cannot write to stdout: %s", strerror(errno));
+        goto done;
+    }
     size_t n = strlen(path) + 8;
     tmp = malloc(n);
     if (tmp == NULL) {

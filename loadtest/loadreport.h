@@ -83,7 +83,8 @@ void loadreport_progress_line(char *buf, size_t len, double elapsed_s, double le
 
 void loadreport_summary(FILE *out, const struct loadreport *rep);
 
-/* Writes the JSON file (replaced atomically: written aside, then renamed). */
+/* Writes the JSON file (replaced atomically: written aside, then renamed);
+ * "-": to stdout. */
 bool loadreport_json(const char *path, const struct loadreport *rep, char *err, size_t errlen);
 
 /* The highest replies/s of any second of the series. */

@@ -325,7 +325,7 @@ static int setup(struct run *run)
                               o->connections, (unsigned long long)rl.rlim_cur);
     }
     /* A report that cannot be written should fail now, not after the run. */
-    if (o->json_path != NULL && !writable(o->json_path))
+    if (o->json_path != NULL && strcmp(o->json_path, "-") != 0 && !writable(o->json_path))
         return usage_fail("--json %s: %s", o->json_path, strerror(errno));
     if (!loadhist_init(&run->interval, LOADHIST_HIGHEST_US, LOADHIST_DIGITS) ||
         !loadhist_init(&run->so_far, LOADHIST_HIGHEST_US, LOADHIST_DIGITS))
@@ -751,8 +751,10 @@ int loadrun(const struct loadopts *o)
     rep.thresholds = held;
     rep.n_thresholds = o->n_thresholds;
 
-    loadreport_summary(stdout, &rep);
-    fflush(stdout);
+    /* --json -: stdout is the JSON's alone, so that it parses */
+    FILE *summary = o->json_path != NULL && strcmp(o->json_path, "-") == 0 ? stderr : stdout;
+    loadreport_summary(summary, &rep);
+    fflush(summary);
     bool json_ok = true;
     if (o->json_path != NULL && !loadreport_json(o->json_path, &rep, err, sizeof(err))) {
         fprintf(stderr, "%s: %s\n", PROG, err);

@@ -8,6 +8,7 @@
 - a stub dashboard that passes the real stats through verifies (the
   control), and the same stub with one count altered makes --verify exit 1
   and name the count;
+- `--json -` writes the JSON to stdout (the summary to stderr);
 - --threshold sets the exit status: held (exit 0, the summary and --json
   say so), one that does not hold (exit 1, named), a malformed one (exit 2);
 - usage errors exit 2, --help exits 0, a non-loopback target is refused.
@@ -29,9 +30,9 @@ import ltutil as lt  # noqa: E402
 LOADTEST = lt.binary("livetally-loadtest")
 
 
-def run_loadtest(args, timeout=120):
+def run_loadtest(args, timeout=120, cwd=None):
     p = subprocess.run([LOADTEST] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       stdin=subprocess.DEVNULL, timeout=timeout, text=True)
+                       stdin=subprocess.DEVNULL, timeout=timeout, text=True, cwd=cwd)
     sys.stdout.write(p.stdout)
     if p.stderr:
         sys.stdout.write("[stderr] " + p.stderr)
@@ -180,6 +181,17 @@ def main():
         c.eq(p.returncode, 1, "a threshold that does not hold: exit 1")
         c.true("thresholds     1 of 2 held" in p.stdout and "FAILED" in p.stdout,
                "the summary names the one that failed")
+        # --json -: the JSON alone on stdout, the summary on stderr, no file "-"
+        p = run_loadtest(["--target", url, "--event", event, "--rate", "400", "--requests", "50",
+                          "--json", "-", "--no-progress"], cwd=tmp)
+        c.eq(p.returncode, 0, "--json - exits 0")
+        try:
+            rep = json.loads(p.stdout)
+        except ValueError:
+            rep = {}
+        c.eq(rep.get("sent"), 50, "--json -: stdout is the JSON report")
+        c.true("acknowledged   50 (202)" in p.stderr, "--json -: the summary is on stderr")
+        c.true(not os.path.exists(os.path.join(tmp, "-")), "--json -: no file named -")
         srv.stop()
 
         # 3. A stub dashboard in front of a fresh server: faithful (the
