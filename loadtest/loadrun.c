@@ -172,15 +172,23 @@ static void describe(struct run *run)
         snprintf(run->shape, sizeof(run->shape), "steady %g/s%s", o->rate, bound);
         return;
     }
-    loadunits_format_duration(o->window_us, w, sizeof(w));
-    loadunits_format_duration(o->period_us, p, sizeof(p));
+    /* the times as they run; the show's own beside them when sped up */
+    loadunits_format_duration((uint64_t)((double)o->window_us / o->speedup), w, sizeof(w));
+    loadunits_format_duration((uint64_t)((double)o->period_us / o->speedup), p, sizeof(p));
+    char shown[128] = "";
+    if (o->speedup != 1) {
+        char sw[32], sp[32];
+        loadunits_format_duration(o->window_us, sw, sizeof(sw));
+        loadunits_format_duration(o->period_us, sp, sizeof(sp));
+        snprintf(shown, sizeof(shown), " (%s every %s at speedup %g)", sw, sp, o->speedup);
+    }
     if (o->profile == LOADPROFILE_BURST)
-        snprintf(run->shape, sizeof(run->shape), "bursts of %s every %s, peak %g/s, speedup %g%s", w,
-                 p, o->rate, o->speedup, bound);
+        snprintf(run->shape, sizeof(run->shape), "bursts of %s every %s%s, peak %g/s%s", w, p,
+                 shown, o->rate, bound);
     else
         snprintf(run->shape, sizeof(run->shape),
-                 "concert of %u question%s, window %s every %s, peak %g/s, speedup %g%s",
-                 run->n_slots, run->n_slots == 1 ? "" : "s", w, p, o->rate, o->speedup, bound);
+                 "concert of %u question%s, window %s every %s%s, peak %g/s%s", run->n_slots,
+                 run->n_slots == 1 ? "" : "s", w, p, shown, o->rate, bound);
 }
 
 static int plan_concert(struct run *run)

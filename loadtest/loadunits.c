@@ -177,13 +177,15 @@ void loadunits_format_duration(uint64_t us, char *buf, size_t len)
 {
     if (len == 0)
         return;
+    /* Each unit up to where its rounding would reach the next one: 999.6 ms
+     * with 3 digits is "1e+03ms", and 59m59.6s would be "60m00s". */
     if (us < 1000) {
         snprintf(buf, len, "%lluus", (unsigned long long)us);
-    } else if (us < 1000000) {
+    } else if (us < 999500) {
         snprintf(buf, len, "%.3gms", (double)us / 1e3);
     } else if (us < 60000000) {
         snprintf(buf, len, "%.3gs", (double)us / 1e6);
-    } else if (us < 3600000000ull) {
+    } else if (us < 3599500000ull) {
         uint64_t s = (us + 500000) / 1000000;
         snprintf(buf, len, "%llum%02llus", (unsigned long long)(s / 60),
                  (unsigned long long)(s % 60));

@@ -112,6 +112,8 @@ def main():
                           "--verify", url, "--json", report, "--no-progress", "--seed", "42"])
         c.eq(p.returncode, 0, "concert with --verify exits 0")
         c.true("verify         passed" in p.stdout, "the summary says verify passed")
+        c.true("window 3s every 6s (5m00s every 10m00s at speedup 100)" in p.stdout,
+               "the header gives the times as they ran, the show's beside them")
         with open(report) as f:
             rep = json.load(f)
         c.true(rep["sent"] > 1000, "the concert sent answers")

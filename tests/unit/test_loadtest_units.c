@@ -111,6 +111,23 @@ static void test_format_duration(void **state)
     assert_string_equal(b, "2m05s");
     loadunits_format_duration(3720000000ull, b, sizeof(b));
     assert_string_equal(b, "1h02m");
+    /* where a unit's rounding reaches the next (the progress line's "left") */
+    static const struct {
+        uint64_t us;
+        const char *want;
+    } edges[] = {
+        {999, "999us"},         {1000, "1ms"},          {999499, "999ms"},
+        {999500, "1s"},         {999999, "1s"},         {1000000, "1s"},
+        {59999999, "60s"},      {60000000, "1m00s"},    {3599499999ull, "59m59s"},
+        {3599500000ull, "1h00m"}, {3600000000ull, "1h00m"},
+    };
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+        loadunits_format_duration(edges[i].us, b, sizeof(b));
+        if (strcmp(b, edges[i].want) != 0)
+            fail_msg("%llu us: \"%s\", want \"%s\"", (unsigned long long)edges[i].us, b,
+                     edges[i].want);
+        assert_null(strchr(b, 'e'));
+    }
 }
 
 int main(void)
