@@ -191,6 +191,29 @@ static void describe(struct run *run)
                  run->n_slots == 1 ? "" : "s", w, p, shown, o->rate, bound);
 }
 
+/* More than half the replies were 409 question_not_open or question_closed:
+ * the run measured a target that counted nothing (a recording replayed
+ * without its questions opened, questions closed since), whatever its
+ * latency says. */
+static bool mostly_not_open(const struct loadengine_result *r)
+{
+    uint64_t refused = 0;
+    for (uint32_t i = 0; i < r->errs.n; i++)
+        if (r->errs.e[i].status == 409 &&
+            (strcmp(r->errs.e[i].code, "question_not_open") == 0 ||
+             strcmp(r->errs.e[i].code, "question_closed") == 0))
+            refused += r->errs.e[i].count;
+    if (r->completed == 0 || refused * 2 <= r->completed)
+        return false;
+    fprintf(stderr,
+            "%s: %" PRIu64 " of %" PRIu64 " replies were 409 question_not_open or "
+            "question_closed: the target "
+            "counted almost nothing (open the questions first: the admin API, or --profile "
+            "concert with --admin-token-file, which opens them itself)\n",
+            PROG, refused, r->completed);
+    return true;
+}
+
 static int plan_concert(struct run *run)
 {
     const struct loadprofile *p = &run->profile;
@@ -774,6 +797,8 @@ int loadrun(const struct loadopts *o)
     if (o->verify_url != NULL && rep.verify != LOADREPORT_VERIFY_PASSED)
         status = 1;
     if (thresholds_failed > 0)
+        status = 1;
+    if (mostly_not_open(&res))
         status = 1;
 
 done:

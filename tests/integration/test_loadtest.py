@@ -8,7 +8,8 @@
 - a stub dashboard that passes the real stats through verifies (the
   control), and the same stub with one count altered makes --verify exit 1
   and name the count;
-- `--json -` writes the JSON to stdout (the summary to stderr);
+- `--json -` writes the JSON to stdout (the summary to stderr); a run whose
+  replies are mostly 409 question_not_open (or _closed) exits 1 and says so;
 - --threshold sets the exit status: held (exit 0, the summary and --json
   say so), one that does not hold (exit 1, named), a malformed one (exit 2);
 - usage errors exit 2, --help exits 0, a non-loopback target is refused.
@@ -183,6 +184,13 @@ def main():
         c.eq(p.returncode, 1, "a threshold that does not hold: exit 1")
         c.true("thresholds     1 of 2 held" in p.stdout and "FAILED" in p.stdout,
                "the summary names the one that failed")
+        # Answers to a question the concert closed: every reply a 409, and
+        # the run fails for it with a clear line, thresholds or not.
+        p = run_loadtest(["--target", url, "--event", event, "--rate", "400", "--requests", "60",
+                          "--questions", "3", "--no-progress"])
+        c.eq(p.returncode, 1, "most replies 409 question_not_open: exit 1")
+        c.true("60 of 60 replies were 409 question_not_open or question_closed" in p.stderr,
+               "the run says why it failed")
         # --json -: the JSON alone on stdout, the summary on stderr, no file "-"
         p = run_loadtest(["--target", url, "--event", event, "--rate", "400", "--requests", "50",
                           "--json", "-", "--no-progress"], cwd=tmp)
