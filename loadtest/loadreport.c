@@ -96,14 +96,17 @@ void loadreport_summary(FILE *out, const struct loadreport *rep)
     fprintf(out, "  achieved       %.1f replies/s (peak second %" PRIu64 ")\n", achieved_rps(rep),
             loadreport_peak(rep));
     if (r->latency.total > 0) {
-        char p50[16], p90[16], p99[16], p999[16], mx[16];
+        char p50[16], p75[16], p90[16], p95[16], p99[16], p999[16], mx[16];
         fmt_ms(p50, sizeof(p50), loadhist_percentile(&r->latency, 50));
+        fmt_ms(p75, sizeof(p75), loadhist_percentile(&r->latency, 75));
         fmt_ms(p90, sizeof(p90), loadhist_percentile(&r->latency, 90));
+        fmt_ms(p95, sizeof(p95), loadhist_percentile(&r->latency, 95));
         fmt_ms(p99, sizeof(p99), loadhist_percentile(&r->latency, 99));
         fmt_ms(p999, sizeof(p999), loadhist_percentile(&r->latency, 99.9));
         fmt_ms(mx, sizeof(mx), r->latency.max);
-        fprintf(out, "  latency ms     p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (%s)\n", p50, p90,
-                p99, p999, mx,
+        fprintf(out, "  latency ms     p50 %s  p75 %s  p90 %s  p95 %s  p99 %s  p99.9 %s  max %s\n"
+                     "                 (%s)\n",
+                p50, p75, p90, p95, p99, p999, mx,
                 strcmp(rep->mode, "max") == 0 ? "from the send" : "from the intended send time");
     }
     if (rep->admin_errors)
@@ -184,7 +187,9 @@ static json_t *latency_json(const struct loadhist *h)
     if (o == NULL)
         return NULL;
     set_new(o, "p50", json_real(ms(loadhist_percentile(h, 50))));
+    set_new(o, "p75", json_real(ms(loadhist_percentile(h, 75))));
     set_new(o, "p90", json_real(ms(loadhist_percentile(h, 90))));
+    set_new(o, "p95", json_real(ms(loadhist_percentile(h, 95))));
     set_new(o, "p99", json_real(ms(loadhist_percentile(h, 99))));
     set_new(o, "p999", json_real(ms(loadhist_percentile(h, 99.9))));
     set_new(o, "max", json_real(ms(h->total ? h->max : 0)));
@@ -308,7 +313,10 @@ static json_t *series_json(const struct loadreport *rep)
         set_new(o, "acknowledged", json_integer((json_int_t)s->acked));
         set_new(o, "errors", json_integer((json_int_t)s->errors));
         set_new(o, "replies", json_integer((json_int_t)s->replies));
+        set_new(o, "p50_ms", s->replies ? json_real(ms(s->p50_us)) : json_null());
+        set_new(o, "p90_ms", s->replies ? json_real(ms(s->p90_us)) : json_null());
         set_new(o, "p99_ms", s->replies ? json_real(ms(s->p99_us)) : json_null());
+        set_new(o, "p999_ms", s->replies ? json_real(ms(s->p999_us)) : json_null());
         json_array_append_new(a, o);
     }
     return a;

@@ -19,7 +19,7 @@ struct loadreport_second {
     uint32_t t;             /* seconds since the start, the end of the second */
     uint64_t sent, acked, errors; /* during that second */
     uint64_t replies;       /* latencies recorded during that second */
-    uint64_t p99_us;
+    uint64_t p50_us, p90_us, p99_us, p999_us;
 };
 
 /* A --threshold and what the run measured for it. */

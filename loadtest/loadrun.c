@@ -552,7 +552,10 @@ static void sample(struct run *run, struct loadengine *e, uint32_t t_s, double e
     s->acked = p.acked - run->prev.acked;
     s->errors = p.errors - run->prev.errors;
     s->replies = run->interval.total;
+    s->p50_us = loadhist_percentile(&run->interval, 50);
+    s->p90_us = loadhist_percentile(&run->interval, 90);
     s->p99_us = loadhist_percentile(&run->interval, 99);
+    s->p999_us = loadhist_percentile(&run->interval, 99.9);
     run->prev = p;
     if (run->progress) {
         char line[256];

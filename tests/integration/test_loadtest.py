@@ -123,12 +123,17 @@ def main():
         c.eq(rep["verify"]["passed"], True, "json verify.passed")
         c.eq(rep["verify"]["mode"], "totals", "json verify.mode")
         c.eq(rep["verify"]["differences"], [], "json verify.differences")
-        for k in ("p50", "p90", "p99", "p999", "max"):
+        for k in ("p50", "p75", "p90", "p95", "p99", "p999", "max"):
             c.true(k in rep["latency_ms"] and rep["latency_ms"][k] >= 0, "latency_ms." + k)
         c.true(rep["latency_ms"]["p50"] <= rep["latency_ms"]["p99"] <= rep["latency_ms"]["max"],
                "percentiles are ordered")
         c.true(rep["achieved_rps"] > 0, "achieved_rps")
         c.eq(sum(s["sent"] for s in rep["series"]), rep["sent"], "the series adds up to sent")
+        busy = [s for s in rep["series"] if s["replies"] > 0]
+        c.true(busy and all(s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["p999_ms"]
+                            for s in busy), "per second: p50 <= p90 <= p99 <= p999")
+        c.true(all(s["p50_ms"] is None for s in rep["series"] if s["replies"] == 0),
+               "per second: no percentiles without replies")
         c.eq(sum(s["acknowledged"] for s in rep["series"]), rep["acknowledged"],
              "the series adds up to acknowledged")
         c.true(15 <= rep["elapsed_s"] <= 40, "compressed to ~20 s (%.1f)" % rep["elapsed_s"])
