@@ -58,6 +58,21 @@ static double achieved_rps(const struct loadreport *rep)
     return rep->elapsed_s > 0 ? (double)rep->r->completed / rep->elapsed_s : 0;
 }
 
+/* The seconds of the series in which replies came, and the replies/s over
+ * them: a concert is mostly idle gaps, which the whole-run average hides. */
+static double active_rps(const struct loadreport *rep, uint64_t *seconds)
+{
+    uint64_t n = 0, replies = 0;
+    for (size_t i = 0; i < rep->n_series; i++) {
+        if (rep->series[i].replies == 0)
+            continue;
+        n++;
+        replies += rep->series[i].replies;
+    }
+    *seconds = n;
+    return n > 0 ? (double)replies / (double)n : 0;
+}
+
 static void print_errors(FILE *out, const struct loadengine_result *r)
 {
     fprintf(out, "  errors         %" PRIu64, r->errors);
@@ -93,8 +108,13 @@ void loadreport_summary(FILE *out, const struct loadreport *rep)
         fprintf(out, "  never sent     %" PRIu64 " (due, but the run ended first)\n", r->unsent);
     if (r->connect_failures)
         fprintf(out, "  connect fails  %" PRIu64 "\n", r->connect_failures);
-    fprintf(out, "  achieved       %.1f replies/s (peak second %" PRIu64 ")\n", achieved_rps(rep),
+    uint64_t active_s = 0;
+    double active = active_rps(rep, &active_s);
+    fprintf(out, "  achieved       %.1f replies/s (peak second %" PRIu64 ")", achieved_rps(rep),
             loadreport_peak(rep));
+    if (active_s > 0 && (double)active_s + 1 < rep->elapsed_s)
+        fprintf(out, "; %.1f/s over the %" PRIu64 " s with replies", active, active_s);
+    fputc('\n', out);
     if (r->latency.total > 0) {
         char p50[16], p75[16], p90[16], p95[16], p99[16], p999[16], mx[16];
         fmt_ms(p50, sizeof(p50), loadhist_percentile(&r->latency, 50));
@@ -351,6 +371,10 @@ bool loadreport_json(const char *path, const struct loadreport *rep, char *err, 
     set_new(root, "connect_failures", json_integer((json_int_t)r->connect_failures));
     set_new(root, "admin_errors", json_integer((json_int_t)rep->admin_errors));
     set_new(root, "achieved_rps", json_real(achieved_rps(rep)));
+    uint64_t active_s = 0;
+    double active = active_rps(rep, &active_s);
+    set_new(root, "active_rps", json_real(active));
+    set_new(root, "active_seconds", json_integer((json_int_t)active_s));
     set_new(root, "peak_rps", json_integer((json_int_t)loadreport_peak(rep)));
     set_new(root, "latency_ms", latency_json(&r->latency));
     set_new(root, "verify", verify_json(rep));
