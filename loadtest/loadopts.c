@@ -16,13 +16,14 @@ enum {
     OPT_THREADS, OPT_PIPELINE, OPT_MAX, OPT_PERIOD, OPT_WINDOW, OPT_SPEEDUP, OPT_QUESTIONS,
     OPT_USERS, OPT_USER_PREFIX, OPT_SEED, OPT_REPLAY, OPT_RECORD, OPT_VERIFY, OPT_VERIFY_DELTA, OPT_VERIFY_TIMEOUT,
     OPT_ADMIN_TOKEN_FILE, OPT_JSON, OPT_TIMEOUT, OPT_ALLOW_REMOTE, OPT_PROGRESS, OPT_NO_PROGRESS,
-    OPT_LOG_LEVEL, OPT_THRESHOLD,
+    OPT_LOG_LEVEL, OPT_THRESHOLD, OPT_STAGES,
 };
 
 static const struct cli_opt options[] = {
     {"target", "URL", "ingest (or livetally) base URL; default " LOADOPTS_DEFAULT_TARGET, OPT_TARGET},
     {"event", "FILE", "the event file: questions, options, correct answers, age buckets", OPT_EVENT},
     {"profile", "NAME", "steady | burst | concert; default steady", OPT_PROFILE},
+    {"stages", "LIST", "ramps and holds: 10s:1k,30s:20k,1m:20k,10s:0 (see Stages)", OPT_STAGES},
     {"rate", "N", "requests/s: constant (steady) or peak of each burst; 20k, 2.5k/s; default 1000",
      OPT_RATE},
     {"duration", "D", "stop after D (500ms, 10s, 2m, 1h); steady/burst need it or --requests",
@@ -82,6 +83,11 @@ static const char about[] =
     "           first seconds, then an exponential decay\n"
     "  concert  the show: for every question in turn, open it (admin API), run its\n"
     "           burst, close it; --speedup 60 turns a 10-minute period into 10 s\n"
+    "\n"
+    "Stages (--stages, instead of --rate and --duration, up to 32, k6 style):\n"
+    "  DURATION:RATE,...  each stage goes linearly from the rate the one before ended at\n"
+    "                     (0 for the first) to RATE over DURATION: 10s:1k ramps to 1000/s\n"
+    "                     in 10 s, then 30s:1k holds it, 5s:0 ramps down\n"
     "\n"
     "Thresholds (--threshold, up to 16; the summary says which held):\n"
     "  p50|p75|p90|p95|p99|p999|max|mean OP DURATION   latency of the replies (unit required)\n"
@@ -284,6 +290,11 @@ static bool set_option(void *ctx, int id, const char *val, char *err, size_t err
     case OPT_ALLOW_REMOTE: o->allow_remote = true; return true;
     case OPT_PROGRESS: o->progress = LOADOPTS_PROGRESS_ON; return true;
     case OPT_NO_PROGRESS: o->progress = LOADOPTS_PROGRESS_OFF; return true;
+    case OPT_STAGES:
+        if (!loadprofile_parse_stages(val, o->stages, &o->n_stages, err, errlen))
+            return false;
+        o->stages_text = val;
+        return true;
     case OPT_THRESHOLD:
         if (o->n_thresholds == LOADTHRESHOLD_MAX) {
             snprintf(err, errlen, "at most %d thresholds", LOADTHRESHOLD_MAX);
@@ -320,6 +331,8 @@ bool loadopts_check(const struct loadopts *o, char *err, size_t errlen)
             return bad(err, errlen, "--replay sends the recorded timing; it cannot be combined with --profile");
         if (o->closed_loop)
             return bad(err, errlen, "--replay and --max cannot be combined");
+        if (o->n_stages > 0)
+            return bad(err, errlen, "--replay keeps the recorded timing; --stages does not apply");
         if (o->rate_set)
             return bad(err, errlen, "--replay keeps the recorded rate; use --speedup to change it");
         if (bounded)
@@ -339,6 +352,13 @@ bool loadopts_check(const struct loadopts *o, char *err, size_t errlen)
             return bad(err, errlen, "--max is a closed loop; it has no burst or concert shape");
         if (o->rate_set)
             return bad(err, errlen, "--max sends as fast as replies come; drop --rate");
+    }
+    if (o->n_stages > 0) {
+        if (o->profile != LOADPROFILE_STEADY || o->closed_loop)
+            return bad(err, errlen, "--stages is a rate shape of its own: drop --profile and --max");
+        if (o->rate_set || o->duration_us != 0)
+            return bad(err, errlen, "--stages sets the rate and the duration: drop --rate and --duration");
+        bounded = true;
     }
     if (o->profile == LOADPROFILE_STEADY) {
         if (!bounded)

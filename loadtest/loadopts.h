@@ -57,6 +57,9 @@ struct loadopts {
     enum loadopts_progress progress;
     enum log_level log_level;
     struct loadthreshold thresholds[LOADTHRESHOLD_MAX]; /* --threshold, in order */
+    struct loadprofile_stage stages[LOADPROFILE_STAGES_MAX]; /* --stages */
+    uint32_t n_stages;
+    const char *stages_text; /* as given (ref) */
     uint32_t n_thresholds;
 };
 

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "loadunits.h"
+
 #define US_PER_S 1e6
 /* The ramp is a tenth of the window, at most this long (before speedup). */
 #define MAX_RAMP_US 2e6
@@ -63,11 +65,93 @@ static double burst_inverse(const struct loadprofile *p, double x)
     return us > p->window_us ? p->window_us : us;
 }
 
+bool loadprofile_parse_stages(const char *s, struct loadprofile_stage *out, uint32_t *n,
+                              char *err, size_t errlen)
+{
+    if (s == NULL || *s == '\0')
+        return fail(err, errlen, "expected DURATION:RATE[,DURATION:RATE...] such as 10s:1k,1m:1k");
+    uint32_t k = 0;
+    const char *p = s;
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        char item[64];
+        if (len == 0 || len >= sizeof(item))
+            return fail(err, errlen, "stage %u: expected DURATION:RATE such as 30s:20k", k + 1);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        char *colon = strchr(item, ':');
+        if (colon == NULL)
+            return fail(err, errlen, "stage %u (%s): expected DURATION:RATE such as 30s:20k",
+                        k + 1, item);
+        *colon = '\0';
+        if (k == LOADPROFILE_STAGES_MAX)
+            return fail(err, errlen, "at most %d stages", LOADPROFILE_STAGES_MAX);
+        if (!loadunits_duration_us(item, 1000, 24ull * 3600 * 1000000, &out[k].duration_us))
+            return fail(err, errlen, "stage %u: duration %s: expected 1ms to 24h (500ms, 30s, 2m)",
+                        k + 1, item);
+        if (!loadunits_rate(colon + 1, 0, 10e6, &out[k].rate))
+            return fail(err, errlen, "stage %u: rate %s: expected 0 to 10M per second (0, 500, 20k)",
+                        k + 1, colon + 1);
+        k++;
+        p += len;
+        if (*p == '\0')
+            break;
+        p++; /* the comma: a trailing one leaves an empty stage, refused above */
+    }
+    *n = k;
+    return true;
+}
+
+/* Within stage i, the time (us from its start) at which c more arrivals than
+ * at its start are due: r0 t + (r1 - r0) t^2 / 2D = c, solved in the form
+ * that stays exact when r0 is 0 or the stage is flat. */
+static double stage_inverse(const struct loadprofile *p, uint32_t i, double c)
+{
+    double r0 = i == 0 ? 0 : p->p.stages[i - 1].rate;
+    double r1 = p->p.stages[i].rate;
+    double d = (double)p->p.stages[i].duration_us / US_PER_S;
+    double a = (r1 - r0) / (2 * d);
+    double disc = r0 * r0 + 4 * a * c;
+    double t = disc <= 0 ? d : 2 * c / (r0 + sqrt(disc));
+    if (t > d)
+        t = d;
+    return t * US_PER_S;
+}
+
+static bool init_stages(struct loadprofile *p, char *err, size_t errlen)
+{
+    double t = 0, count = 0, prev = 0;
+    for (uint32_t i = 0; i < p->p.n_stages; i++) {
+        const struct loadprofile_stage *st = &p->p.stages[i];
+        double d = (double)st->duration_us / US_PER_S;
+        t += (double)st->duration_us;
+        count += (prev + st->rate) / 2 * d;
+        p->stage_end_us[i] = t;
+        p->stage_count[i] = count;
+        prev = st->rate;
+    }
+    if (count < 1)
+        return fail(err, errlen, "--stages: the stages add up to less than one request");
+    if (count > 1e15)
+        return fail(err, errlen, "--stages: too many requests");
+    p->p.duration_us = (uint64_t)t;
+    /* arrival m is due where the curve reaches m + 0.5 */
+    uint64_t total = (uint64_t)floor(count + 0.5);
+    if (p->p.requests == 0 || p->p.requests > total)
+        p->p.requests = total;
+    return true;
+}
+
 bool loadprofile_init(struct loadprofile *p, const struct loadprofile_params *params, char *err,
                       size_t errlen)
 {
     memset(p, 0, sizeof(*p));
     p->p = *params;
+    if (params->kind == LOADPROFILE_STEADY && params->n_stages > 0) {
+        if (params->n_stages > LOADPROFILE_STAGES_MAX)
+            return fail(err, errlen, "--stages: at most %d", LOADPROFILE_STAGES_MAX);
+        return init_stages(p, err, errlen);
+    }
     if (!(params->rate > 0) || !isfinite(params->rate))
         return fail(err, errlen, "--rate must be positive");
     if (!(params->speedup >= 1) || !isfinite(params->speedup))
@@ -116,7 +200,17 @@ bool loadprofile_arrival(const struct loadprofile *p, uint64_t m, struct loadpro
     double t;
     uint32_t burst = 0;
     uint64_t k = m;
-    if (p->p.kind == LOADPROFILE_STEADY) {
+    if (p->p.kind == LOADPROFILE_STEADY && p->p.n_stages > 0) {
+        double x = (double)m + 0.5;
+        uint32_t i = 0;
+        while (i + 1 < p->p.n_stages && p->stage_count[i] < x)
+            i++;
+        if (p->stage_count[i] < x)
+            return false;
+        double before = i == 0 ? 0 : p->stage_count[i - 1];
+        double start = i == 0 ? 0 : p->stage_end_us[i - 1];
+        t = start + stage_inverse(p, i, x - before);
+    } else if (p->p.kind == LOADPROFILE_STEADY) {
         t = (double)m * US_PER_S / p->p.rate;
     } else {
         uint64_t b = m / p->per_burst;
@@ -141,6 +235,15 @@ double loadprofile_rate_at(const struct loadprofile *p, double t_us)
 {
     if (t_us < 0 || (p->p.duration_us != 0 && t_us >= (double)p->p.duration_us))
         return 0;
+    if (p->p.kind == LOADPROFILE_STEADY && p->p.n_stages > 0) {
+        uint32_t i = 0;
+        while (i + 1 < p->p.n_stages && p->stage_end_us[i] <= t_us)
+            i++;
+        double start = i == 0 ? 0 : p->stage_end_us[i - 1];
+        double r0 = i == 0 ? 0 : p->p.stages[i - 1].rate;
+        double f = (t_us - start) / (double)p->p.stages[i].duration_us;
+        return r0 + (p->p.stages[i].rate - r0) * f;
+    }
     if (p->p.kind == LOADPROFILE_STEADY)
         return p->p.rate;
     double rel = t_us - p->lead_us;

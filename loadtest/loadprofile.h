@@ -5,6 +5,11 @@
  * is exactly the one schedule, whatever T is.
  *
  *   steady   m / rate
+ *   stages   steady with a piecewise-linear rate (--stages 10s:1k,30s:20k,
+ *            1m:20k,10s:0): each stage goes from the rate the previous one
+ *            ended at (0 for the first) to its own, linearly, over its
+ *            duration, k6 style; the j-th arrival where the cumulative
+ *            curve reaches j + 0.5 (a quadratic per stage, inverted)
  *   burst    a question opens at the start of every period; answers ramp up
  *            linearly to the peak rate over the first tenth of the window
  *            (2 s at most), then decay exponentially (to 5 % of the peak at the
@@ -35,6 +40,20 @@
 
 enum loadprofile_kind { LOADPROFILE_STEADY, LOADPROFILE_BURST, LOADPROFILE_CONCERT };
 
+#define LOADPROFILE_STAGES_MAX 32
+
+/* A stage: to `rate` (per second) over duration_us, from the rate before. */
+struct loadprofile_stage {
+    uint64_t duration_us;
+    double rate;
+};
+
+/* "10s:1k,30s:20k,1m:20k,10s:0": durations as --duration takes them (at
+ * least 1ms), rates as --rate (0 allowed), at most LOADPROFILE_STAGES_MAX;
+ * false with the reason. */
+bool loadprofile_parse_stages(const char *s, struct loadprofile_stage *out, uint32_t *n,
+                              char *err, size_t errlen);
+
 struct loadprofile_params {
     enum loadprofile_kind kind;
     double rate;          /* per second: constant (steady) or peak (burst, concert) */
@@ -44,6 +63,10 @@ struct loadprofile_params {
     uint64_t window_us;   /* burst, concert: before speedup, <= period */
     double speedup;       /* >= 1 */
     uint32_t bursts;      /* concert: one per question; burst: 0 = until a bound */
+    /* steady with stages (rate and duration_us then ignored: the stages set
+     * both); copied by loadprofile_init */
+    struct loadprofile_stage stages[LOADPROFILE_STAGES_MAX];
+    uint32_t n_stages;
 };
 
 struct loadprofile {
@@ -53,6 +76,9 @@ struct loadprofile {
     double lead_us;   /* concert: from the open call to the first answer */
     double area_s;    /* integral of one burst at a peak of 1/s */
     uint64_t per_burst; /* answers in one burst */
+    /* stages: where each ends (us) and the arrivals due by then */
+    double stage_end_us[LOADPROFILE_STAGES_MAX];
+    double stage_count[LOADPROFILE_STAGES_MAX];
 };
 
 struct loadprofile_arrival {

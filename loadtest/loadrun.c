@@ -168,6 +168,13 @@ static void describe(struct run *run)
         snprintf(run->shape, sizeof(run->shape), "closed loop (--max)%s", bound);
         return;
     }
+    if (o->n_stages > 0 && run->have_profile) {
+        /* what the stages come to (the profile derived them) */
+        loadunits_format_duration(run->profile.p.duration_us, d, sizeof(d));
+        snprintf(run->shape, sizeof(run->shape), "stages %.200s: %" PRIu64 " requests over %s",
+                 o->stages_text, run->profile.p.requests, d);
+        return;
+    }
     if (o->profile == LOADPROFILE_STEADY) {
         snprintf(run->shape, sizeof(run->shape), "steady %g/s%s", o->rate, bound);
         return;
@@ -320,7 +327,9 @@ static int setup(struct run *run)
                 .window_us = o->window_us,
                 .speedup = o->speedup,
                 .bursts = o->profile == LOADPROFILE_CONCERT ? run->n_slots : 0,
+                .n_stages = o->n_stages,
             };
+            memcpy(pp.stages, o->stages, sizeof(pp.stages));
             if (!loadprofile_init(&run->profile, &pp, err, sizeof(err)))
                 return usage_fail("%s", err);
             run->have_profile = true;
@@ -727,7 +736,7 @@ int loadrun(const struct loadopts *o)
         .connections = o->connections,
         .threads = run->threads,
         .pipeline = o->pipeline,
-        .rate = run->have_profile ? o->rate : 0,
+        .rate = run->have_profile && o->n_stages == 0 ? o->rate : 0,
         .duration_us = o->duration_us,
         .requests = o->requests,
         .period_us = run->have_profile && o->profile != LOADPROFILE_STEADY ? o->period_us : 0,

@@ -8,6 +8,7 @@
 - a stub dashboard that passes the real stats through verifies (the
   control), and the same stub with one count altered makes --verify exit 1
   and name the count;
+- --stages ramps and holds: each second sends its share, the run verifies;
 - `--json -` writes the JSON to stdout (the summary to stderr); a run whose
   replies are mostly 409 question_not_open (or _closed) exits 1 and says so;
 - --threshold sets the exit status: held (exit 0, the summary and --json
@@ -196,6 +197,19 @@ def main():
         c.eq(p.returncode, 1, "a threshold that does not hold: exit 1")
         c.true("thresholds     1 of 2 held" in p.stdout and "FAILED" in p.stdout,
                "the summary names the one that failed")
+        # --stages: ramp, hold, ramp down; each second gets its share, and
+        # every answer is counted
+        report = os.path.join(tmp, "stages.json")
+        p = run_loadtest(["--target", url, "--event", event, "--stages", "1s:600,2s:600,1s:0",
+                          "--verify", url, "--verify-delta", "--json", report, "--no-progress"])
+        c.eq(p.returncode, 0, "--stages run verifies (delta)")
+        c.true("stages 1s:600,2s:600,1s:0: 1800 requests over 4s" in p.stdout,
+               "the header says what the stages come to")
+        with open(report) as f:
+            rep = json.load(f)
+        c.eq(rep["sent"], 1800, "--stages: 300 + 1200 + 300 requests")
+        c.eq([s["sent"] for s in rep["series"]][:4], [300, 600, 600, 300],
+             "--stages: each second sends the curve's integral over it")
         # Answers to a question the concert closed: every reply a 409, and
         # the run fails for it with a clear line, thresholds or not.
         p = run_loadtest(["--target", url, "--event", event, "--rate", "400", "--requests", "60",
@@ -250,6 +264,15 @@ def main():
         c.eq(p.returncode, 2, "unknown flag exits 2")
         c.eq(len(p.stderr.strip().splitlines()), 1, "one line for a usage error")
         c.eq(run_loadtest(["--event", event]).returncode, 2, "steady without a bound exits 2")
+        for args, why in ((["--stages", "10s:1k", "--rate", "5k"], "--stages and --rate"),
+                          (["--stages", "10s:1k", "--duration", "5s"], "--stages and --duration"),
+                          (["--stages", "10s:1k", "--profile", "burst"], "--stages and a profile"),
+                          (["--stages", "10s:1k,"], "a trailing comma"),
+                          (["--stages", "10s"], "no rate")):
+            p = run_loadtest(["--event", event] + args)
+            c.eq(p.returncode, 2, "%s: exit 2" % why)
+            c.true(len(p.stderr.strip().splitlines()) == 1 and "--stages" in p.stderr,
+                   "%s: one line naming --stages" % why)
         for bad in ("p99<5", "p98<5ms", "errors<5", "acknowledged>101%", "p99", "p99<"):
             p = run_loadtest(["--event", event, "--duration", "1s", "--threshold", bad])
             c.eq(p.returncode, 2, "--threshold %r exits 2" % bad)

@@ -224,6 +224,80 @@ static void test_thread_split_is_the_schedule(void **state)
     assert_int_equal(seen, 1234);
 }
 
+static void test_stages_parse(void **state)
+{
+    (void)state;
+    struct loadprofile_stage st[LOADPROFILE_STAGES_MAX];
+    uint32_t n = 0;
+    char err[200];
+    assert_true(loadprofile_parse_stages("10s:1k,30s:20k,1m:20k,10s:0", st, &n, err, sizeof(err)));
+    assert_int_equal(n, 4);
+    assert_int_equal(st[0].duration_us, 10000000);
+    assert_true(st[0].rate == 1000);
+    assert_true(st[1].rate == 20000);
+    assert_int_equal(st[2].duration_us, 60000000);
+    assert_true(st[3].rate == 0);
+    assert_true(loadprofile_parse_stages("500ms:2.5k/s", st, &n, err, sizeof(err)));
+    assert_int_equal(n, 1);
+    assert_int_equal(st[0].duration_us, 500000);
+    static const char *const bad[] = {
+        "", ",", "10s", "10s:", ":1k", "10s:1k,", ",10s:1k", "10s:1k,,5s:0", "0s:1k",
+        "10s:-1", "10s:1k:2k", "10x:1k", "10s:1kk", "25h:1k", "10s:20M",
+        /* 33 stages */
+        ("1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,"
+         "1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1,1s:1"),
+    };
+    for (size_t i = 0; i < LT_ARRAY_LEN(bad); i++) {
+        err[0] = '\0';
+        if (loadprofile_parse_stages(bad[i], st, &n, err, sizeof(err)))
+            fail_msg("'%s' parsed", bad[i]);
+        assert_true(strlen(err) > 0);
+    }
+}
+
+static void test_stages_schedule(void **state)
+{
+    (void)state;
+    struct loadprofile_params pp = {.kind = LOADPROFILE_STEADY, .rate = 1, .speedup = 1};
+    char err[200];
+    /* ramp to 1000/s over 2 s (1000), hold 3 s (3000), down to 0 over 1 s (500) */
+    assert_true(loadprofile_parse_stages("2s:1k,3s:1k,1s:0", pp.stages, &pp.n_stages, err,
+                                         sizeof(err)));
+    struct loadprofile p;
+    assert_true(loadprofile_init(&p, &pp, err, sizeof(err)));
+    assert_int_equal(p.p.requests, 4500);
+    assert_int_equal(p.p.duration_us, 6000000);
+    uint64_t per_s[6] = {0}, n = 0, prev = 0;
+    struct loadprofile_arrival a;
+    for (uint64_t m = 0; loadprofile_arrival(&p, m, &a); m++) {
+        assert_true(a.t_us >= prev); /* in order */
+        prev = a.t_us;
+        assert_true(a.t_us < 6000000);
+        per_s[a.t_us / 1000000]++;
+        n++;
+    }
+    assert_int_equal(n, 4500);
+    /* each second gets the curve's integral over it, +- 1 */
+    static const uint64_t want[6] = {250, 750, 1000, 1000, 1000, 500};
+    for (int i = 0; i < 6; i++)
+        if (llabs((long long)per_s[i] - (long long)want[i]) > 1)
+            fail_msg("second %d: %llu arrivals, want %llu", i, (unsigned long long)per_s[i],
+                     (unsigned long long)want[i]);
+    assert_true(fabs(loadprofile_rate_at(&p, 1e6) - 500) < 1e-6);
+    assert_true(fabs(loadprofile_rate_at(&p, 3e6) - 1000) < 1e-6);
+    assert_true(fabs(loadprofile_rate_at(&p, 5.5e6) - 500) < 1e-6);
+    assert_true(loadprofile_rate_at(&p, 6e6) == 0);
+    assert_true(loadprofile_end_us(&p) <= 6e6);
+    /* --requests still bounds it */
+    pp.requests = 100;
+    assert_true(loadprofile_init(&p, &pp, err, sizeof(err)));
+    assert_int_equal(p.p.requests, 100);
+    /* stages that come to no request */
+    assert_true(loadprofile_parse_stages("1s:0,1s:0", pp.stages, &pp.n_stages, err, sizeof(err)));
+    assert_false(loadprofile_init(&p, &pp, err, sizeof(err)));
+    assert_non_null(strstr(err, "--stages"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +306,8 @@ int main(void)
         cmocka_unit_test(test_concert_speedup),
         cmocka_unit_test(test_bad_settings),
         cmocka_unit_test(test_thread_split_is_the_schedule),
+        cmocka_unit_test(test_stages_parse),
+        cmocka_unit_test(test_stages_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
