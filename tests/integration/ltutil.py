@@ -3,6 +3,7 @@ ports, real HTTP, and cleanup of every process a test starts (by PID, also
 when the test fails)."""
 
 import atexit
+import collections
 import http.client
 import json
 import os
@@ -1095,6 +1096,17 @@ class AnswerSender(threading.Thread):
         for c in conns:
             if c is not None:
                 c.close()
+
+
+def sender_outcomes(senders):
+    """Every outcome of the AnswerSenders (once they were joined), the
+    replies by kind ("202", or "STATUS ERROR CLOSED"), and their connect
+    errors."""
+    outs = [o for s in senders for o in s.outcomes]
+    kinds = collections.Counter(
+        "202" if o.status == 202 else "%s %s %s" % (o.status, o.error, o.closed) for o in outs)
+    errors = [e for s in senders for t, e in s.errors]
+    return outs, kinds, errors
 
 
 def answer_feed(answers):

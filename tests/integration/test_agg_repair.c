@@ -199,6 +199,17 @@ static void rig_close(struct rig *g)
     eventfile_free(&g->ef);
 }
 
+/* Both aggregators saw the node reset once, and exactly one restored it. */
+static void expect_one_restorer(struct rig *g)
+{
+    struct agg_repair_stats sa, sb;
+    agg_repair_get_stats(g->a.r, &sa);
+    agg_repair_get_stats(g->b.r, &sb);
+    assert_int_equal(sa.node_resets, 1);
+    assert_int_equal(sb.node_resets, 1);
+    assert_true((sa.keys_restored > 0) != (sb.keys_restored > 0));
+}
+
 static void test_two_restorers(void **state)
 {
     (void)state;
@@ -209,12 +220,7 @@ static void test_two_restorers(void **state)
 
     /* Both see the reset in the same pass, before either restores. */
     rig_lockstep(&g);
-    struct agg_repair_stats sa, sb;
-    agg_repair_get_stats(g.a.r, &sa);
-    agg_repair_get_stats(g.b.r, &sb);
-    assert_int_equal(sa.node_resets, 1);
-    assert_int_equal(sb.node_resets, 1);
-    assert_true((sa.keys_restored > 0) != (sb.keys_restored > 0)); /* exactly one */
+    expect_one_restorer(&g);
     expect_all(g.a.s, &g.k, 7); /* 5 before, 2 since: once */
     pass(&g.a, &g.k);
     pass(&g.b, &g.k);
@@ -278,13 +284,9 @@ static void test_two_repairers(void **state)
     rig_lockstep(&g);
     pass(&g.a, &g.k);
     pass(&g.b, &g.k);
-    struct agg_repair_stats sa, sb;
-    agg_repair_get_stats(g.a.r, &sa);
-    agg_repair_get_stats(g.b.r, &sb);
-    assert_int_equal(sa.node_resets, 1);
-    assert_int_equal(sb.node_resets, 1);
-    assert_true((sa.keys_restored > 0) != (sb.keys_restored > 0)); /* exactly one */
+    expect_one_restorer(&g);
     expect_copies(&g, 1, 5, 5);
+    struct agg_repair_stats sa, sb;
 
     /* Increments node 1 missed after the reset (a link cut before they
      * reached it): nothing is repaired before the copies have been stable

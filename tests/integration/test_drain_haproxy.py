@@ -12,7 +12,6 @@ the signal: the test shows the order the other way round, so it would see
 the difference.
 """
 
-import collections
 import os
 import random
 import shutil
@@ -141,11 +140,7 @@ def scenario(chk, tmp, mem, delay_s):
         stop.set()
         for s in senders:
             s.join(30)
-        outs = [o for s in senders for o in s.outcomes]
-        kinds = collections.Counter(
-            "202" if o.status == 202 else "%s %s %s" % (o.status, o.error, o.closed)
-            for o in outs)
-        errors = [e for s in senders for t, e in s.errors]
+        outs, kinds, errors = ltutil.sender_outcomes(senders)
         print("%s: haproxy marked the node DOWN at +%s s, it stopped accepting at +%s s, "
               "exit %s; replies %s; connect errors %d" %
               (what, "%.2f" % t_down if t_down is not None else "never",

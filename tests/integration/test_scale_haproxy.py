@@ -18,7 +18,6 @@ Meanwhile 4 clients send answers through haproxy, one request at a time
 each. Every reply must be a 202, no client connection may fail, and the
 published snapshot must hold exactly the acknowledged answers."""
 
-import collections
 import itertools
 import os
 import random
@@ -193,11 +192,7 @@ def main():
         for s in senders:
             s.join(30)
 
-        outs = [o for s in senders for o in s.outcomes]
-        kinds = collections.Counter(
-            "202" if o.status == 202 else "%s %s %s" % (o.status, o.error, o.closed)
-            for o in outs)
-        errors = [e for s in senders for t, e in s.errors]
+        outs, kinds, errors = ltutil.sender_outcomes(senders)
         print("replies %s; connect errors %d" % (dict(kinds), len(errors)), flush=True)
         chk.eq(dict(kinds), {"202": len(outs)}, "every answer a 202")
         chk.eq(errors, [], "no client connection failed")
