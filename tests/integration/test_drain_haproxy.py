@@ -57,16 +57,16 @@ def haproxy_conf(tmp, port, sock, servers):
     return path
 
 
-def server_status(sock, name, backend="ingest"):
-    """The server's status in haproxy's `show stat`; sock: a unix socket
+def haproxy_api(sock, command):
+    """One command on haproxy's runtime API, its reply; sock: a unix socket
     path, or a TCP port on 127.0.0.1."""
     if isinstance(sock, int):
-        s = socket.create_connection(("127.0.0.1", sock), timeout=2)
+        s = socket.create_connection(("127.0.0.1", sock), timeout=5)
     else:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(2)
+        s.settimeout(5)
         s.connect(sock)
-    s.sendall(b"show stat\n")
+    s.sendall(command.encode() + b"\n")
     data = b""
     while True:
         chunk = s.recv(65536)
@@ -74,7 +74,12 @@ def server_status(sock, name, backend="ingest"):
             break
         data += chunk
     s.close()
-    for line in data.decode().splitlines():
+    return data.decode(errors="replace").strip()
+
+
+def server_status(sock, name, backend="ingest"):
+    """The server's status in haproxy's `show stat`."""
+    for line in haproxy_api(sock, "show stat").splitlines():
         f = line.split(",")
         if len(f) > 17 and f[0] == backend and f[1] == name:
             return f[17]

@@ -23,7 +23,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -32,20 +31,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import ltutil  # noqa: E402
 from test_drain_haproxy import accepts, server_status  # noqa: E402
-
-
-def api(port, command):
-    """One command on haproxy's runtime API; its reply."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(command.encode() + b"\n")
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
-    return data.decode(errors="replace").strip()
+from test_drain_haproxy import haproxy_api as api  # noqa: E402
 
 
 def wait_status(api_port, name, want, timeout=10.0):
