@@ -26,7 +26,13 @@
 #define PEEK_MAX 64
 #define HTTPD_PEEK_HEAD_MAX 16384
 
-enum hdr_target { HDR_NONE = 0, HDR_CONTENT_TYPE, HDR_AUTHORIZATION, HDR_TRANSFER_ENCODING };
+enum hdr_target {
+    HDR_NONE = 0,
+    HDR_CONTENT_TYPE,
+    HDR_AUTHORIZATION,
+    HDR_FORWARDED_FOR,
+    HDR_TRANSFER_ENCODING
+};
 #define TE_MAX 16 /* "chunked" and some room: anything longer is refused anyway */
 enum last_cb { CB_NONE = 0, CB_URL, CB_FIELD, CB_VALUE };
 enum conn_state { CONN_PEEK, CONN_OPEN, CONN_DEAD };
@@ -36,8 +42,8 @@ struct slot {
     char *buf;                  /* owned: url, header values and body, NUL-separated */
     size_t len;
     size_t cap;
-    size_t url_off, ct_off, auth_off, body_off;
-    bool has_ct, has_auth, has_body;
+    size_t url_off, ct_off, auth_off, xff_off, body_off;
+    bool has_ct, has_auth, has_xff, has_body;
     bool keep_alive;
     bool replied;
     char *resp;                 /* owned: a reply that waits for earlier ones */
@@ -263,6 +269,7 @@ static const char *reason(int status)
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
@@ -392,7 +399,7 @@ static int on_message_begin(http_parser *p)
     uint32_t max = c->srv->cfg.max_pipeline;
     struct slot *s = &c->slots[(c->head + c->count) % max];
     s->len = 0;
-    s->has_ct = s->has_auth = s->has_body = false;
+    s->has_ct = s->has_auth = s->has_xff = s->has_body = false;
     s->url_off = 0;
     s->keep_alive = true;
     s->replied = false;
@@ -480,6 +487,11 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
             c->target = HDR_AUTHORIZATION;
             s->has_auth = true;
             s->auth_off = s->len;
+        } else if (c->field_len == 15 && memcmp(c->field, "x-forwarded-for", 15) == 0) {
+            /* The last one: a proxy adds its own after any the client sent. */
+            c->target = HDR_FORWARDED_FOR;
+            s->has_xff = true;
+            s->xff_off = s->len;
         } else if (c->field_len == 17 && memcmp(c->field, "transfer-encoding", 17) == 0) {
             c->target = HDR_TRANSFER_ENCODING;
             c->te_headers++;
@@ -584,6 +596,8 @@ static void dispatch(struct conn *c)
     r->path = url;
     r->content_type = s->has_ct ? s->buf + s->ct_off : NULL;
     r->authorization = s->has_auth ? s->buf + s->auth_off : NULL;
+    r->forwarded_for = s->has_xff ? s->buf + s->xff_off : NULL;
+    r->peer = (const struct sockaddr *)&c->sa;
     r->body = s->buf + s->body_off;
     r->body_len = c->too_large ? 0 : s->len - 1 - s->body_off;
     r->too_large = c->too_large;

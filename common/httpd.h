@@ -40,6 +40,8 @@ struct httpd_request {
     const char *path;          /* without the query string */
     const char *content_type;  /* NULL when absent */
     const char *authorization; /* NULL when absent */
+    const char *forwarded_for; /* the last X-Forwarded-For header; NULL when absent */
+    const struct sockaddr *peer; /* the client's address (the connection's peer) */
     const char *body;
     size_t body_len;
     bool too_large;            /* body over max_body_bytes: not read, connection closes after */

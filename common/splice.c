@@ -1,7 +1,11 @@
 #include "splice.h"
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -147,8 +151,56 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     bufferevent_setwatermark(other, EV_WRITE, 0, 0);
 }
 
-bool splice_start(struct splice_set *set, int client_fd, const struct sockaddr *target,
-                  socklen_t target_len, const char *prefix, size_t prefix_len)
+/* The abstract name a splice's socket binds: "\0ltsp", the pid and the fd
+ * (unique among the live sockets of a network namespace), then the
+ * client's sockaddr as it is. */
+#define NAME_TAG "ltsp"
+#define NAME_HEAD (1 + sizeof(NAME_TAG) - 1 + sizeof(int32_t) + sizeof(int32_t))
+
+static int client_socket(const struct sockaddr *client, socklen_t client_len)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || client == NULL || client_len == 0 ||
+        NAME_HEAD + (size_t)client_len > sizeof(((struct sockaddr_un *)0)->sun_path))
+        return fd;
+    struct sockaddr_un un;
+    memset(&un, 0, sizeof(un));
+    un.sun_family = AF_UNIX;
+    char *p = un.sun_path + 1;
+    int32_t pid = (int32_t)getpid(), self = fd;
+    memcpy(p, NAME_TAG, sizeof(NAME_TAG) - 1);
+    p += sizeof(NAME_TAG) - 1;
+    memcpy(p, &pid, sizeof(pid));
+    p += sizeof(pid);
+    memcpy(p, &self, sizeof(self));
+    p += sizeof(self);
+    memcpy(p, client, (size_t)client_len);
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + NAME_HEAD + client_len);
+    /* Unnamed on failure: the target then does not know the client. */
+    (void)bind(fd, (struct sockaddr *)&un, len);
+    return fd;
+}
+
+bool splice_client_address(int fd, struct sockaddr_storage *out, socklen_t *out_len)
+{
+    struct sockaddr_un un;
+    socklen_t len = sizeof(un);
+    if (getpeername(fd, (struct sockaddr *)&un, &len) != 0 || un.sun_family != AF_UNIX)
+        return false;
+    size_t path = (size_t)len - offsetof(struct sockaddr_un, sun_path);
+    if (len <= offsetof(struct sockaddr_un, sun_path) || path <= NAME_HEAD ||
+        un.sun_path[0] != '\0' || memcmp(un.sun_path + 1, NAME_TAG, sizeof(NAME_TAG) - 1) != 0 ||
+        path - NAME_HEAD > sizeof(*out))
+        return false;
+    memset(out, 0, sizeof(*out));
+    memcpy(out, un.sun_path + NAME_HEAD, path - NAME_HEAD);
+    *out_len = (socklen_t)(path - NAME_HEAD);
+    return true;
+}
+
+bool splice_start(struct splice_set *set, int client_fd, const struct sockaddr *client,
+                  socklen_t client_len, const struct sockaddr *target, socklen_t target_len,
+                  const char *prefix, size_t prefix_len)
 {
     struct event_base *base = set->base;
     struct splice *s = calloc(1, sizeof(*s));
@@ -164,10 +216,13 @@ bool splice_start(struct splice_set *set, int client_fd, const struct sockaddr *
     set->n++;
     s->linked = true;
     s->a = bufferevent_socket_new(base, client_fd, BEV_OPT_CLOSE_ON_FREE);
-    s->b = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    int target_fd = client_socket(client, client_len);
+    s->b = target_fd < 0 ? NULL : bufferevent_socket_new(base, target_fd, BEV_OPT_CLOSE_ON_FREE);
     if (s->a == NULL || s->b == NULL) {
         if (s->a == NULL)
             close(client_fd);
+        if (s->b == NULL && target_fd >= 0)
+            close(target_fd);
         struct bufferevent *a = s->a, *b = s->b;
         s->a = s->b = NULL;
         splice_unlink(s);

@@ -31,8 +31,16 @@ void splice_set_free(struct splice_set *set);
 
 /* Takes ownership of client_fd; prefix (copied) is sent to the target
  * before anything else. false (and client_fd closed) when the target cannot
- * be reached. */
-bool splice_start(struct splice_set *set, int client_fd, const struct sockaddr *target,
-                  socklen_t target_len, const char *prefix, size_t prefix_len);
+ * be reached. The target is a unix socket; client (the client's address,
+ * may be NULL) goes in the name of the socket that reaches it, so the
+ * target can tell whom it serves (splice_client_address). */
+bool splice_start(struct splice_set *set, int client_fd, const struct sockaddr *client,
+                  socklen_t client_len, const struct sockaddr *target, socklen_t target_len,
+                  const char *prefix, size_t prefix_len);
+
+/* On the target's side of a splice's connection (fd): the client's
+ * address splice_start gave. false when the peer is no splice's, or had
+ * no address. */
+bool splice_client_address(int fd, struct sockaddr_storage *out, socklen_t *out_len);
 
 #endif

@@ -1,5 +1,6 @@
 #include "ingest.h"
 
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,6 +12,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "admin_guard.h"
 #include "answer.h"
 #include "fans.h"
 #include "http.h"
@@ -38,7 +40,7 @@
 #define FANS_REFRESH_MS 30000
 
 /* Status codes the ingest answers with, for requests_total{code=...}. */
-static const int status_codes[] = {202, 204, 400, 401, 404, 405, 409, 413, 415, 503};
+static const int status_codes[] = {202, 204, 400, 401, 404, 405, 409, 413, 415, 429, 503};
 #define N_STATUS LT_ARRAY_LEN(status_codes)
 
 /* What one instance last published. */
@@ -47,6 +49,7 @@ struct ingest_figures {
     uint64_t requests[N_STATUS];
     uint64_t answers_received;
     uint64_t admin_refused;
+    uint64_t admin_throttled;
     struct metrics_hist latency;
     struct commit_stats cs;
     struct httpd_stats hs;
@@ -71,6 +74,7 @@ struct ingest_shared {
      * QSTATE_CLOSE_DELAY_MS (states_fresh). */
     atomic_uint_fast64_t states_read_ms;
     struct ingest_figures figures[MAX_INSTANCES]; /* guarded by lock */
+    struct admin_guard *admin_guard; /* owned; locks itself */
 };
 
 struct ingest {
@@ -128,6 +132,7 @@ struct ingest {
     uint64_t requests[N_STATUS];
     uint64_t answers_received;
     uint64_t admin_refused;          /* admin requests with a wrong or no token */
+    uint64_t admin_throttled;        /* admin requests refused 429: their address locked out */
     uint64_t admin_refused_logged;
     uint64_t admin_refused_log_ms;   /* monotonic, the last such line */
     uint64_t answers_held;           /* hold_answer: waited for a state read */
@@ -147,6 +152,11 @@ struct ingest_shared *ingest_shared_create(const struct eventfile *ef)
         free(sh);
         return NULL;
     }
+    if ((sh->admin_guard = admin_guard_new()) == NULL) {
+        free(sh->states);
+        free(sh);
+        return NULL;
+    }
     pthread_mutex_init(&sh->lock, NULL);
     atomic_init(&sh->version, 1);
     atomic_init(&sh->draining, false);
@@ -163,6 +173,7 @@ void ingest_shared_free(struct ingest_shared *sh)
     if (sh == NULL)
         return;
     pthread_mutex_destroy(&sh->lock);
+    admin_guard_free(sh->admin_guard);
     free(sh->states);
     free(sh);
 }
@@ -643,6 +654,84 @@ static void admin_done(void *arg)
     free(j);
 }
 
+/* The peer's numeric address, IPv4 for an IPv4-mapped one; "unknown"
+ * without one. */
+static void peer_address(const struct sockaddr *sa, char out[INGEST_ADDR_MAX])
+{
+    const void *addr = NULL;
+    int af = AF_UNSPEC;
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        af = AF_INET;
+        addr = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+    } else if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        af = AF_INET6;
+        addr = a6;
+        if (IN6_IS_ADDR_V4MAPPED(a6)) {
+            af = AF_INET;
+            addr = &a6->s6_addr[12];
+        }
+    }
+    if (addr == NULL || inet_ntop(af, addr, out, INGEST_ADDR_MAX) == NULL)
+        snprintf(out, INGEST_ADDR_MAX, "unknown");
+}
+
+/* Whom an admin request is slowed as: the peer, unless the peer is a
+ * trusted proxy that said whom it forwards (the last X-Forwarded-For
+ * element: what the proxy itself saw; earlier ones are the client's word). */
+static void client_address(const struct ingest *ig, const struct ingest_request *r,
+                           char out[INGEST_ADDR_MAX])
+{
+    peer_address(r->peer, out);
+    if (r->forwarded_for == NULL)
+        return;
+    bool trusted = false;
+    for (size_t i = 0; i < ig->cfg.n_trusted_proxies && !trusted; i++)
+        trusted = strcmp(out, ig->cfg.trusted_proxies[i]) == 0;
+    if (!trusted)
+        return;
+    const char *last = strrchr(r->forwarded_for, ',');
+    last = last ? last + 1 : r->forwarded_for;
+    last += strspn(last, " \t");
+    size_t n = strcspn(last, " \t");
+    if (n == 0)
+        return;
+    if (n >= INGEST_ADDR_MAX)
+        n = INGEST_ADDR_MAX - 1;
+    memcpy(out, last, n);
+    out[n] = '\0';
+}
+
+bool ingest_parse_trusted_proxies(const char *list, struct ingest_config *ic, char *err,
+                                  size_t errlen)
+{
+    const char *p = list;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        char one[INGEST_ADDR_MAX];
+        unsigned char bin[sizeof(struct in6_addr)];
+        int af = memchr(p, ':', n) ? AF_INET6 : AF_INET;
+        if (n == 0 || n >= sizeof(one)) {
+            snprintf(err, errlen, "expected numeric addresses separated by commas");
+            return false;
+        }
+        memcpy(one, p, n);
+        one[n] = '\0';
+        if (inet_pton(af, one, bin) != 1) {
+            snprintf(err, errlen, "'%s' is not a numeric IPv4 or IPv6 address", one);
+            return false;
+        }
+        if (ic->n_trusted_proxies == INGEST_MAX_TRUSTED_PROXIES) {
+            snprintf(err, errlen, "at most %d trusted proxies", INGEST_MAX_TRUSTED_PROXIES);
+            return false;
+        }
+        inet_ntop(af, bin, ic->trusted_proxies[ic->n_trusted_proxies++], INGEST_ADDR_MAX);
+        if (p[n] == '\0')
+            return true;
+        p += n + 1;
+    }
+}
+
 static void serve_admin(struct ingest *ig, const struct ingest_request *r, ingest_reply_fn reply,
                         void *ctx)
 {
@@ -666,14 +755,29 @@ static void serve_admin(struct ingest *ig, const struct ingest_request *r, inges
         reply_error(ig, reply, ctx, 401, "admin_disabled", NULL);
         return;
     }
+    /* The guard first, so a locked-out client learns nothing of its token. */
+    char client[INGEST_ADDR_MAX];
+    client_address(ig, r, client);
+    uint64_t now = util_mono_ms();
+    uint32_t wait_s = admin_guard_wait_s(ig->sh->admin_guard, client, now);
+    if (wait_s > 0) {
+        ig->admin_throttled++;
+        char hdr[48];
+        snprintf(hdr, sizeof(hdr), "Retry-After: %" PRIu32 "\r\n", wait_s);
+        static const char body[] = "{\"error\":\"too_many_attempts\"}";
+        count_status(ig, 429);
+        reply(ctx, 429, body, sizeof(body) - 1, hdr);
+        return;
+    }
     if (!http_bearer_match(r->authorization, ig->cfg.admin_token)) {
         /* Counted and logged (never what was sent), a line a second at
          * most, so a guessing client shows without flooding the log. */
         ig->admin_refused++;
-        uint64_t now = util_mono_ms();
+        uint32_t lock_ms = admin_guard_failed(ig->sh->admin_guard, client, now);
         if (ig->admin_refused_log_ms == 0 || now - ig->admin_refused_log_ms >= 1000) {
-            log_warn("admin request refused: %s token path=%s refused_since_last_line=%llu",
-                     r->authorization ? "wrong" : "no", r->path,
+            log_warn("admin request refused: %s token path=%s client=%s locked_ms=%" PRIu32
+                     " refused_since_last_line=%llu",
+                     r->authorization ? "wrong" : "no", r->path, client, lock_ms,
                      (unsigned long long)(ig->admin_refused - ig->admin_refused_logged));
             ig->admin_refused_log_ms = now;
             ig->admin_refused_logged = ig->admin_refused;
@@ -681,6 +785,7 @@ static void serve_admin(struct ingest *ig, const struct ingest_request *r, inges
         reply_error(ig, reply, ctx, 401, "unauthorized", NULL);
         return;
     }
+    admin_guard_succeeded(ig->sh->admin_guard, client);
     char idbuf[16];
     uint32_t qid;
     int qindex = -1;
@@ -1172,6 +1277,8 @@ void ingest_free(struct ingest *ig)
     X(IM_RECEIVED, "livetally_ingest_answers_received_total", COUNTER, "POST /v1/answers received") \
     X(IM_ADMIN_REFUSED, "livetally_ingest_admin_refused_total", COUNTER,                           \
       "admin requests refused for a wrong or missing token (401 unauthorized)")                     \
+    X(IM_ADMIN_THROTTLED, "livetally_ingest_admin_throttled_total", COUNTER,                       \
+      "admin requests refused unread: their client address is locked out after wrong tokens (429)") \
     X(IM_ACKED, "livetally_ingest_answers_acknowledged_total", COUNTER,                            \
       "Answers confirmed by the store (202)")                                                      \
     X(IM_UNCONFIRMED, "livetally_ingest_answers_unconfirmed_total", COUNTER,                       \
@@ -1264,6 +1371,7 @@ void ingest_publish_stats(struct ingest *ig, const struct httpd_stats *hs)
     memcpy(f.requests, ig->requests, sizeof(f.requests));
     f.answers_received = ig->answers_received;
     f.admin_refused = ig->admin_refused;
+    f.admin_throttled = ig->admin_throttled;
     f.latency = ig->latency;
     committer_get_stats(ig->committer, &f.cs);
     f.fans_publishes = ig->fans_publishes;
@@ -1288,6 +1396,7 @@ static uint64_t figure_value(const struct ingest_figures *f, enum ingest_metric 
     switch (m) {
     case IM_RECEIVED: return f->answers_received;
     case IM_ADMIN_REFUSED: return f->admin_refused;
+    case IM_ADMIN_THROTTLED: return f->admin_throttled;
     case IM_ACKED: return f->cs.acked;
     case IM_UNCONFIRMED: return f->cs.failed;
     case IM_DUPLICATES: return f->cs.duplicates;

@@ -12,6 +12,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "commit.h"
 #include "eventfile.h"
 #include "httpd.h"
@@ -20,11 +23,25 @@ struct event_base;
 struct evbuffer;
 struct store;
 
+#define INGEST_MAX_TRUSTED_PROXIES 16
+#define INGEST_ADDR_MAX 46 /* INET6_ADDRSTRLEN */
+
 struct ingest_config {
     const char *admin_token;   /* (ref) NULL: admin API disabled */
     struct commit_config commit;
     uint32_t state_refresh_ms; /* how stale a question state may get (one instance refreshes) */
+    /* Peers whose X-Forwarded-For names the client (the load balancer):
+     * admin guessing is slowed per that client, not per the proxy. Numeric
+     * addresses as inet_ntop writes them. */
+    char trusted_proxies[INGEST_MAX_TRUSTED_PROXIES][INGEST_ADDR_MAX];
+    size_t n_trusted_proxies;
 };
+
+/* --trusted-proxy ADDR[,ADDR...]: numeric IPv4 or IPv6 addresses, added to
+ * ic's list. false and a message when one is not an address or there are
+ * more than INGEST_MAX_TRUSTED_PROXIES. */
+bool ingest_parse_trusted_proxies(const char *list, struct ingest_config *ic, char *err,
+                                  size_t errlen);
 
 /* What every instance of a process shares. */
 struct ingest_shared;
@@ -48,6 +65,8 @@ struct ingest_request {
     const char *body;
     size_t body_len;
     bool too_large;
+    const struct sockaddr *peer; /* the connection's peer; NULL if unknown */
+    const char *forwarded_for;   /* the last X-Forwarded-For header; NULL when absent */
 };
 
 /* Called exactly once per served request, maybe later, on the instance's

@@ -12,8 +12,11 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 
 #include "http.h"
 #include "log.h"
@@ -90,6 +93,8 @@ static void on_fast_request(struct httpd_request *req, void *arg)
         .body = req->body,
         .body_len = req->body_len,
         .too_large = req->too_large,
+        .peer = req->peer,
+        .forwarded_for = req->forwarded_for,
     };
     if (ingest_serve(t->ingest, &r, fast_reply, req))
         return;
@@ -140,11 +145,9 @@ static size_t splice_count(const void *arg)
 static void handoff(int fd, const struct sockaddr *sa, socklen_t salen, const char *prefix,
                     size_t prefix_len, void *arg)
 {
-    (void)sa;
-    (void)salen;
     struct fast_thread *t = arg;
-    if (!splice_start(t->splices, fd, (const struct sockaddr *)&t->srv->inner, t->srv->inner_len,
-                      prefix, prefix_len))
+    if (!splice_start(t->splices, fd, sa, salen, (const struct sockaddr *)&t->srv->inner,
+                      t->srv->inner_len, prefix, prefix_len))
         log_warn("cannot pass a connection to the main thread");
 }
 
@@ -196,15 +199,60 @@ static void send_cmd(struct fast_thread *t, int cmd)
 
 /* ---- main thread ------------------------------------------------------ */
 
+/* The ingest's extra header lines ("Name: value\r\n" ...) as evhttp headers. */
+static void add_header_lines(struct evkeyvalq *out, const char *lines)
+{
+    while (lines != NULL && *lines != '\0') {
+        const char *colon = strchr(lines, ':');
+        const char *eol = strstr(lines, "\r\n");
+        if (colon == NULL || eol == NULL || colon > eol)
+            return;
+        char name[64], value[128];
+        size_t nlen = (size_t)(colon - lines);
+        const char *v = colon + 1 + strspn(colon + 1, " ");
+        size_t vlen = v < eol ? (size_t)(eol - v) : 0;
+        if (nlen < sizeof(name) && vlen < sizeof(value)) {
+            memcpy(name, lines, nlen);
+            name[nlen] = '\0';
+            memcpy(value, v, vlen);
+            value[vlen] = '\0';
+            evhttp_add_header(out, name, value);
+        }
+        lines = eol + 2;
+    }
+}
+
 static void main_reply(void *ctx, int status, const char *body, size_t len, const char *extra)
 {
     struct evhttp_request *req = ctx;
-    if (extra != NULL)
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    add_header_lines(evhttp_request_get_output_headers(req), extra);
     if (status == 204)
         http_reply_empty(req, 204);
     else
         http_reply_json(req, status, body, len);
+}
+
+/* The client of a request that reached evhttp through a fast thread's
+ * splice (every one does), or NULL. */
+static const struct sockaddr *spliced_peer(struct evhttp_request *req,
+                                           struct sockaddr_storage *sa, socklen_t *len)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+    int fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0 || !splice_client_address(fd, sa, len))
+        return NULL;
+    return (const struct sockaddr *)sa;
+}
+
+/* The last X-Forwarded-For header (a proxy adds its own after the client's). */
+static const char *last_forwarded_for(struct evkeyvalq *in)
+{
+    const char *last = NULL;
+    for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next)
+        if (evutil_ascii_strcasecmp(h->key, "X-Forwarded-For") == 0)
+            last = h->value;
+    return last;
 }
 
 static enum httpd_method evhttp_method(struct evhttp_request *req)
@@ -233,6 +281,8 @@ static void on_main_request(struct evhttp_request *req, void *arg)
     /* A NUL after the body, as the fast path gives its handlers. */
     evbuffer_add(body, "", 1);
     const char *data = (const char *)evbuffer_pullup(body, -1);
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
     struct ingest_request r = {
         .method = evhttp_method(req),
         .path = path,
@@ -241,6 +291,8 @@ static void on_main_request(struct evhttp_request *req, void *arg)
         .body = data ? data : "",
         .body_len = len,
         .too_large = len > HTTP_MAX_BODY,
+        .peer = spliced_peer(req, &peer, &peer_len),
+        .forwarded_for = last_forwarded_for(in),
     };
     if (ingest_serve(s->main_ingest, &r, main_reply, req))
         return;

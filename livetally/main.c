@@ -40,13 +40,14 @@ struct options {
 
 enum { OPT_EVENT, OPT_BACKEND, OPT_LISTEN, OPT_TOKEN, OPT_INTERVAL, OPT_THREADS, OPT_FLUSH_MS, OPT_BATCH_INTERVAL, OPT_NO_COALESCE,
        OPT_DEADLINE_MS, OPT_DRAIN_DELAY, OPT_DRAIN_TIMEOUT, OPT_HTTP_TIMEOUT, OPT_MAX_STREAMS, OPT_HEARTBEAT,
-       OPT_DESCRIBE_METRICS, OPT_LOG_LEVEL };
+       OPT_DESCRIBE_METRICS, OPT_LOG_LEVEL, OPT_TRUSTED_PROXY };
 
 static const struct cli_opt cli_opts[] = {
     {"event", "FILE", "the event file (required)", OPT_EVENT},
     {"backend", "URL", "counter store: memory: (default), memcached://H:P[,H:P...]", OPT_BACKEND},
     {"listen", "HOST:PORT", "HTTP address for both APIs and the page (default 127.0.0.1:8080)", OPT_LISTEN},
     {"admin-token-file", "FILE", "bearer token for the admin API (admin disabled without)", OPT_TOKEN},
+    {"trusted-proxy", "ADDR[,ADDR]", "load balancers whose last X-Forwarded-For header names the client: admin token guesses are slowed per that client, not per the proxy (numeric addresses; default none)", OPT_TRUSTED_PROXY},
     {"interval", "MS", "aggregation period (default 1000)", OPT_INTERVAL},
     {"threads", "N", "event loop threads taking answers (default: the number of cores)", OPT_THREADS},
     {"flush-ms", "MS", "how long a batch gathers answers while the store is idle (default 0: at once)", OPT_FLUSH_MS},
@@ -87,6 +88,7 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     case OPT_BACKEND: return (o->backend = val, store_url_check(val, err, errlen));
     case OPT_LISTEN: return (o->sc.listen = val, cli_hostport(val, err, errlen));
     case OPT_TOKEN: o->token_path = val; return true;
+    case OPT_TRUSTED_PROXY: return ingest_parse_trusted_proxies(val, &o->sc.ic, err, errlen);
     case OPT_INTERVAL: return cli_u32(val, 50, 3600000, &o->interval_ms, err, errlen);
     case OPT_THREADS: return cli_u32(val, 1, 64, &o->sc.threads, err, errlen);
     case OPT_FLUSH_MS: return cli_u32(val, 0, 1000, &o->sc.ic.commit.flush_ms, err, errlen);

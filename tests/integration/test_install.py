@@ -56,8 +56,8 @@ def main():
                 if line and not line.startswith("#"):
                     k, _, v = line.partition("=")
                     env[k] = v
-        chk.eq(sorted(env), ["LIVETALLY_BACKEND", "LIVETALLY_EVENT"],
-               "the environment file sets the event and the store")
+        chk.eq(sorted(env), ["LIVETALLY_BACKEND", "LIVETALLY_EVENT", "LIVETALLY_TRUSTED_PROXY"],
+               "the environment file sets the event, the store and the load balancer")
         verify_dir = os.path.join(prefix, "verify")
         os.makedirs(verify_dir)
         for u in UNITS:
@@ -78,6 +78,8 @@ def main():
                 chk.true("LoadCredential=admin.token:/etc/livetally/admin.token" in text and
                          "--admin-token-file ${CREDENTIALS_DIRECTORY}/admin.token" in text,
                          "%s gets the admin token as a credential (the file stays 0600)" % u)
+                chk.true("--trusted-proxy ${LIVETALLY_TRUSTED_PROXY}" in text,
+                         "%s trusts the load balancer's X-Forwarded-For" % u)
             moved = text.replace("/usr/local/bin", os.path.join(prefix, "bin")).replace(
                 "/etc/livetally/livetally.env",
                 os.path.join(prefix, "share", "livetally", "livetally.env"))
