@@ -105,6 +105,8 @@ struct worker {
     struct loadengine_errs errs;
     struct loadrecord rec;
     bool recording;
+    char *res_buf;      /* owned: results lines not yet written (cfg.results) */
+    size_t res_len;
 
     /* read by the control thread */
     _Atomic uint64_t pub_sent, pub_acked, pub_errors;
@@ -198,6 +200,36 @@ static struct conn *pop_ready(struct worker *w)
     return NULL;
 }
 
+/* ---- results file ------------------------------------------------------ */
+
+#define RES_BUF_SIZE 65536u
+#define RES_LINE_MAX (5 * 24 + LOADHTTP_ERROR_MAX)
+
+/* One write per 64 KiB: the threads share the FILE (stdio locks it), and
+ * a whole buffer of lines goes at once, so lines never interleave. */
+static void results_flush(struct worker *w)
+{
+    if (w->res_len > 0)
+        fwrite(w->res_buf, 1, w->res_len, w->e->cfg.results);
+    w->res_len = 0;
+}
+
+static void result_line(struct worker *w, uint64_t intended, uint64_t now, int status,
+                        const char *code, size_t bytes)
+{
+    if (w->res_buf == NULL)
+        return;
+    if (RES_BUF_SIZE - w->res_len < RES_LINE_MAX)
+        results_flush(w);
+    uint64_t t = intended > w->e->start_us ? intended - w->e->start_us : 0;
+    uint64_t lat = now > intended ? now - intended : 0;
+    int n = snprintf(w->res_buf + w->res_len, RES_BUF_SIZE - w->res_len,
+                     "%llu,%llu,%d,%s,%zu\n", (unsigned long long)t, (unsigned long long)lat,
+                     status, code, bytes);
+    if (n > 0 && (size_t)n < RES_BUF_SIZE - w->res_len)
+        w->res_len += (size_t)n;
+}
+
 static void close_conn(struct conn *c)
 {
     if (c->rev != NULL)
@@ -222,6 +254,8 @@ static void close_conn(struct conn *c)
 static void conn_fail(struct conn *c, const char *code, uint64_t now)
 {
     struct worker *w = c->w;
+    for (uint32_t i = 0; w->res_buf != NULL && i < c->fl_n; i++)
+        result_line(w, c->fl[(c->fl_head + i) % pipeline(w)].intended_us, now, 0, code, 0);
     if (c->fl_n > 0) {
         loadengine_errs_add(&w->errs, 0, code, c->fl_n);
         w->errors += c->fl_n;
@@ -380,10 +414,12 @@ static void on_reply(struct worker *w, struct conn *c, const struct loadhttp_res
         loadtally_add(&w->tally, &f->key);
         if (f->has_user && f->key.right && w->e->cfg.fans != NULL)
             loadtally_fans_mark(w->e->cfg.fans, f->user, f->slot);
+        result_line(w, f->intended_us, now, 202, "", r->total_len);
         return;
     }
     char code[LOADHTTP_ERROR_MAX];
     loadhttp_error_code(r->body, r->body_len, code, sizeof(code));
+    result_line(w, f->intended_us, now, r->status, code, r->total_len);
     loadengine_errs_add(&w->errs, r->status, code, 1);
     w->errors++;
 }
@@ -743,6 +779,8 @@ static void *worker_main(void *arg)
         if (w->conns[i].state != CONN_IDLE)
             conn_fail(&w->conns[i], "interrupted", now);
     }
+    if (w->res_buf != NULL)
+        results_flush(w);
     publish(w);
     atomic_store_explicit(&w->finished, true, memory_order_release);
     return NULL;
@@ -766,6 +804,7 @@ static void worker_free(struct worker *w)
     free(w->ready);
     free(w->dirty);
     free(w->scratch);
+    free(w->res_buf);
     if (w->tick)
         event_free(w->tick);
     if (w->sched)
@@ -818,6 +857,8 @@ static bool worker_init(struct loadengine *e, struct worker *w, uint32_t id, uin
     w->conns = calloc(n_conns, sizeof(*w->conns));
     w->ready = calloc(n_conns, sizeof(*w->ready));
     w->dirty = calloc(n_conns, sizeof(*w->dirty));
+    if (cfg->results != NULL && (w->res_buf = malloc(RES_BUF_SIZE)) == NULL)
+        return fail(err, errlen, "out of memory");
     if (!w->scratch || !w->conns || !w->ready || !w->dirty)
         return fail(err, errlen, "out of memory");
     size_t rcap = (size_t)cfg->pipeline * RBUF_PER_SLOT;

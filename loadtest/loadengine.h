@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "loadhist.h"
 #include "loadhttp.h"
@@ -53,6 +54,8 @@ struct loadengine_config {
     const char *record_path;           /* NULL: no recording */
     uint32_t n_questions;              /* the event's, for the tally (0 without event) */
     struct loadtally_fans *fans;       /* ref, may be NULL: users' acknowledged right answers */
+    FILE *results;                     /* ref, may be NULL: a CSV line per request sent
+                                        * (loadengine_results_header) */
     uint64_t seed;
 };
 
@@ -92,6 +95,11 @@ struct loadengine_result {
     struct loadengine_errs errs;
 };
 void loadengine_result_free(struct loadengine_result *r);
+
+/* The first line of a results file. Each request's line follows, written
+ * by its thread when the request ends (a reply, or its connection lost),
+ * so lines come in completion order per thread, not sorted. */
+#define LOADENGINE_RESULTS_HEADER "intended_us,latency_us,status,error,bytes\n"
 
 struct loadengine;
 

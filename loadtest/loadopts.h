@@ -29,6 +29,7 @@ struct loadopts {
     const char *verify_url;
     const char *admin_token_path;
     const char *json_path;
+    const char *results_path;
     const char *user_prefix;
 
     enum loadprofile_kind profile;

@@ -53,6 +53,7 @@ struct admin_action {
 
 struct run {
     const struct loadopts *o;
+    FILE *results;        /* --results (stdout for -); NULL: none */
     struct eventfile ef;
     bool have_ef;
     struct loadurl target;
@@ -367,6 +368,12 @@ static int setup(struct run *run)
     /* A report that cannot be written should fail now, not after the run. */
     if (o->json_path != NULL && strcmp(o->json_path, "-") != 0 && !writable(o->json_path))
         return usage_fail("--json %s: %s", o->json_path, strerror(errno));
+    if (o->results_path != NULL) {
+        run->results = strcmp(o->results_path, "-") == 0 ? stdout : fopen(o->results_path, "w");
+        if (run->results == NULL)
+            return usage_fail("--results %s: %s", o->results_path, strerror(errno));
+        fputs(LOADENGINE_RESULTS_HEADER, run->results);
+    }
     if (!loadhist_init(&run->interval, LOADHIST_HIGHEST_US, LOADHIST_DIGITS) ||
         !loadhist_init(&run->so_far, LOADHIST_HIGHEST_US, LOADHIST_DIGITS))
         return usage_fail("out of memory");
@@ -378,6 +385,8 @@ static int setup(struct run *run)
 
 static void teardown(struct run *run)
 {
+    if (run->results != NULL && run->results != stdout)
+        fclose(run->results); /* the run ended early: its lines so far */
     if (run->have_synth)
         loadsynth_free(&run->synth);
     if (run->have_replay)
@@ -715,6 +724,7 @@ int loadrun(const struct loadopts *o)
         .n_questions = run->have_ef ? run->ef.n_questions : 0,
         .seed = run->seed,
         .fans = run->have_fans ? &run->fans : NULL,
+        .results = run->results,
     };
     uint64_t started_wall = util_wall_ms();
     e = loadengine_start(&cfg, err, sizeof(err));
@@ -794,8 +804,21 @@ int loadrun(const struct loadopts *o)
     rep.thresholds = held;
     rep.n_thresholds = o->n_thresholds;
 
-    /* --json -: stdout is the JSON's alone, so that it parses */
-    FILE *summary = o->json_path != NULL && strcmp(o->json_path, "-") == 0 ? stderr : stdout;
+    bool results_ok = true;
+    if (run->results != NULL) {
+        bool failed = ferror(run->results) != 0;
+        failed |= run->results == stdout ? fflush(stdout) != 0 : fclose(run->results) != 0;
+        run->results = NULL;
+        if (failed) {
+            fprintf(stderr, "%s: --results %s: a write failed\n", PROG, o->results_path);
+            results_ok = false;
+        }
+    }
+    /* --json - or --results -: stdout is theirs alone, so that it parses */
+    FILE *summary = (o->json_path != NULL && strcmp(o->json_path, "-") == 0) ||
+                            (o->results_path != NULL && strcmp(o->results_path, "-") == 0)
+                        ? stderr
+                        : stdout;
     loadreport_summary(summary, &rep);
     fflush(summary);
     bool json_ok = true;
@@ -804,7 +827,7 @@ int loadrun(const struct loadopts *o)
         json_ok = false;
     }
     status = 0;
-    if (!engine_ok || !json_ok || run->admin_errors > 0)
+    if (!engine_ok || !json_ok || !results_ok || run->admin_errors > 0)
         status = 1;
     if (o->verify_url != NULL && rep.verify != LOADREPORT_VERIFY_PASSED)
         status = 1;
