@@ -152,7 +152,7 @@ enum store_status store_incr_batch(struct store *s, struct store_incr *items, si
  * value exactly as store_incr_batch gives them. Until then the items, their
  * keys and s must stay, and s must not be used otherwise. Returns false,
  * having sent nothing, when this handle cannot: a backend without it (only
- * memcached:// has it), a node given by a name (connecting would need a
+ * memcached:// and redis:// have it), a node given by a name (connecting would need a
  * lookup that blocks), a run already going, or (replicas >= 2)
  * blobs a node missed that must be deleted there first (a blocking run:
  * the next blocking operation does it): use store_incr_batch, on a worker

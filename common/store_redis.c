@@ -34,15 +34,26 @@
  * confirmed (store_pool.h, "lag"): then the replies are read in the order
  * the nodes answer, not node by node.
  *
+ * From an event loop (store_incr_start, store_add_start: the ingest's
+ * answer threads) the same commands go without blocking, node by node a
+ * small state machine on the loop (below, "the batch engine on an event
+ * loop"), as the memcached backend does: no store thread on the path of an
+ * answer.
+ *
  * Counters are Redis integers, signed 64-bit: a delta above 2^63 - 1 is
  * refused without being sent, and an increment past 2^63 - 1 is refused by
  * Redis ("increment or decrement would overflow"); both STORE_ERROR.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
 
 #include "ketama.h"
 #include "log.h"
@@ -60,17 +71,69 @@
  * size, or one INCRBY + EXPIRE pair. */
 #define RD_CMD_MAX (RD_MGET_KEYS * (STORE_MAX_KEY + RESP_ARG_COST) + 64u)
 #define RD_WBUF_SIZE (RD_CHUNK_BYTES + RD_CMD_MAX)
+/* The longest write command (an INCRBY + EXPIRE pair, a SET NX, a DEL),
+ * and a node's chunk of writes from an event loop. */
+#define RD_WRITE_CMD_MAX (2 * (STORE_MAX_KEY + 3 * RESP_ARG_COST) + STORE_ADD_BATCH_VALUE_MAX + 64)
+#define RD_ASYNC_WBUF_SIZE (RD_CHUNK_BYTES + RD_WRITE_CMD_MAX)
 
 /* One node's part of the batch being run. */
 struct rd_run {
     size_t first, count; /* its ops: order[first .. first + count) */
     size_t next;         /* ops written so far */
     size_t chunk_first;  /* the chunk in flight: ops [chunk_first, next) */
+    size_t read_next;    /* the chunk's first op whose reply is not read yet */
+    bool expire_next;    /* RD_INCR: read_next's INCRBY reply is read, its EXPIRE's next */
     bool active;
     bool in_flight;      /* its chunk is written, the replies not read yet */
+    /* from an event loop (store_incr_start, store_add_start): */
+    bool connecting;     /* the connect is in progress (async.connect_fd) */
+    size_t wlen, woff;   /* the chunk in async.wbufs[node]: bytes, bytes written */
+    uint64_t start;      /* ms: when the node's part began */
+    uint64_t deadline;   /* ms: no progress by then is a failure */
 };
 
 enum rd_kind { RD_INCR, RD_MGET, RD_ADD, RD_DEL };
+
+struct rd_store;
+
+/* Where a node's events find its run. */
+struct rd_node_ref {
+    struct rd_store *h;
+    size_t node;
+};
+
+/* A batch run from an event loop (store_incr_start, store_add_start), as
+ * the memcached backend runs one: an increment batch is one run, an add
+ * batch one run per replica rank, each started from the end of the one
+ * before; the stale deletes due go first, in a run of their own. */
+struct rd_async {
+    struct event_base *base;  /* (ref) the loop the events below belong to */
+    struct event **rev;       /* owned, n_nodes: readability of the node's connection,
+                               * added while it is open, between runs too (a server
+                               * that closes is noticed), with the run's deadline */
+    uint64_t *rev_gen;        /* owned, n_nodes: the connection (resp_conn.gen) rev
+                               * watches; 0: none */
+    struct event **wev;       /* owned, n_nodes: writability while output waits, or
+                               * while a connect completes */
+    int *connect_fd;          /* owned, n_nodes: a connect in progress, -1: none */
+    char **wbufs;             /* owned, n_nodes: the chunk being written (RD_ASYNC_WBUF_SIZE) */
+    struct rd_node_ref *refs; /* owned, n_nodes */
+    struct event *finish;     /* owned: ends a run that had no node to wait for */
+    struct event *lag;        /* owned: replica_lag_ms after an increment run on
+                               * replicas was confirmed */
+    bool running;
+    bool stale;               /* the run is the stale deletes due before the batch */
+    bool nomem;               /* the batch could not be planned: its items say so */
+    bool lag_on;              /* this run gives up on replicas that lag */
+    enum rd_kind kind;        /* the batch's: RD_INCR or RD_ADD */
+    size_t active;            /* nodes still waiting */
+    struct store_incr *items; /* RD_INCR: (ref) the caller's */
+    struct store_add_item *adds; /* RD_ADD: (ref) the caller's */
+    size_t n;
+    uint32_t ttl_s;
+    store_done_fn done;
+    void *arg;
+};
 
 struct rd_store {
     struct store base;
@@ -87,7 +150,10 @@ struct rd_store {
     struct store_op *ops;    /* (ref) the pool's */
     size_t mget_base;        /* MGET being read: its first op in order[] */
     size_t mget_count;
+    size_t placement_nops;   /* the ops of the run begun from a loop (pool_incr_confirmed) */
     struct store_drain drain; /* connections given up on (replica_lag_ms) */
+    bool numeric_hosts;      /* every node is an address: connects never block */
+    struct rd_async async;
 };
 
 static const struct store_ops rd_ops;
@@ -100,9 +166,12 @@ static struct rd_store *rd_of(struct store *s)
 
 /* ---- pool and handles ---- */
 
+static void async_free(struct rd_store *h);
+
 static void rd_close(struct store *s)
 {
     struct rd_store *h = rd_of(s);
+    async_free(h);
     pool_fini(&h->placement, s);
     store_drain_fini(&h->drain);
     for (size_t i = 0; i < h->pool->n_nodes; i++)
@@ -129,6 +198,13 @@ static struct store *handle_new(struct pool_nodes *pool)
         !pool_init(&h->placement, &rd_engine, pool->ketama, pool->nodes, pool->n_nodes,
                    pool->replicas, pool->hint_keys))
         goto err;
+    h->numeric_hosts = true;
+    for (size_t i = 0; i < pool->n_nodes; i++) {
+        unsigned char addr[sizeof(struct in6_addr)];
+        if (inet_pton(AF_INET, pool->nodes[i].host, addr) != 1 &&
+            inet_pton(AF_INET6, pool->nodes[i].host, addr) != 1)
+            h->numeric_hosts = false;
+    }
     atomic_fetch_add(&pool->refs, 1);
     return &h->base;
 err:
@@ -169,10 +245,49 @@ static bool rd_probe(struct store *s, uint32_t node)
     return !node_health_down(&rd_of(s)->pool->health[node], store_now_ms());
 }
 
+/* Takes node k's events off its connection: before the connection closes,
+ * or once it has, so that no event stays on a descriptor number another
+ * connection may get. */
+static void async_unwatch(struct rd_store *h, size_t k)
+{
+    struct rd_async *a = &h->async;
+    if (a->rev == NULL)
+        return;
+    if (a->rev_gen[k] != 0)
+        event_del(a->rev[k]);
+    a->rev_gen[k] = 0;
+    event_del(a->wev[k]);
+    if (a->connect_fd[k] >= 0)
+        close(a->connect_fd[k]);
+    a->connect_fd[k] = -1;
+}
+
+static void conn_close(struct rd_store *h, size_t node)
+{
+    async_unwatch(h, node);
+    resp_close(&h->conns[node]);
+}
+
+/* The blocking calls close a connection that fails (store_resp.h): after
+ * one of them on a handle that also runs from a loop, the read event of a
+ * connection that is gone goes too. */
+static void async_sweep(struct rd_store *h)
+{
+    struct rd_async *a = &h->async;
+    if (a->rev == NULL)
+        return;
+    for (size_t k = 0; k < h->pool->n_nodes; k++)
+        if (a->rev_gen[k] != 0 &&
+            (!resp_connected(&h->conns[k]) || h->conns[k].gen != a->rev_gen[k])) {
+            event_del(a->rev[k]);
+            a->rev_gen[k] = 0;
+        }
+}
+
 static void node_fail(struct rd_store *h, size_t node)
 {
     node_health_fail(&h->pool->health[node]);
-    resp_close(&h->conns[node]);
+    conn_close(h, node);
     h->base.stats.node_failures++;
 }
 
@@ -185,7 +300,7 @@ static bool conn_ready(struct rd_store *h, size_t node)
     if (node_health_down(hl, store_now_ms()))
         return false;
     if (resp_connected(c) && (c->epoch != node_health_epoch(hl) || resp_stale(c)))
-        resp_close(c);
+        conn_close(h, node);
     if (resp_connected(c))
         return true;
     const struct store_node *n = &h->pool->nodes[node];
@@ -217,10 +332,11 @@ static void node_fail_why(struct rd_store *h, size_t node, enum rd_fail why)
 {
     struct resp_conn *c = &h->conns[node];
     if (why == RD_FAIL_CONN) {
-        resp_close(c);
+        conn_close(h, node);
         return;
     }
     if (why == RD_FAIL_LAG) {
+        async_unwatch(h, node);
         pool_nodes_lagging(h->pool, node);
         /* Drained, not closed: what it was sent gets no hint, so it must
          * reach the node (store_drain.h). */
@@ -331,16 +447,18 @@ static char *format_write(const struct rd_store *h, char *p, const struct store_
     return delta_ok(op) ? format_incr(p, op) : p;
 }
 
-/* Formats the node's next chunk into wbuf; returns its length. */
-static size_t format_chunk(struct rd_store *h, struct rd_run *r)
+/* Formats the node's next chunk into buf (RD_WBUF_SIZE, or RD_ASYNC_WBUF_SIZE
+ * for writes); returns its length. */
+static size_t format_chunk(struct rd_store *h, struct rd_run *r, char *buf)
 {
-    char *p = h->wbuf;
-    char *limit = h->wbuf + RD_CHUNK_BYTES;
-    r->chunk_first = r->next;
+    char *p = buf;
+    char *limit = buf + RD_CHUNK_BYTES;
+    r->chunk_first = r->read_next = r->next;
+    r->expire_next = false;
     if (h->kind != RD_MGET) {
         while (r->next < r->count && r->next - r->chunk_first < RD_CHUNK_OPS && p < limit)
             p = format_write(h, p, &h->ops[h->order[r->first + r->next++]]);
-        return (size_t)(p - h->wbuf);
+        return (size_t)(p - buf);
     }
     for (unsigned m = 0; m < RD_CHUNK_MGETS && r->next < r->count && p < limit; m++) {
         /* MGET of up to RD_MGET_KEYS keys, the argument count first. */
@@ -357,7 +475,7 @@ static size_t format_chunk(struct rd_store *h, struct rd_run *r)
             p = resp_put_arg(p, op->key, op->keylen);
         }
     }
-    return (size_t)(p - h->wbuf);
+    return (size_t)(p - buf);
 }
 
 /* The node failed with ops [chunk_first, next) in flight, of which those
@@ -446,19 +564,32 @@ static bool write_status(enum rd_kind kind, const struct resp_reply *r, enum sto
     return true;
 }
 
-/* Reads the replies of the node's chunk in flight; false when the node
- * failed or the connection had to be closed (then every op of the node has
- * its status). */
-static bool read_chunk(struct rd_store *h, size_t node)
+/* The next reply: waited for (blocking), or only if it is buffered whole
+ * (RESP_PARTIAL otherwise). */
+static enum resp_result next_reply(struct resp_conn *c, bool blocking)
+{
+    return blocking ? resp_read(c) : resp_take(c);
+}
+
+enum read_result { READ_DONE, READ_MORE, READ_FAILED };
+
+/* Reads the replies of the node's chunk in flight, from r->read_next on.
+ * Blocking: until all are read. Not blocking (writes only): those
+ * buffered; READ_MORE when the rest has not arrived (read_next says where
+ * to go on). READ_FAILED when the node failed or the connection had to be
+ * closed: then every op of the node has its status. */
+static enum read_result read_chunk(struct rd_store *h, size_t node, bool blocking)
 {
     struct rd_run *r = &h->runs[node];
     struct resp_conn *c = &h->conns[node];
-    size_t k = r->chunk_first;
+    size_t k = r->read_next;
     enum resp_result res = RESP_FAILED;
     if (h->kind == RD_ADD || h->kind == RD_DEL) {
         for (; k < r->next; k++) {
             struct store_op *op = &h->ops[h->order[r->first + k]];
-            if ((res = resp_read(c)) != RESP_OK)
+            if ((res = next_reply(c, blocking)) == RESP_PARTIAL)
+                goto more;
+            if (res != RESP_OK)
                 goto fail;
             if (!write_status(h->kind, &c->reply, &op->status)) {
                 k++;
@@ -466,7 +597,7 @@ static bool read_chunk(struct rd_store *h, size_t node)
                 goto fail; /* not Redis speaking: out of step */
             }
         }
-        return true;
+        return READ_DONE;
     }
     if (h->kind == RD_INCR) {
         for (; k < r->next; k++) {
@@ -475,27 +606,35 @@ static bool read_chunk(struct rd_store *h, size_t node)
                 op->status = STORE_ERROR;
                 continue;
             }
-            if ((res = resp_read(c)) != RESP_OK)
-                goto fail;
-            if (c->reply.type == RESP_INTEGER) {
-                op->status = STORE_OK;
-                op->value = c->reply.integer > 0 ? (uint64_t)c->reply.integer : 0;
-            } else if (c->reply.type == RESP_ERROR) {
-                op->status = STORE_ERROR; /* not an integer, or would overflow */
-            } else {
-                op->status = STORE_ERROR;
-                k++;
-                res = RESP_FAILED;
-                goto fail; /* not Redis speaking: out of step */
+            if (!r->expire_next) {
+                if ((res = next_reply(c, blocking)) == RESP_PARTIAL)
+                    goto more;
+                if (res != RESP_OK)
+                    goto fail;
+                if (c->reply.type == RESP_INTEGER) {
+                    op->status = STORE_OK;
+                    op->value = c->reply.integer > 0 ? (uint64_t)c->reply.integer : 0;
+                } else if (c->reply.type == RESP_ERROR) {
+                    op->status = STORE_ERROR; /* not an integer, or would overflow */
+                } else {
+                    op->status = STORE_ERROR;
+                    k++;
+                    res = RESP_FAILED;
+                    goto fail; /* not Redis speaking: out of step */
+                }
+                r->expire_next = true;
             }
             /* The EXPIRE's reply: the increment is already confirmed, so a
              * failure here costs the TTL refresh only. */
-            if ((res = resp_read(c)) != RESP_OK) {
+            if ((res = next_reply(c, blocking)) == RESP_PARTIAL)
+                goto more;
+            r->expire_next = false;
+            if (res != RESP_OK) {
                 k++;
                 goto fail;
             }
         }
-        return true;
+        return READ_DONE;
     }
     c->elem = on_mget_elem;
     c->elem_arg = h;
@@ -533,10 +672,13 @@ static bool read_chunk(struct rd_store *h, size_t node)
         k += take;
     }
     c->elem = NULL;
-    return true;
+    return READ_DONE;
+more:
+    r->read_next = k;
+    return READ_MORE;
 fail:
     run_fail(h, node, k, SIZE_MAX, res == RESP_FAILED ? RD_FAIL_NODE : RD_FAIL_CONN);
-    return false;
+    return READ_FAILED;
 }
 
 /* Waits for the first of the nodes with a chunk in flight to answer, until
@@ -577,9 +719,11 @@ static size_t wait_any(struct rd_store *h, uint64_t deadline)
  * replicas >= 2) in the order they answer, so that once every item is
  * confirmed the nodes still outstanding can be given up on at the
  * budget's end. A node whose chunk is read writes its next one at once. */
-static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *ops, size_t n)
+/* Makes ops (each on its node) the batch being run, grouped by node; every
+ * op is STORE_UNAVAILABLE until its run says otherwise. false: nothing to
+ * send, or no memory for the scratch. */
+static bool batch_setup(struct rd_store *h, enum rd_kind kind, struct store_op *ops, size_t n)
 {
-    size_t nn = h->pool->n_nodes;
     if (h->drain.n > 0) {
         store_drain_pump(&h->drain, store_now_ms());
         h->base.stats.drains_pending = h->drain.n;
@@ -591,10 +735,18 @@ static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *op
         ops[i].node_failed = false;
     }
     if (n == 0 || !scratch_reserve(h, n))
-        return;
+        return false;
     h->kind = kind;
     h->ops = ops;
     route(h, n);
+    return true;
+}
+
+static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *ops, size_t n)
+{
+    size_t nn = h->pool->n_nodes;
+    if (!batch_setup(h, kind, ops, n))
+        return;
     bool lag_on = kind == RD_INCR && h->placement.run_replicated && h->pool->replica_lag_ms > 0;
     uint64_t lag_deadline = UINT64_MAX;
     uint64_t start = store_now_ms();
@@ -622,10 +774,10 @@ static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *op
                 ended = true;
                 continue;
             }
-            size_t len = format_chunk(h, r);
+            size_t len = format_chunk(h, r, h->wbuf);
             size_t sent = 0;
             if (len == 0) { /* only deltas Redis cannot hold: no reply to wait for */
-                read_chunk(h, k);
+                read_chunk(h, k, true);
                 again = true;
                 continue;
             }
@@ -645,7 +797,7 @@ static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *op
             for (size_t k = 0; k < nn; k++)
                 if (h->runs[k].in_flight) {
                     h->runs[k].in_flight = false;
-                    read_chunk(h, k);
+                    read_chunk(h, k, true);
                 }
             continue;
         }
@@ -663,28 +815,577 @@ static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *op
             for (k = 0; k < nn && !h->runs[k].in_flight; k++)
                 ;
         h->runs[k].in_flight = false;
-        read_chunk(h, k);
+        read_chunk(h, k, true);
     }
 }
 
 static void rd_engine_incr(struct store *s, struct store_op *ops, size_t n)
 {
     run_batch(rd_of(s), RD_INCR, ops, n);
+    async_sweep(rd_of(s));
 }
 
 static void rd_engine_mget(struct store *s, struct store_op *ops, size_t n)
 {
     run_batch(rd_of(s), RD_MGET, ops, n);
+    async_sweep(rd_of(s));
 }
 
 static void rd_engine_add(struct store *s, struct store_op *ops, size_t n)
 {
     run_batch(rd_of(s), RD_ADD, ops, n);
+    async_sweep(rd_of(s));
 }
 
 static void rd_engine_del(struct store *s, struct store_op *ops, size_t n)
 {
     run_batch(rd_of(s), RD_DEL, ops, n);
+    async_sweep(rd_of(s));
+}
+
+/* ---- the batch engine on an event loop (store_incr_start, store_add_start) ----
+ *
+ * The same commands and replies as run_batch, per node a small state
+ * machine on the loop: connect (numeric hosts only: no lookup blocks),
+ * write the chunk as the socket takes it, read its replies as they come
+ * (read_chunk, not blocking), then the next chunk. The connections stay
+ * blocking ones for the calls above (MSG_DONTWAIT here). Writes only: the
+ * loop never reads counters. */
+
+static void async_free(struct rd_store *h)
+{
+    struct rd_async *a = &h->async;
+    size_t nn = h->pool->n_nodes;
+    for (size_t k = 0; a->rev != NULL && k < nn; k++)
+        async_unwatch(h, k);
+    for (size_t k = 0; k < nn; k++) {
+        if (a->rev != NULL && a->rev[k] != NULL)
+            event_free(a->rev[k]);
+        if (a->wev != NULL && a->wev[k] != NULL)
+            event_free(a->wev[k]);
+        if (a->wbufs != NULL)
+            free(a->wbufs[k]);
+    }
+    if (a->finish != NULL)
+        event_free(a->finish);
+    if (a->lag != NULL)
+        event_free(a->lag);
+    free(a->rev);
+    free(a->rev_gen);
+    free(a->wev);
+    free(a->connect_fd);
+    free(a->wbufs);
+    free(a->refs);
+    *a = (struct rd_async){0};
+}
+
+static void on_async_node(evutil_socket_t fd, short what, void *arg);
+static void on_async_finish(evutil_socket_t fd, short what, void *arg);
+static void on_async_lag(evutil_socket_t fd, short what, void *arg);
+
+/* The events and buffers are made once, for the first loop that runs a
+ * batch; a handle serves one loop. */
+static bool async_init(struct rd_store *h, struct event_base *base)
+{
+    struct rd_async *a = &h->async;
+    if (a->base != NULL)
+        return a->base == base;
+    size_t nn = h->pool->n_nodes;
+    a->rev = calloc(nn, sizeof(*a->rev));
+    a->rev_gen = calloc(nn, sizeof(*a->rev_gen));
+    a->wev = calloc(nn, sizeof(*a->wev));
+    a->connect_fd = calloc(nn, sizeof(*a->connect_fd));
+    a->wbufs = calloc(nn, sizeof(*a->wbufs));
+    a->refs = calloc(nn, sizeof(*a->refs));
+    a->finish = event_new(base, -1, 0, on_async_finish, h);
+    a->lag = evtimer_new(base, on_async_lag, h);
+    if (!a->rev || !a->rev_gen || !a->wev || !a->connect_fd || !a->wbufs || !a->refs ||
+        !a->finish || !a->lag)
+        goto err;
+    for (size_t k = 0; k < nn; k++)
+        a->connect_fd[k] = -1;
+    for (size_t k = 0; k < nn; k++) {
+        a->refs[k] = (struct rd_node_ref){.h = h, .node = k};
+        if ((a->rev[k] = event_new(base, -1, 0, on_async_node, &a->refs[k])) == NULL ||
+            (a->wev[k] = event_new(base, -1, 0, on_async_node, &a->refs[k])) == NULL ||
+            (a->wbufs[k] = malloc(RD_ASYNC_WBUF_SIZE)) == NULL)
+            goto err;
+    }
+    a->base = base;
+    return true;
+err:
+    async_free(h);
+    return false;
+}
+
+/* Node k's part of the run begins: false when it is settled at once (down:
+ * its ops stay UNAVAILABLE, nothing sent). A node without a connection
+ * starts one. */
+static bool async_node_begin(struct rd_store *h, size_t k, uint64_t now)
+{
+    struct rd_run *r = &h->runs[k];
+    struct resp_conn *c = &h->conns[k];
+    const struct node_health *hl = &h->pool->health[k];
+    if (node_health_down(hl, now))
+        return false;
+    /* A connection the read event does not watch may have been closed by
+     * the server unseen: look, as conn_ready does. */
+    if (resp_connected(c) &&
+        (c->epoch != node_health_epoch(hl) ||
+         (h->async.rev_gen[k] != c->gen && resp_stale(c))))
+        conn_close(h, k);
+    r->active = true;
+    r->start = now;
+    r->deadline = now + h->pool->timeout_ms;
+    if (!resp_connected(c)) {
+        const struct store_node *n = &h->pool->nodes[k];
+        int fd = resp_connect_start(n->host, n->port);
+        if (fd < 0) {
+            r->active = false;
+            node_fail(h, k);
+            return false;
+        }
+        h->async.connect_fd[k] = fd;
+        r->connecting = true;
+        h->base.stats.connects++;
+    }
+    return true;
+}
+
+/* The connect of node k ended (writable, or its deadline): false when it
+ * failed (settled: nothing was sent). */
+static bool async_connected(struct rd_store *h, size_t k, bool writable)
+{
+    struct rd_async *a = &h->async;
+    struct rd_run *r = &h->runs[k];
+    int fd = a->connect_fd[k];
+    event_del(a->wev[k]);
+    a->connect_fd[k] = -1;
+    r->connecting = false;
+    if (!writable) {
+        close(fd);
+    } else if (resp_connect_finish(&h->conns[k], fd, h->pool->timeout_ms)) {
+        h->conns[k].epoch = node_health_epoch(&h->pool->health[k]);
+        r->deadline = store_now_ms() + h->pool->timeout_ms;
+        return true;
+    }
+    r->active = false;
+    node_fail(h, k);
+    return false;
+}
+
+/* Moves node k's part on as far as it goes without waiting: writes what
+ * the socket takes, reads the replies buffered, formats the next chunk
+ * once one is read. 1: it waits for the socket; 0: its part is done;
+ * -1: it failed (settled). */
+static int async_pump(struct rd_store *h, size_t k, uint64_t now)
+{
+    struct rd_run *r = &h->runs[k];
+    struct resp_conn *c = &h->conns[k];
+    char *buf = h->async.wbufs[k];
+    for (;;) {
+        if (!r->in_flight) {
+            if (r->next == r->count)
+                return 0;
+            r->wlen = format_chunk(h, r, buf);
+            r->woff = 0;
+            if (r->wlen == 0) { /* only deltas Redis cannot hold: no reply to wait for */
+                read_chunk(h, k, false);
+                continue;
+            }
+            r->in_flight = true;
+        }
+        if (r->woff < r->wlen) {
+            long n = resp_write_some(c, buf + r->woff, r->wlen - r->woff);
+            if (n < 0) {
+                run_fail(h, k, r->chunk_first, r->woff, RD_FAIL_NODE);
+                return -1;
+            }
+            if (n > 0) {
+                r->woff += (size_t)n;
+                r->deadline = now + h->pool->timeout_ms;
+            }
+            if (r->woff < r->wlen)
+                return 1;
+        }
+        enum read_result rr = read_chunk(h, k, false);
+        if (rr == READ_FAILED)
+            return -1;
+        if (rr == READ_MORE)
+            return 1;
+        r->in_flight = false;
+    }
+}
+
+/* Node k's part ended well. */
+static void async_node_ok(struct rd_store *h, size_t k, uint64_t now)
+{
+    struct rd_run *r = &h->runs[k];
+    r->active = false;
+    h->conns[k].proven = true;
+    if (h->placement.replicas >= 2 && h->pool->replica_lag_ms > 0 &&
+        now - r->start > h->pool->replica_lag_ms)
+        node_health_ok_slow(&h->pool->health[k]); /* a lagging node stays so */
+    else
+        node_health_ok(&h->pool->health[k]);
+}
+
+/* Waits for node k's next readiness, or its deadline. false: the events
+ * could not be armed (the node is settled as failed). */
+static bool async_arm(struct rd_store *h, size_t k, uint64_t now)
+{
+    struct rd_async *a = &h->async;
+    struct rd_run *r = &h->runs[k];
+    struct resp_conn *c = &h->conns[k];
+    uint64_t left = r->deadline > now ? r->deadline - now : 0;
+    struct timeval tv = {.tv_sec = (time_t)(left / 1000),
+                         .tv_usec = (suseconds_t)(left % 1000) * 1000};
+    bool ok;
+    if (r->connecting) {
+        ok = (event_pending(a->wev[k], EV_WRITE, NULL) ||
+              event_assign(a->wev[k], a->base, a->connect_fd[k], EV_WRITE, on_async_node,
+                           &a->refs[k]) == 0) &&
+             event_add(a->wev[k], &tv) == 0;
+        if (!ok) {
+            async_connected(h, k, false);
+            return false;
+        }
+        return true;
+    }
+    ok = true;
+    if (a->rev_gen[k] != c->gen) {
+        if (a->rev_gen[k] != 0)
+            event_del(a->rev[k]);
+        a->rev_gen[k] = 0;
+        ok = event_assign(a->rev[k], a->base, resp_fd(c), EV_READ | EV_PERSIST, on_async_node,
+                          &a->refs[k]) == 0;
+        if (ok)
+            a->rev_gen[k] = c->gen;
+    }
+    /* On an added event this only moves its timeout: no epoll change. */
+    ok = ok && event_add(a->rev[k], &tv) == 0;
+    if (ok && r->woff < r->wlen && !event_pending(a->wev[k], EV_WRITE, NULL))
+        ok = event_assign(a->wev[k], a->base, resp_fd(c), EV_WRITE, on_async_node,
+                          &a->refs[k]) == 0 &&
+             event_add(a->wev[k], NULL) == 0;
+    if (!ok) {
+        run_fail(h, k, r->read_next + (r->expire_next ? 1 : 0), r->in_flight ? r->woff : 0,
+                 RD_FAIL_NODE);
+        return false;
+    }
+    return true;
+}
+
+/* The node's part of the run ended: its connection (if still open) is
+ * watched with no timeout. */
+static void async_node_end(struct rd_store *h, size_t k)
+{
+    struct rd_async *a = &h->async;
+    event_del(a->wev[k]);
+    if (a->rev_gen[k] != 0)
+        event_remove_timer(a->rev[k]);
+}
+
+static void async_finish(struct rd_store *h, bool blocking);
+
+/* A node's part ended and others still wait: as run_batch does, once every
+ * item is confirmed the rest get replica_lag_ms. */
+static void async_node_done(struct rd_store *h)
+{
+    struct rd_async *a = &h->async;
+    if (--a->active == 0) {
+        async_finish(h, false);
+        return;
+    }
+    if (a->lag_on && !evtimer_pending(a->lag, NULL) &&
+        pool_incr_confirmed(&h->placement, h->ops, h->placement_nops)) {
+        uint32_t ms = h->pool->replica_lag_ms;
+        struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+                             .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+        if (evtimer_add(a->lag, &tv) != 0)
+            a->lag_on = false; /* the nodes' own deadlines still end the run */
+    }
+}
+
+static void on_async_lag(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct rd_store *h = arg;
+    for (size_t k = 0; k < h->pool->n_nodes; k++) {
+        struct rd_run *r = &h->runs[k];
+        if (!r->active)
+            continue;
+        async_node_end(h, k);
+        if (r->connecting) {
+            async_connected(h, k, false); /* nothing was sent to it */
+            continue;
+        }
+        run_fail(h, k, r->read_next + (r->expire_next ? 1 : 0), r->in_flight ? r->woff : 0,
+                 RD_FAIL_LAG);
+    }
+    h->async.active = 0;
+    async_finish(h, false);
+}
+
+static void on_async_node(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    struct rd_node_ref *ref = arg;
+    struct rd_store *h = ref->h;
+    size_t k = ref->node;
+    struct rd_run *r = &h->runs[k];
+    if (!h->async.running || !r->active) {
+        /* Between runs nothing is due from the server: it closed, or it
+         * is out of step. Either way the next run starts afresh. */
+        conn_close(h, k);
+        return;
+    }
+    uint64_t now = store_now_ms();
+    int st = 1;
+    if (r->connecting) {
+        if (!async_connected(h, k, (what & EV_WRITE) != 0))
+            st = -1;
+    } else if (what & EV_READ) {
+        int got = resp_fill(&h->conns[k]);
+        if (got < 0) {
+            run_fail(h, k, r->read_next + (r->expire_next ? 1 : 0),
+                     r->in_flight ? r->woff : 0, RD_FAIL_NODE);
+            st = -1;
+        } else if (got > 0) {
+            r->deadline = now + h->pool->timeout_ms;
+        }
+    }
+    if (st == 1)
+        st = async_pump(h, k, now);
+    if (st == 1 && now >= r->deadline) {
+        /* No progress within the timeout. */
+        run_fail(h, k, r->read_next + (r->expire_next ? 1 : 0), r->in_flight ? r->woff : 0,
+                 RD_FAIL_NODE);
+        st = -1;
+    }
+    if (st == 1 && async_arm(h, k, now))
+        return;
+    if (st == 0)
+        async_node_ok(h, k, now);
+    async_node_end(h, k);
+    async_node_done(h);
+}
+
+/* Starts a run of the pool's ops[0 .. nops) from the loop. false: no
+ * memory for the scratch (every op UNAVAILABLE, nothing sent). A run with
+ * no node to wait for ends on the loop's next turn. */
+static bool async_begin(struct rd_store *h, enum rd_kind kind, size_t nops)
+{
+    struct rd_async *a = &h->async;
+    if (!batch_setup(h, kind, h->placement.ops, nops))
+        return nops == 0 ? (event_active(a->finish, EV_TIMEOUT, 0), true) : false;
+    h->placement_nops = nops;
+    a->active = 0;
+    a->lag_on = kind == RD_INCR && h->placement.run_replicated && h->pool->replica_lag_ms > 0;
+    uint64_t now = store_now_ms();
+    for (size_t k = 0; k < h->pool->n_nodes; k++) {
+        if (h->runs[k].count == 0 || !async_node_begin(h, k, now))
+            continue;
+        int st = h->runs[k].connecting ? 1 : async_pump(h, k, now);
+        if (st == 1 && async_arm(h, k, now)) {
+            a->active++;
+            continue;
+        }
+        if (st == 0)
+            async_node_ok(h, k, now);
+        async_node_end(h, k);
+    }
+    if (a->active == 0)
+        event_active(a->finish, EV_TIMEOUT, 0); /* done runs after this call returns */
+    return true;
+}
+
+/* Node k's part of a run begun from the loop, driven to its end without
+ * it (a stop): the rest of its chunk, its replies, the chunks after. */
+static void async_node_wait(struct rd_store *h, size_t k)
+{
+    struct rd_async *a = &h->async;
+    struct rd_run *r = &h->runs[k];
+    struct resp_conn *c = &h->conns[k];
+    char *buf = a->wbufs[k];
+    async_node_end(h, k);
+    if (r->connecting) {
+        struct pollfd pfd = {.fd = a->connect_fd[k], .events = POLLOUT};
+        int pr = poll(&pfd, 1, (int)h->pool->timeout_ms);
+        if (!async_connected(h, k, pr > 0))
+            return;
+    }
+    for (;;) {
+        if (r->in_flight) {
+            if (r->woff < r->wlen) {
+                size_t sent = 0;
+                if (!resp_send(c, buf + r->woff, r->wlen - r->woff, &sent)) {
+                    run_fail(h, k, r->chunk_first, r->woff + sent, RD_FAIL_NODE);
+                    return;
+                }
+                r->woff = r->wlen;
+            }
+            if (read_chunk(h, k, true) == READ_FAILED)
+                return;
+            r->in_flight = false;
+        }
+        if (r->next == r->count) {
+            async_node_ok(h, k, store_now_ms());
+            return;
+        }
+        r->wlen = format_chunk(h, r, buf);
+        r->woff = 0;
+        if (r->wlen == 0) {
+            read_chunk(h, k, true);
+            continue;
+        }
+        r->in_flight = true;
+    }
+}
+
+/* Runs the pool's ops[0 .. nops): from the loop (true: its end calls
+ * async_finish), or blocking for a stop (false: it ran to its end). false
+ * also when it could not begin (every op UNAVAILABLE). */
+static bool async_run(struct rd_store *h, enum rd_kind kind, size_t nops, bool blocking)
+{
+    if (!blocking)
+        return async_begin(h, kind, nops);
+    run_batch(h, kind, h->placement.ops, nops);
+    async_sweep(h);
+    return false;
+}
+
+/* The batch's first run, after the stale deletes. false: nothing to run
+ * (the items are settled or say NOMEM), else as async_run. */
+static bool async_plan(struct rd_store *h, bool blocking, bool *ran)
+{
+    struct rd_async *a = &h->async;
+    size_t nops = a->kind == RD_ADD
+                      ? pool_add_prepare(&h->placement, &h->base, a->adds, a->n, a->ttl_s)
+                      : pool_incr_prepare(&h->placement, &h->base, a->items, a->n, a->ttl_s);
+    *ran = false;
+    if (nops == SIZE_MAX) {
+        a->nomem = true;
+        if (a->kind == RD_INCR) {
+            for (size_t i = 0; i < a->n; i++)
+                a->items[i].status = STORE_NOMEM;
+            h->base.stats.error_items += a->n;
+        }
+        return false;
+    }
+    if (a->kind == RD_ADD && nops == 0)
+        return false; /* every item refused before sending */
+    *ran = true;
+    return async_run(h, a->kind, nops, blocking);
+}
+
+/* A run ended, every node's part settled: the stale deletes (the batch's
+ * first run goes next), an add rank (the next rank goes), or the batch's
+ * last run (done). From the loop (blocking false), or for a stop. */
+static void async_finish(struct rd_store *h, bool blocking)
+{
+    struct rd_async *a = &h->async;
+    event_del(a->lag);
+    bool ran = true; /* the run that just ended was one of the batch's */
+    if (a->stale) {
+        pool_stale_finish(&h->placement, &h->base);
+        a->stale = false;
+        if (async_plan(h, blocking, &ran))
+            return;
+    }
+    if (ran && a->kind == RD_ADD) {
+        size_t nops;
+        while ((nops = pool_add_next(&h->placement, a->adds, a->n, a->ttl_s)) > 0)
+            if (async_run(h, RD_ADD, nops, blocking))
+                return; /* its end comes back here */
+    }
+    if (!a->nomem) {
+        if (a->kind == RD_ADD)
+            pool_add_finish(&h->placement, &h->base, a->adds, a->n, a->ttl_s);
+        else
+            pool_incr_finish(&h->placement, &h->base, a->items, a->n, a->ttl_s);
+        async_sweep(h); /* the add's repairs are blocking calls */
+    }
+    a->running = false;
+    a->done(a->arg); /* may start the next run */
+}
+
+static void on_async_finish(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    async_finish(arg, false);
+}
+
+/* Starts a batch from the loop: the stale deletes due first, if any (a
+ * run of their own), then the batch's runs. false: nothing was sent. */
+static bool async_start(struct rd_store *h, struct event_base *base, enum rd_kind kind,
+                        struct store_incr *items, struct store_add_item *adds, size_t n,
+                        uint32_t ttl_s, store_done_fn done, void *arg)
+{
+    struct rd_async *a = &h->async;
+    if (a->running || !h->numeric_hosts || !async_init(h, base))
+        return false;
+    if (h->drain.n > 0) {
+        store_drain_pump(&h->drain, store_now_ms());
+        h->base.stats.drains_pending = h->drain.n;
+    }
+    bool idle = kind == RD_INCR && n == 0;
+    bool stale = pool_stale_due(&h->placement, &h->base, idle);
+    size_t nops;
+    if (stale)
+        nops = pool_stale_prepare(&h->placement, &h->base, idle);
+    else if (kind == RD_ADD)
+        nops = pool_add_prepare(&h->placement, &h->base, adds, n, ttl_s);
+    else
+        nops = pool_incr_prepare(&h->placement, &h->base, items, n, ttl_s);
+    if (nops == SIZE_MAX || (!stale && kind == RD_INCR && n == 0 && nops == 0))
+        return false; /* out of memory, or no hint due */
+    a->running = true;
+    a->stale = stale;
+    a->nomem = false;
+    a->kind = kind;
+    a->items = items;
+    a->adds = adds;
+    a->n = n;
+    a->ttl_s = ttl_s;
+    a->done = done;
+    a->arg = arg;
+    if (!stale && kind == RD_ADD && nops == 0) {
+        event_active(a->finish, EV_TIMEOUT, 0); /* every item refused before sending */
+        return true;
+    }
+    if (!async_begin(h, stale ? RD_DEL : kind, nops)) {
+        a->running = false; /* hints planned into it stay queued: nothing was sent */
+        return false;
+    }
+    return true;
+}
+
+static bool rd_incr_start(struct store *s, struct event_base *base, struct store_incr *items,
+                          size_t n, uint32_t ttl_s, store_done_fn done, void *arg)
+{
+    return async_start(rd_of(s), base, RD_INCR, items, NULL, n, ttl_s, done, arg);
+}
+
+static bool rd_add_start(struct store *s, struct event_base *base, struct store_add_item *items,
+                         size_t n, uint32_t ttl_s, store_done_fn done, void *arg)
+{
+    return async_start(rd_of(s), base, RD_ADD, NULL, items, n, ttl_s, done, arg);
+}
+
+static void rd_run_wait(struct store *s)
+{
+    struct rd_store *h = rd_of(s);
+    if (!h->async.running)
+        return;
+    event_del(h->async.lag);
+    for (size_t k = 0; k < h->pool->n_nodes; k++)
+        if (h->runs[k].active)
+            async_node_wait(h, k);
+    event_del(h->async.finish); /* a run with no node to wait for was due there */
+    async_finish(h, true);
 }
 
 /* ---- single operations ---- */
@@ -703,7 +1404,7 @@ static enum store_status single_result(struct rd_store *h, size_t node, enum res
     return sent == 0 || !writes ? STORE_UNAVAILABLE : STORE_ERROR;
 }
 
-static enum store_status rd_node_get(struct store *s, uint32_t node, const char *key,
+static enum store_status node_get_once(struct store *s, uint32_t node, const char *key,
                                      size_t keylen, char **val, size_t *vallen)
 {
     struct rd_store *h = rd_of(s);
@@ -732,7 +1433,7 @@ static enum store_status rd_node_get(struct store *s, uint32_t node, const char 
 /*
  *   SET <key> <value> [EX <ttl>] [NX]  ->  +OK | $-1 (NX: exists)
  */
-static enum store_status rd_node_put(struct store *s, uint32_t node, const char *key,
+static enum store_status node_put_once(struct store *s, uint32_t node, const char *key,
                                      size_t keylen, const char *val, size_t vallen,
                                      uint32_t ttl_s, bool add)
 {
@@ -769,7 +1470,7 @@ static enum store_status rd_node_put(struct store *s, uint32_t node, const char 
 /*
  *   DEL <key>  ->  :1 | :0
  */
-static enum store_status rd_node_del(struct store *s, uint32_t node, const char *key,
+static enum store_status node_del_once(struct store *s, uint32_t node, const char *key,
                                      size_t keylen)
 {
     struct rd_store *h = rd_of(s);
@@ -831,6 +1532,32 @@ static enum store_status rd_del(struct store *s, const char *key, size_t keylen)
     return pool_del(&rd_of(s)->placement, s, key, keylen);
 }
 
+/* The single operations, then the sweep of what they closed. */
+static enum store_status rd_node_get(struct store *s, uint32_t node, const char *key,
+                                     size_t keylen, char **val, size_t *vallen)
+{
+    enum store_status st = node_get_once(s, node, key, keylen, val, vallen);
+    async_sweep(rd_of(s));
+    return st;
+}
+
+static enum store_status rd_node_put(struct store *s, uint32_t node, const char *key,
+                                     size_t keylen, const char *val, size_t vallen,
+                                     uint32_t ttl_s, bool add)
+{
+    enum store_status st = node_put_once(s, node, key, keylen, val, vallen, ttl_s, add);
+    async_sweep(rd_of(s));
+    return st;
+}
+
+static enum store_status rd_node_del(struct store *s, uint32_t node, const char *key,
+                                     size_t keylen)
+{
+    enum store_status st = node_del_once(s, node, key, keylen);
+    async_sweep(rd_of(s));
+    return st;
+}
+
 static struct pool *rd_pool(struct store *s)
 {
     return &rd_of(s)->placement;
@@ -859,5 +1586,8 @@ static const struct store_ops rd_ops = {
     .add = rd_add,
     .del = rd_del,
     .add_batch = rd_add_batch,
+    .incr_start = rd_incr_start,
+    .add_start = rd_add_start,
+    .run_wait = rd_run_wait,
     .pool = rd_pool,
 };

@@ -4,10 +4,17 @@
 #include "store_resp.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
@@ -131,7 +138,95 @@ bool resp_connect(struct resp_conn *c, const char *host, uint16_t port, uint32_t
     c->ctx = ctx;
     c->cut = false;
     c->proven = false;
+    c->gen++;
     return true;
+}
+
+int resp_connect_start(const char *host, uint16_t port)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
+    if (getaddrinfo(host, portstr, &hints, &ai) != 0 || ai == NULL)
+        return -1;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+bool resp_connect_finish(struct resp_conn *c, int fd, uint32_t timeout_ms)
+{
+    int soerr = 0, one = 1;
+    socklen_t len = sizeof(soerr);
+    struct timeval tv = {.tv_sec = timeout_ms / 1000,
+                         .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
+    resp_close(c);
+    int fl = fcntl(fd, F_GETFL);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0 || fl < 0 ||
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        close(fd);
+        return false;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    redisContext *ctx = redisConnectFd(fd); /* blocking, as redisConnectWithTimeout's */
+    if (ctx == NULL) {
+        close(fd);
+        return false;
+    }
+    if (ctx->err != 0 || redisSetTimeout(ctx, tv) != REDIS_OK) {
+        redisFree(ctx);
+        return false;
+    }
+    ctx->reader->fn = &reply_fns;
+    ctx->reader->privdata = c;
+    c->ctx = ctx;
+    c->cut = false;
+    c->proven = false;
+    c->gen++;
+    return true;
+}
+
+long resp_write_some(struct resp_conn *c, const char *buf, size_t len)
+{
+    ssize_t n = send(c->ctx->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0)
+        return (long)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return 0;
+    c->cut = errno == ECONNRESET || errno == EPIPE;
+    return -1;
+}
+
+int resp_fill(struct resp_conn *c)
+{
+    char buf[16 * 1024];
+    ssize_t n = recv(c->ctx->fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0)
+        return redisReaderFeed(c->ctx->reader, buf, (size_t)n) == REDIS_OK ? 1 : -1;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    c->cut = n == 0 || errno == ECONNRESET || errno == EPIPE;
+    return -1;
+}
+
+enum resp_result resp_take(struct resp_conn *c)
+{
+    redisReader *rd = c->ctx->reader;
+    free(c->reply.blob);
+    c->reply = (struct resp_reply){.type = RESP_NONE};
+    void *obj = NULL;
+    if (redisReaderGetReply(rd, &obj) != REDIS_OK)
+        return rd->err == REDIS_ERR_OOM ? RESP_NOMEM : RESP_FAILED;
+    if (obj != NULL)
+        return RESP_OK;
+    return rd->len - rd->pos > RESP_READ_MAX ? RESP_TOO_BIG : RESP_PARTIAL;
 }
 
 void resp_close(struct resp_conn *c)

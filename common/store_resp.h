@@ -5,12 +5,16 @@
  * timeout is set on the socket, so a node that stops answering costs one
  * timeout and the call fails. Only store_*.c and tests include this.
  *
- * Why the blocking API and not hiredis' libevent adapter: every caller runs
- * the store on a thread of its own (worker.h), never on an event loop, so
- * blocking there stalls nothing; and a batch is one write of every command
- * to every node followed by one read of every reply, which needs no event
- * loop to be pipelined. Redis buffers its replies in memory while it reads a
- * pipeline, so writing a whole chunk before reading cannot deadlock.
+ * Why the blocking API and not hiredis' libevent adapter: the store runs on
+ * threads of their own (worker.h), where blocking stalls nothing, and a
+ * batch is one write of every command to every node followed by one read of
+ * every reply, which needs no event loop to be pipelined. Redis buffers its
+ * replies in memory while it reads a pipeline, so writing a whole chunk
+ * before reading cannot deadlock. The one caller on an event loop, the
+ * redis:// backend's store_incr_start and store_add_start, drives the same
+ * connections with the calls below that never wait (MSG_DONTWAIT, the
+ * reader fed by hand); hiredis' adapter would have meant a second,
+ * callback-per-reply engine beside the batch one.
  *
  * Replies are parsed by hiredis' reader with callbacks that allocate
  * nothing: a top-level scalar goes into struct resp_reply, the elements of
@@ -73,6 +77,8 @@ struct resp_conn {
      * a timeout, nor a protocol error); cleared by resp_connect. */
     bool cut;
     bool proven;              /* the engine's: a batch completed on it (cleared by connect) */
+    uint64_t gen;             /* bumped by every connect: tells a new connection from an old
+                               * one that had the same descriptor number */
 };
 
 /* Connects (TCP_NODELAY, I/O timeout timeout_ms); false when the node
@@ -107,11 +113,34 @@ enum resp_result {
     RESP_FAILED,  /* EOF, timeout, error, protocol error: the node failed */
     RESP_TOO_BIG, /* a reply over RESP_READ_MAX: the node is fine, the reply is not ours */
     RESP_NOMEM,
+    RESP_PARTIAL, /* resp_take only: no whole reply buffered yet */
 };
 
 /* Reads one complete reply into c->reply (array elements through c->elem).
  * Unless RESP_OK the connection is closed. */
 enum resp_result resp_read(struct resp_conn *c);
+
+/* ---- without blocking, for an engine on an event loop ----
+ * The connection stays a blocking one (the calls above work on it as
+ * ever); these pass MSG_DONTWAIT. None closes the connection: on failure
+ * the caller does, after taking its events off the descriptor. */
+
+/* A connect to a numeric host begun without waiting: the socket (wait for
+ * it to be writable, then resp_connect_finish), or -1. */
+int resp_connect_start(const char *host, uint16_t port);
+/* The connect of fd (resp_connect_start's) completed: c becomes connected
+ * on it, as resp_connect leaves it. false (fd closed) when it failed. */
+bool resp_connect_finish(struct resp_conn *c, int fd, uint32_t timeout_ms);
+/* Writes what the socket takes now: the bytes written (0: none fit), or -1
+ * when the connection failed (c->cut: by the peer). */
+long resp_write_some(struct resp_conn *c, const char *buf, size_t len);
+/* Reads what the socket has into the reader: 1 something, 0 nothing yet,
+ * -1 the connection ended or failed (c->cut: by the peer). */
+int resp_fill(struct resp_conn *c);
+/* The next reply if it is buffered whole (into c->reply, array elements
+ * through c->elem): RESP_OK; RESP_PARTIAL when it is not; else as
+ * resp_read, but the connection stays open. */
+enum resp_result resp_take(struct resp_conn *c);
 
 /* Sends one command (argv) and reads its reply; *sent as resp_send's.
  * RESP_NOMEM with the connection still open when the command could not be

@@ -589,7 +589,7 @@ def main():
                        "verified": ok, "counts_off": bad[:100],
                        "unexpected_replies": dict(unexpected)})
         if not ok or os.environ.get("REHEARSE_LOGS"):
-            for p in night.ingests:
+            for p in night.ingests + night.aggregators:
                 lines = [l for l in p.output().splitlines() if "WARN" in l or "ERROR" in l or
                          "question" in l]
                 print("%s:\n  %s" % (os.path.basename(p.log.name), "\n  ".join(lines[-25:])))

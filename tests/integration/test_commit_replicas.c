@@ -1,6 +1,7 @@
-/* The group commit of answers with users on 3 real memcached, replicas=2,
- * written from the loop's own handle (store_add_start, store_incr_start),
- * as an ingest node does on a live night. Every reply must say what the
+/* The group commit of answers with users on 3 real memcached, and on 3
+ * real Redis, replicas=2, written from the loop's own handle
+ * (store_add_start, store_incr_start), as an ingest node does on a live
+ * night. Every reply must say what the
  * store holds: a 202's answer is counted whole, a 503's not at all, and a
  * user's second answer is a 409, also when it reaches another node. A node
  * killed or stopped mid-batch changes none of that. */
@@ -31,6 +32,7 @@ static const char EVENT_JSON[] = COMMIT_TEST_EVENT_JSON("tcr");
 #define NODES 3
 
 struct fixture {
+    enum server_kind kind;
     struct server mc[NODES];
     char url[512];
     struct eventfile ef;
@@ -69,7 +71,7 @@ static int servers_up(void **state)
     struct fixture *f = *state;
     const struct server *svs[NODES];
     for (int i = 0; i < NODES; i++) {
-        assert_true(server_start(&f->mc[i], SERVER_MEMCACHED, 0));
+        assert_true(server_start(&f->mc[i], f->kind, 0));
         svs[i] = &f->mc[i];
     }
     /* A lag budget above a busy machine's stalls: a second node given up on
@@ -78,6 +80,18 @@ static int servers_up(void **state)
     server_url(svs, NODES, "replicas=2&timeout_ms=1000&replica_lag_ms=200", f->url,
                sizeof(f->url));
     return 0;
+}
+
+static int memcached_up(void **state)
+{
+    ((struct fixture *)*state)->kind = SERVER_MEMCACHED;
+    return servers_up(state);
+}
+
+static int redis_up(void **state)
+{
+    ((struct fixture *)*state)->kind = SERVER_REDIS;
+    return servers_up(state);
 }
 
 static int servers_down(void **state)
@@ -275,17 +289,19 @@ static void test_replica_stopped_mid_batch(void **state)
     node_fails_mid_batch(*state, 1, true);
 }
 
+#define BOTH(name, fn)                                                                 \
+    {name " (memcached)", fn, memcached_up, servers_down, NULL},                               \
+    {                                                                                          \
+        name " (redis)", fn, redis_up, servers_down, NULL                                      \
+    }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_users_from_the_loop_two_nodes, servers_up,
-                                        servers_down),
-        cmocka_unit_test_setup_teardown(test_node_killed_while_markers_go, servers_up,
-                                        servers_down),
-        cmocka_unit_test_setup_teardown(test_node_killed_while_increments_go, servers_up,
-                                        servers_down),
-        cmocka_unit_test_setup_teardown(test_replica_stopped_mid_batch, servers_up,
-                                        servers_down),
+        BOTH("users from the loop, two nodes", test_users_from_the_loop_two_nodes),
+        BOTH("node killed while markers go", test_node_killed_while_markers_go),
+        BOTH("node killed while increments go", test_node_killed_while_increments_go),
+        BOTH("replica stopped mid-batch", test_replica_stopped_mid_batch),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
