@@ -39,6 +39,7 @@ struct aggregator {
     size_t n_fans;
     bool fans_cap_logged;
     uint64_t grace_ms;
+    uint64_t settled_reread_ms; /* wall: the next pass at or past it reads settled questions */
     struct aggregator_stats stats;
 };
 
@@ -356,6 +357,12 @@ enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_
     }
     if (a->repair != NULL && agg_repair_check_nodes(a->repair, s, util_mono_ms()))
         memset(a->settled, 0, ef->n_questions * sizeof(*a->settled)); /* read them all */
+    if (now_ms >= a->settled_reread_ms || a->settled_reread_ms - now_ms > AGGREGATE_SETTLED_REREAD_MS) {
+        /* Settled ones too, now and then (AGGREGATE_SETTLED_REREAD_MS says why);
+         * a clock stepped back does not postpone it. */
+        memset(a->settled, 0, ef->n_questions * sizeof(*a->settled));
+        a->settled_reread_ms = now_ms + AGGREGATE_SETTLED_REREAD_MS;
+    }
     plan_reads(a);
     st = read_all(a, s, now_ms);
     if (st != STORE_OK) {

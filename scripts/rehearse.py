@@ -179,17 +179,25 @@ def compare(stats, acked, maybe):
 
 
 def copies_of(night, bad):
-    """For the by_age counts off (pools only): each shard's copy on every
-    node, so a count short in the dashboard shows where it went."""
+    """For the breakdown counts off (pools only): each shard's copy on
+    every node, so a count short in the dashboard shows where it went."""
     out = []
     if args.store == "redis-cluster":
         return out
     for line in bad:
         m = re.match(r"q(\d+) by_age \((\d+), (True|False)\)", line)
-        if not m:
+        a = re.match(r"q(\d+) by_answer (\d+):", line)
+        c = re.match(r"q(\d+) by_country \('(\w+)', (True|False)\)", line)
+        if m:
+            prefix = "%s:q%sage%d%s" % (EVENT["event"], m.group(1), int(m.group(2)) + 1,
+                                         "right" if m.group(3) == "True" else "wrong")
+        elif a:
+            prefix = "%s:q%sopt%sn" % (EVENT["event"], a.group(1), a.group(2))
+        elif c:
+            prefix = "%s:q%sc%s%s" % (EVENT["event"], c.group(1), c.group(2),
+                                       "right" if c.group(3) == "True" else "wrong")
+        else:
             continue
-        prefix = "%s:q%sage%d%s" % (EVENT["event"], m.group(1), int(m.group(2)) + 1,
-                                     "right" if m.group(3) == "True" else "wrong")
         copies = collections.defaultdict(dict)
         for i, node in enumerate(night.nodes):
             if args.store == "redis":
@@ -534,9 +542,15 @@ def schedule(night, fans, seconds):
     return log
 
 
+# The aggregators read a settled question again every 5 s
+# (AGGREGATE_SETTLED_REREAD_MS): a count that lands late shows within it.
+STABLE_S = 6.0
+
+
 def settle(night, timeout=60.0):
     """Until every ingest replayed its hints and wrote out its lagging
-    connections, then until the dashboard's totals stay the same for 3 s."""
+    connections, then until the dashboard's counts stay the same for
+    STABLE_S."""
     end = time.monotonic() + timeout
     m = night.ingest_metrics()
     while time.monotonic() < end:
@@ -548,11 +562,13 @@ def settle(night, timeout=60.0):
     d = ltutil.Client(night.dash_port, timeout=30)
     stats = ltutil.wait_stats(d, lambda s: True, timeout=30)
     since = time.monotonic()
-    while time.monotonic() - since < 3.0 and time.monotonic() < end:
+    while time.monotonic() - since < STABLE_S and time.monotonic() < end:
         gen = stats["generation"]
         nxt = ltutil.wait_stats(d, lambda s: s["generation"] > gen, timeout=10)
-        if nxt["totals"] != stats["totals"]:
+        if nxt["totals"] != stats["totals"] or nxt["questions"] != stats["questions"]:
             stats, since = nxt, time.monotonic()
+        else:
+            stats = nxt
     d.close()
     return stats, m
 

@@ -937,6 +937,20 @@ static void test_pass_end_to_end(void **state)
     assert_int_equal(jint(question(root, 7), "answers"), 6);
     assert_int_equal(jint(question(root, 1), "answers"), 20);
     json_decref(root);
+
+    /* Every AGGREGATE_SETTLED_REREAD_MS the settled question is read again:
+     * the straggler shows, and the question settles once more. */
+    assert_int_equal(aggregator_pass(f->a, f->s, T0 + AGGREGATE_SETTLED_REREAD_MS), STORE_OK);
+    aggregator_get_stats(f->a, &st);
+    assert_int_equal(st.keys_read, ALL_KEYS);
+    assert_int_equal(st.questions_settled, 1);
+    root = fetch(f, 3);
+    assert_int_equal(jint(question(root, 7), "answers"), 106); /* 6 and the 100 late */
+    json_decref(root);
+    assert_int_equal(aggregator_pass(f->a, f->s, T0 + AGGREGATE_SETTLED_REREAD_MS + 1000),
+                     STORE_OK);
+    aggregator_get_stats(f->a, &st);
+    assert_int_equal(st.keys_read, ALL_KEYS - Q7_KEYS);
 }
 
 /* A question closed less than the grace ago is still read; once past the
