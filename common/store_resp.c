@@ -119,14 +119,12 @@ static redisReplyObjectFunctions reply_fns = {
 
 /* ---- connection ---- */
 
-bool resp_connect(struct resp_conn *c, const char *host, uint16_t port, uint32_t timeout_ms)
+/* A fresh blocking context becomes c's, with the I/O timeout and our
+ * reader; false (ctx freed) when it failed. */
+static bool adopt(struct resp_conn *c, redisContext *ctx, uint32_t timeout_ms)
 {
     struct timeval tv = {.tv_sec = timeout_ms / 1000,
                          .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
-    resp_close(c);
-    redisContext *ctx = redisConnectWithTimeout(host, port, tv);
-    if (ctx == NULL)
-        return false;
     if (ctx->err != 0 || redisSetTimeout(ctx, tv) != REDIS_OK) {
         redisFree(ctx);
         return false;
@@ -140,6 +138,15 @@ bool resp_connect(struct resp_conn *c, const char *host, uint16_t port, uint32_t
     c->proven = false;
     c->gen++;
     return true;
+}
+
+bool resp_connect(struct resp_conn *c, const char *host, uint16_t port, uint32_t timeout_ms)
+{
+    struct timeval tv = {.tv_sec = timeout_ms / 1000,
+                         .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
+    resp_close(c);
+    redisContext *ctx = redisConnectWithTimeout(host, port, tv);
+    return ctx != NULL && adopt(c, ctx, timeout_ms);
 }
 
 int resp_connect_start(const char *host, uint16_t port)
@@ -165,8 +172,6 @@ bool resp_connect_finish(struct resp_conn *c, int fd, uint32_t timeout_ms)
 {
     int soerr = 0, one = 1;
     socklen_t len = sizeof(soerr);
-    struct timeval tv = {.tv_sec = timeout_ms / 1000,
-                         .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
     resp_close(c);
     int fl = fcntl(fd, F_GETFL);
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0 || fl < 0 ||
@@ -180,17 +185,7 @@ bool resp_connect_finish(struct resp_conn *c, int fd, uint32_t timeout_ms)
         close(fd);
         return false;
     }
-    if (ctx->err != 0 || redisSetTimeout(ctx, tv) != REDIS_OK) {
-        redisFree(ctx);
-        return false;
-    }
-    ctx->reader->fn = &reply_fns;
-    ctx->reader->privdata = c;
-    c->ctx = ctx;
-    c->cut = false;
-    c->proven = false;
-    c->gen++;
-    return true;
+    return adopt(c, ctx, timeout_ms);
 }
 
 long resp_write_some(struct resp_conn *c, const char *buf, size_t len)
