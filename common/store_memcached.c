@@ -136,15 +136,9 @@ struct mc_async {
     struct event *lag;        /* owned: replica_lag_ms after an increment run
                                * on replicas was confirmed */
     bool running;
-    bool stale;               /* the run is the stale deletes due before the batch */
-    bool nomem;               /* the batch could not be planned: its items say so */
     bool lag_on;              /* this run gives up on replicas that lag */
-    enum mc_kind kind;        /* the batch's: MC_INCR or MC_ADD */
     size_t active;            /* nodes still waiting */
-    struct store_incr *items; /* MC_INCR: (ref) the caller's */
-    struct store_add_item *adds; /* MC_ADD: (ref) the caller's */
-    size_t n;
-    uint32_t ttl_s;
+    struct pool_loop_batch plan; /* the batch and the order of its runs */
     store_done_fn done;
     void *arg;
 };
@@ -1103,56 +1097,21 @@ static bool async_run(struct mc_store *h, enum mc_kind kind, size_t nops, bool b
     return false;
 }
 
-/* The batch's first run, after the stale deletes. false: nothing to run
- * (the items are settled or say NOMEM), else as async_run. */
-static bool async_plan(struct mc_store *h, bool blocking, bool *ran)
-{
-    struct mc_async *a = &h->async;
-    size_t nops = a->kind == MC_ADD
-                      ? pool_add_prepare(&h->placement, &h->base, a->adds, a->n, a->ttl_s)
-                      : pool_incr_prepare(&h->placement, &h->base, a->items, a->n, a->ttl_s);
-    *ran = false;
-    if (nops == SIZE_MAX) {
-        a->nomem = true;
-        if (a->kind == MC_INCR) {
-            for (size_t i = 0; i < a->n; i++)
-                a->items[i].status = STORE_NOMEM;
-            h->base.stats.error_items += a->n;
-        }
-        return false;
-    }
-    if (a->kind == MC_ADD && nops == 0)
-        return false; /* every item refused before sending */
-    *ran = true;
-    return async_run(h, a->kind, nops, blocking);
-}
+static const enum mc_kind mc_kind_of[] = {
+    [POOL_RUN_INCR] = MC_INCR, [POOL_RUN_ADD] = MC_ADD, [POOL_RUN_DEL] = MC_DEL};
 
-/* A run ended, every node's part settled: the stale deletes (the batch's
- * first run goes next), an add rank (the next rank goes), or the batch's
- * last run (done). From the loop (blocking false), or for a stop by poll. */
+/* A run ended, every node's part settled: the batch's next run goes
+ * (pool_loop_next), or the batch is done. From the loop (blocking false),
+ * or for a stop by poll. */
 static void async_finish(struct mc_store *h, bool blocking)
 {
     struct mc_async *a = &h->async;
     event_del(a->lag);
-    bool ran = true; /* the run that just ended was one of the batch's */
-    if (a->stale) {
-        pool_stale_finish(&h->placement, &h->base);
-        a->stale = false;
-        if (async_plan(h, blocking, &ran))
-            return;
-    }
-    if (ran && a->kind == MC_ADD) {
-        size_t nops;
-        while ((nops = pool_add_next(&h->placement, a->adds, a->n, a->ttl_s)) > 0)
-            if (async_run(h, MC_ADD, nops, blocking))
-                return; /* its end comes back here */
-    }
-    if (!a->nomem) {
-        if (a->kind == MC_ADD)
-            pool_add_finish(&h->placement, &h->base, a->adds, a->n, a->ttl_s);
-        else
-            pool_incr_finish(&h->placement, &h->base, a->items, a->n, a->ttl_s);
-    }
+    enum pool_run_kind kind;
+    size_t nops;
+    while ((nops = pool_loop_next(&h->placement, &h->base, &a->plan, &kind)) > 0)
+        if (async_run(h, mc_kind_of[kind], nops, blocking))
+            return; /* its end comes back here */
     a->running = false;
     a->done(a->arg); /* may start the next run */
 }
@@ -1322,26 +1281,20 @@ static bool async_start(struct mc_store *h, struct event_base *base, enum mc_kin
         store_drain_pump(&h->drain, now_ms());
         h->base.stats.drains_pending = h->drain.n;
     }
-    bool idle = kind == MC_INCR && n == 0;
-    bool stale = pool_stale_due(&h->placement, &h->base, idle);
-    size_t nops;
-    if (stale)
-        nops = pool_stale_prepare(&h->placement, &h->base, idle);
-    else if (kind == MC_ADD)
-        nops = pool_add_prepare(&h->placement, &h->base, adds, n, ttl_s);
-    else
-        nops = pool_incr_prepare(&h->placement, &h->base, items, n, ttl_s);
-    if (nops == SIZE_MAX || (!stale && kind == MC_INCR && n == 0 && nops == 0))
+    a->plan = (struct pool_loop_batch){
+        .add = kind == MC_ADD, .items = items, .adds = adds, .n = n, .ttl_s = ttl_s};
+    enum pool_run_kind first;
+    size_t nops = pool_loop_begin(&h->placement, &h->base, &a->plan, &first);
+    if (nops == SIZE_MAX)
         return false; /* out of memory, or no hint due */
-    *a = (struct mc_async){.base = a->base, .ev = a->ev, .refs = a->refs, .finish = a->finish,
-                           .lag = a->lag, .running = true, .stale = stale, .kind = kind,
-                           .items = items, .adds = adds, .n = n, .ttl_s = ttl_s, .done = done,
-                           .arg = arg};
-    if (!stale && kind == MC_ADD && nops == 0) {
+    a->running = true;
+    a->done = done;
+    a->arg = arg;
+    if (nops == 0) {
         event_active(a->finish, EV_TIMEOUT, 0); /* every item refused before sending */
         return true;
     }
-    if (!async_begin(h, stale ? MC_DEL : kind, nops)) {
+    if (!async_begin(h, mc_kind_of[first], nops)) {
         a->running = false; /* hints planned into it stay queued: nothing was sent */
         return false;
     }

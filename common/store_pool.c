@@ -1213,3 +1213,57 @@ void pool_nodes_unref(struct pool_nodes *p)
     free(p->nodes);
     free(p);
 }
+
+size_t pool_loop_begin(struct pool *p, struct store *s, struct pool_loop_batch *b,
+                       enum pool_run_kind *kind)
+{
+    bool idle = !b->add && b->n == 0;
+    b->stale = pool_stale_due(p, s, idle);
+    b->nomem = false;
+    size_t nops;
+    if (b->stale)
+        nops = pool_stale_prepare(p, s, idle);
+    else if (b->add)
+        nops = pool_add_prepare(p, s, b->adds, b->n, b->ttl_s);
+    else
+        nops = pool_incr_prepare(p, s, b->items, b->n, b->ttl_s);
+    if (nops == SIZE_MAX || (!b->stale && idle && nops == 0))
+        return SIZE_MAX; /* out of memory, or no hint due */
+    *kind = b->stale ? POOL_RUN_DEL : b->add ? POOL_RUN_ADD : POOL_RUN_INCR;
+    return nops;
+}
+
+size_t pool_loop_next(struct pool *p, struct store *s, struct pool_loop_batch *b,
+                      enum pool_run_kind *kind)
+{
+    size_t nops;
+    if (b->stale) {
+        /* The deletes are done: the batch's own first run. */
+        pool_stale_finish(p, s);
+        b->stale = false;
+        nops = b->add ? pool_add_prepare(p, s, b->adds, b->n, b->ttl_s)
+                      : pool_incr_prepare(p, s, b->items, b->n, b->ttl_s);
+        if (nops == SIZE_MAX) {
+            b->nomem = true;
+            if (!b->add) {
+                for (size_t i = 0; i < b->n; i++)
+                    b->items[i].status = STORE_NOMEM;
+                s->stats.error_items += b->n;
+            }
+            return 0;
+        }
+        if (nops > 0) {
+            *kind = b->add ? POOL_RUN_ADD : POOL_RUN_INCR;
+            return nops;
+        }
+        /* nothing to send: every add refused before sending, or no hint due */
+    } else if (b->add && (nops = pool_add_next(p, b->adds, b->n, b->ttl_s)) > 0) {
+        *kind = POOL_RUN_ADD;
+        return nops;
+    }
+    if (b->add)
+        pool_add_finish(p, s, b->adds, b->n, b->ttl_s);
+    else
+        pool_incr_finish(p, s, b->items, b->n, b->ttl_s);
+    return 0;
+}

@@ -281,6 +281,36 @@ bool pool_stale_due(const struct pool *p, struct store *s, bool idle);
 size_t pool_stale_prepare(struct pool *p, struct store *s, bool idle);
 void pool_stale_finish(struct pool *p, struct store *s);
 
+/* ---- a batch from an event loop (store_incr_start, store_add_start) ----
+ * The order of an engine's runs that do not block: the stale deletes due
+ * first (a run of their own), then the batch's first run, then, for adds,
+ * one run per further replica rank; the items get their statuses at the
+ * end. The engine runs each run pool_loop_begin and pool_loop_next hand it
+ * (its ops in p->ops), from the loop or, for a stop, blocking. */
+enum pool_run_kind { POOL_RUN_INCR, POOL_RUN_ADD, POOL_RUN_DEL };
+
+struct pool_loop_batch {
+    bool add;                    /* adds (else increments) */
+    struct store_incr *items;    /* increments: (ref) the caller's */
+    struct store_add_item *adds; /* adds: (ref) the caller's */
+    size_t n;
+    uint32_t ttl_s;
+    /* pool_loop_begin's and pool_loop_next's */
+    bool stale;                  /* the run out is the stale deletes */
+    bool nomem;                  /* the batch could not be planned: its items say so */
+};
+
+/* The first run of b (add, items or adds, n, ttl_s set): its op count and
+ * *kind; 0: none, the batch ends (pool_loop_next) without one; SIZE_MAX:
+ * nothing can be sent (out of memory, or increments with n == 0 and no
+ * hint due), and the engine says so (false). */
+size_t pool_loop_begin(struct pool *p, struct store *s, struct pool_loop_batch *b,
+                       enum pool_run_kind *kind);
+/* The run out ended: the next one (op count, *kind), or 0: the batch is
+ * done and every item has its status. */
+size_t pool_loop_next(struct pool *p, struct store *s, struct pool_loop_batch *b,
+                      enum pool_run_kind *kind);
+
 /* store.h's store_mget_replicas, store_node_incr/add (add: true) and
  * store_node_get: straight to the named nodes, no replicas, no hints. */
 enum store_status pool_mget_replicas(struct pool *p, struct store *s, const char *const *keys,

@@ -122,15 +122,9 @@ struct rd_async {
     struct event *lag;        /* owned: replica_lag_ms after an increment run on
                                * replicas was confirmed */
     bool running;
-    bool stale;               /* the run is the stale deletes due before the batch */
-    bool nomem;               /* the batch could not be planned: its items say so */
     bool lag_on;              /* this run gives up on replicas that lag */
-    enum rd_kind kind;        /* the batch's: RD_INCR or RD_ADD */
     size_t active;            /* nodes still waiting */
-    struct store_incr *items; /* RD_INCR: (ref) the caller's */
-    struct store_add_item *adds; /* RD_ADD: (ref) the caller's */
-    size_t n;
-    uint32_t ttl_s;
+    struct pool_loop_batch plan; /* the batch and the order of its runs */
     store_done_fn done;
     void *arg;
 };
@@ -1256,57 +1250,22 @@ static bool async_run(struct rd_store *h, enum rd_kind kind, size_t nops, bool b
     return false;
 }
 
-/* The batch's first run, after the stale deletes. false: nothing to run
- * (the items are settled or say NOMEM), else as async_run. */
-static bool async_plan(struct rd_store *h, bool blocking, bool *ran)
-{
-    struct rd_async *a = &h->async;
-    size_t nops = a->kind == RD_ADD
-                      ? pool_add_prepare(&h->placement, &h->base, a->adds, a->n, a->ttl_s)
-                      : pool_incr_prepare(&h->placement, &h->base, a->items, a->n, a->ttl_s);
-    *ran = false;
-    if (nops == SIZE_MAX) {
-        a->nomem = true;
-        if (a->kind == RD_INCR) {
-            for (size_t i = 0; i < a->n; i++)
-                a->items[i].status = STORE_NOMEM;
-            h->base.stats.error_items += a->n;
-        }
-        return false;
-    }
-    if (a->kind == RD_ADD && nops == 0)
-        return false; /* every item refused before sending */
-    *ran = true;
-    return async_run(h, a->kind, nops, blocking);
-}
+static const enum rd_kind rd_kind_of[] = {
+    [POOL_RUN_INCR] = RD_INCR, [POOL_RUN_ADD] = RD_ADD, [POOL_RUN_DEL] = RD_DEL};
 
-/* A run ended, every node's part settled: the stale deletes (the batch's
- * first run goes next), an add rank (the next rank goes), or the batch's
- * last run (done). From the loop (blocking false), or for a stop. */
+/* A run ended, every node's part settled: the batch's next run goes
+ * (pool_loop_next), or the batch is done. From the loop (blocking false),
+ * or for a stop. */
 static void async_finish(struct rd_store *h, bool blocking)
 {
     struct rd_async *a = &h->async;
     event_del(a->lag);
-    bool ran = true; /* the run that just ended was one of the batch's */
-    if (a->stale) {
-        pool_stale_finish(&h->placement, &h->base);
-        a->stale = false;
-        if (async_plan(h, blocking, &ran))
-            return;
-    }
-    if (ran && a->kind == RD_ADD) {
-        size_t nops;
-        while ((nops = pool_add_next(&h->placement, a->adds, a->n, a->ttl_s)) > 0)
-            if (async_run(h, RD_ADD, nops, blocking))
-                return; /* its end comes back here */
-    }
-    if (!a->nomem) {
-        if (a->kind == RD_ADD)
-            pool_add_finish(&h->placement, &h->base, a->adds, a->n, a->ttl_s);
-        else
-            pool_incr_finish(&h->placement, &h->base, a->items, a->n, a->ttl_s);
-        async_sweep(h); /* the add's repairs are blocking calls */
-    }
+    enum pool_run_kind kind;
+    size_t nops;
+    while ((nops = pool_loop_next(&h->placement, &h->base, &a->plan, &kind)) > 0)
+        if (async_run(h, rd_kind_of[kind], nops, blocking))
+            return; /* its end comes back here */
+    async_sweep(h); /* the adds' repairs are blocking calls */
     a->running = false;
     a->done(a->arg); /* may start the next run */
 }
@@ -1331,32 +1290,20 @@ static bool async_start(struct rd_store *h, struct event_base *base, enum rd_kin
         store_drain_pump(&h->drain, store_now_ms());
         h->base.stats.drains_pending = h->drain.n;
     }
-    bool idle = kind == RD_INCR && n == 0;
-    bool stale = pool_stale_due(&h->placement, &h->base, idle);
-    size_t nops;
-    if (stale)
-        nops = pool_stale_prepare(&h->placement, &h->base, idle);
-    else if (kind == RD_ADD)
-        nops = pool_add_prepare(&h->placement, &h->base, adds, n, ttl_s);
-    else
-        nops = pool_incr_prepare(&h->placement, &h->base, items, n, ttl_s);
-    if (nops == SIZE_MAX || (!stale && kind == RD_INCR && n == 0 && nops == 0))
+    a->plan = (struct pool_loop_batch){
+        .add = kind == RD_ADD, .items = items, .adds = adds, .n = n, .ttl_s = ttl_s};
+    enum pool_run_kind first;
+    size_t nops = pool_loop_begin(&h->placement, &h->base, &a->plan, &first);
+    if (nops == SIZE_MAX)
         return false; /* out of memory, or no hint due */
     a->running = true;
-    a->stale = stale;
-    a->nomem = false;
-    a->kind = kind;
-    a->items = items;
-    a->adds = adds;
-    a->n = n;
-    a->ttl_s = ttl_s;
     a->done = done;
     a->arg = arg;
-    if (!stale && kind == RD_ADD && nops == 0) {
+    if (nops == 0) {
         event_active(a->finish, EV_TIMEOUT, 0); /* every item refused before sending */
         return true;
     }
-    if (!async_begin(h, stale ? RD_DEL : kind, nops)) {
+    if (!async_begin(h, rd_kind_of[first], nops)) {
         a->running = false; /* hints planned into it stay queued: nothing was sent */
         return false;
     }
