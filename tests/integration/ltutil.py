@@ -816,8 +816,11 @@ class RawConn:
     """One client connection speaking raw HTTP/1.1 (responses with a
     Content-Length, as the ingest always sends)."""
 
-    def __init__(self, port, timeout=10.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, timeout=10.0, src=None):
+        """src: the loopback address to connect from (127.0.0.x), for tests
+        that tell clients apart by address."""
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(src, 0) if src else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False

@@ -24,7 +24,6 @@ loopback here) against one livetally-ingest with a token:
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import random
@@ -39,36 +38,22 @@ PROXY = "127.0.0.9"
 
 
 def request(port, src, method, path, token=None, xff=None, body=b"", prefix=b""):
-    """One request from source address src; (status, headers dict, body)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(10)
+    """One request from source address src (after the request prefix, if
+    any, on the same connection); (status, headers dict, body)."""
+    headers = ["%s %s HTTP/1.1" % (method, path), "Host: x", "Connection: close",
+               "Content-Length: %d" % len(body)]
+    if token is not None:
+        headers.append("Authorization: Bearer %s" % token)
+    for v in (xff or []):
+        headers.append("X-Forwarded-For: %s" % v)  # repeated headers: no dict
+    c = ltutil.RawConn(port, src=src)
     try:
-        s.bind((src, 0))
-        s.connect(("127.0.0.1", port))
-        headers = ["%s %s HTTP/1.1" % (method, path), "Host: x", "Connection: close",
-                   "Content-Length: %d" % len(body)]
-        if token is not None:
-            headers.append("Authorization: Bearer %s" % token)
-        for v in (xff or []):
-            headers.append("X-Forwarded-For: %s" % v)
-        s.sendall(prefix + ("\r\n".join(headers) + "\r\n\r\n").encode() + body)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        c.send(prefix + ("\r\n".join(headers) + "\r\n\r\n").encode() + body)
+        if prefix:
+            c.response()
+        return c.response()
     finally:
-        s.close()
-    # the last response on the connection (a prefix request's comes first)
-    last = data[data.rfind(b"HTTP/1.1 "):]
-    head, _, rest = last.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    hdrs = {}
-    for ln in lines[1:]:
-        k, _, v = ln.partition(":")
-        hdrs[k.strip().lower()] = v.strip()
-    return int(lines[0].split()[1]), hdrs, rest
+        c.close()
 
 
 def admin(port, src, token, action="open", qid=1, xff=None, prefix=b""):
