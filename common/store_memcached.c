@@ -174,13 +174,6 @@ static struct mc_store *mc_of(struct store *s)
 
 /* ---- pool and handles ---- */
 
-/* A numeric address needs no name lookup (which could block). */
-static bool host_numeric(const char *host)
-{
-    unsigned char addr[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1;
-}
-
 static void conns_free(struct mc_conn *c, size_t n)
 {
     if (c == NULL)
@@ -248,7 +241,7 @@ static struct store *handle_new(struct pool_nodes *pool)
     h->numeric_hosts = true;
     for (size_t i = 0; i < pool->n_nodes; i++) {
         h->conns[i].fd = -1;
-        if (!host_numeric(pool->nodes[i].host))
+        if (!store_host_numeric(pool->nodes[i].host))
             h->numeric_hosts = false;
     }
     atomic_fetch_add(&pool->refs, 1);

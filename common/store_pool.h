@@ -94,6 +94,9 @@ struct node_health {
 };
 
 uint64_t store_now_ms(void); /* CLOCK_MONOTONIC */
+/* A numeric address (IPv4 or IPv6): connecting to it needs no name lookup,
+ * which would block an event loop. */
+bool store_host_numeric(const char *host);
 void node_health_init(struct node_health *h);
 bool node_health_down(const struct node_health *h, uint64_t now_ms);
 /* The node failed: keep every handle away from it for the backoff (100 ms

@@ -44,8 +44,6 @@
  * refused without being sent, and an increment past 2^63 - 1 is refused by
  * Redis ("increment or decrement would overflow"); both STORE_ERROR.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -194,9 +192,7 @@ static struct store *handle_new(struct pool_nodes *pool)
         goto err;
     h->numeric_hosts = true;
     for (size_t i = 0; i < pool->n_nodes; i++) {
-        unsigned char addr[sizeof(struct in6_addr)];
-        if (inet_pton(AF_INET, pool->nodes[i].host, addr) != 1 &&
-            inet_pton(AF_INET6, pool->nodes[i].host, addr) != 1)
+        if (!store_host_numeric(pool->nodes[i].host))
             h->numeric_hosts = false;
     }
     atomic_fetch_add(&pool->refs, 1);

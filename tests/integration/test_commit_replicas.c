@@ -4,7 +4,9 @@
  * night. Every reply must say what the
  * store holds: a 202's answer is counted whole, a 503's not at all, and a
  * user's second answer is a 409, also when it reaches another node. A node
- * killed or stopped mid-batch changes none of that. */
+ * killed or stopped mid-batch changes none of that. The same fans go
+ * through a 3-master Redis Cluster from the loop too (a cluster without
+ * replicas loses a dead master's keys: test_store_cluster.c kills one). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -77,6 +79,11 @@ static int servers_up(void **state)
     /* A lag budget above a busy machine's stalls: a second node given up on
      * while the victim is down would turn answers into 503s (allowed, and
      * checked, but not the point here). */
+    if (f->kind == SERVER_REDIS_CLUSTER) {
+        assert_true(server_cluster_create(svs, NODES));
+        server_url(svs, NODES, "timeout_ms=1000", f->url, sizeof(f->url));
+        return 0;
+    }
     server_url(svs, NODES, "replicas=2&timeout_ms=1000&replica_lag_ms=200", f->url,
                sizeof(f->url));
     return 0;
@@ -91,6 +98,12 @@ static int memcached_up(void **state)
 static int redis_up(void **state)
 {
     ((struct fixture *)*state)->kind = SERVER_REDIS;
+    return servers_up(state);
+}
+
+static int cluster_up(void **state)
+{
+    ((struct fixture *)*state)->kind = SERVER_REDIS_CLUSTER;
     return servers_up(state);
 }
 
@@ -299,6 +312,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         BOTH("users from the loop, two nodes", test_users_from_the_loop_two_nodes),
+        {"users from the loop, two nodes (redis-cluster)", test_users_from_the_loop_two_nodes,
+         cluster_up, servers_down, NULL},
         BOTH("node killed while markers go", test_node_killed_while_markers_go),
         BOTH("node killed while increments go", test_node_killed_while_increments_go),
         BOTH("replica stopped mid-batch", test_replica_stopped_mid_batch),

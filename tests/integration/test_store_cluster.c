@@ -1,7 +1,9 @@
 /* The redis-cluster:// backend against a real 3-master Redis Cluster made
  * by redis-cli --cluster create: placement by slot, exact counts through a
  * resharding (MOVED and ASK followed, for increments and for pipelined
- * adds), blobs, clones, a dead master. */
+ * adds), blobs, clones, a dead master; each of them both blocking and from
+ * an event loop (store_incr_start, store_add_start: how an ingest answer
+ * thread writes). */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +16,7 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 
 #include "crc16.h"
 #include "servers.h"
@@ -79,6 +82,43 @@ static long dbsize(const struct server *sv)
 }
 
 #define NKEYS 6000
+
+/* ---- batches from an event loop ---- */
+
+static void on_run_done(void *arg)
+{
+    *(bool *)arg = true;
+}
+
+/* Runs the batch from base's loop when the handle starts it there (true),
+ * else blocking (false: store_incr_start sent nothing). */
+static bool loop_incr(struct store *s, struct event_base *base, struct store_incr *items,
+                      size_t n, uint32_t ttl_s)
+{
+    bool done = false;
+    if (base == NULL || !store_incr_start(s, base, items, n, ttl_s, on_run_done, &done)) {
+        store_incr_batch(s, items, n, ttl_s);
+        return false;
+    }
+    assert_false(done); /* never from inside the start */
+    while (!done)
+        assert_true(event_base_loop(base, EVLOOP_ONCE) >= 0);
+    return true;
+}
+
+static bool loop_add(struct store *s, struct event_base *base, struct store_add_item *items,
+                     size_t n, uint32_t ttl_s)
+{
+    bool done = false;
+    if (base == NULL || !store_add_start(s, base, items, n, ttl_s, on_run_done, &done)) {
+        store_add_batch(s, items, n, ttl_s);
+        return false;
+    }
+    assert_false(done);
+    while (!done)
+        assert_true(event_base_loop(base, EVLOOP_ONCE) >= 0);
+    return true;
+}
 
 struct keyset {
     char (*buf)[48];
@@ -152,6 +192,76 @@ static void test_incr_and_mget_exact(void **state)
     assert_int_equal(mv[0], 0);
     assert_int_equal(mv[1], 8);
     keyset_free(&k);
+}
+
+/* From an event loop: a handle that never read the map reads it there,
+ * counts are exact and values returned, a blob at a counter's key is
+ * refused alone, adds say OK then EXISTS; blocking calls on the same handle
+ * between runs (they may close and open connections) leave the loop's
+ * events right. */
+static void test_loop_batches(void **state)
+{
+    struct fixture *f = *state;
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    struct store *s = store_clone(f->s);
+    assert_non_null(s);
+    struct keyset k;
+    keyset_init(&k, NKEYS, "lp:q2c%04zuright");
+    for (uint64_t pass = 1; pass <= 3; pass++) {
+        for (size_t i = 0; i < NKEYS; i++)
+            k.items[i] = (struct store_incr){.key = k.keys[i], .keylen = k.lens[i],
+                                             .delta = i % 3 + 1, .want_value = true};
+        assert_true(loop_incr(s, base, k.items, NKEYS, 600));
+        for (size_t i = 0; i < NKEYS; i++) {
+            assert_int_equal(k.items[i].status, STORE_OK);
+            assert_int_equal(k.items[i].value, pass * (i % 3 + 1));
+        }
+        if (pass == 2) {
+            assert_int_equal(store_mget_u64(s, k.keys, k.lens, NKEYS, k.vals, NULL), STORE_OK);
+            for (size_t i = 0; i < NKEYS; i++)
+                assert_int_equal(k.vals[i], 2 * (i % 3 + 1));
+        }
+    }
+    struct store_stats st;
+    store_get_stats(s, &st);
+    assert_int_equal(st.map_refreshes, 1);
+    assert_int_equal(st.redirects, 0);
+
+    assert_int_equal(store_set(f->s, "lp:blob", 7, "text", 4, 60), STORE_OK);
+    struct store_incr it[2] = {{.key = "lp:blob", .keylen = 7, .delta = 1},
+                               {.key = "lp:cnt", .keylen = 6, .delta = 1}};
+    assert_true(loop_incr(s, base, it, 2, 60));
+    assert_int_equal(it[0].status, STORE_ERROR);
+    assert_int_equal(it[1].status, STORE_OK);
+
+    enum { NADDS = 300 };
+    static char ak[NADDS][32];
+    struct store_add_item adds[NADDS];
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t j = 0; j < NADDS; j++) {
+            snprintf(ak[j], sizeof(ak[j]), j == 7 ? "lp:u bad %03zu" : "lp:u:%03zu:q2", j);
+            adds[j] = (struct store_add_item){.key = ak[j], .keylen = strlen(ak[j]),
+                                              .val = ak[j] + 5, .vallen = 3};
+        }
+        assert_true(loop_add(s, base, adds, NADDS, 600));
+        for (size_t j = 0; j < NADDS; j++)
+            assert_int_equal(adds[j].status,
+                             j == 7 ? STORE_ERROR : pass == 0 ? STORE_OK : STORE_EXISTS);
+    }
+    char *val = NULL;
+    size_t len = 0;
+    assert_int_equal(store_get(f->s, ak[5], strlen(ak[5]), &val, &len), STORE_OK);
+    assert_int_equal(len, 3);
+    assert_memory_equal(val, "005", 3);
+    free(val);
+    /* nothing to send at all: done still comes, from the loop */
+    assert_true(loop_add(s, base, &adds[7], 1, 600));
+    assert_int_equal(adds[7].status, STORE_ERROR);
+
+    keyset_free(&k);
+    store_close(s);
+    event_base_free(base);
 }
 
 /* The 100 shards of one counter land on many slots and on every master:
@@ -254,6 +364,8 @@ static void test_clone_and_seeds(void **state)
 
 struct loader {
     struct store *s;
+    bool loop;           /* batches from an event loop of the thread's own */
+    uint64_t from_loop;  /* batches that started there */
     struct keyset k;
     uint64_t *expect;    /* confirmed increments per key */
     uint64_t *maybe;     /* STORE_ERROR: may have landed */
@@ -264,12 +376,14 @@ struct loader {
 static void *load(void *arg)
 {
     struct loader *l = arg;
+    struct event_base *base = l->loop ? event_base_new() : NULL;
+    assert_true(base != NULL || !l->loop);
     uint64_t round = 0;
     while (!atomic_load(&l->stop)) {
         for (size_t i = 0; i < RKEYS; i++)
             l->k.items[i] = (struct store_incr){.key = l->k.keys[i], .keylen = l->k.lens[i],
                                                 .delta = (i + round) % 3 + 1};
-        store_incr_batch(l->s, l->k.items, RKEYS, 600);
+        l->from_loop += loop_incr(l->s, base, l->k.items, RKEYS, 600);
         for (size_t i = 0; i < RKEYS; i++) {
             const struct store_incr *it = &l->k.items[i];
             if (it->status == STORE_OK)
@@ -282,6 +396,8 @@ static void *load(void *arg)
         l->batches++;
         round++;
     }
+    if (base != NULL)
+        event_base_free(base);
     return NULL;
 }
 
@@ -290,6 +406,9 @@ static void *load(void *arg)
 #define ADDS_BATCH 200u
 struct adder {
     struct store *s;
+    bool loop;
+    uint64_t from_loop;
+    const char *fmt;           /* the keys, from their number */
     char (*keys)[40];          /* ADDS_MAX */
     uint8_t *status;           /* per key: the enum store_status its add got */
     size_t used;
@@ -301,14 +420,16 @@ static void *add_load(void *arg)
 {
     struct adder *a = arg;
     struct store_add_item it[ADDS_BATCH];
+    struct event_base *base = a->loop ? event_base_new() : NULL;
+    assert_true(base != NULL || !a->loop);
     while (!atomic_load(&a->stop) && a->used + ADDS_BATCH <= ADDS_MAX) {
         for (size_t j = 0; j < ADDS_BATCH; j++) {
             size_t i = a->used + j;
-            snprintf(a->keys[i], sizeof(a->keys[i]), "1d-live:u:rs-%05zu:q1", i);
+            snprintf(a->keys[i], sizeof(a->keys[i]), a->fmt, i);
             it[j] = (struct store_add_item){.key = a->keys[i], .keylen = strlen(a->keys[i]),
                                             .val = a->keys[i] + 8, .vallen = 8};
         }
-        store_add_batch(a->s, it, ADDS_BATCH, 600);
+        a->from_loop += loop_add(a->s, base, it, ADDS_BATCH, 600);
         for (size_t j = 0; j < ADDS_BATCH; j++) {
             a->status[a->used + j] = (uint8_t)it[j].status;
             if (it[j].status == STORE_EXISTS)
@@ -317,6 +438,8 @@ static void *add_load(void *arg)
         a->used += ADDS_BATCH;
         a->batches++;
     }
+    if (base != NULL)
+        event_base_free(base);
     return NULL;
 }
 
@@ -331,19 +454,21 @@ static void node_id(const struct server *sv, char *id, size_t len)
     assert_int_equal(strlen(id), 40);
 }
 
-static void test_exact_through_resharding(void **state)
+/* 600 slots move from node `from` to node `to` while increments and adds
+ * flow, blocking or from event loops. */
+static void reshard_under_load(struct fixture *f, bool loop, int from_node, int to_node,
+                               const char *keyfmt, const char *addfmt)
 {
-    struct fixture *f = *state;
-    struct loader l = {.s = store_clone(f->s)};
+    struct loader l = {.s = store_clone(f->s), .loop = loop};
     assert_non_null(l.s);
-    keyset_init(&l.k, RKEYS, "1d-live:q9age2right%04zu");
+    keyset_init(&l.k, RKEYS, keyfmt);
     l.expect = calloc(RKEYS, sizeof(*l.expect));
     l.maybe = calloc(RKEYS, sizeof(*l.maybe));
     assert_non_null(l.maybe);
     atomic_init(&l.stop, false);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, load, &l), 0);
-    struct adder ad = {.s = store_clone(f->s)};
+    struct adder ad = {.s = store_clone(f->s), .loop = loop, .fmt = addfmt};
     assert_non_null(ad.s);
     ad.keys = calloc(ADDS_MAX, sizeof(*ad.keys));
     ad.status = calloc(ADDS_MAX, sizeof(*ad.status));
@@ -353,9 +478,9 @@ static void test_exact_through_resharding(void **state)
     assert_int_equal(pthread_create(&ta, NULL, add_load, &ad), 0);
 
     char from[48], to[48], addr[32], slots[] = "600";
-    node_id(&f->node[0], from, sizeof(from));
-    node_id(&f->node[1], to, sizeof(to));
-    snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)f->node[0].port);
+    node_id(&f->node[from_node], from, sizeof(from));
+    node_id(&f->node[to_node], to, sizeof(to));
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)f->node[from_node].port);
     const char *argv[] = {"redis-cli", "--cluster", "reshard", addr, "--cluster-from", from,
                           "--cluster-to", to, "--cluster-slots", slots, "--cluster-yes",
                           "--cluster-pipeline", "5", NULL};
@@ -370,14 +495,17 @@ static void test_exact_through_resharding(void **state)
 
     struct store_stats st;
     store_get_stats(l.s, &st);
-    print_message("reshard of %s slots took %llu ms under %llu batches: redirects=%llu "
-                  "map_refreshes=%llu unavailable=%llu errors=%llu\n",
+    print_message("reshard of %s slots took %llu ms under %llu batches (%llu from a loop): "
+                  "redirects=%llu map_refreshes=%llu unavailable=%llu errors=%llu\n",
                   slots, (unsigned long long)took, (unsigned long long)l.batches,
+                  (unsigned long long)l.from_loop,
                   (unsigned long long)st.redirects, (unsigned long long)st.map_refreshes,
                   (unsigned long long)l.unavailable, (unsigned long long)l.errors);
     assert_true(l.batches >= 3);
     assert_true(st.redirects > 0);
     assert_int_equal(l.errors, 0);
+    assert_int_equal(l.from_loop, loop ? l.batches : 0);
+    assert_int_equal(ad.from_loop, loop ? ad.batches : 0);
 
     /* read through another handle, whose map predates nothing */
     assert_int_equal(store_mget_u64(f->s, l.k.keys, l.k.lens, RKEYS, l.k.vals, NULL), STORE_OK);
@@ -385,8 +513,8 @@ static void test_exact_through_resharding(void **state)
         if (l.k.vals[i] < l.expect[i] || l.k.vals[i] > l.expect[i] + l.maybe[i])
             fail_msg("%s reads %llu, confirmed %llu", l.k.keys[i],
                      (unsigned long long)l.k.vals[i], (unsigned long long)l.expect[i]);
-    /* node 1 now owns keys it did not before */
-    assert_true(dbsize(&f->node[1]) > 0);
+    /* the target now owns keys */
+    assert_true(dbsize(&f->node[to_node]) > 0);
 
     /* Every add that said OK is there with its value, once: added again
      * (one batch, through the handle that saw the moves) each says EXISTS. */
@@ -426,6 +554,16 @@ static void test_exact_through_resharding(void **state)
     store_close(l.s);
 }
 
+static void test_exact_through_resharding(void **state)
+{
+    reshard_under_load(*state, false, 0, 1, "1d-live:q9age2right%04zu", "1d-live:u:rs-%05zu:q1");
+}
+
+static void test_exact_through_resharding_loop(void **state)
+{
+    reshard_under_load(*state, true, 1, 2, "1d-live:q8age3wrong%04zu", "1d-live:u:rl-%05zu:q1");
+}
+
 /* A master dies (no replica to fail over to): its keys are refused at once,
  * the other masters' keys still land. */
 static void test_dead_master(void **state)
@@ -462,6 +600,33 @@ static void test_dead_master(void **state)
     store_get_stats(s, &st);
     assert_true(st.node_failures >= 1 && st.node_failures <= 3);
     assert_int_equal(store_mget_u64(s, k.keys, k.lens, 900, k.vals, NULL), STORE_UNAVAILABLE);
+
+    /* From an event loop, on a handle that never read the map: the same
+     * split, and the dead node is not waited for again and again. */
+    struct store *sl = store_open(url, err, sizeof(err));
+    assert_non_null(sl);
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    for (int pass = 0; pass < 3; pass++) {
+        for (size_t i = 0; i < 900; i++)
+            k.items[i] = (struct store_incr){.key = k.keys[i], .keylen = k.lens[i], .delta = 1};
+        t0 = mono_ms();
+        assert_true(loop_incr(sl, base, k.items, 900, 60));
+        took = mono_ms() - t0;
+        size_t lok = 0, lunav = 0;
+        for (size_t i = 0; i < 900; i++) {
+            lok += k.items[i].status == STORE_OK;
+            lunav += k.items[i].status == STORE_UNAVAILABLE;
+        }
+        print_message("dead master, from a loop: %llu ms, ok=%zu unavailable=%zu\n",
+                      (unsigned long long)took, lok, lunav);
+        assert_int_equal(lok, ok);
+        assert_int_equal(lunav, unav);
+    }
+    store_get_stats(sl, &st);
+    assert_true(st.node_failures >= 1 && st.node_failures <= 3);
+    event_base_free(base);
+    store_close(sl);
     keyset_free(&k);
     store_close(s);
 }
@@ -481,7 +646,9 @@ int main(void)
         cmocka_unit_test(test_shards_spread_over_slots),
         cmocka_unit_test(test_blobs),
         cmocka_unit_test(test_clone_and_seeds),
+        cmocka_unit_test(test_loop_batches),
         cmocka_unit_test(test_exact_through_resharding),
+        cmocka_unit_test(test_exact_through_resharding_loop),
         cmocka_unit_test(test_dead_master),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
