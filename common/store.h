@@ -151,9 +151,11 @@ enum store_status store_incr_batch(struct store *s, struct store_incr *items, si
  * loop (never from inside this call) once every item has its status and
  * value exactly as store_incr_batch gives them. Until then the items, their
  * keys and s must stay, and s must not be used otherwise. Returns false,
- * having sent nothing, when this handle cannot: a backend without it (only
- * memcached:// and redis:// have it), a node given by a name (connecting would need a
- * lookup that blocks), a run already going, or (replicas >= 2)
+ * having sent nothing, when this handle cannot: a backend without it
+ * (memcached://, redis:// and redis-cluster:// have it), a node given by a
+ * name (connecting would need a lookup that blocks; on a cluster: a master
+ * of the map, or every seed while no map is read yet), n == 0 on a cluster
+ * (it keeps no hints), a run already going, or (replicas >= 2)
  * blobs a node missed that must be deleted there first (a blocking run:
  * the next blocking operation does it): use store_incr_batch, on a worker
  * thread (worker.h). With replicas >= 2 the hints due are replayed in the

@@ -113,6 +113,7 @@ struct rc_node {
     size_t wlen, woff;
     uint64_t deadline;
     bool connecting, in_flight, map_read, map_done;
+    bool numeric;              /* an address: the loop can connect without a lookup */
 };
 
 /* Per item of the batch being run. */
@@ -164,6 +165,7 @@ struct rc_store {
     size_t n_nodes, cap_nodes;
     uint16_t *slot_node;        /* RC_SLOTS: node index + 1; 0: no owner known */
     bool map_ok;
+    bool map_names;             /* the map names a master by a host name */
     char *wbuf;                 /* RC_WBUF_SIZE */
     /* Scratch grown to the largest batch seen. */
     struct store_op *ops;
@@ -228,6 +230,7 @@ static size_t node_of(struct rc_store *h, const char *host, uint16_t port)
     n->h = h;
     n->index = h->n_nodes;
     n->connect_fd = -1;
+    n->numeric = store_host_numeric(host);
     h->nodes[h->n_nodes] = n;
     return h->n_nodes++;
 }
@@ -329,6 +332,9 @@ static bool map_take(struct rc_store *h, size_t i, enum resp_result res, struct 
     }
     memcpy(h->slot_node, sp->map, CRC16_SLOTS * sizeof(*sp->map));
     h->map_ok = true;
+    h->map_names = false;
+    for (size_t slot = 0; slot < CRC16_SLOTS && !h->map_names; slot++)
+        h->map_names = sp->map[slot] != 0 && !h->nodes[sp->map[slot] - 1]->numeric;
     h->base.stats.map_refreshes++;
     return true;
 }
@@ -746,11 +752,11 @@ static void sleep_ms(uint32_t ms)
 }
 
 /* Runs h->ops[0..n) (their items prepared) to completion or to the round
- * limit. */
-static void run_rounds(struct rc_store *h)
+ * limit (rounds: RC_MAX_ROUNDS, less what a run from the loop used). */
+static void run_rounds(struct rc_store *h, unsigned rounds)
 {
     uint32_t backoff = RC_BACKOFF_FIRST_MS;
-    for (unsigned round = 0; round < RC_MAX_ROUNDS; round++) {
+    for (unsigned round = 0; round < rounds; round++) {
         if (!h->map_ok || h->refresh) {
             h->refresh = false;
             if (!refresh_map(h) && !h->map_ok)
@@ -838,7 +844,7 @@ static void async_sweep(struct rc_store *h);
 static void run_batch(struct rc_store *h, enum rc_kind kind, size_t n)
 {
     batch_prepare(h, kind, n);
-    run_rounds(h);
+    run_rounds(h, RC_MAX_ROUNDS);
     batch_settle(h);
     async_sweep(h);
 }
@@ -1234,7 +1240,7 @@ static bool async_node_begin(struct rc_store *h, size_t k, uint64_t now)
     n->wlen = n->woff = 0;
     n->deadline = now + h->sh->timeout_ms;
     if (!resp_connected(&n->conn)) {
-        if (!store_host_numeric(n->addr.host))
+        if (!n->numeric)
             return false;
         int fd = resp_connect_start(n->addr.host, n->addr.port);
         if (fd < 0) {
@@ -1333,11 +1339,13 @@ static int async_pump(struct rc_store *h, size_t k, uint64_t now)
             a->map_reading = !map_take(h, k, res, &a->sp); /* the next node, or done */
             if (!a->map_reading)
                 h->refresh = false;
-            if (res != RESP_OK && res != RESP_FAILED)
-                conn_close(h, k); /* out of step with the server */
             n->in_flight = false;
             n->map_done = true;
-            continue;
+            if (res == RESP_OK)
+                continue;
+            if (res != RESP_FAILED)
+                conn_close(h, k); /* out of step with the server */
+            return -1;
         }
         int rr = read_chunk(h, k, false);
         if (rr < 0)
@@ -1522,8 +1530,8 @@ static void async_step(struct rc_store *h)
             /* read, or no node answered: the map stays as it was */
             a->map_reading = false;
             h->refresh = false;
-            if (!h->map_ok)
-                break;
+            if (!h->map_ok || h->map_names)
+                break; /* names: the rest goes to the caller's thread (async_can) */
         }
         h->retry_later = false;
         if (!route(h))
@@ -1557,16 +1565,17 @@ static void on_async_finish(evutil_socket_t fd, short what, void *arg)
 }
 
 /* A run can start from base's loop: none going, the events made, the
- * scratch for n ops, and a node to read the map from without a lookup if
- * there is no map yet. */
+ * scratch for n ops, a map whose masters are all addresses (a name needs a
+ * lookup, which blocks: those batches go to the store thread), or, with no
+ * map yet, a node to read it from without a lookup. */
 static bool async_can(struct rc_store *h, struct event_base *base, size_t n)
 {
     if (h->async.running || !async_init(h, base) || !scratch_reserve(h, n))
         return false;
     if (h->map_ok)
-        return true;
+        return !h->map_names;
     for (size_t k = 0; k < h->n_nodes; k++)
-        if (resp_connected(&h->nodes[k]->conn) || store_host_numeric(h->nodes[k]->addr.host))
+        if (resp_connected(&h->nodes[k]->conn) || h->nodes[k]->numeric)
             return true;
     return false;
 }
@@ -1631,6 +1640,8 @@ static void rc_run_wait(struct store *s)
         if (!n->active)
             continue;
         event_del(n->wev);
+        if (n->rev_gen != 0)
+            event_remove_timer(n->rev);
         if (n->connecting) {
             close(n->connect_fd);
             n->connect_fd = -1;
@@ -1650,7 +1661,7 @@ static void rc_run_wait(struct store *s)
     a->active = 0;
     a->map_reading = false;
     if (a->round < RC_MAX_ROUNDS)
-        run_rounds(h);
+        run_rounds(h, RC_MAX_ROUNDS - a->round);
     async_sweep(h);
     async_deliver(h);
 }

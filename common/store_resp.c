@@ -214,8 +214,12 @@ int resp_fill(struct resp_conn *c)
 enum resp_result resp_take(struct resp_conn *c)
 {
     redisReader *rd = c->ctx->reader;
-    free(c->reply.blob);
-    c->reply = (struct resp_reply){.type = RESP_NONE};
+    /* A reply half parsed by an earlier call keeps what it set: an array's
+     * top level is reported once, when its header is read. */
+    if (rd->ridx == -1) {
+        free(c->reply.blob);
+        c->reply = (struct resp_reply){.type = RESP_NONE};
+    }
     void *obj = NULL;
     if (redisReaderGetReply(rd, &obj) != REDIS_OK)
         return rd->err == REDIS_ERR_OOM ? RESP_NOMEM : RESP_FAILED;
