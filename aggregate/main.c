@@ -17,6 +17,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "pool_record.h"
 #include "runner.h"
 #include "store.h"
 #include "util.h"
@@ -178,6 +179,10 @@ int main(int argc, char **argv)
         goto done;
     }
     if ((store = store_open(o.backend, err, sizeof(err))) == NULL) {
+        fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
+        goto done;
+    }
+    if (!pool_record_check(store, ef.name, ef.ttl_s, err, sizeof(err))) {
         fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
         goto done;
     }

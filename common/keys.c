@@ -89,6 +89,11 @@ size_t key_node_incarnation(char *buf, const char *event)
     return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:node", event));
 }
 
+size_t key_pool_record(char *buf, const char *event)
+{
+    return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:pool", event));
+}
+
 size_t key_node_claim(char *buf, const char *event, const char *id)
 {
     return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:node:claim:%s", event, id));

@@ -72,6 +72,9 @@ size_t key_fans_list(char *buf, const char *event, uint64_t slot);
  *                                      ({counter}: the key past "{event}:") */
 #define KEY_NODE_MAX 160
 size_t key_node_incarnation(char *buf, const char *event);
+/* {event}:pool: the pool the event's counters are placed on
+ * (pool_record.h), on every node. */
+size_t key_pool_record(char *buf, const char *event);
 size_t key_node_claim(char *buf, const char *event, const char *id);
 size_t key_node_restored(char *buf, const char *event, const char *id);
 size_t key_repair_claim(char *buf, const char *event, const char *id, uint64_t value,

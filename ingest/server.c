@@ -21,6 +21,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "pool_record.h"
 #include "splice.h"
 #include "store.h"
 #include "util.h"
@@ -624,6 +625,12 @@ bool ingest_server_load(const char *prog, const char *event_path, const char *to
     }
     if ((*store = store_open(backend, err, sizeof(err))) == NULL) {
         fprintf(stderr, "%s: --backend %s: %s\n", prog, backend, err);
+        return false;
+    }
+    if (!pool_record_check(*store, ef->name, ef->ttl_s, err, sizeof(err))) {
+        fprintf(stderr, "%s: --backend %s: %s\n", prog, backend, err);
+        store_close(*store);
+        *store = NULL;
         return false;
     }
     sc->ic.admin_token = *token;
