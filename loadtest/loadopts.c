@@ -15,7 +15,7 @@ enum {
     OPT_TARGET, OPT_EVENT, OPT_PROFILE, OPT_RATE, OPT_DURATION, OPT_REQUESTS, OPT_CONNECTIONS,
     OPT_THREADS, OPT_PIPELINE, OPT_MAX, OPT_PERIOD, OPT_WINDOW, OPT_SPEEDUP, OPT_QUESTIONS,
     OPT_USERS, OPT_USER_PREFIX, OPT_SEED, OPT_REPLAY, OPT_RECORD, OPT_VERIFY, OPT_VERIFY_DELTA, OPT_VERIFY_TIMEOUT,
-    OPT_ADMIN_TOKEN_FILE, OPT_JSON, OPT_RESULTS, OPT_TIMEOUT, OPT_ALLOW_REMOTE, OPT_PROGRESS, OPT_NO_PROGRESS,
+    OPT_ADMIN_TOKEN_FILE, OPT_JSON, OPT_RESULTS, OPT_REPORT, OPT_TIMEOUT, OPT_ALLOW_REMOTE, OPT_PROGRESS, OPT_NO_PROGRESS,
     OPT_LOG_LEVEL, OPT_THRESHOLD, OPT_STAGES,
 };
 
@@ -61,6 +61,9 @@ static const struct cli_opt options[] = {
     {"results", "FILE", "one CSV line per request sent: intended send time (us after the start),"
      " latency (us), status (0: no reply), error code, reply bytes; - is stdout (the summary then goes"
      " to stderr)", OPT_RESULTS},
+    {"report", "FILE", "write an HTML report: the summary, answers and errors per second, latency"
+     " percentiles per second and the latency distribution as inline SVG, nothing loaded from"
+     " elsewhere; - is stdout (the summary then goes to stderr)", OPT_REPORT},
     {"timeout", "D", "give up on a request (and its connection) after D; default 10s", OPT_TIMEOUT},
     {"allow-remote", NULL, "allow targets that are not loopback addresses", OPT_ALLOW_REMOTE},
     {"progress", NULL, "live progress line on stderr even when it is not a terminal", OPT_PROGRESS},
@@ -290,6 +293,7 @@ static bool set_option(void *ctx, int id, const char *val, char *err, size_t err
     case OPT_ADMIN_TOKEN_FILE: o->admin_token_path = val; return true;
     case OPT_JSON: o->json_path = val; return true;
     case OPT_RESULTS: o->results_path = val; return true;
+    case OPT_REPORT: o->report_path = val; return true;
     case OPT_TIMEOUT: return set_duration(val, 1000, &o->timeout_us, err, errlen);
     case OPT_ALLOW_REMOTE: o->allow_remote = true; return true;
     case OPT_PROGRESS: o->progress = LOADOPTS_PROGRESS_ON; return true;
@@ -328,9 +332,12 @@ static bool bad(char *err, size_t errlen, const char *msg)
 bool loadopts_check(const struct loadopts *o, char *err, size_t errlen)
 {
     bool bounded = o->duration_us != 0 || o->requests != 0;
-    if (o->json_path != NULL && o->results_path != NULL && strcmp(o->json_path, "-") == 0 &&
-        strcmp(o->results_path, "-") == 0)
-        return bad(err, errlen, "--json - and --results - would share stdout; give one a file");
+    int to_stdout = (o->json_path != NULL && strcmp(o->json_path, "-") == 0) +
+                    (o->results_path != NULL && strcmp(o->results_path, "-") == 0) +
+                    (o->report_path != NULL && strcmp(o->report_path, "-") == 0);
+    if (to_stdout > 1)
+        return bad(err, errlen,
+                   "--json -, --results - and --report - would share stdout; give all but one a file");
     if (o->verify_delta && o->verify_url == NULL)
         return bad(err, errlen, "--verify-delta needs --verify URL");
     if (o->replay_path != NULL) {

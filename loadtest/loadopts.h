@@ -30,6 +30,7 @@ struct loadopts {
     const char *admin_token_path;
     const char *json_path;
     const char *results_path;
+    const char *report_path;  /* --report: the HTML report */
     const char *user_prefix;
 
     enum loadprofile_kind profile;

@@ -13,6 +13,7 @@
 
 #include "http.h"
 #include "loadengine.h"
+#include "loadhtml.h"
 #include "loadhttp.h"
 #include "loadreport.h"
 #include "loadunits.h"
@@ -816,18 +817,23 @@ int loadrun(const struct loadopts *o)
     }
     /* --json - or --results -: stdout is theirs alone, so that it parses */
     FILE *summary = (o->json_path != NULL && strcmp(o->json_path, "-") == 0) ||
-                            (o->results_path != NULL && strcmp(o->results_path, "-") == 0)
+                            (o->results_path != NULL && strcmp(o->results_path, "-") == 0) ||
+                            (o->report_path != NULL && strcmp(o->report_path, "-") == 0)
                         ? stderr
                         : stdout;
     loadreport_summary(summary, &rep);
     fflush(summary);
-    bool json_ok = true;
+    bool outputs_ok = true;
     if (o->json_path != NULL && !loadreport_json(o->json_path, &rep, err, sizeof(err))) {
         fprintf(stderr, "%s: %s\n", PROG, err);
-        json_ok = false;
+        outputs_ok = false;
+    }
+    if (o->report_path != NULL && !loadhtml_write(o->report_path, &rep, err, sizeof(err))) {
+        fprintf(stderr, "%s: %s\n", PROG, err);
+        outputs_ok = false;
     }
     status = 0;
-    if (!engine_ok || !json_ok || !results_ok || run->admin_errors > 0)
+    if (!engine_ok || !outputs_ok || !results_ok || run->admin_errors > 0)
         status = 1;
     if (o->verify_url != NULL && rep.verify != LOADREPORT_VERIFY_PASSED)
         status = 1;

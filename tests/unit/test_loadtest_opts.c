@@ -144,6 +144,10 @@ static void test_refused(void **state)
         {"--event", "e", "--duration", "1s", "--seed", "-1", NULL},
         {"--event", "e", "--duration", "1s", "stray", NULL},
         {"--event", "e", "--duration", "1s", "--verify-delta", NULL}, /* delta of no verify */
+        /* two of --json, --results, --report on stdout */
+        {"--event", "e", "--duration", "1s", "--json", "-", "--report", "-", NULL},
+        {"--event", "e", "--duration", "1s", "--results", "-", "--report", "-", NULL},
+        {"--event", "e", "--duration", "1s", "--json", "-", "--results", "-", NULL},
     };
     for (size_t i = 0; i < LT_ARRAY_LEN(cases); i++) {
         struct loadopts o;
