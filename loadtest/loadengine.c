@@ -123,6 +123,9 @@ struct loadengine {
     uint64_t start_us;
     _Atomic uint32_t allowed;
     atomic_bool stop;
+    /* --record: the control thread's admin events, a part after the workers' */
+    struct loadrecord admin_rec;
+    bool admin_recording;
     char prefix[LOADHTTP_PATH_MAX + LOADHTTP_HOST_MAX + 160];
     size_t prefix_len;
     size_t max_req;
@@ -901,6 +904,8 @@ static void engine_free(struct loadengine *e)
         }
         free(e->w);
     }
+    if (e->admin_recording)
+        loadrecord_close(&e->admin_rec, NULL, 0);
     free(e);
 }
 
@@ -959,6 +964,11 @@ struct loadengine *loadengine_start(const struct loadengine_config *cfg, char *e
         uint32_t nc = cfg->connections / cfg->threads + (i < cfg->connections % cfg->threads);
         if (!worker_init(e, &e->w[i], i, nc, max_body, err, errlen))
             goto err;
+    }
+    if (cfg->record_path != NULL) {
+        if (!loadrecord_open(&e->admin_rec, cfg->record_path, e->n_workers, err, errlen))
+            goto err;
+        e->admin_recording = true;
     }
 
     /* Connect everything now: an absent target is an error before the run,
@@ -1031,6 +1041,12 @@ void loadengine_stop(struct loadengine *e)
     atomic_store_explicit(&e->stop, true, memory_order_relaxed);
 }
 
+void loadengine_record_admin(struct loadengine *e, uint64_t t_us, uint32_t question, bool open)
+{
+    if (e->admin_recording)
+        loadrecord_write_admin(&e->admin_rec, t_us, question, open);
+}
+
 bool loadengine_finished(const struct loadengine *e)
 {
     for (uint32_t i = 0; i < e->n_workers; i++) {
@@ -1099,11 +1115,18 @@ bool loadengine_finish(struct loadengine *e, struct loadengine_result *r, char *
             w->recording = false;
         }
     }
+    if (e->admin_recording) {
+        char rerr[256];
+        if (!loadrecord_close(&e->admin_rec, rerr, sizeof(rerr)) && ok)
+            ok = fail(err, errlen, "%s", rerr);
+        e->admin_recording = false;
+    }
     if (e->cfg.record_path != NULL) {
+        /* the workers' parts, then the admin events' */
         if (ok)
-            ok = loadrecord_merge(e->cfg.record_path, e->n_workers, err, errlen);
+            ok = loadrecord_merge(e->cfg.record_path, e->n_workers + 1, err, errlen);
         if (!ok)
-            loadrecord_remove_parts(e->cfg.record_path, e->n_workers);
+            loadrecord_remove_parts(e->cfg.record_path, e->n_workers + 1);
     }
     engine_free(e);
     return ok;

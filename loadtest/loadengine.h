@@ -119,6 +119,9 @@ void loadengine_stop(struct loadengine *e);
 
 /* Every thread has finished its schedule and its requests in flight. */
 bool loadengine_finished(const struct loadengine *e);
+/* With --record: an admin event into the recording, at its intended time
+ * (us from arrival time 0). The control thread's; no worker writes it. */
+void loadengine_record_admin(struct loadengine *e, uint64_t t_us, uint32_t question, bool open);
 
 /* Counters so far, and the latencies since the previous call merged into
  * interval (then cleared on the threads' side). */

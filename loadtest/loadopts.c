@@ -45,9 +45,10 @@ static const struct cli_opt options[] = {
      OPT_USERS},
     {"user-prefix", "S", "user ids are S1..SN; default fan-", OPT_USER_PREFIX},
     {"seed", "N", "seed of the synthetic answers; default: from the clock (printed)", OPT_SEED},
-    {"replay", "FILE", "send a recorded file with its original timing (see --speedup)", OPT_REPLAY},
-    {"record", "FILE", "write every request sent (time offset and body), one JSON per line",
-     OPT_RECORD},
+    {"replay", "FILE", "send a recorded file with its original timing (see --speedup); its question"
+     " opens and closes need --admin-token-file", OPT_REPLAY},
+    {"record", "FILE", "write every request sent (time offset and body), and the questions a concert"
+     " opens and closes, one JSON per line", OPT_RECORD},
     {"verify", "URL", "after the run, compare the dashboard's /v1/stats with the 202s; exit 1 on any difference",
      OPT_VERIFY},
     {"verify-delta", NULL, "verify the change since the start (the event already had answers)",

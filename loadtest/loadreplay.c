@@ -66,6 +66,16 @@ void loadrecord_write(struct loadrecord *r, uint64_t t_us, const char *body, siz
     r->lines++;
 }
 
+void loadrecord_write_admin(struct loadrecord *r, uint64_t t_us, uint32_t question, bool open)
+{
+    if (r->f == NULL || r->failed)
+        return;
+    if (fprintf(r->f, "{\"t_us\":%" PRIu64 ",\"admin\":{\"question\":%u,\"action\":\"%s\"}}\n",
+                t_us, question, open ? "open" : "close") < 0)
+        r->failed = true;
+    r->lines++;
+}
+
 bool loadrecord_close(struct loadrecord *r, char *err, size_t errlen)
 {
     bool ok = !r->failed;
@@ -313,6 +323,54 @@ done:
     return ok;
 }
 
+int loadreplay_parse_admin(const char *line, size_t len, struct loadreplay_admin *a, char *err,
+                           size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    int rc = 0;
+    const json_t *adm = json_is_object(root) ? json_object_get(root, "admin") : NULL;
+    if (adm == NULL)
+        goto done; /* not an admin line: parse_line says what is wrong with it */
+    rc = -1;
+    const json_t *t = json_object_get(root, "t_us");
+    if (!json_is_integer(t) || json_integer_value(t) < 0 ||
+        (uint64_t)json_integer_value(t) > LOADREPLAY_MAX_T_US) {
+        fail(err, errlen, "t_us: must be an integer 0..%llu",
+             (unsigned long long)LOADREPLAY_MAX_T_US);
+        goto done;
+    }
+    if (json_object_size(root) != 2) {
+        fail(err, errlen, "an admin line holds only \"t_us\" and \"admin\"");
+        goto done;
+    }
+    const json_t *q = json_object_get(adm, "question");
+    const json_t *act = json_object_get(adm, "action");
+    if (!json_is_object(adm) || !json_is_integer(q) || json_integer_value(q) < 1 ||
+        json_integer_value(q) > UINT32_MAX || !json_is_string(act) ||
+        (strcmp(json_string_value(act), "open") != 0 &&
+         strcmp(json_string_value(act), "close") != 0)) {
+        fail(err, errlen, "admin: expected {\"question\": N, \"action\": \"open\" or \"close\"}");
+        goto done;
+    }
+    *a = (struct loadreplay_admin){.t_us = (uint64_t)json_integer_value(t),
+                                   .question = (uint32_t)json_integer_value(q),
+                                   .open = strcmp(json_string_value(act), "open") == 0};
+    rc = 1;
+done:
+    json_decref(root);
+    return rc;
+}
+
+static int admin_cmp(const void *a, const void *b)
+{
+    const struct loadreplay_admin *x = a;
+    const struct loadreplay_admin *y = b;
+    if (x->t_us != y->t_us)
+        return x->t_us < y->t_us ? -1 : 1;
+    return x->seq < y->seq ? -1 : (x->seq > y->seq);
+}
+
 static int entry_cmp(const void *a, const void *b)
 {
     const struct loadreplay_entry *x = a;
@@ -374,6 +432,33 @@ bool loadreplay_load(const char *path, const struct eventfile *ef, struct loadre
         struct loadreplay_entry e;
         size_t blen;
         char why[160];
+        if (memmem(line, (size_t)len, "\"admin\"", 7) != NULL) {
+            struct loadreplay_admin a;
+            int rc = loadreplay_parse_admin(line, (size_t)len, &a, why, sizeof(why));
+            if (rc < 0) {
+                fail(err, errlen, "--replay %s:%llu: %s", path, (unsigned long long)lineno, why);
+                goto done;
+            }
+            if (rc > 0) {
+                if (r->n_admin >= LOADREPLAY_MAX_ADMIN) {
+                    fail(err, errlen, "--replay %s: more than %d admin events", path,
+                         LOADREPLAY_MAX_ADMIN);
+                    goto done;
+                }
+                if (r->n_admin % 64 == 0) {
+                    struct loadreplay_admin *na =
+                        realloc(r->admin, (r->n_admin + 64) * sizeof(*na));
+                    if (na == NULL) {
+                        fail(err, errlen, "out of memory");
+                        goto done;
+                    }
+                    r->admin = na;
+                }
+                a.seq = (uint32_t)r->n_admin;
+                r->admin[r->n_admin++] = a;
+                continue;
+            }
+        }
         if (!loadreplay_parse_line(line, (size_t)len, ef, &e.t_us, body, LOADREPLAY_BODY_MAX,
                                    &blen, &e.key, why, sizeof(why))) {
             fail(err, errlen, "--replay %s:%llu: %s", path, (unsigned long long)lineno, why);
@@ -414,6 +499,8 @@ bool loadreplay_load(const char *path, const struct eventfile *ef, struct loadre
         goto done;
     }
     qsort(r->e, r->n, sizeof(*r->e), entry_cmp);
+    if (r->n_admin > 1)
+        qsort(r->admin, r->n_admin, sizeof(*r->admin), admin_cmp);
     ok = true;
 
 done:
@@ -430,5 +517,6 @@ void loadreplay_free(struct loadreplay *r)
 {
     free(r->e);
     free(r->text);
+    free(r->admin);
     memset(r, 0, sizeof(*r));
 }

@@ -152,8 +152,9 @@ static void describe(struct run *run)
     const struct loadopts *o = run->o;
     char d[24], w[24], p[24];
     if (run->have_replay) {
-        snprintf(run->shape, sizeof(run->shape), "replay of %s (%" PRIu64 " requests, speedup %g)",
-                 o->replay_path, run->replay.n, o->speedup);
+        snprintf(run->shape, sizeof(run->shape),
+                 "replay of %s (%" PRIu64 " requests, %zu admin events, speedup %g)",
+                 o->replay_path, run->replay.n, run->replay.n_admin, o->speedup);
         return;
     }
     char bound[64] = "";
@@ -247,6 +248,38 @@ static int plan_concert(struct run *run)
     return 0;
 }
 
+/* A recording's admin events become the run's actions, at their times
+ * divided by the speedup, issued with the token as a concert issues its
+ * own. */
+static int plan_replay_admin(struct run *run)
+{
+    const struct loadreplay *r = &run->replay;
+    if (r->n_admin == 0)
+        return 0;
+    if (run->token == NULL)
+        return usage_fail("--replay %s: the recording opens and closes questions (%zu admin "
+                          "events): give --admin-token-file, or the answers meet closed questions",
+                          run->o->replay_path, r->n_admin);
+    run->actions = calloc(r->n_admin, sizeof(*run->actions));
+    if (run->actions == NULL)
+        return usage_fail("out of memory");
+    for (size_t i = 0; i < r->n_admin; i++) {
+        const struct loadreplay_admin *a = &r->admin[i];
+        uint32_t s = 0;
+        while (s < run->n_slots && run->qids[s] != a->question)
+            s++;
+        if (s == run->n_slots) {
+            if (run->n_slots == EVENT_MAX_QUESTIONS)
+                return usage_fail("--replay %s: admin events for more than %d questions",
+                                  run->o->replay_path, EVENT_MAX_QUESTIONS);
+            run->qids[run->n_slots++] = a->question;
+        }
+        run->actions[run->n_actions++] = (struct admin_action){
+            .at_us = (double)a->t_us / run->o->speedup, .slot = s, .open = a->open};
+    }
+    return 0;
+}
+
 /* Whether path can be written: the file, or else its directory (which the
  * report is renamed into). */
 static bool writable(const char *path)
@@ -298,6 +331,9 @@ static int setup(struct run *run)
             return usage_fail("%s", err);
         run->have_replay = true;
         run->mode = "replay";
+        int rc = plan_replay_admin(run);
+        if (rc != 0)
+            return rc;
     } else {
         int rc = choose_questions(run);
         if (rc != 0)
@@ -369,6 +405,8 @@ static int setup(struct run *run)
     /* A report that cannot be written should fail now, not after the run. */
     if (o->json_path != NULL && strcmp(o->json_path, "-") != 0 && !writable(o->json_path))
         return usage_fail("--json %s: %s", o->json_path, strerror(errno));
+    if (o->report_path != NULL && strcmp(o->report_path, "-") != 0 && !writable(o->report_path))
+        return usage_fail("--report %s: %s", o->report_path, strerror(errno));
     if (o->results_path != NULL) {
         run->results = strcmp(o->results_path, "-") == 0 ? stdout : fopen(o->results_path, "w");
         if (run->results == NULL)
@@ -531,10 +569,12 @@ static bool run_admin(struct run *run, struct loadengine *e, double rel_us)
             if (!admin_call(run, a->slot, true))
                 return false;
             run->opened[a->slot] = true;
+            loadengine_record_admin(e, (uint64_t)a->at_us, run->qids[a->slot], true);
             loadengine_allow(e, a->slot + 1);
         } else if (run->opened[a->slot] && !run->closed[a->slot]) {
             admin_call(run, a->slot, false);
             run->closed[a->slot] = true;
+            loadengine_record_admin(e, (uint64_t)a->at_us, run->qids[a->slot], false);
         }
     }
     return true;

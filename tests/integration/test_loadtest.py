@@ -107,11 +107,13 @@ def main():
         # 600 s / 300 s compressed 100x; the totals must match exactly.
         srv, port, url = start_livetally(event, token_path)
         report = os.path.join(tmp, "concert.json")
+        concert_rec = os.path.join(tmp, "concert.jsonl")
         p = run_loadtest(["--target", url, "--event", event, "--profile", "concert",
                           "--questions", "2-4", "--rate", "1500", "--period", "600s",
                           "--window", "300s", "--speedup", "100", "--users", "50k",
                           "--connections", "16", "--admin-token-file", token_path,
-                          "--verify", url, "--json", report, "--no-progress", "--seed", "42"])
+                          "--verify", url, "--json", report, "--no-progress", "--seed", "42",
+                          "--record", concert_rec])
         c.eq(p.returncode, 0, "concert with --verify exits 0")
         c.true("verify         passed" in p.stdout, "the summary says verify passed")
         c.true("window 3s every 6s (5m00s every 10m00s at speedup 100)" in p.stdout,
@@ -155,6 +157,39 @@ def main():
         c.true(all(by_id[i]["answers"] > 0 for i in (2, 3, 4)), "every question got answers")
         c.eq([by_id[i]["state"] for i in (2, 3, 4)], ["closed"] * 3, "the concert closed them")
         client.close()
+
+        # 1b. The concert's recording keeps its opens and closes; replayed
+        # on a fresh server with the token it verifies exactly, and without
+        # the token it is refused before anything is sent.
+        with open(concert_rec) as f:
+            lines = [json.loads(line) for line in f]
+        admin = [(line["admin"]["question"], line["admin"]["action"]) for line in lines
+                 if "admin" in line]
+        c.eq(admin, [(2, "open"), (2, "close"), (3, "open"), (3, "close"), (4, "open"),
+                     (4, "close")], "the recording holds the concert's opens and closes in order")
+        c.eq(len(lines) - len(admin), rep["sent"], "and every answer sent")
+        c.true(all(a["t_us"] <= b["t_us"] for a, b in zip(lines, lines[1:])),
+               "admin events and answers sorted by time together")
+        srv2, port2, url2 = start_livetally(event, token_path)
+        p = run_loadtest(["--target", url2, "--event", event, "--replay", concert_rec,
+                          "--no-progress"])
+        c.eq(p.returncode, 2, "replay of a concert without a token: exit 2")
+        c.true("admin events" in p.stderr and "--admin-token-file" in p.stderr,
+               "and says what is missing: %r" % p.stderr.strip()[-200:])
+        p = run_loadtest(["--target", url2, "--event", event, "--replay", concert_rec,
+                          "--speedup", "2", "--admin-token-file", token_path, "--verify", url2,
+                          "--no-progress"])
+        c.eq(p.returncode, 0, "replay of the concert with the token verifies exactly")
+        c.true("verify         passed" in p.stdout, "the summary says verify passed")
+        c.true("6 admin events" in p.stdout, "the header counts the admin events")
+        client = lt.Client(port2)
+        status, stats2, _ = client.json("GET", "/v1/stats")
+        client.close()
+        by_id2 = {q["id"]: q for q in stats2["questions"]}
+        c.eq([by_id2[i]["answers"] for i in (2, 3, 4)], [by_id[i]["answers"] for i in (2, 3, 4)],
+             "the replay counted what the concert counted, question by question")
+        c.eq([by_id2[i]["state"] for i in (2, 3, 4)], ["closed"] * 3, "and closed them again")
+        srv2.stop()
 
         # 2. Same server, already counted: record a run, then replay it twice
         # as fast; --verify-delta checks the change of each.

@@ -12,7 +12,7 @@ to the JSON's. Nothing in the file may load from elsewhere (no script, no
 src=, no link, no url()): Chromium runs with the network disabled and its
 log must show no failed load. `--report -` writes to stdout with the
 summary moved to stderr; a report path in a missing directory is a clear
-error, exit 1.
+error before the run, exit 2.
 
 Skipped (exit 77) only when Chromium is not installed."""
 
@@ -164,7 +164,7 @@ def main():
                             "--duration", "1s", "--report", os.path.join(tmp, "no", "r.html"),
                             "--no-progress"],
                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        CHECK.eq(p.returncode, 1, "a report that cannot be written: exit 1")
+        CHECK.eq(p.returncode, 2, "a report that cannot be written: exit 2 before the run")
         CHECK.true("--report" in p.stderr and "No such file or directory" in p.stderr,
                    "and says why: %r" % p.stderr.strip()[-200:])
     finally:

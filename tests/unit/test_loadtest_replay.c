@@ -203,12 +203,69 @@ static void test_load_errors_name_the_line(void **state)
     loadreplay_free(&rp);
 }
 
+/* Admin events: recorded in a part of their own, merged by time with the
+ * answers, loaded apart from them (sorted, ties in file order); a bad
+ * admin line names its line, and a body with "admin" in it is a body. */
+static void test_admin_events(void **state)
+{
+    struct fixture *f = *state;
+    char err[256];
+    struct loadrecord r0, ra;
+    assert_true(loadrecord_open(&r0, f->path, 0, err, sizeof(err)));
+    assert_true(loadrecord_open(&ra, f->path, 1, err, sizeof(err)));
+    const char *b = "{\"question\":3,\"answer\":1,\"age\":20,\"user\":\"admin\"}";
+    loadrecord_write_admin(&ra, 0, 3, true);
+    loadrecord_write(&r0, 1000, b, strlen(b));
+    loadrecord_write(&r0, 2000, b, strlen(b));
+    loadrecord_write_admin(&ra, 3000, 3, false);
+    loadrecord_write_admin(&ra, 3000, 7, true);
+    assert_true(loadrecord_close(&r0, err, sizeof(err)));
+    assert_true(loadrecord_close(&ra, err, sizeof(err)));
+    assert_true(loadrecord_merge(f->path, 2, err, sizeof(err)));
+    struct loadreplay rp;
+    assert_true(loadreplay_load(f->path, &f->ef, &rp, err, sizeof(err)));
+    assert_int_equal(rp.n, 2);
+    assert_true(rp.e[0].key.valid);
+    assert_int_equal(rp.n_admin, 3);
+    assert_int_equal(rp.admin[0].t_us, 0);
+    assert_int_equal(rp.admin[0].question, 3);
+    assert_true(rp.admin[0].open);
+    assert_int_equal(rp.admin[1].t_us, 3000);
+    assert_false(rp.admin[1].open);
+    assert_int_equal(rp.admin[2].question, 7);
+    assert_true(rp.admin[2].open);
+    loadreplay_free(&rp);
+
+    static const char *const bad[] = {
+        "{\"t_us\":1,\"admin\":{\"question\":3,\"action\":\"toggle\"}}",
+        "{\"t_us\":1,\"admin\":{\"question\":0,\"action\":\"open\"}}",
+        "{\"t_us\":1,\"admin\":{\"action\":\"open\"}}",
+        "{\"t_us\":-1,\"admin\":{\"question\":3,\"action\":\"open\"}}",
+        "{\"admin\":{\"question\":3,\"action\":\"open\"}}",
+        "{\"t_us\":1,\"admin\":\"open 3\"}",
+        "{\"t_us\":1,\"admin\":{\"question\":3,\"action\":\"open\"},\"body\":{}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char text[300];
+        snprintf(text, sizeof(text), "{\"t_us\":0,\"raw\":\"x\"}\n%s\n", bad[i]);
+        write_file(f->path, text);
+        if (loadreplay_load(f->path, NULL, &rp, err, sizeof(err)) || strstr(err, ":2:") == NULL) {
+            print_error("bad admin line %zu: %s\n", i, err);
+            fail();
+        }
+    }
+    struct loadreplay_admin a;
+    const char *raw = "{\"t_us\":1,\"raw\":\"admin\"}";
+    assert_int_equal(loadreplay_parse_admin(raw, strlen(raw), &a, err, sizeof(err)), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_merge_load_round_trip),
         cmocka_unit_test(test_parse_lines),
         cmocka_unit_test(test_load_errors_name_the_line),
+        cmocka_unit_test(test_admin_events),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
