@@ -253,24 +253,99 @@ static bool get_only(struct dashboard *d, struct evhttp_request *req, enum route
     return false;
 }
 
-/* 200 with bytes of the current snapshot, sent by reference. */
-static void reply_snapshot(struct dashboard *d, struct evhttp_request *req, enum route r,
-                           uint64_t t0, const char *type, const char *data, size_t len)
+/* Accept-Encoding names gzip (or *) without q=0. */
+static bool accepts_gzip(const char *ae)
 {
+    for (const char *p = ae; p != NULL && *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        const char *tok = p;
+        while (*p && *p != ',' && *p != ';' && *p != ' ')
+            p++;
+        size_t n = (size_t)(p - tok);
+        bool named = (n == 4 && strncasecmp(tok, "gzip", 4) == 0) || (n == 1 && *tok == '*');
+        double q = 1;
+        while (*p == ' ')
+            p++;
+        if (*p == ';') {
+            const char *qp = strstr(p, "q=");
+            const char *end = strchr(p, ',');
+            if (qp != NULL && (end == NULL || qp < end))
+                q = strtod(qp + 2, NULL);
+        }
+        if (named && q > 0)
+            return true;
+        p = strchr(p, ',');
+    }
+    return false;
+}
+
+/* If-None-Match lists etag (the weak comparison RFC 9110 asks for), or is *. */
+static bool none_match(const char *inm, const char *etag)
+{
+    size_t el = strlen(etag);
+    for (const char *p = inm; p != NULL && *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        if (*p == '*')
+            return true;
+        if (strncmp(p, "W/", 2) == 0)
+            p += 2;
+        if (strncmp(p, etag, el) == 0 && (p[el] == '\0' || p[el] == ',' || p[el] == ' '))
+            return true;
+        p = strchr(p, ',');
+    }
+    return false;
+}
+
+/* 200 with a body of the current snapshot, sent by reference, gzip'd when
+ * the client takes it; 304 when it holds the same representation. Shared
+ * caches may keep it about one aggregation interval (and serve it stale
+ * while they revalidate), so a CDN or nginx in front takes the audience. */
+static void reply_snapshot(struct dashboard *d, struct evhttp_request *req, enum route r,
+                           uint64_t t0, const char *type, const struct snapshot_body *b)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    bool gz = b->gz != NULL && accepts_gzip(evhttp_find_header(in, "Accept-Encoding"));
+    char etag[sizeof(d->current->etag) + 4];
+    size_t el = strlen(d->current->etag);
+    memcpy(etag, d->current->etag, el + 1);
+    if (gz) /* another representation: another strong ETag */
+        snprintf(etag + el - 1, sizeof(etag) - (el - 1), "-gz\"");
+    unsigned max_age = d->cfg.interval_ms >= 2000 ? d->cfg.interval_ms / 1000 : 1;
+    char cc[96], gen[32];
+    snprintf(cc, sizeof(cc), "public, max-age=%u, stale-while-revalidate=%u", max_age, max_age);
+    snprintf(gen, sizeof(gen), "%" PRIu64, d->current->generation);
+    evhttp_add_header(h, "Cache-Control", cc);
+    evhttp_add_header(h, "ETag", etag);
+    evhttp_add_header(h, "Vary", "Accept-Encoding");
+    evhttp_add_header(h, "X-Livetally-Generation", gen);
+    const char *inm = evhttp_find_header(in, "If-None-Match");
+    if (inm != NULL && none_match(inm, etag)) {
+        send_reply(d, req, r, t0, 304, NULL, NULL);
+        return;
+    }
     struct evbuffer *body = evbuffer_new();
-    if (body == NULL || !snapshot_add_to(d->current, body, data, len)) {
+    if (body == NULL || !snapshot_add_to(d->current, body, gz ? b->gz : b->data,
+                                         gz ? b->gz_len : b->len)) {
         if (body)
             evbuffer_free(body);
+        evhttp_clear_headers(h);
         reply_error(d, req, r, t0, 500, "internal_error");
         return;
     }
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Cache-Control", "no-store");
-    char gen[32];
-    snprintf(gen, sizeof(gen), "%" PRIu64, d->current->generation);
-    evhttp_add_header(h, "X-Livetally-Generation", gen);
+    if (gz)
+        evhttp_add_header(h, "Content-Encoding", "gzip");
     send_reply(d, req, r, t0, 200, type, body);
     evbuffer_free(body);
+}
+
+static void reply_stats(struct dashboard *d, struct evhttp_request *req, enum route r, uint64_t t0)
+{
+    struct snapshot_body b = {.data = d->current->json, .len = d->current->len,
+                              .gz = d->current->json_gz, .gz_len = d->current->json_gz_len};
+    reply_snapshot(d, req, r, t0, "application/json", &b);
 }
 
 static void handle_question(struct dashboard *d, struct evhttp_request *req, uint64_t t0,
@@ -285,14 +360,13 @@ static void handle_question(struct dashboard *d, struct evhttp_request *req, uin
         reply_error(d, req, R_QUESTION, t0, 503, "no_snapshot_yet");
         return;
     }
-    size_t len;
-    const char *q = snapshot_question(d->current, id, &len);
-    if (q == NULL) {
+    struct snapshot_body b;
+    if (!snapshot_question_body(d->current, id, &b)) {
         /* The event file knows it but the snapshot was built from another one. */
         reply_error(d, req, R_QUESTION, t0, 404, "unknown_question");
         return;
     }
-    reply_snapshot(d, req, R_QUESTION, t0, "application/json", q, len);
+    reply_snapshot(d, req, R_QUESTION, t0, "application/json", &b);
 }
 
 static void handle_csv(struct dashboard *d, struct evhttp_request *req, uint64_t t0)
@@ -305,8 +379,9 @@ static void handle_csv(struct dashboard *d, struct evhttp_request *req, uint64_t
     snprintf(disp, sizeof(disp), "attachment; filename=\"%s-stats-%" PRIu64 ".csv\"", d->ef->name,
              d->current->generation);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Disposition", disp);
-    reply_snapshot(d, req, R_CSV, t0, "text/csv; charset=utf-8; header=present",
-                   d->current->csv, d->current->csv_len);
+    struct snapshot_body b = {.data = d->current->csv, .len = d->current->csv_len,
+                              .gz = d->current->csv_gz, .gz_len = d->current->csv_gz_len};
+    reply_snapshot(d, req, R_CSV, t0, "text/csv; charset=utf-8; header=present", &b);
 }
 
 static uint64_t stale_after_ms(const struct dashboard *d)
@@ -429,7 +504,7 @@ bool dashboard_handle(struct dashboard *d, struct evhttp_request *req, const cha
         if (d->current == NULL)
             reply_error(d, req, r, t0, 503, "no_snapshot_yet");
         else
-            reply_snapshot(d, req, r, t0, "application/json", d->current->json, d->current->len);
+            reply_stats(d, req, r, t0);
         return true;
     case R_QUESTION:
         if (get_only(d, req, r, t0))

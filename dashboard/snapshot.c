@@ -8,6 +8,7 @@
 
 #include <event2/buffer.h>
 #include <jansson.h>
+#include <zlib.h>
 
 #include "log.h"
 #include "stats_csv.h"
@@ -18,11 +19,53 @@ static void snapshot_destroy(struct snapshot *s)
         free(s->qjson[i]);
     free(s->qjson);
     free(s->qlen);
+    for (size_t i = 0; s->qgz != NULL && i < s->n; i++)
+        free(s->qgz[i]);
+    free(s->qgz);
+    free(s->qgz_len);
+    free(s->json_gz);
+    free(s->csv_gz);
     free(s->qids);
     free(s->csv);
     free(s->frame);
     free(s->json);
     free(s);
+}
+
+/* len bytes gzip'd (RFC 1952, what Content-Encoding: gzip means), or NULL.
+ * Level 6, zlib's default: on a 42-question snapshot nearly the ratio of 9
+ * at a fraction of its time, and once per snapshot, not per reader. */
+static char *gzip_bytes(const char *data, size_t len, size_t *out_len)
+{
+    z_stream z = {0};
+    if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return NULL;
+    uLong cap = deflateBound(&z, (uLong)len);
+    char *out = malloc(cap);
+    if (out != NULL) {
+        z.next_in = (Bytef *)(uintptr_t)data;
+        z.avail_in = (uInt)len;
+        z.next_out = (Bytef *)out;
+        z.avail_out = (uInt)cap;
+        if (deflate(&z, Z_FINISH) == Z_STREAM_END) {
+            *out_len = (size_t)z.total_out;
+        } else {
+            free(out);
+            out = NULL;
+        }
+    }
+    deflateEnd(&z);
+    return out;
+}
+
+static uint64_t fnv1a64(const char *p, size_t n)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
 }
 
 /* One SSE event holding the whole JSON on a single data line. Compact JSON
@@ -108,6 +151,18 @@ struct snapshot *snapshot_build(uint64_t generation, char *json, size_t len)
     }
     if (!build_frame(s) || (s->csv = stats_csv_build(root, &s->csv_len)) == NULL)
         goto err;
+    /* Both the generation and the bytes: a store that restarted its
+     * generations must not make an old ETag match new contents. */
+    snprintf(s->etag, sizeof(s->etag), "\"g%" PRIu64 "-%016" PRIx64 "\"", generation,
+             fnv1a64(s->json, s->len));
+    s->json_gz = gzip_bytes(s->json, s->len, &s->json_gz_len);
+    s->csv_gz = gzip_bytes(s->csv, s->csv_len, &s->csv_gz_len);
+    s->qgz = calloc(n ? n : 1, sizeof(*s->qgz));
+    s->qgz_len = calloc(n ? n : 1, sizeof(*s->qgz_len));
+    if (!s->qgz || !s->qgz_len)
+        goto err;
+    for (size_t i = 0; i < s->n; i++)
+        s->qgz[i] = gzip_bytes(s->qjson[i], s->qlen[i], &s->qgz_len[i]);
     json_decref(root);
     return s;
 err:
@@ -145,6 +200,18 @@ bool snapshot_add_to(struct snapshot *s, struct evbuffer *out, const char *data,
         return false;
     }
     return true;
+}
+
+bool snapshot_question_body(const struct snapshot *s, uint32_t id, struct snapshot_body *out)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->qids[i] == id) {
+            *out = (struct snapshot_body){.data = s->qjson[i], .len = s->qlen[i],
+                                          .gz = s->qgz[i], .gz_len = s->qgz_len[i]};
+            return true;
+        }
+    }
+    return false;
 }
 
 const char *snapshot_question(const struct snapshot *s, uint32_t id, size_t *len)

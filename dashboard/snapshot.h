@@ -32,6 +32,22 @@ struct snapshot {
     uint32_t *qids;   /* owned */
     char **qjson;     /* owned, n strings */
     size_t *qlen;     /* owned */
+    /* Rendered once per snapshot for every reader: a strong ETag of the
+     * bytes as published ("g<generation>-<64-bit FNV-1a, hex>"), and each
+     * body gzip'd (NULL where compressing failed). */
+    char etag[48];
+    char *json_gz;    /* owned */
+    size_t json_gz_len;
+    char *csv_gz;     /* owned */
+    size_t csv_gz_len;
+    char **qgz;       /* owned, n (entries may be NULL) */
+    size_t *qgz_len;  /* owned */
+};
+
+/* One body of a snapshot in both representations (pointers into it). */
+struct snapshot_body {
+    const char *data, *gz; /* gz NULL: only as is */
+    size_t len, gz_len;
 };
 
 /* Takes json over (freed on failure too). The result holds one reference.
@@ -48,5 +64,7 @@ bool snapshot_add_to(struct snapshot *s, struct evbuffer *out, const char *data,
 
 /* The question's entry (JSON object), or NULL when the snapshot has none. */
 const char *snapshot_question(const struct snapshot *s, uint32_t id, size_t *len);
+/* The same with its gzip'd form; false when the snapshot has no such question. */
+bool snapshot_question_body(const struct snapshot *s, uint32_t id, struct snapshot_body *out);
 
 #endif

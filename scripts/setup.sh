@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config clang valgrind curl python3
-  libevent-dev libmemcached-dev libhiredis-dev libcmocka-dev libjansson-dev libhttp-parser-dev
+  libevent-dev libmemcached-dev libhiredis-dev libcmocka-dev libjansson-dev libhttp-parser-dev zlib1g-dev
   memcached redis-server redis-tools
   nginx-light wrk haproxy
   chromium systemd

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 #include <event2/buffer.h>
 
 #include "snapshot.h"
@@ -115,6 +116,55 @@ static void test_refcount_outlives_holder(void **state)
     evbuffer_free(b); /* the last reference: freed here (valgrind checks it) */
 }
 
+/* Every body gzip'd once at build (what Accept-Encoding: gzip gets), and an
+ * ETag of the generation and the bytes. */
+static char *gunzip(const char *gz, size_t len, size_t *out_len)
+{
+    z_stream z = {0};
+    assert_int_equal(inflateInit2(&z, 15 + 16), Z_OK);
+    size_t cap = 1 << 20;
+    char *out = malloc(cap);
+    assert_non_null(out);
+    z.next_in = (Bytef *)(uintptr_t)gz;
+    z.avail_in = (uInt)len;
+    z.next_out = (Bytef *)out;
+    z.avail_out = (uInt)cap;
+    assert_int_equal(inflate(&z, Z_FINISH), Z_STREAM_END);
+    *out_len = z.total_out;
+    inflateEnd(&z);
+    return out;
+}
+
+static void test_gzip_and_etag(void **state)
+{
+    (void)state;
+    struct snapshot *a = build(7, "{\"questions\":[{\"id\":1,\"answers\":5},{\"id\":2}]}");
+    struct snapshot *b = build(7, "{\"questions\":[{\"id\":1,\"answers\":6},{\"id\":2}]}");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(strncmp(a->etag, "\"g7-", 4), 0);
+    assert_int_equal(strlen(a->etag), 4 + 16 + 1);
+    assert_string_not_equal(a->etag, b->etag); /* same generation, other bytes */
+    size_t n = 0;
+    char *plain = gunzip(a->json_gz, a->json_gz_len, &n);
+    assert_int_equal(n, a->len);
+    assert_memory_equal(plain, a->json, n);
+    free(plain);
+    plain = gunzip(a->csv_gz, a->csv_gz_len, &n);
+    assert_int_equal(n, a->csv_len);
+    assert_memory_equal(plain, a->csv, n);
+    free(plain);
+    struct snapshot_body q;
+    assert_true(snapshot_question_body(a, 1, &q));
+    plain = gunzip(q.gz, q.gz_len, &n);
+    assert_int_equal(n, q.len);
+    assert_memory_equal(plain, q.data, n);
+    free(plain);
+    assert_false(snapshot_question_body(a, 3, &q));
+    snapshot_unref(a);
+    snapshot_unref(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -122,6 +172,7 @@ int main(void)
         cmocka_unit_test(test_frame),
         cmocka_unit_test(test_invalid),
         cmocka_unit_test(test_refcount_outlives_holder),
+        cmocka_unit_test(test_gzip_and_etag),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
