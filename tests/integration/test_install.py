@@ -4,7 +4,7 @@ carried the store's addresses three times over.
 
 `cmake --install` of this build into a temporary prefix: the binaries (each
 answers --version), the units where systemd looks under the prefix, and in
-share/livetally the units' environment file, haproxy.cfg and the example
+share/livetally the units' environment file, haproxy.cfg, nginx-stats-cache.conf and the example
 event. Every unit takes the event and the store from that one environment
 file, and `systemd-analyze verify` accepts each (on a copy whose paths point
 into the temporary prefix: the shipped ones name /usr/local and /etc)."""
@@ -22,7 +22,7 @@ BINARIES = ["livetally", "livetally-ingest", "livetally-aggregate", "livetally-d
             "livetally-loadtest"]
 UNITS = ["livetally-ingest.service", "livetally-aggregate.service",
          "livetally-dashboard.service"]
-SHARED = ["livetally.env", "haproxy.cfg", "1d-live.json"]
+SHARED = ["livetally.env", "haproxy.cfg", "nginx-stats-cache.conf", "1d-live.json"]
 
 
 def main():
