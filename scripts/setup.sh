@@ -9,7 +9,7 @@ packages=(
   libevent-dev libmemcached-dev libhiredis-dev libcmocka-dev libjansson-dev libhttp-parser-dev zlib1g-dev
   memcached redis-server redis-tools
   nginx-light wrk haproxy
-  chromium systemd
+  chromium systemd prometheus
 )
 
 missing=()
