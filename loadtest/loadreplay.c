@@ -248,6 +248,18 @@ static void key_from_body(const json_t *obj, const struct eventfile *ef, struct 
                       c ? json_string_value(c) : NULL, c ? json_string_length(c) : 0, key);
 }
 
+/* A line's "t_us", checked. */
+static bool t_us_of(const json_t *root, uint64_t *t_us, char *err, size_t errlen)
+{
+    const json_t *t = json_object_get(root, "t_us");
+    if (!json_is_integer(t) || json_integer_value(t) < 0 ||
+        (uint64_t)json_integer_value(t) > LOADREPLAY_MAX_T_US)
+        return fail(err, errlen, "t_us: must be an integer 0..%llu",
+                    (unsigned long long)LOADREPLAY_MAX_T_US);
+    *t_us = (uint64_t)json_integer_value(t);
+    return true;
+}
+
 bool loadreplay_parse_line(const char *line, size_t len, const struct eventfile *ef,
                            uint64_t *t_us, char *body, size_t cap, size_t *body_len,
                            struct loadtally_key *key, char *err, size_t errlen)
@@ -266,13 +278,9 @@ bool loadreplay_parse_line(const char *line, size_t len, const struct eventfile 
         fail(err, errlen, "expected an object {\"t_us\":..., \"body\":{...}}");
         goto done;
     }
-    const json_t *t = json_object_get(root, "t_us");
-    if (!json_is_integer(t) || json_integer_value(t) < 0 ||
-        (uint64_t)json_integer_value(t) > LOADREPLAY_MAX_T_US) {
-        fail(err, errlen, "t_us: must be an integer 0..%llu",
-             (unsigned long long)LOADREPLAY_MAX_T_US);
+    uint64_t t;
+    if (!t_us_of(root, &t, err, errlen))
         goto done;
-    }
     const json_t *b = json_object_get(root, "body");
     const json_t *raw = json_object_get(root, "raw");
     const char *src;
@@ -313,7 +321,7 @@ bool loadreplay_parse_line(const char *line, size_t len, const struct eventfile 
     }
     memcpy(body, src, n);
     *body_len = n;
-    *t_us = (uint64_t)json_integer_value(t);
+    *t_us = t;
     ok = true;
 
 done:
@@ -333,13 +341,9 @@ int loadreplay_parse_admin(const char *line, size_t len, struct loadreplay_admin
     if (adm == NULL)
         goto done; /* not an admin line: parse_line says what is wrong with it */
     rc = -1;
-    const json_t *t = json_object_get(root, "t_us");
-    if (!json_is_integer(t) || json_integer_value(t) < 0 ||
-        (uint64_t)json_integer_value(t) > LOADREPLAY_MAX_T_US) {
-        fail(err, errlen, "t_us: must be an integer 0..%llu",
-             (unsigned long long)LOADREPLAY_MAX_T_US);
+    uint64_t t;
+    if (!t_us_of(root, &t, err, errlen))
         goto done;
-    }
     if (json_object_size(root) != 2) {
         fail(err, errlen, "an admin line holds only \"t_us\" and \"admin\"");
         goto done;
@@ -353,7 +357,7 @@ int loadreplay_parse_admin(const char *line, size_t len, struct loadreplay_admin
         fail(err, errlen, "admin: expected {\"question\": N, \"action\": \"open\" or \"close\"}");
         goto done;
     }
-    *a = (struct loadreplay_admin){.t_us = (uint64_t)json_integer_value(t),
+    *a = (struct loadreplay_admin){.t_us = t,
                                    .question = (uint32_t)json_integer_value(q),
                                    .open = strcmp(json_string_value(act), "open") == 0};
     rc = 1;
