@@ -24,6 +24,7 @@ The processes are stopped by PID at the end, also on failure
 import argparse
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -95,21 +96,24 @@ def run_wrk(script, port, conns, duration, extra):
     return rps, p99, int(n.group(1)) if n else 0
 
 
-def nginx(tmp):
+def nginx(tmp, server="location / { return 204; }", http_extra=""):
+    """nginx, 2 workers, on a free port: its server block holds `server`."""
     exe = shutil.which("nginx") or "/usr/sbin/nginx"
     port = ltutil.free_port()
     prefix = os.path.join(tmp, "nginx")
     os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
     conf = os.path.join(prefix, "nginx.conf")
     with open(conf, "w") as f:
-        # bench/ingest.sh's configuration
-        f.write("""daemon off; worker_processes 2; pid {p}/nginx.pid; error_log stderr error;
+        # bench/ingest.sh's configuration; workers as the user running this
+        # (a temporary docroot is its own)
+        user = "user %s;" % pwd.getpwuid(os.getuid()).pw_name if os.getuid() == 0 else ""
+        f.write("""daemon off; worker_processes 2; pid {p}/nginx.pid; error_log stderr error; {u}
 events {{ worker_connections 16384; }}
 http {{ access_log off; client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;
   fastcgi_temp_path {p}/fastcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;
-  keepalive_requests 1000000000; keepalive_timeout 60s;
-  server {{ listen 127.0.0.1:{port}; location / {{ return 204; }} }} }}
-""".format(p=prefix, port=port))
+  keepalive_requests 1000000000; keepalive_timeout 60s; {x}
+  server {{ listen 127.0.0.1:{port}; {s} }} }}
+""".format(p=prefix, port=port, u=user, x=http_extra, s=server))
     return ltutil.Proc([exe, "-p", prefix, "-c", conf], port=port, log_name="nginx"), port
 
 

@@ -27,6 +27,9 @@ here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(here, "..", "tests", "integration"))
 import ltutil  # noqa: E402
 
+sys.path.insert(0, here)
+import livenight  # noqa: E402
+
 COUNTRIES = ["us", "gb", "ie", "fr", "de", "br", "jp", "in", "es", "it", "nl", "se", "no", "dk",
              "fi", "pl", "pt", "at", "ch", "be", "cz", "hu", "ro", "gr", "tr", "mx", "ar", "cl",
              "co", "au", "nz", "ca"]
@@ -78,23 +81,10 @@ def wrk(port, path, conns, duration, headers):
 
 
 def nginx(tmp, docroot):
-    exe = shutil.which("nginx") or "/usr/sbin/nginx"
-    port = ltutil.free_port()
-    prefix = os.path.join(tmp, "nginx")
-    os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
-    conf = os.path.join(prefix, "nginx.conf")
-    with open(conf, "w") as f:
-        # workers as the user running this (the temporary docroot is its own)
-        user = "user %s;" % __import__("pwd").getpwuid(os.getuid()).pw_name if os.getuid() == 0 else ""
-        f.write("""daemon off; worker_processes 2; pid {p}/nginx.pid; error_log stderr error; {u}
-events {{ worker_connections 16384; }}
-http {{ access_log off; client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;
-  fastcgi_temp_path {p}/fastcgi; uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;
-  keepalive_requests 1000000000; keepalive_timeout 60s; sendfile on; tcp_nopush on;
-  server {{ listen 127.0.0.1:{port}; root {d}; gzip_static on; gzip_vary on;
-    location = /v1/stats {{ default_type application/json; try_files /stats.json =404; }} }} }}
-""".format(p=prefix, port=port, d=docroot, u=user))
-    return ltutil.Proc([exe, "-p", prefix, "-c", conf], port=port, log_name="nginx"), port
+    return livenight.nginx(
+        tmp, server="root %s; gzip_static on; gzip_vary on; location = /v1/stats { "
+                    "default_type application/json; try_files /stats.json =404; }" % docroot,
+        http_extra="sendfile on; tcp_nopush on;")
 
 
 def main():
