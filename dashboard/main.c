@@ -42,7 +42,7 @@ static const struct cli_opt cli_opts[] = {
     {"listen", "HOST:PORT", "HTTP listen address (default 127.0.0.1:8081)", OPT_LISTEN},
     {"interval", "MS", "the aggregation period; the store is polled 4 times as often (default 1000)", OPT_INTERVAL},
     {"http-timeout", "S", "drop a client idle or slow for this long (default 10)", OPT_HTTP_TIMEOUT},
-    {"max-streams", "N", "Server-Sent Events clients at once; past it 503 (default 1000)", OPT_MAX_STREAMS},
+    {"max-streams", "N", "Server-Sent Events clients at once; past it 503 (default 20000, ~4.6 KiB each)", OPT_MAX_STREAMS},
     {"heartbeat-ms", "MS", "comment line on every stream this often (default 15000)", OPT_HEARTBEAT},
     {"describe-metrics", NULL, "list the /metrics metrics (name, type, help) and exit", OPT_DESCRIBE_METRICS},
     {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
@@ -136,7 +136,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
     struct options o = {.listen = "127.0.0.1:8081", .interval_ms = 1000, .http_timeout_s = 10,
-                        .max_streams = 1000, .heartbeat_ms = 15000, .log_level = LOG_INFO};
+                        .max_streams = 20000, .heartbeat_ms = 15000, .log_level = LOG_INFO};
     enum cli_result r = cli_parse(argc, argv, PROG, "--event FILE --backend URL [options]", about,
                                   cli_opts, LT_ARRAY_LEN(cli_opts), set_opt, &o);
     if (r != CLI_CONTINUE)

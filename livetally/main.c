@@ -57,7 +57,7 @@ static const struct cli_opt cli_opts[] = {
     {"drain-delay", "S", "on SIGTERM, answer /healthz 503 this long while still taking answers, so the load balancer takes the node out first; above its check interval x fall count (default 2; 0: drain at once)", OPT_DRAIN_DELAY},
     {"drain-timeout", "S", "then wait at most this long for the store (default 30)", OPT_DRAIN_TIMEOUT},
     {"http-timeout", "S", "drop a client that is idle, or slow to send a request, this long (default 10)", OPT_HTTP_TIMEOUT},
-    {"max-streams", "N", "Server-Sent Events clients at once; past it 503 (default 1000)", OPT_MAX_STREAMS},
+    {"max-streams", "N", "Server-Sent Events clients at once; past it 503 (default 20000, ~4.6 KiB each)", OPT_MAX_STREAMS},
     {"heartbeat-ms", "MS", "comment line on every stream this often (default 15000)", OPT_HEARTBEAT},
     {"describe-metrics", NULL, "list the /metrics metrics (name, type, help) and exit", OPT_DESCRIBE_METRICS},
     {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
@@ -153,7 +153,7 @@ int main(int argc, char **argv)
         .backend = "memory:",
         .interval_ms = 1000,
         .drain_delay_s = 2, .drain_timeout_s = 30,
-        .max_streams = 1000,
+        .max_streams = 20000,
         .heartbeat_ms = 15000,
         .log_level = LOG_INFO,
     };
