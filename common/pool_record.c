@@ -90,10 +90,9 @@ bool pool_record_check(struct store *s, const char *event, uint32_t ttl_s, char 
         return true;
     snprintf(err, errlen,
              "the counters of event %s are placed on another pool (%zu of %zu nodes record "
-             "\"%s\", this --backend is \"%s\"): a pool that changes during an event loses "
-             "the counts of the keys that move; start with the list the event began with "
-             "(the same hosts, as written, in the same order, the same replicas), or use a "
-             "new event name (README, \"Changing the pool\")",
-             event, other, answered, theirs, ours);
+             "\"%s\", this --backend is \"%s\"): changing it loses the counts of moved keys; "
+             "use the event's list (hosts as written, same order and replicas) or a new event "
+             "(README, \"Changing the pool\"; two lists started at once: delete %s)",
+             event, other, answered, theirs, ours, key);
     return false;
 }

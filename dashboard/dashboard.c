@@ -253,31 +253,34 @@ static bool get_only(struct dashboard *d, struct evhttp_request *req, enum route
     return false;
 }
 
-/* Accept-Encoding names gzip (or *) without q=0. */
+/* Accept-Encoding takes gzip: named with q > 0, or, when not named, * with
+ * q > 0 (RFC 9110: the explicit coding beats the wildcard). */
 static bool accepts_gzip(const char *ae)
 {
+    double gzip_q = -1, star_q = -1;
     for (const char *p = ae; p != NULL && *p;) {
         while (*p == ' ' || *p == ',' || *p == '\t')
             p++;
         const char *tok = p;
-        while (*p && *p != ',' && *p != ';' && *p != ' ')
+        while (*p && *p != ',' && *p != ';' && *p != ' ' && *p != '\t')
             p++;
         size_t n = (size_t)(p - tok);
-        bool named = (n == 4 && strncasecmp(tok, "gzip", 4) == 0) || (n == 1 && *tok == '*');
+        const char *end = strchr(p, ',');
         double q = 1;
-        while (*p == ' ')
-            p++;
-        if (*p == ';') {
-            const char *qp = strstr(p, "q=");
-            const char *end = strchr(p, ',');
-            if (qp != NULL && (end == NULL || qp < end))
-                q = strtod(qp + 2, NULL);
+        for (const char *x = p; *x && (end == NULL || x < end); x++) {
+            if ((*x == 'q' || *x == 'Q') && x[1] == '=' && (x == p || x[-1] == ';' || x[-1] == ' ')) {
+                q = strtod(x + 2, NULL);
+                break;
+            }
         }
-        if (named && q > 0)
-            return true;
-        p = strchr(p, ',');
+        if ((n == 4 && strncasecmp(tok, "gzip", 4) == 0) ||
+            (n == 6 && strncasecmp(tok, "x-gzip", 6) == 0))
+            gzip_q = q;
+        else if (n == 1 && *tok == '*')
+            star_q = q;
+        p = end;
     }
-    return false;
+    return gzip_q >= 0 ? gzip_q > 0 : star_q > 0;
 }
 
 /* If-None-Match lists etag (the weak comparison RFC 9110 asks for), or is *. */

@@ -1,6 +1,7 @@
 #include "snapshot.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,8 +39,8 @@ static void snapshot_destroy(struct snapshot *s)
 static char *gzip_bytes(const char *data, size_t len, size_t *out_len)
 {
     z_stream z = {0};
-    if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return NULL;
+    if (len > UINT_MAX / 2 || deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return NULL; /* zlib counts in uInt: a larger body is served as is */
     uLong cap = deflateBound(&z, (uLong)len);
     char *out = malloc(cap);
     if (out != NULL) {

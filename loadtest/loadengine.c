@@ -1023,6 +1023,8 @@ struct loadengine *loadengine_start(const struct loadengine_config *cfg, char *e
 
 err:
     engine_free(e);
+    if (cfg->record_path != NULL) /* the parts opened, the admin events' too */
+        loadrecord_remove_parts(cfg->record_path, cfg->threads + 1);
     return NULL;
 }
 

@@ -550,12 +550,15 @@ static bool admin_call(struct run *run, uint32_t slot, bool open)
     return ok;
 }
 
-static void close_open_questions(struct run *run)
+/* A stop: every question the run opened is closed, and so recorded (a
+ * replay of the recording leaves none open either). */
+static void close_open_questions(struct run *run, struct loadengine *e, uint64_t rel_us)
 {
     for (uint32_t s = 0; s < run->n_slots; s++) {
         if (run->opened[s] && !run->closed[s]) {
             admin_call(run, s, false);
             run->closed[s] = true;
+            loadengine_record_admin(e, rel_us, run->qids[s], false);
         }
     }
 }
@@ -569,6 +572,7 @@ static bool run_admin(struct run *run, struct loadengine *e, double rel_us)
             if (!admin_call(run, a->slot, true))
                 return false;
             run->opened[a->slot] = true;
+            run->closed[a->slot] = false; /* a replay may open a question again */
             loadengine_record_admin(e, (uint64_t)a->at_us, run->qids[a->slot], true);
             loadengine_allow(e, a->slot + 1);
         } else if (run->opened[a->slot] && !run->closed[a->slot]) {
@@ -642,12 +646,12 @@ static void control_loop(struct run *run, struct loadengine *e)
             stopping = true;
             run->interrupted = true;
             loadengine_stop(e);
-            close_open_questions(run);
+            close_open_questions(run, e, now > start ? now - start : 0);
         }
         if (!stopping && now >= start && !run_admin(run, e, (double)(now - start))) {
             stopping = true;
             loadengine_stop(e);
-            close_open_questions(run);
+            close_open_questions(run, e, now - start);
         }
         if (now >= next_tick) {
             sample(run, e, t_s, (double)(now - start) / 1e6);

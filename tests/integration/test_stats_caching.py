@@ -66,14 +66,15 @@ def check_resource(c, path, gen, what):
     status, _, body = get(c, path, {"If-None-Match": '"g1-0000000000000000"'})
     CHECK.eq((status, body), (200, raw), "%s: another ETag -> 200 with the body" % what)
 
-    for ae in ("gzip", "deflate, gzip;q=0.5", "*", "br;q=1.0, gzip"):
+    for ae in ("gzip", "deflate, gzip;q=0.5", "*", "br;q=1.0, gzip", "x-gzip", "GZIP ; Q=1"):
         status, hg, gz = get(c, path, {"Accept-Encoding": ae})
         CHECK.eq((status, hg.get("content-encoding")), (200, "gzip"),
                  "%s: Accept-Encoding %r -> gzip" % (what, ae))
         CHECK.eq(gzip.decompress(gz) if gz else b"", raw,
                  "%s: the gzip body is the same bytes" % what)
         CHECK.eq(hg.get("etag"), etag[:-1] + '-gz"', "%s: the gzip representation's ETag" % what)
-    for ae in ("gzip;q=0", "identity", "deflate", "gzip; q=0.0"):
+    for ae in ("gzip;q=0", "identity", "deflate", "gzip; q=0.0", "gzip;q=0, *", "gzip;Q=0",
+               "*;q=0", "br, *;q=0"):
         status, hi, body = get(c, path, {"Accept-Encoding": ae})
         CHECK.eq((status, hi.get("content-encoding"), body), (200, None, raw),
                  "%s: Accept-Encoding %r -> as is" % (what, ae))
