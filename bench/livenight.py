@@ -85,8 +85,12 @@ class Row:
 
 
 def run_wrk(script, port, conns, duration, extra):
-    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, "--latency", "-s",
-                          script, "http://127.0.0.1:%d/" % port, "--"] + extra,
+    return wrk(["-s", script, "http://127.0.0.1:%d/" % port, "--"] + extra, conns, duration)
+
+
+def wrk(args, conns, duration):
+    """wrk -t1 with args after its own: (requests/s, p99 ms, non-2xx/3xx)."""
+    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, "--latency"] + args,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          stdin=subprocess.DEVNULL, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

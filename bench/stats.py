@@ -16,9 +16,7 @@ import argparse
 import gzip
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,17 +65,8 @@ def snapshot(event, n_questions=42):
 
 
 def wrk(port, path, conns, duration, headers):
-    args = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, "--latency"]
-    for h in headers:
-        args += ["-H", h]
-    out = subprocess.run(args + ["http://127.0.0.1:%d%s" % (port, path)], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
-                         timeout=duration + 60).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-    n = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return rps, p99, int(n.group(1)) if n else 0
+    args = [x for h in headers for x in ("-H", h)]
+    return livenight.wrk(args + ["http://127.0.0.1:%d%s" % (port, path)], conns, duration)
 
 
 def nginx(tmp, docroot):
