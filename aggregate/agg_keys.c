@@ -58,38 +58,40 @@ static void put_key(struct walk *w, const char *key, size_t len)
 static void enumerate(const struct eventfile *ef, struct walk *w)
 {
     struct agg_keys *out = w->k;
-    const char *ev = ef->name;
     const uint32_t S = ef->shards;
-    char buf[KEY_MAX];
+    char buf[KEY_MAX], ev[KEY_PREFIX_MAX];
     out->n = 0;
     w->used = 0;
     for (uint32_t qi = 0; qi < ef->n_questions; qi++) {
         const struct event_question *q = &ef->questions[qi];
         if (out->q_first != NULL)
             out->q_first[qi] = out->n;
-        for (int o = 0; o < 2; o++) {
-            enum key_outcome oc = o == 0 ? KEY_RIGHT : KEY_WRONG;
-            for (uint32_t sh = 1; sh <= S; sh++)
-                put_key(w, buf, key_question(buf, ev, q->id, oc, sh));
-        }
-        for (uint32_t b = 1; b <= ef->n_age_buckets; b++) {
+        for (uint32_t e = 0; e < out->epochs; e++) {
+            keys_epoch_prefix(ev, ef->name, e);
             for (int o = 0; o < 2; o++) {
                 enum key_outcome oc = o == 0 ? KEY_RIGHT : KEY_WRONG;
                 for (uint32_t sh = 1; sh <= S; sh++)
-                    put_key(w, buf, key_age(buf, ev, q->id, b, oc, sh));
+                    put_key(w, buf, key_question(buf, ev, q->id, oc, sh));
             }
-        }
-        for (int c = 0; c < COUNTRY_COUNT; c++) {
-            const char *cc = country_code(c);
-            for (int o = 0; o < 2; o++) {
-                enum key_outcome oc = o == 0 ? KEY_RIGHT : KEY_WRONG;
-                for (uint32_t sh = 1; sh <= ef->country_shard_count[c]; sh++)
-                    put_key(w, buf, key_country(buf, ev, q->id, cc, oc, sh));
+            for (uint32_t b = 1; b <= ef->n_age_buckets; b++) {
+                for (int o = 0; o < 2; o++) {
+                    enum key_outcome oc = o == 0 ? KEY_RIGHT : KEY_WRONG;
+                    for (uint32_t sh = 1; sh <= S; sh++)
+                        put_key(w, buf, key_age(buf, ev, q->id, b, oc, sh));
+                }
             }
-        }
-        for (uint32_t k = 0; k < q->n_options; k++) {
-            for (uint32_t sh = 1; sh <= S; sh++)
-                put_key(w, buf, key_option(buf, ev, q->id, k, sh));
+            for (int c = 0; c < COUNTRY_COUNT; c++) {
+                const char *cc = country_code(c);
+                for (int o = 0; o < 2; o++) {
+                    enum key_outcome oc = o == 0 ? KEY_RIGHT : KEY_WRONG;
+                    for (uint32_t sh = 1; sh <= ef->country_shard_count[c]; sh++)
+                        put_key(w, buf, key_country(buf, ev, q->id, cc, oc, sh));
+                }
+            }
+            for (uint32_t k = 0; k < q->n_options; k++) {
+                for (uint32_t sh = 1; sh <= S; sh++)
+                    put_key(w, buf, key_option(buf, ev, q->id, k, sh));
+            }
         }
         if (out->q_count != NULL)
             out->q_count[qi] = out->n - out->q_first[qi];
@@ -98,11 +100,17 @@ static void enumerate(const struct eventfile *ef, struct walk *w)
 
 bool agg_keys_build(const struct eventfile *ef, struct agg_keys *out)
 {
+    return agg_keys_build_epochs(ef, 1, out);
+}
+
+bool agg_keys_build_epochs(const struct eventfile *ef, uint32_t epochs, struct agg_keys *out)
+{
     memset(out, 0, sizeof(*out));
+    out->epochs = epochs > 0 ? epochs : 1;
     uint64_t total = 0;
     for (uint32_t qi = 0; qi < ef->n_questions; qi++) {
         size_t n = agg_keys_question_count(ef, qi);
-        total += n;
+        total += (uint64_t)n * out->epochs;
         if (n == 0 || total > AGG_MAX_KEYS)
             goto err;
     }
@@ -120,9 +128,13 @@ bool agg_keys_build(const struct eventfile *ef, struct agg_keys *out)
         out->q_count == NULL)
         goto err;
     w = (struct walk){.k = out, .cap = bytes, .keys_cap = (size_t)total};
+    out->max_q_count = 0;
     enumerate(ef, &w);
     if (w.overflow || out->n != total)
         goto err;
+    for (uint32_t qi = 0; qi < ef->n_questions; qi++)
+        if (out->q_count[qi] / out->epochs > out->max_q_count)
+            out->max_q_count = out->q_count[qi] / out->epochs;
     return true;
 
 err:
@@ -159,4 +171,20 @@ void agg_keys_sum_question(const struct eventfile *ef, uint32_t qi, const uint64
     }
     for (uint32_t k = 0; k < q->n_options; k++)
         out->by_answer[k] = sum_shards(values, &pos, S);
+}
+
+void agg_keys_sum_epochs(const struct eventfile *ef, const struct agg_keys *k, uint32_t qi,
+                         const uint64_t *kept, uint64_t *scratch, struct agg_counts *out)
+{
+    const uint64_t *values = kept + k->q_first[qi];
+    if (k->epochs > 1) {
+        /* An epoch's counters are its own keys: they add up. */
+        size_t n = k->q_count[qi] / k->epochs;
+        memcpy(scratch, values, n * sizeof(*scratch));
+        for (uint32_t e = 1; e < k->epochs; e++)
+            for (size_t i = 0; i < n; i++)
+                scratch[i] = agg_sat_add(scratch[i], values[e * n + i]);
+        values = scratch;
+    }
+    agg_keys_sum_question(ef, qi, values, out);
 }

@@ -12,7 +12,10 @@
  *                                  q{Q}c{cc}right{1..n_c}, q{Q}c{cc}wrong{1..n_c}
  *                                  with n_c = ef->country_shard_count[c]
  *   per option k (0-based):        q{Q}opt{k}n{1..S}
- * agg_keys_sum_question reads values in the same order.
+ * agg_keys_sum_question reads values in the same order. With pool epochs
+ * (pool_record.h), a question's keys are that layout once per epoch, epoch
+ * 0's first ("{event}:"), then "{event}~1:", ...: q_count is epochs times
+ * agg_keys_question_count, and agg_keys_sum_epochs adds the epochs up.
  */
 #ifndef LT_AGG_KEYS_H
 #define LT_AGG_KEYS_H
@@ -35,6 +38,8 @@ struct agg_keys {
     size_t n;
     size_t *q_first;   /* owned, per question: index of its first key */
     size_t *q_count;   /* owned, per question: how many keys it has */
+    uint32_t epochs;   /* >= 1 */
+    size_t max_q_count; /* the largest agg_keys_question_count */
 };
 
 /* Number of counter keys of question qi (0 if it would exceed AGG_MAX_KEYS). */
@@ -43,11 +48,18 @@ size_t agg_keys_question_count(const struct eventfile *ef, uint32_t qi);
 /* Builds the key list of every question. false when the list would exceed
  * AGG_MAX_KEYS or memory runs out; out is then empty (agg_keys_free is safe). */
 bool agg_keys_build(const struct eventfile *ef, struct agg_keys *out);
+/* The same with the keys of pool epochs 0 .. epochs - 1. */
+bool agg_keys_build_epochs(const struct eventfile *ef, uint32_t epochs, struct agg_keys *out);
 void agg_keys_free(struct agg_keys *k);
 
 /* Sums the shards of question qi. values holds agg_keys_question_count()
  * counters in the layout order (values[0] is the question's first key). */
 void agg_keys_sum_question(const struct eventfile *ef, uint32_t qi, const uint64_t *values,
                            struct agg_counts *out);
+
+/* Sums question qi from kept (every key's value, indexed as k's) over its
+ * epochs; scratch holds k->max_q_count values. */
+void agg_keys_sum_epochs(const struct eventfile *ef, const struct agg_keys *k, uint32_t qi,
+                         const uint64_t *kept, uint64_t *scratch, struct agg_counts *out);
 
 #endif

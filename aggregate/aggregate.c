@@ -2,6 +2,7 @@
 
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,11 +12,13 @@
 #include "fans.h"
 #include "keys.h"
 #include "log.h"
+#include "pool_record.h"
 #include "qstate.h"
 #include "snapstore.h"
 #include "util.h"
 
 #define AGG_NOTES_MAX 16 /* store node warnings in a snapshot */
+#define AGGREGATE_POOL_CHECK_MS 5000u
 
 /* Every array is sized once in aggregator_create and reused by every pass:
  * a pass allocates nothing per key (only the snapshot's JSON). */
@@ -40,17 +43,27 @@ struct aggregator {
     bool fans_cap_logged;
     uint64_t grace_ms;
     uint64_t settled_reread_ms; /* wall: the next pass at or past it reads settled questions */
+    uint32_t pool_epoch;        /* the newest epoch read */
+    uint32_t pool_newer;        /* a newer epoch found in the pool, 0: none */
+    uint64_t pool_check_ms;     /* monotonic: the next look for a newer epoch */
+    uint64_t *epoch_sum;        /* scratch: one question's values summed over epochs */
     struct aggregator_stats stats;
 };
 
 struct aggregator *aggregator_create(const struct eventfile *ef)
+{
+    return aggregator_create_epochs(ef, 0);
+}
+
+struct aggregator *aggregator_create_epochs(const struct eventfile *ef, uint32_t pool_epoch)
 {
     struct aggregator *a = calloc(1, sizeof(*a));
     if (a == NULL)
         return NULL;
     a->ef = ef;
     a->grace_ms = AGGREGATE_DEFAULT_GRACE_MS;
-    if (!agg_keys_build(ef, &a->keys)) {
+    a->pool_epoch = pool_epoch;
+    if (!agg_keys_build_epochs(ef, pool_epoch + 1, &a->keys)) {
         log_error("aggregator key list failed event=%s questions=%" PRIu32 " max_keys=%u",
                   ef->name, ef->n_questions, AGG_MAX_KEYS);
         goto err;
@@ -65,7 +78,9 @@ struct aggregator *aggregator_create(const struct eventfile *ef)
     a->settled = calloc(nq, sizeof(*a->settled));
     a->lagging = calloc(nq, sizeof(*a->lagging));
     a->settled_close_ms = calloc(nq, sizeof(*a->settled_close_ms));
-    if (a->kept == NULL || a->read == NULL || a->counts == NULL || a->states == NULL ||
+    a->epoch_sum = calloc(a->keys.max_q_count > 0 ? a->keys.max_q_count : 1,
+                          sizeof(*a->epoch_sum));
+    if (a->epoch_sum == NULL || a->kept == NULL || a->read == NULL || a->counts == NULL || a->states == NULL ||
         a->reading == NULL || a->settled == NULL || a->lagging == NULL ||
         a->settled_close_ms == NULL)
         goto err;
@@ -83,6 +98,7 @@ void aggregator_free(struct aggregator *a)
         return;
     agg_repair_free(a->repair);
     free(a->fans_all);
+    free(a->epoch_sum);
     free(a->lagging);
     free(a->settled_close_ms);
     free(a->settled);
@@ -333,6 +349,25 @@ static enum store_status read_fans(struct aggregator *a, struct store *s)
     return STORE_OK;
 }
 
+/* A pool that grew under a running aggregator: its newer epoch's counters
+ * go unread, so say it, every pass, until a restart reads them. Asked every
+ * AGGREGATE_POOL_CHECK_MS: one get per node. */
+static void check_pool_grew(struct aggregator *a, struct store *s)
+{
+    uint64_t now = util_mono_ms();
+    if (store_node_count(s) == 0 || now < a->pool_check_ms)
+        return;
+    a->pool_check_ms = now + AGGREGATE_POOL_CHECK_MS;
+    uint32_t newest = 0;
+    if (pool_record_newer(s, a->ef->name, a->pool_epoch, &newest) && newest != a->pool_newer) {
+        a->pool_newer = newest;
+        log_error("the pool of event %s grew to epoch %" PRIu32 " under this aggregator "
+                  "(it reads epochs 0-%" PRIu32 "): restart it with that epoch's --backend, "
+                  "or its counts stay out of the snapshots",
+                  a->ef->name, newest, a->pool_epoch);
+    }
+}
+
 enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_t now_ms)
 {
     const struct eventfile *ef = a->ef;
@@ -377,7 +412,7 @@ enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_
 
     for (uint32_t qi = 0; qi < ef->n_questions; qi++) {
         if (a->reading[qi])
-            agg_keys_sum_question(ef, qi, a->kept + a->keys.q_first[qi], &a->counts[qi]);
+            agg_keys_sum_epochs(ef, &a->keys, qi, a->kept, a->epoch_sum, &a->counts[qi]);
         agg_stats_check(ef, qi, &a->counts[qi], &a->checks);
     }
 
@@ -407,6 +442,14 @@ enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_
     const char *note_ptr[AGG_NOTES_MAX];
     size_t n_notes =
         a->repair != NULL ? agg_repair_warnings(a->repair, notes, AGG_NOTES_MAX, now_ms) : 0;
+    check_pool_grew(a, s);
+    if (a->pool_newer > 0 && n_notes < AGG_NOTES_MAX)
+        snprintf(notes[n_notes++], sizeof(notes[0]),
+                 "the pool grew to epoch %" PRIu32 " under this aggregator, which reads "
+                 "epochs 0-%" PRIu32 ": the counts written in the new one are not in this "
+                 "snapshot until livetally-aggregate is restarted with that epoch's "
+                 "--backend (README, \"Changing the pool\")",
+                 a->pool_newer, a->pool_epoch);
     for (size_t i = 0; i < n_notes; i++)
         note_ptr[i] = notes[i];
     struct agg_snapshot_in in = {.ef = ef,

@@ -48,6 +48,12 @@ struct aggregator;
  * every question once (they never change). NULL when memory runs out or the
  * event has more counters than the aggregator handles (logged). */
 struct aggregator *aggregator_create(const struct eventfile *ef);
+/* The same for a pool whose newest epoch is pool_epoch (pool_record.h):
+ * every pass reads and adds the counters of epochs 0 .. pool_epoch, and
+ * now and then asks the pool whether it grew past it (a snapshot note and
+ * a log line say so: the counters of a newer epoch are not read until the
+ * aggregator is restarted with its list). */
+struct aggregator *aggregator_create_epochs(const struct eventfile *ef, uint32_t pool_epoch);
 void aggregator_free(struct aggregator *a);
 
 /* Changes the settle period of closed questions (default above). */

@@ -72,9 +72,9 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     return false;
 }
 
-static int run_once(const struct eventfile *ef, struct store *store)
+static int run_once(const struct eventfile *ef, struct store *store, uint32_t pool_epoch)
 {
-    struct aggregator *agg = aggregator_create(ef);
+    struct aggregator *agg = aggregator_create_epochs(ef, pool_epoch);
     if (agg == NULL)
         return 1;
     enum store_status st = aggregator_pass(agg, store, util_wall_ms());
@@ -182,18 +182,19 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
         goto done;
     }
-    if (!pool_record_check(store, ef.name, ef.ttl_s, err, sizeof(err))) {
+    uint32_t pool_epoch = 0;
+    if (!pool_record_check(store, ef.name, ef.ttl_s, &pool_epoch, err, sizeof(err))) {
         fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
         goto done;
     }
     if (o.once) {
-        rc = run_once(&ef, store);
+        rc = run_once(&ef, store, pool_epoch);
         goto done;
     }
     rc = 1;
     if ((app.base = event_base_new()) == NULL)
         goto done;
-    app.runner = agg_runner_start(app.base, &ef, store, o.interval_ms);
+    app.runner = agg_runner_start(app.base, &ef, store, pool_epoch, o.interval_ms);
     store = NULL;
     if (app.runner == NULL)
         goto done;

@@ -102,14 +102,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 struct agg_runner *agg_runner_start(struct event_base *base, const struct eventfile *ef,
-                                    struct store *store, uint32_t interval_ms)
+                                    struct store *store, uint32_t pool_epoch,
+                                    uint32_t interval_ms)
 {
     struct agg_runner *r = calloc(1, sizeof(*r));
     if (r == NULL) {
         store_close(store);
         return NULL;
     }
-    r->agg = aggregator_create(ef);
+    r->agg = aggregator_create_epochs(ef, pool_epoch);
     r->worker = worker_start("aggregate-store", store, base, 4);
     r->timer = event_new(base, -1, EV_PERSIST, on_timer, r);
     struct timeval tv = {.tv_sec = interval_ms / 1000,

@@ -94,6 +94,25 @@ size_t key_pool_record(char *buf, const char *event)
     return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:pool", event));
 }
 
+size_t key_pool_epoch(char *buf, const char *event, uint32_t epoch)
+{
+    if (epoch == 0)
+        return key_pool_record(buf, event);
+    return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:pool:%u", event, epoch));
+}
+
+size_t key_pool_host(char *buf, const char *event, uint32_t epoch, uint32_t i)
+{
+    return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:pool:%u:h%u", event, epoch, i));
+}
+
+size_t keys_epoch_prefix(char buf[KEY_PREFIX_MAX], const char *event, uint32_t epoch)
+{
+    int n = epoch == 0 ? snprintf(buf, KEY_PREFIX_MAX, "%s", event)
+                       : snprintf(buf, KEY_PREFIX_MAX, "%s~%u", event, epoch);
+    return n < 0 ? 0 : (size_t)n >= KEY_PREFIX_MAX ? KEY_PREFIX_MAX - 1 : (size_t)n;
+}
+
 size_t key_node_claim(char *buf, const char *event, const char *id)
 {
     return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:node:claim:%s", event, id));
@@ -174,18 +193,24 @@ uint32_t keys_counter_shards(const struct eventfile *ef, uint32_t id)
 
 size_t keys_counter_key(const struct eventfile *ef, uint32_t id, uint32_t shard, char *buf)
 {
+    return keys_counter_key_in(ef, ef->name, id, shard, buf);
+}
+
+size_t keys_counter_key_in(const struct eventfile *ef, const char *prefix, uint32_t id,
+                           uint32_t shard, char *buf)
+{
     uint32_t qi, pos, b = ef->n_age_buckets;
     split_id(ef, id, &qi, &pos);
     uint32_t q = ef->questions[qi].id;
     if (pos < 2)
-        return key_question(buf, ef->name, q, pos ? KEY_RIGHT : KEY_WRONG, shard);
+        return key_question(buf, prefix, q, pos ? KEY_RIGHT : KEY_WRONG, shard);
     pos -= 2;
     if (pos < 2 * b)
-        return key_age(buf, ef->name, q, pos / 2 + 1, pos % 2 ? KEY_RIGHT : KEY_WRONG, shard);
+        return key_age(buf, prefix, q, pos / 2 + 1, pos % 2 ? KEY_RIGHT : KEY_WRONG, shard);
     pos -= 2 * b;
     if (pos < 2 * COUNTRY_COUNT)
-        return key_country(buf, ef->name, q, country_code((int)(pos / 2)),
+        return key_country(buf, prefix, q, country_code((int)(pos / 2)),
                            pos % 2 ? KEY_RIGHT : KEY_WRONG, shard);
     pos -= 2 * COUNTRY_COUNT;
-    return key_option(buf, ef->name, q, pos, shard);
+    return key_option(buf, prefix, q, pos, shard);
 }

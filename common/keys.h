@@ -7,6 +7,9 @@
  *   {event}:q{Q}opt{K}n{S}                K = 0-based option index
  *   {event}:q{Q}:state                    question state (qstate.h)
  *   {event}:snap...                       snapshot (snapstore.h)
+ * Counters written in pool epoch e >= 1 (pool_record.h) carry the epoch after
+ * the event, "{event}~{e}:q..." (the store places them by that epoch's ring;
+ * '~' is in no event name); every other key stays "{event}:".
  *
  * Per user (one answer per user per question, the ultimate fans), with
  * user = 1..64 of [A-Za-z0-9_.:-]:
@@ -75,6 +78,10 @@ size_t key_node_incarnation(char *buf, const char *event);
 /* {event}:pool: the pool the event's counters are placed on
  * (pool_record.h), on every node. */
 size_t key_pool_record(char *buf, const char *event);
+/* {event}:pool (epoch 0) or {event}:pool:{e}: the epoch's header;
+ * {event}:pool:{e}:h{i}: its host i as "host:port". */
+size_t key_pool_epoch(char *buf, const char *event, uint32_t epoch);
+size_t key_pool_host(char *buf, const char *event, uint32_t epoch, uint32_t i);
 size_t key_node_claim(char *buf, const char *event, const char *id);
 size_t key_node_restored(char *buf, const char *event, const char *id);
 size_t key_repair_claim(char *buf, const char *event, const char *id, uint64_t value,
@@ -115,6 +122,12 @@ void keys_counters_for_answer(const struct eventfile *ef, uint32_t question_inde
 uint32_t keys_counter_shards(const struct eventfile *ef, uint32_t id);
 /* Writes the key of a logical counter with this shard (1-based); returns its length. */
 size_t keys_counter_key(const struct eventfile *ef, uint32_t id, uint32_t shard, char *buf);
+/* The same under a counter prefix (keys_epoch_prefix) instead of the event's name. */
+size_t keys_counter_key_in(const struct eventfile *ef, const char *prefix, uint32_t id,
+                           uint32_t shard, char *buf);
+/* The counter prefix of pool epoch e: "{event}" for 0, "{event}~{e}" after. */
+#define KEY_PREFIX_MAX 48
+size_t keys_epoch_prefix(char buf[KEY_PREFIX_MAX], const char *event, uint32_t epoch);
 
 /* Builds the four keys of an answer with shards drawn uniformly from rng,
  * in this order: question, age, country, option. */

@@ -395,6 +395,14 @@ const struct store_node *store_node_at(const struct store *s, size_t k)
     return p != NULL && k < p->n_nodes ? &p->nodes[k] : NULL;
 }
 
+bool store_set_rings(struct store *s, const struct store_epoch_ring *rings, size_t n)
+{
+    struct pool *p = pool_of(s);
+    if (p == NULL || p->rings == NULL)
+        return false;
+    return pool_rings_set(p->rings, rings, n, p->nodes, p->n_nodes);
+}
+
 uint32_t store_replicas(const struct store *s)
 {
     const struct pool *p = pool_of(s);

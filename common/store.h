@@ -281,6 +281,17 @@ size_t store_node_count(const struct store *s);
 size_t store_nodes_down(const struct store *s);
 /* Node k (k < store_node_count), borrowed from s. */
 const struct store_node *store_node_at(const struct store *s, size_t k);
+/* A pool's epochs (pool_record.h): ring e is the ketama ring of these
+ * nodes (indexes into the URL's, in the order the epoch recorded them);
+ * a key written in epoch e >= 1 carries "~e" before its first ':' and is
+ * placed by ring e, every other key by ring 0. Call once at startup, before
+ * a clone is used on another thread; false (and nothing changed) for a
+ * backend without nodes, more than 8 rings or a bad index. */
+struct store_epoch_ring {
+    size_t n_nodes;
+    uint32_t node[STORE_MAX_NODES];
+};
+bool store_set_rings(struct store *s, const struct store_epoch_ring *rings, size_t n);
 /* R of replicas=R; 1 for backends without nodes. */
 uint32_t store_replicas(const struct store *s);
 

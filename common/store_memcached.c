@@ -235,7 +235,8 @@ static struct store *handle_new(struct pool_nodes *pool)
     h->conns = calloc(pool->n_nodes, sizeof(*h->conns));
     h->runs = calloc(pool->n_nodes, sizeof(*h->runs));
     if (h->conns == NULL || h->runs == NULL ||
-        !pool_init(&h->placement, &mc_engine, pool->ketama, pool->nodes, pool->n_nodes,
+        !pool_init(&h->placement, &mc_engine, pool->ketama, &pool->rings, pool->nodes,
+                   pool->n_nodes,
                    pool->replicas, pool->hint_keys))
         goto err;
     h->numeric_hosts = true;

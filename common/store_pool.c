@@ -135,11 +135,12 @@ static uint64_t hint_writes(const struct store_hints *h)
 
 
 bool pool_init(struct pool *p, const struct pool_engine *eng, const struct ketama *ketama,
-               const struct store_node *nodes, size_t n_nodes, uint32_t replicas,
-               uint32_t hint_keys)
+               struct pool_rings *rings, const struct store_node *nodes, size_t n_nodes,
+               uint32_t replicas, uint32_t hint_keys)
 {
     *p = (struct pool){.eng = eng,
                        .ketama = ketama,
+                       .rings = rings,
                        .nodes = nodes,
                        .n_nodes = n_nodes,
                        .replicas = replicas == 0 ? 1 : replicas,
@@ -217,17 +218,89 @@ static bool drop_reserve(struct pool *p, size_t n)
     return true;
 }
 
+uint32_t pool_key_epoch(const char *key, size_t keylen)
+{
+    /* "{event}~{e}:..." with event of [a-z0-9-]: the tag is the last thing
+     * before the first ':'. */
+    size_t colon = 0;
+    while (colon < keylen && colon < 48 && key[colon] != ':')
+        colon++;
+    if (colon >= keylen || key[colon] != ':')
+        return 0;
+    size_t i = colon;
+    while (i > 0 && key[i - 1] >= '0' && key[i - 1] <= '9')
+        i--;
+    if (i == colon || i < 2 || key[i - 1] != '~' || colon - i > 3)
+        return 0;
+    uint32_t e = 0;
+    for (size_t j = i; j < colon; j++)
+        e = e * 10 + (uint32_t)(key[j] - '0');
+    return e;
+}
+
 size_t pool_placement(const struct pool *p, const char *key, size_t keylen, uint32_t *nodes,
                       size_t max)
 {
     size_t r = p->replicas < max ? p->replicas : max;
     if (r == 0)
         return 0;
-    if (r == 1) {
-        nodes[0] = ketama_lookup(p->ketama, key, keylen);
-        return 1;
+    const struct pool_rings *rg = p->rings;
+    if (rg == NULL || rg->n == 0) {
+        if (r == 1) {
+            nodes[0] = ketama_lookup(p->ketama, key, keylen);
+            return 1;
+        }
+        return ketama_lookup_n(p->ketama, key, keylen, nodes, r);
     }
-    return ketama_lookup_n(p->ketama, key, keylen, nodes, r);
+    /* An epoch newer than this handle knows cannot be written by it; were
+     * one read, the newest ring is the best guess. */
+    uint32_t e = pool_key_epoch(key, keylen);
+    if (e >= rg->n)
+        e = (uint32_t)rg->n - 1;
+    size_t got = ketama_lookup_n(rg->ring[e], key, keylen, nodes, r);
+    for (size_t i = 0; i < got; i++)
+        nodes[i] = rg->map[e][nodes[i]];
+    return got;
+}
+
+void pool_rings_clear(struct pool_rings *rg)
+{
+    for (size_t e = 0; e < rg->n; e++) {
+        ketama_free(rg->ring[e]);
+        free(rg->map[e]);
+    }
+    *rg = (struct pool_rings){0};
+}
+
+bool pool_rings_set(struct pool_rings *rg, const struct store_epoch_ring *rings, size_t n,
+                    const struct store_node *nodes, size_t n_nodes)
+{
+    pool_rings_clear(rg);
+    if (n > POOL_EPOCHS_MAX)
+        return false;
+    for (size_t e = 0; e < n; e++) {
+        struct ketama_node kn[STORE_MAX_NODES];
+        const struct store_epoch_ring *er = &rings[e];
+        if (er->n_nodes == 0 || er->n_nodes > STORE_MAX_NODES)
+            goto err;
+        rg->map[e] = calloc(er->n_nodes, sizeof(*rg->map[e]));
+        if (rg->map[e] == NULL)
+            goto err;
+        for (size_t i = 0; i < er->n_nodes; i++) {
+            if (er->node[i] >= n_nodes)
+                goto err;
+            rg->map[e][i] = er->node[i];
+            kn[i].host = nodes[er->node[i]].host;
+            kn[i].port = nodes[er->node[i]].port;
+        }
+        rg->n = e + 1;
+        if ((rg->ring[e] = ketama_create(kn, er->n_nodes)) == NULL)
+            goto err;
+    }
+    return true;
+err:
+    pool_rings_clear(rg);
+    return false;
 }
 
 /* ---- hints ---- */
@@ -1216,6 +1289,7 @@ void pool_nodes_unref(struct pool_nodes *p)
 {
     if (p == NULL || atomic_fetch_sub(&p->refs, 1) != 1)
         return;
+    pool_rings_clear(&p->rings);
     ketama_free(p->ketama);
     free(p->health);
     free(p->nodes);

@@ -112,8 +112,29 @@ void node_health_ok(struct node_health *h);
 void node_health_ok_slow(struct node_health *h);
 uint32_t node_health_epoch(const struct node_health *h);
 
+/* The pool's epochs (pool_record.h): ring e places the keys written in
+ * epoch e, ring 0 every other key too. A key is of epoch e >= 1 when its
+ * part before the first ':' ends in "~e" (keys.h; event names hold no '~').
+ * n == 0: the URL's own ring places every key. Set once at startup
+ * (store_set_rings), before any handle is used on another thread. */
+#define POOL_EPOCHS_MAX 8u
+struct pool_rings {
+    size_t n;
+    struct ketama *ring[POOL_EPOCHS_MAX]; /* owned */
+    uint32_t *map[POOL_EPOCHS_MAX];       /* owned: ring's node index -> the URL's */
+};
+
+/* The epoch a key is placed by (0 for untagged keys). */
+uint32_t pool_key_epoch(const char *key, size_t keylen);
+/* Replaces rg's rings (store_set_rings); false, with none left, on a bad
+ * ring or no memory. */
+bool pool_rings_set(struct pool_rings *rg, const struct store_epoch_ring *rings, size_t n,
+                    const struct store_node *nodes, size_t n_nodes);
+void pool_rings_clear(struct pool_rings *rg);
+
 /* The nodes of a pool URL as every handle of a backend shares them:
- * immutable after creation but the health, reference counted. */
+ * immutable after creation but the health and, at startup, the rings;
+ * reference counted. */
 struct pool_nodes {
     atomic_size_t refs;
     uint32_t timeout_ms;
@@ -124,6 +145,7 @@ struct pool_nodes {
     struct store_node *nodes;   /* owned, n_nodes */
     struct node_health *health; /* owned, n_nodes, shared by every clone */
     struct ketama *ketama;      /* owned */
+    struct pool_rings rings;    /* none until store_set_rings */
 };
 
 /* A replica replica_lag_ms behind its peers: marked down and lagging
@@ -189,6 +211,7 @@ struct pool_engine {
 struct pool {
     const struct pool_engine *eng;  /* (ref) */
     const struct ketama *ketama;    /* (ref) the backend's, shared by its clones */
+    struct pool_rings *rings;       /* (ref) the backend's epochs, shared by its clones */
     const struct store_node *nodes; /* (ref) n_nodes, for log lines */
     size_t n_nodes;
     uint32_t replicas;
@@ -217,8 +240,8 @@ struct pool {
 };
 
 bool pool_init(struct pool *p, const struct pool_engine *eng, const struct ketama *ketama,
-               const struct store_node *nodes, size_t n_nodes, uint32_t replicas,
-               uint32_t hint_keys);
+               struct pool_rings *rings, const struct store_node *nodes, size_t n_nodes,
+               uint32_t replicas, uint32_t hint_keys);
 /* Frees what pool_init and the operations allocated; hints still pending
  * are counted in s's stats as dropped and logged. */
 void pool_fini(struct pool *p, struct store *s);

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "pool_record.h"
 #include "store.h"
 #include "util.h"
 
@@ -167,6 +168,13 @@ int main(int argc, char **argv)
         goto done;
     }
     if ((store = store_open(o.backend, err, sizeof(err))) == NULL) {
+        fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
+        goto done;
+    }
+    /* The snapshot lives on the pool's first epoch (pool_record.h): a
+     * dashboard on a grown list must place its keys by that ring too. */
+    uint32_t pool_epoch = 0;
+    if (!pool_record_check(store, ef.name, ef.ttl_s, &pool_epoch, err, sizeof(err))) {
         fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
         goto done;
     }

@@ -109,6 +109,7 @@ struct committer {
     struct event *inline_done; /* runs flush_done after an inline write */
     const struct eventfile *ef; /* (ref) */
     struct commit_config cfg;
+    char counter_prefix[KEY_PREFIX_MAX]; /* keys_epoch_prefix of cfg.pool_epoch */
     uint32_t ncounters;
     struct batch *open;        /* owned: filling */
     struct batch *inflight;    /* owned by the worker job while not NULL */
@@ -229,7 +230,7 @@ static void add_item(struct batch *b, uint32_t id, uint64_t delta)
     size_t i = b->n_items++;
     uint32_t shards = keys_counter_shards(ef, id);
     uint32_t shard = shards <= 1 ? 1 : util_rng_below(&b->rng, shards) + 1;
-    size_t len = keys_counter_key(ef, id, shard, b->keys[i]);
+    size_t len = keys_counter_key_in(ef, b->c->counter_prefix, id, shard, b->keys[i]);
     b->item_ids[i] = id;
     b->items[i] = (struct store_incr){.key = b->keys[i], .keylen = len, .delta = delta};
 }
@@ -869,6 +870,7 @@ struct committer *committer_create(struct event_base *base, struct worker *worke
     c->async_store = async_store;
     c->ef = ef;
     c->cfg = *cfg;
+    keys_epoch_prefix(c->counter_prefix, ef->name, cfg->pool_epoch);
     if (c->cfg.max_batch_answers == 0)
         c->cfg.max_batch_answers = 1;
     c->ncounters = keys_counter_count(ef);

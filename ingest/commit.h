@@ -97,6 +97,8 @@ struct commit_config {
     size_t max_batch_answers;  /* answers per batch */
     size_t max_waiting;        /* answers waiting for a confirmation, all batches */
     uint32_t ttl_s;            /* TTL of every counter and marker */
+    uint32_t pool_epoch;       /* counters are written in this epoch of the pool
+                                * (pool_record.h): "{event}~{e}:" keys from 1 on */
     commit_totals_fn on_user_totals; /* may be NULL */
     void *totals_arg;
 };

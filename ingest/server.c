@@ -627,7 +627,8 @@ bool ingest_server_load(const char *prog, const char *event_path, const char *to
         fprintf(stderr, "%s: --backend %s: %s\n", prog, backend, err);
         return false;
     }
-    if (!pool_record_check(*store, ef->name, ef->ttl_s, err, sizeof(err))) {
+    if (!pool_record_check(*store, ef->name, ef->ttl_s, &sc->ic.commit.pool_epoch, err,
+                           sizeof(err))) {
         fprintf(stderr, "%s: --backend %s: %s\n", prog, backend, err);
         store_close(*store);
         *store = NULL;

@@ -42,6 +42,7 @@ struct fake {
     struct store base;
     struct pool pool;
     struct ketama *k;
+    struct pool_rings rings;
     struct store_node nodes[NODES];
     enum node_mode mode[NODES];
     struct entry data[NODES][SLOTS];
@@ -218,13 +219,80 @@ static struct fake *fake_new(uint32_t replicas, uint32_t hint_keys)
     }
     f->k = ketama_create(kn, NODES);
     assert_non_null(f->k);
-    assert_true(pool_init(&f->pool, &fake_engine, f->k, f->nodes, NODES, replicas, hint_keys));
+    assert_true(pool_init(&f->pool, &fake_engine, f->k, &f->rings, f->nodes, NODES, replicas, hint_keys));
     return f;
+}
+
+static void fake_free(struct fake *f);
+
+static void test_key_epoch(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *key;
+        uint32_t epoch;
+    } cases[] = {
+        {"show:q1right01", 0},       {"show~1:q1right01", 1},   {"show~12:q1wrong07", 12},
+        {"show~:q1right01", 0},      {"~1:q1", 0},              {"show~1234:q1", 0},
+        {"show:u:a~1:q1", 0},        {"show~1", 0},             {"", 0},
+        {"show~3:pool", 3},          {"a-b~7:q2opt1n03", 7},    {"show1:q1", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_int_equal(pool_key_epoch(cases[i].key, strlen(cases[i].key)), cases[i].epoch);
+}
+
+/* Ring 0 (nodes 0-2) places every untagged key as a pool of those three
+ * would; ring 1 (all four, in another order) the "~1" keys as a pool of
+ * that list would; no key of either leaves its ring's nodes. */
+static void test_epoch_rings_place_keys(void **state)
+{
+    (void)state;
+    struct fake *f = fake_new(2, 0);
+    struct store_epoch_ring rings[2] = {{.n_nodes = 3, .node = {0, 1, 2}},
+                                        {.n_nodes = 4, .node = {3, 0, 1, 2}}};
+    assert_true(pool_rings_set(&f->rings, rings, 2, f->nodes, NODES));
+    struct ketama_node k3[3], k4[4];
+    for (int i = 0; i < 3; i++)
+        k3[i] = (struct ketama_node){f->nodes[i].host, f->nodes[i].port};
+    for (int i = 0; i < 4; i++)
+        k4[i] = (struct ketama_node){f->nodes[rings[1].node[i]].host, 6379};
+    struct ketama *r3 = ketama_create(k3, 3), *r4 = ketama_create(k4, 4);
+    unsigned on_new = 0;
+    for (int i = 0; i < 400; i++) {
+        char key[64];
+        uint32_t got[2], want[2];
+        int n = snprintf(key, sizeof(key), "show:q1right%02d", i);
+        assert_int_equal(pool_placement(&f->pool, key, (size_t)n, got, 2), 2);
+        assert_int_equal(ketama_lookup_n(r3, key, (size_t)n, want, 2), 2);
+        assert_int_equal(got[0], want[0]);
+        assert_int_equal(got[1], want[1]);
+        n = snprintf(key, sizeof(key), "show~1:q1right%02d", i);
+        assert_int_equal(pool_placement(&f->pool, key, (size_t)n, got, 2), 2);
+        assert_int_equal(ketama_lookup_n(r4, key, (size_t)n, want, 2), 2);
+        assert_int_equal(got[0], rings[1].node[want[0]]);
+        assert_int_equal(got[1], rings[1].node[want[1]]);
+        on_new += got[0] == 3 || got[1] == 3;
+        /* an epoch no ring has: the newest ring */
+        n = snprintf(key, sizeof(key), "show~5:q1right%02d", i);
+        uint32_t g5[2];
+        assert_int_equal(pool_placement(&f->pool, key, (size_t)n, g5, 2), 2);
+        n = snprintf(key, sizeof(key), "show~5:q1right%02d", i);
+        assert_int_equal(ketama_lookup_n(r4, key, (size_t)n, want, 2), 2);
+        assert_int_equal(g5[0], rings[1].node[want[0]]);
+    }
+    assert_true(on_new > 100); /* the new node takes its share of epoch 1 */
+    struct store_epoch_ring bad = {.n_nodes = 1, .node = {NODES}};
+    assert_false(pool_rings_set(&f->rings, &bad, 1, f->nodes, NODES));
+    assert_int_equal(f->rings.n, 0);
+    ketama_free(r3);
+    ketama_free(r4);
+    fake_free(f);
 }
 
 static void fake_free(struct fake *f)
 {
     pool_fini(&f->pool, &f->base);
+    pool_rings_clear(&f->rings);
     ketama_free(f->k);
     free(f);
 }
@@ -599,6 +667,8 @@ int main(void)
         cmocka_unit_test(test_reads_take_the_maximum),
         cmocka_unit_test(test_blob_rules),
         cmocka_unit_test(test_slow_node_backoff_grows),
+        cmocka_unit_test(test_key_epoch),
+        cmocka_unit_test(test_epoch_rings_place_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

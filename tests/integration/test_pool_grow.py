@@ -1,0 +1,221 @@
+"""A pool grows mid-event by a rolling restart and every acknowledged answer
+is counted (issue 18: 3 memcached, 3,000 answers, a 4th node added to
+--backend, 3,000 more: the dashboard showed about 5,140 of 6,000).
+
+On memcached:// (replicas=1) and on redis:// with replicas=2, with fans
+answering all along (every answer with its own user, as the app sends it,
+to one of two ingest nodes; a try that finds its node restarting goes to
+the other with the same body, and a 409 duplicate_answer on such a retry
+means the first try was counted):
+  - two ingests, an aggregator and a dashboard on 3 nodes, a 4th node idle;
+  - ingest 1 restarted with the 4 nodes: it records epoch 1 and writes its
+    counters there ("{event}~1:" keys), while ingest 2 still writes epoch 0;
+    the aggregator, still on 3 nodes, says in the snapshot that the pool
+    grew under it;
+  - the aggregator restarted with the 4 nodes (no note any more), then
+    ingest 2;
+  - the answers stop: the dashboard shows exactly the acknowledged answers,
+    every breakdown too; the 4th node took epoch-1 counters and nothing else
+    of the event's (questions, users and snapshots stay on epoch 0's ring);
+  - the old 3-node list is refused now, in one line that names the hosts;
+  - before the aggregator's restart the counts of epoch 0 were already all
+    there (nothing moved)."""
+
+import os
+import random
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import ltutil  # noqa: E402
+
+chk = ltutil.Checker("test_pool_grow")
+
+
+def url(kind, ports, opts=""):
+    return "%s://%s%s" % (kind, ",".join("127.0.0.1:%d" % p for p in ports), opts)
+
+
+class Fans(threading.Thread):
+    """Answers with a new user each, to whichever ingest is up, until told
+    to stop; bounded by max_answers."""
+
+    def __init__(self, ev, ports, kind, max_answers=20000):
+        super().__init__(daemon=True)
+        self.ev, self.ports, self.kind = ev, ports, kind
+        self.max_answers = max_answers
+        self.tally = ltutil.AnswerTally(ev)
+        self.stop_flag = threading.Event()
+        self.sent = 0
+        self.retried = 0
+        self.counted_earlier = 0
+        self.failed = []
+
+    def one(self, a):
+        deadline = time.time() + 15
+        tries = 0
+        while time.time() < deadline:
+            port = self.ports[(self.sent + tries) % len(self.ports)]
+            tries += 1
+            try:
+                c = ltutil.Client(port, timeout=5)
+                status, _, body = c.request("POST", "/v1/answers", a)
+                c.close()
+            except (OSError, ConnectionError):
+                status, body = None, b""
+            if status == 202:
+                return "ok"
+            if status == 409 and b"duplicate_answer" in body and tries > 1:
+                return "earlier"
+            if status is None or status == 503:
+                self.retried += 1
+                time.sleep(0.05)
+                continue
+            return "status %s %s" % (status, body[:120])
+        return "deadline"
+
+    def run(self):
+        rng = random.Random(18)
+        while not self.stop_flag.is_set() and self.sent < self.max_answers:
+            qid = rng.choice([1, 2])
+            a = ltutil.random_answer(rng, self.ev, qid,
+                                     user="grow-%s-%d" % (self.kind, self.sent))
+            got = self.one(a)
+            self.sent += 1
+            if got in ("ok", "earlier"):
+                self.tally.add(a)
+                self.counted_earlier += got == "earlier"
+            else:
+                self.failed.append(got)
+
+
+def poll(client, predicate, timeout):
+    try:
+        return ltutil.wait_stats(client, predicate, timeout=timeout)
+    except AssertionError:
+        return None
+
+
+def keys_on(kind, port):
+    if kind == "memcached":
+        return ltutil.mc_keys(port)
+    reply = ltutil.redis_command(port, "KEYS", "*").decode(errors="replace")
+    return [ln for ln in reply.split("\r\n")[1:] if ln and not ln.startswith("$")]
+
+
+def ingest(event_path, backend, port, token_path, name):
+    return ltutil.Proc([ltutil.binary("livetally-ingest"), "--event", event_path, "--backend",
+                        backend, "--listen", "127.0.0.1:%d" % port, "--admin-token-file",
+                        token_path, "--drain-delay", "0"], port=port, log_name=name)
+
+
+def aggregator(event_path, backend, port):
+    return ltutil.Proc([ltutil.binary("livetally-aggregate"), "--event", event_path,
+                        "--backend", backend, "--interval", "200", "--listen",
+                        "127.0.0.1:%d" % port], port=port, log_name="aggregate")
+
+
+def case(kind, opts, tmp):
+    what = "%s%s" % (kind, opts)
+    start = ltutil.memcached if kind == "memcached" else ltutil.redis
+    servers = [start() for _ in range(4)]
+    ports = [s.port for s in servers]
+    three, four = url(kind, ports[:3], opts), url(kind, ports, opts)
+    event_path, ev = ltutil.write_event(tmp, n_questions=2, name="lt-grow-" + kind)
+    name = ev["event"]
+    token_path, _ = ltutil.write_token(tmp)
+    i1, i2, ap, dp = (ltutil.free_port() for _ in range(4))
+    ing1 = ingest(event_path, three, i1, token_path, "ingest1")
+    ing2 = ingest(event_path, three, i2, token_path, "ingest2")
+    agg = aggregator(event_path, three, ap)
+    dash = ltutil.Proc([ltutil.binary("livetally-dashboard"), "--event", event_path,
+                        "--backend", three, "--listen", "127.0.0.1:%d" % dp,
+                        "--interval", "200"], port=dp, log_name="dashboard")
+    dc = ltutil.Client(dp)
+
+    keys_before = ltutil.wait_metrics(
+        ap, lambda m: m.get("livetally_aggregate_keys", 0) > 0)["livetally_aggregate_keys"]
+
+    fans = Fans(ev, [i1, i2], kind)
+    fans.start()
+    time.sleep(1.5)
+    before = fans.tally.n
+    chk.true(before > 50, "%s: answers flow on 3 nodes (%d)" % (what, before))
+
+    # ingest 1 first: it records epoch 1
+    ing1.stop()
+    ing1 = ingest(event_path, four, i1, token_path, "ingest1-4")
+    chk.true(ltutil.redis_command(ports[0], "GET", name + ":pool:1").startswith(b"$")
+             if kind == "redis" else
+             (name + ":pool:1") in ltutil.mc_get_many(ports[0], [name + ":pool:1"]),
+             "%s: the 4-node ingest recorded epoch 1" % what)
+    snap = poll(dc, lambda s: any("grew to epoch 1" in w
+                                               for w in s.get("warnings", [])), timeout=15)
+    chk.true(snap is not None, "%s: the 3-node aggregator says the pool grew under it" % what)
+    time.sleep(1.0)
+
+    agg.stop()
+    agg = aggregator(event_path, four, ap)
+    keys_after = ltutil.wait_metrics(
+        ap, lambda m: m.get("livetally_aggregate_keys", 0) > 0)["livetally_aggregate_keys"]
+    chk.eq(keys_after, 2 * keys_before,
+           "%s: the aggregator reads each counter key once per epoch (%d keys, then %d)" %
+           (what, keys_before, keys_after))
+    time.sleep(0.5)
+    ing2.stop()
+    ing2 = ingest(event_path, four, i2, token_path, "ingest2-4")
+    time.sleep(1.5)
+    fans.stop_flag.set()
+    fans.join(60)
+    chk.eq(fans.failed[:5], [], "%s: every answer acknowledged (%d sent, %d retries)" %
+           (what, fans.sent, fans.retried))
+    n = fans.tally.n
+    chk.true(n > before + 100, "%s: answers flowed through the restarts (%d)" % (what, n))
+
+    def exact(s):
+        return sum(q["answers"] for q in s["questions"]) == n and not s.get("warnings")
+    snap = poll(dc, exact, timeout=20)
+    got = snap if snap is not None else dc.json("GET", "/v1/stats")[1]
+    chk.eq(sum(q["answers"] for q in got["questions"]), n,
+           "%s: the dashboard counts every acknowledged answer" % what)
+    chk.eq(got.get("warnings"), [], "%s: no warning once every binary reads epoch 1" % what)
+    ltutil.compare_summaries(chk, ltutil.snapshot_summary(got), fans.tally.summary(),
+                             "%s: every breakdown" % what)
+
+    # where the keys went
+    new_keys = [k for k in keys_on(kind, ports[3]) if k.startswith(name)]
+    tagged = [k for k in new_keys if k.startswith(name + "~1:")]
+    other = [k for k in new_keys if not k.startswith(name + "~1:") and
+             not k.startswith(name + ":pool") and not k.startswith(name + ":node") and
+             not k.startswith(name + ":rr:")]
+    chk.true(len(tagged) > 20, "%s: the 4th node holds epoch-1 counters (%d)" %
+             (what, len(tagged)))
+    chk.eq(other, [], "%s: and nothing else of the event's" % what)
+    old = [k for p in ports[:3] for k in keys_on(kind, p) if k.startswith(name + ":q")]
+    chk.true(len(old) > 20, "%s: epoch-0 counters stay where they were" % what)
+
+    # the 3-node list is refused now
+    rc_out = ltutil.aggregate_once(event_path, three)
+    chk.eq(rc_out[0], 2, "%s: the 3-node list is refused after the growth" % what)
+    chk.true("127.0.0.1:%d" % ports[3] in rc_out[1] and "Changing the pool" in rc_out[1],
+             "%s: naming the hosts to use: %s" % (what, rc_out[1].strip()[-300:]))
+
+    dc.close()
+    for p in (dash, agg, ing1, ing2):
+        chk.eq(p.stop(), 0, "%s: %s exits 0" % (what, p.args[0].rsplit("/", 1)[-1]))
+    for s in servers:
+        s.stop()
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="lt-grow-") as tmp:
+        case("memcached", "", tmp)
+        case("redis", "?replicas=2", tmp)
+    chk.finish()
+
+
+if __name__ == "__main__":
+    main()
