@@ -285,7 +285,8 @@ const struct store_node *store_node_at(const struct store *s, size_t k);
  * nodes (indexes into the URL's, in the order the epoch recorded them);
  * a key written in epoch e >= 1 carries "~e" before its first ':' and is
  * placed by ring e, every other key by ring 0. Call once at startup, before
- * a clone is used on another thread; false (and nothing changed) for a
+ * a clone is used on another thread; false (the URL's ring places every key
+ * again) for a
  * backend without nodes, more than 8 rings or a bad index. */
 struct store_epoch_ring {
     size_t n_nodes;
