@@ -284,6 +284,7 @@ bool pool_rings_set(struct pool_rings *rg, const struct store_epoch_ring *rings,
         if (er->n_nodes == 0 || er->n_nodes > STORE_MAX_NODES)
             goto err;
         rg->map[e] = calloc(er->n_nodes, sizeof(*rg->map[e]));
+        rg->n = e + 1; /* from here pool_rings_clear frees it */
         if (rg->map[e] == NULL)
             goto err;
         for (size_t i = 0; i < er->n_nodes; i++) {
@@ -293,7 +294,6 @@ bool pool_rings_set(struct pool_rings *rg, const struct store_epoch_ring *rings,
             kn[i].host = nodes[er->node[i]].host;
             kn[i].port = nodes[er->node[i]].port;
         }
-        rg->n = e + 1;
         if ((rg->ring[e] = ketama_create(kn, er->n_nodes)) == NULL)
             goto err;
     }
