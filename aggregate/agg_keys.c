@@ -35,6 +35,7 @@ struct walk {
     size_t cap;      /* arena bytes available; unused while sizing */
     size_t keys_cap; /* key slots available; unused while sizing */
     bool overflow;   /* the filling walk wanted more than the sizing one */
+    char (*prefix)[KEY_PREFIX_MAX]; /* k->epochs counter prefixes, in order */
 };
 
 /* Appends one key (NUL included). */
@@ -59,7 +60,7 @@ static void enumerate(const struct eventfile *ef, struct walk *w)
 {
     struct agg_keys *out = w->k;
     const uint32_t S = ef->shards;
-    char buf[KEY_MAX], ev[KEY_PREFIX_MAX];
+    char buf[KEY_MAX];
     out->n = 0;
     w->used = 0;
     for (uint32_t qi = 0; qi < ef->n_questions; qi++) {
@@ -67,7 +68,7 @@ static void enumerate(const struct eventfile *ef, struct walk *w)
         if (out->q_first != NULL)
             out->q_first[qi] = out->n;
         for (uint32_t e = 0; e < out->epochs; e++) {
-            keys_epoch_prefix(ev, ef->name, e);
+            const char *ev = w->prefix[e];
             for (int o = 0; o < 2; o++) {
                 enum key_outcome oc = o == 0 ? KEY_RIGHT : KEY_WRONG;
                 for (uint32_t sh = 1; sh <= S; sh++)
@@ -105,8 +106,25 @@ bool agg_keys_build(const struct eventfile *ef, struct agg_keys *out)
 
 bool agg_keys_build_epochs(const struct eventfile *ef, uint32_t epochs, struct agg_keys *out)
 {
+    return agg_keys_build_pool(ef, epochs > 0 ? epochs - 1 : 0, 0, out);
+}
+
+bool agg_keys_build_pool(const struct eventfile *ef, uint32_t newest, uint32_t folded,
+                         struct agg_keys *out)
+{
     memset(out, 0, sizeof(*out));
-    out->epochs = epochs > 0 ? epochs : 1;
+    if (folded > newest)
+        folded = newest;
+    /* a fold's carry stands for every epoch before it */
+    out->epochs = newest - folded + 1 + (folded > 0);
+    if (out->epochs > AGG_MAX_EPOCHS)
+        return false;
+    char prefix[AGG_MAX_EPOCHS][KEY_PREFIX_MAX];
+    uint32_t np = 0;
+    if (folded > 0)
+        keys_fold_prefix(prefix[np++], ef->name, folded);
+    for (uint32_t e = folded; e <= newest; e++)
+        keys_epoch_prefix(prefix[np++], ef->name, e);
     uint64_t total = 0;
     for (uint32_t qi = 0; qi < ef->n_questions; qi++) {
         size_t n = agg_keys_question_count(ef, qi);
@@ -114,7 +132,7 @@ bool agg_keys_build_epochs(const struct eventfile *ef, uint32_t epochs, struct a
         if (n == 0 || total > AGG_MAX_KEYS)
             goto err;
     }
-    struct walk w = {.k = out};
+    struct walk w = {.k = out, .prefix = prefix};
     enumerate(ef, &w); /* sizing walk: nothing allocated yet */
     size_t bytes = w.used;
     size_t nk = total > 0 ? (size_t)total : 1;
@@ -127,7 +145,7 @@ bool agg_keys_build_epochs(const struct eventfile *ef, uint32_t epochs, struct a
     if (out->arena == NULL || out->key == NULL || out->len == NULL || out->q_first == NULL ||
         out->q_count == NULL)
         goto err;
-    w = (struct walk){.k = out, .cap = bytes, .keys_cap = (size_t)total};
+    w = (struct walk){.k = out, .cap = bytes, .keys_cap = (size_t)total, .prefix = prefix};
     out->max_q_count = 0;
     enumerate(ef, &w);
     if (w.overflow || out->n != total)

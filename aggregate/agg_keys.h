@@ -15,7 +15,9 @@
  * agg_keys_sum_question reads values in the same order. With pool epochs
  * (pool_record.h), a question's keys are that layout once per epoch, epoch
  * 0's first ("{event}:"), then "{event}~1:", ...: q_count is epochs times
- * agg_keys_question_count, and agg_keys_sum_epochs adds the epochs up.
+ * agg_keys_question_count, and agg_keys_sum_epochs adds the epochs up. After
+ * a fold into epoch F the first of those layouts is the fold's carry
+ * ("{event}~F:f:") and the epochs before F are not read.
  */
 #ifndef LT_AGG_KEYS_H
 #define LT_AGG_KEYS_H
@@ -50,6 +52,12 @@ size_t agg_keys_question_count(const struct eventfile *ef, uint32_t qi);
 bool agg_keys_build(const struct eventfile *ef, struct agg_keys *out);
 /* The same with the keys of pool epochs 0 .. epochs - 1. */
 bool agg_keys_build_epochs(const struct eventfile *ef, uint32_t epochs, struct agg_keys *out);
+/* The keys a pool's reader reads (pool_record.h): with folded = 0 epochs
+ * 0 .. newest; else the fold's carry counters ("{event}~{folded}:f:"),
+ * then epochs folded .. newest. */
+#define AGG_MAX_EPOCHS 9u
+bool agg_keys_build_pool(const struct eventfile *ef, uint32_t newest, uint32_t folded,
+                         struct agg_keys *out);
 void agg_keys_free(struct agg_keys *k);
 
 /* Sums the shards of question qi. values holds agg_keys_question_count()

@@ -45,6 +45,8 @@ struct aggregator {
     uint64_t settled_reread_ms; /* wall: the next pass at or past it reads settled questions */
     uint32_t pool_epoch;        /* the newest epoch read */
     uint32_t pool_newer;        /* a newer epoch found in the pool, 0: none */
+    uint32_t pool_folded;       /* the fold read (its carry), 0: none */
+    uint32_t pool_folded_newer; /* a fold made under this aggregator, 0: none */
     uint64_t pool_check_ms;     /* monotonic: the next look for a newer epoch */
     uint64_t *epoch_sum;        /* scratch: one question's values summed over epochs */
     struct aggregator_stats stats;
@@ -57,13 +59,20 @@ struct aggregator *aggregator_create(const struct eventfile *ef)
 
 struct aggregator *aggregator_create_epochs(const struct eventfile *ef, uint32_t pool_epoch)
 {
+    struct pool_view v = {.epoch = pool_epoch};
+    return aggregator_create_pool(ef, &v);
+}
+
+struct aggregator *aggregator_create_pool(const struct eventfile *ef, const struct pool_view *pool)
+{
     struct aggregator *a = calloc(1, sizeof(*a));
     if (a == NULL)
         return NULL;
     a->ef = ef;
     a->grace_ms = AGGREGATE_DEFAULT_GRACE_MS;
-    a->pool_epoch = pool_epoch;
-    if (!agg_keys_build_epochs(ef, pool_epoch + 1, &a->keys)) {
+    a->pool_epoch = pool->epoch;
+    a->pool_folded = pool->folded;
+    if (!agg_keys_build_pool(ef, pool->epoch, pool->folded, &a->keys)) {
         log_error("aggregator key list failed event=%s questions=%" PRIu32 " max_keys=%u",
                   ef->name, ef->n_questions, AGG_MAX_KEYS);
         goto err;
@@ -361,10 +370,18 @@ static void check_pool_grew(struct aggregator *a, struct store *s)
     uint32_t newest = 0;
     if (pool_record_newer(s, a->ef->name, a->pool_epoch, &newest) && newest != a->pool_newer) {
         a->pool_newer = newest;
-        log_error("the pool of event %s grew to epoch %" PRIu32 " under this aggregator "
+        log_error("the pool of event %s changed to epoch %" PRIu32 " under this aggregator "
                   "(it reads epochs 0-%" PRIu32 "): restart it with that epoch's --backend, "
                   "or its counts stay out of the snapshots",
                   a->ef->name, newest, a->pool_epoch);
+    }
+    uint32_t folded = pool_record_folded(s, a->ef->name, a->pool_epoch);
+    if (folded > a->pool_folded && folded != a->pool_folded_newer) {
+        a->pool_folded_newer = folded;
+        log_warn("the epochs before %" PRIu32 " of event %s were folded under this aggregator: "
+                 "it goes on reading them (right while their nodes are up); restart it to "
+                 "read the fold instead, before a retired node is stopped",
+                 folded, a->ef->name);
     }
 }
 
@@ -443,9 +460,15 @@ enum store_status aggregator_pass(struct aggregator *a, struct store *s, uint64_
     size_t n_notes =
         a->repair != NULL ? agg_repair_warnings(a->repair, notes, AGG_NOTES_MAX, now_ms) : 0;
     check_pool_grew(a, s);
+    if (a->pool_folded_newer > 0 && n_notes < AGG_NOTES_MAX)
+        snprintf(notes[n_notes++], sizeof(notes[0]),
+                 "the epochs before %" PRIu32 " were folded under this aggregator, which "
+                 "still reads them: restart livetally-aggregate before the retired node is "
+                 "stopped (README, \"Changing the pool\")",
+                 a->pool_folded_newer);
     if (a->pool_newer > 0 && n_notes < AGG_NOTES_MAX)
         snprintf(notes[n_notes++], sizeof(notes[0]),
-                 "the pool grew to epoch %" PRIu32 " under this aggregator, which reads "
+                 "the pool changed to epoch %" PRIu32 " under this aggregator, which reads "
                  "epochs 0-%" PRIu32 ": the counts written in the new one are not in this "
                  "snapshot until livetally-aggregate is restarted with that epoch's "
                  "--backend (README, \"Changing the pool\")",

@@ -54,6 +54,12 @@ struct aggregator *aggregator_create(const struct eventfile *ef);
  * a log line say so: the counters of a newer epoch are not read until the
  * aggregator is restarted with its list). */
 struct aggregator *aggregator_create_epochs(const struct eventfile *ef, uint32_t pool_epoch);
+/* The same where pool->folded may be set: the fold's carry counters stand
+ * for the epochs before it (pool_record.h). A fold made while it runs is
+ * said in the snapshot's warnings: it goes on reading the folded epochs,
+ * right while their nodes are up, until restarted. */
+struct pool_view;
+struct aggregator *aggregator_create_pool(const struct eventfile *ef, const struct pool_view *pool);
 void aggregator_free(struct aggregator *a);
 
 /* Changes the settle period of closed questions (default above). */

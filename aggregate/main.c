@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "agg_retire.h"
 #include "aggregate.h"
 #include "cli.h"
 #include "eventfile.h"
@@ -32,10 +34,12 @@ struct options {
     bool once;
     bool describe_metrics;
     enum log_level log_level;
+    const char *retire;         /* HOST:PORT, NULL: aggregate */
+    uint32_t wait_s;
 };
 
 enum { OPT_EVENT, OPT_BACKEND, OPT_INTERVAL, OPT_LISTEN, OPT_ONCE, OPT_DESCRIBE_METRICS,
-       OPT_LOG_LEVEL };
+       OPT_LOG_LEVEL, OPT_RETIRE, OPT_WAIT };
 
 static const struct cli_opt cli_opts[] = {
     {"event", "FILE", "the event file (required)", OPT_EVENT},
@@ -45,6 +49,11 @@ static const struct cli_opt cli_opts[] = {
     {"once", NULL, "run one pass, publish, exit (0: published, 1: failed)", OPT_ONCE},
     {"describe-metrics", NULL, "list the aggregator's metrics (name, type, help) and exit", OPT_DESCRIBE_METRICS},
     {"log-level", "LEVEL", "error|warn|info|debug (default info)", OPT_LOG_LEVEL},
+    {"retire", "HOST:PORT", "retire that node of the pool (it must be in --backend), fold its "
+                            "counters, exit: 0 retired, 1 refused or failed, 3 an ingest still "
+                            "writes an old epoch (restart it, run again)", OPT_RETIRE},
+    {"wait", "SECONDS", "with --retire: look again for that long while exit 3 stands "
+                        "(default 0)", OPT_WAIT},
 };
 
 static const char about[] =
@@ -52,8 +61,15 @@ static const char about[] =
     "that the breakdowns add up, and publishes the snapshot that\n"
     "livetally-dashboard serves. Counters are grow-only: one that reads lower\n"
     "than before is reported in the snapshot's \"warnings\" and kept.\n\n"
-    "Example:\n"
-    "  livetally-aggregate --event show.json --backend memcached://10.0.0.5:11211 --interval 1000\n";
+    "Getting smaller (README, \"Changing the pool\"): --retire HOST:PORT records an\n"
+    "epoch without that node (only one added during the event), waits until no\n"
+    "ingest writes in an earlier epoch, sums every counter of the earlier epochs\n"
+    "into the new epoch's carry counters (set, not added: safe to rerun, safe to\n"
+    "kill), and marks the fold. Then restart the aggregator and stop the node.\n\n"
+    "Examples:\n"
+    "  livetally-aggregate --event show.json --backend memcached://10.0.0.5:11211 --interval 1000\n"
+    "  livetally-aggregate --event show.json --backend memcached://a:11211,b:11211,c:11211 \\\n"
+    "      --retire c:11211 --wait 120\n";
 
 static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen)
 {
@@ -64,6 +80,8 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     case OPT_INTERVAL: return cli_u32(val, 50, 3600000, &o->interval_ms, err, errlen);
     case OPT_LISTEN: return (o->listen = val, cli_hostport(val, err, errlen));
     case OPT_ONCE: o->once = true; return true;
+    case OPT_RETIRE: return (o->retire = val, cli_hostport(val, err, errlen));
+    case OPT_WAIT: return cli_u32(val, 0, 86400, &o->wait_s, err, errlen);
     case OPT_DESCRIBE_METRICS: o->describe_metrics = true; return true;
     case OPT_LOG_LEVEL:
         return log_parse_level(val, &o->log_level) ||
@@ -72,9 +90,9 @@ static bool set_opt(void *ctx, int id, const char *val, char *err, size_t errlen
     return false;
 }
 
-static int run_once(const struct eventfile *ef, struct store *store, uint32_t pool_epoch)
+static int run_once(const struct eventfile *ef, struct store *store, const struct pool_view *pool)
 {
-    struct aggregator *agg = aggregator_create_epochs(ef, pool_epoch);
+    struct aggregator *agg = aggregator_create_pool(ef, pool);
     if (agg == NULL)
         return 1;
     enum store_status st = aggregator_pass(agg, store, util_wall_ms());
@@ -88,6 +106,29 @@ static int run_once(const struct eventfile *ef, struct store *store, uint32_t po
     log_info("published generation=%llu keys=%llu", (unsigned long long)s.generation,
              (unsigned long long)s.keys_read);
     return 0;
+}
+
+/* --retire (agg_retire.h). LIVETALLY_RETIRE_PAUSE_MS (tests only) pauses
+ * the fold every AGG_RETIRE_CHUNK writes, so a test can kill it halfway. */
+static int run_retire(const struct eventfile *ef, struct store *store, const struct options *o)
+{
+    struct agg_retire_config rc = {.node = o->retire, .settle_ms = POOL_WRITING_EVERY_MS + 1000};
+    const char *pause = getenv("LIVETALLY_RETIRE_PAUSE_MS");
+    if (pause != NULL)
+        rc.pause_ms = (uint32_t)strtoul(pause, NULL, 10);
+    char msg[1024];
+    uint64_t until = util_mono_ms() + (uint64_t)o->wait_s * 1000;
+    enum agg_retire_result r;
+    for (;;) {
+        r = agg_retire(ef, store, &rc, msg, sizeof(msg));
+        if (r != AGG_RETIRE_WAIT || util_mono_ms() >= until)
+            break;
+        log_info("retire: %s (looking again)", msg);
+        struct timespec ts = {.tv_sec = 2};
+        nanosleep(&ts, NULL);
+    }
+    fprintf(r == AGG_RETIRE_DONE ? stdout : stderr, PROG ": %s\n", msg);
+    return (int)r;
 }
 
 struct app {
@@ -182,19 +223,23 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
         goto done;
     }
-    uint32_t pool_epoch = 0;
-    if (!pool_record_check(store, ef.name, ef.ttl_s, &pool_epoch, err, sizeof(err))) {
+    if (o.retire != NULL) {
+        rc = run_retire(&ef, store, &o);
+        goto done;
+    }
+    struct pool_view pool;
+    if (!pool_record_join(store, ef.name, ef.ttl_s, &pool, err, sizeof(err))) {
         fprintf(stderr, PROG ": --backend %s: %s\n", o.backend, err);
         goto done;
     }
     if (o.once) {
-        rc = run_once(&ef, store, pool_epoch);
+        rc = run_once(&ef, store, &pool);
         goto done;
     }
     rc = 1;
     if ((app.base = event_base_new()) == NULL)
         goto done;
-    app.runner = agg_runner_start(app.base, &ef, store, pool_epoch, o.interval_ms);
+    app.runner = agg_runner_start(app.base, &ef, store, &pool, o.interval_ms);
     store = NULL;
     if (app.runner == NULL)
         goto done;

@@ -1,5 +1,7 @@
 #include "runner.h"
 
+#include "pool_record.h"
+
 #include <stdbool.h>
 #include <stdlib.h>
 
@@ -102,7 +104,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 struct agg_runner *agg_runner_start(struct event_base *base, const struct eventfile *ef,
-                                    struct store *store, uint32_t pool_epoch,
+                                    struct store *store, const struct pool_view *pool,
                                     uint32_t interval_ms)
 {
     struct agg_runner *r = calloc(1, sizeof(*r));
@@ -110,7 +112,7 @@ struct agg_runner *agg_runner_start(struct event_base *base, const struct eventf
         store_close(store);
         return NULL;
     }
-    r->agg = aggregator_create_epochs(ef, pool_epoch);
+    r->agg = aggregator_create_pool(ef, pool);
     r->worker = worker_start("aggregate-store", store, base, 4);
     r->timer = event_new(base, -1, EV_PERSIST, on_timer, r);
     struct timeval tv = {.tv_sec = interval_ms / 1000,

@@ -18,10 +18,11 @@ struct store;
 
 struct agg_runner;
 
-/* ef borrowed; store owned from here on; pool_epoch: the pool's newest
- * epoch (pool_record_check). NULL on failure. */
+/* ef borrowed; store owned from here on; pool: where the pool stands
+ * (pool_record_join). NULL on failure. */
+struct pool_view;
 struct agg_runner *agg_runner_start(struct event_base *base, const struct eventfile *ef,
-                                    struct store *store, uint32_t pool_epoch,
+                                    struct store *store, const struct pool_view *pool,
                                     uint32_t interval_ms);
 
 /* One more pass now (e.g. after the ingest drained), then done(arg) on the

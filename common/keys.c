@@ -106,6 +106,22 @@ size_t key_pool_host(char *buf, const char *event, uint32_t epoch, uint32_t i)
     return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:pool:%u:h%u", event, epoch, i));
 }
 
+size_t key_pool_folded(char *buf, const char *event, uint32_t epoch)
+{
+    return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:pool:%u:folded", event, epoch));
+}
+
+size_t key_pool_writing(char *buf, const char *event, uint32_t epoch)
+{
+    return clamp_node_len(snprintf(buf, KEY_NODE_MAX, "%s:pool:%u:writing", event, epoch));
+}
+
+size_t keys_fold_prefix(char buf[KEY_PREFIX_MAX], const char *event, uint32_t epoch)
+{
+    int n = snprintf(buf, KEY_PREFIX_MAX, "%s~%u:f", event, epoch);
+    return n < 0 ? 0 : (size_t)n >= KEY_PREFIX_MAX ? KEY_PREFIX_MAX - 1 : (size_t)n;
+}
+
 size_t keys_epoch_prefix(char buf[KEY_PREFIX_MAX], const char *event, uint32_t epoch)
 {
     int n = epoch == 0 ? snprintf(buf, KEY_PREFIX_MAX, "%s", event)

@@ -9,7 +9,9 @@
  *   {event}:snap...                       snapshot (snapstore.h)
  * Counters written in pool epoch e >= 1 (pool_record.h) carry the epoch after
  * the event, "{event}~{e}:q..." (the store places them by that epoch's ring;
- * '~' is in no event name); every other key stays "{event}:".
+ * '~' is in no event name); every other key stays "{event}:". A fold of the
+ * epochs before e (retiring a node) writes their sums as carry counters
+ * "{event}~{e}:f:q..." in the same layout.
  *
  * Per user (one answer per user per question, the ultimate fans), with
  * user = 1..64 of [A-Za-z0-9_.:-]:
@@ -82,6 +84,12 @@ size_t key_pool_record(char *buf, const char *event);
  * {event}:pool:{e}:h{i}: its host i as "host:port". */
 size_t key_pool_epoch(char *buf, const char *event, uint32_t epoch);
 size_t key_pool_host(char *buf, const char *event, uint32_t epoch, uint32_t i);
+/* {event}:pool:{e}:folded: the counters of every epoch before e are folded
+ * into e's carry counters (keys_fold_prefix), on every node.
+ * {event}:pool:{e}:writing: an ingest wrote epoch e's counters within the
+ * last POOL_WRITING_TTL_S seconds (set by each ingest, placed by ring 0). */
+size_t key_pool_folded(char *buf, const char *event, uint32_t epoch);
+size_t key_pool_writing(char *buf, const char *event, uint32_t epoch);
 size_t key_node_claim(char *buf, const char *event, const char *id);
 size_t key_node_restored(char *buf, const char *event, const char *id);
 size_t key_repair_claim(char *buf, const char *event, const char *id, uint64_t value,
@@ -128,6 +136,10 @@ size_t keys_counter_key_in(const struct eventfile *ef, const char *prefix, uint3
 /* The counter prefix of pool epoch e: "{event}" for 0, "{event}~{e}" after. */
 #define KEY_PREFIX_MAX 48
 size_t keys_epoch_prefix(char buf[KEY_PREFIX_MAX], const char *event, uint32_t epoch);
+/* The carry counters of a fold into epoch e (pool_record.h): "{event}~{e}:f",
+ * so that "{event}~{e}:f:q1right01" is placed by ring e and shares no key
+ * with the epoch's own counters. */
+size_t keys_fold_prefix(char buf[KEY_PREFIX_MAX], const char *event, uint32_t epoch);
 
 /* Builds the four keys of an answer with shards drawn uniformly from rng,
  * in this order: question, age, country, option. */

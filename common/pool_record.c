@@ -202,40 +202,49 @@ static bool write_epoch(struct store *s, const char *event, uint32_t ttl_s, uint
     return mine;
 }
 
-bool pool_record_check(struct store *s, const char *event, uint32_t ttl_s, uint32_t *epoch,
-                       char *err, size_t errlen)
-{
-    *epoch = 0;
-    size_t n = store_node_count(s);
-    if (n == 0)
-        return true;
-    bool ok = false;
-    struct epoch_rec *ep = calloc(POOL_EPOCHS_MAX + 1, sizeof(*ep));
-    struct store_node *ours = calloc(n, sizeof(*ours));
-    struct store_epoch_ring *rings = calloc(POOL_EPOCHS_MAX, sizeof(*rings));
-    bool answered[STORE_MAX_NODES] = {0};
-    char key[KEY_NODE_MAX], theirs[POOL_RECORD_MAX] = "", newest_list[160] = "";
-    if (ep == NULL || ours == NULL || rings == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto done;
-    }
-    our_hosts(s, ours, n);
-    uint32_t replicas = store_replicas(s);
-    struct epoch_rec *mine = &ep[POOL_EPOCHS_MAX];
-    mine->replicas = replicas;
-    mine->n_nodes = n;
-    memcpy(mine->hosts, ours, n * sizeof(*ours));
-    mine->hosts_known = true;
-    mine->hlen = format_header(replicas, ours, n, mine->header);
+/* What the nodes of ours record: the epochs, read before anything is
+ * written, so that a refused list writes nothing anywhere. */
+struct pool_seen {
+    struct epoch_rec *ep;        /* POOL_EPOCHS_MAX + 1: the last one is ours */
+    struct store_node *ours;
+    size_t n;                    /* our nodes */
+    size_t n_ep;                 /* epochs recorded */
+    size_t n_answered, disagree;
+    bool answered[STORE_MAX_NODES];
+    bool folded_missing[POOL_EPOCHS_MAX][STORE_MAX_NODES];
+    uint32_t folded;             /* the newest epoch with a fold marker, 0: none */
+    char theirs[POOL_RECORD_MAX];
+};
 
-    /* Read first, so that a refused list writes nothing anywhere. */
-    size_t n_ep = 0, n_answered = 0, disagree = 0;
+static void seen_free(struct pool_seen *v)
+{
+    free(v->ours);
+    free(v->ep);
+}
+
+static bool read_epochs(struct store *s, const char *event, struct pool_seen *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->n = store_node_count(s);
+    v->ep = calloc(POOL_EPOCHS_MAX + 1, sizeof(*v->ep));
+    v->ours = calloc(v->n > 0 ? v->n : 1, sizeof(*v->ours));
+    if (v->ep == NULL || v->ours == NULL)
+        return false;
+    our_hosts(s, v->ours, v->n);
+    struct epoch_rec *mine = &v->ep[POOL_EPOCHS_MAX];
+    mine->replicas = store_replicas(s);
+    mine->n_nodes = v->n;
+    memcpy(mine->hosts, v->ours, v->n * sizeof(*v->ours));
+    mine->hosts_known = true;
+    mine->hlen = format_header(mine->replicas, v->ours, v->n, mine->header);
+
+    char key[KEY_NODE_MAX];
     for (uint32_t e = 0; e < POOL_EPOCHS_MAX; e++) {
         size_t klen = key_pool_epoch(key, event, e);
-        struct epoch_rec *r = &ep[e];
+        struct epoch_rec *r = &v->ep[e];
         bool found = false;
-        for (size_t k = 0; k < n; k++) {
-            if (e > 0 && !answered[k])
+        for (size_t k = 0; k < v->n; k++) {
+            if (e > 0 && !v->answered[k])
                 continue;
             char *val = NULL;
             size_t len = 0;
@@ -245,29 +254,102 @@ bool pool_record_check(struct store *s, const char *event, uint32_t ttl_s, uint3
                 r->hlen = len < POOL_RECORD_MAX ? len : POOL_RECORD_MAX - 1;
                 memcpy(r->header, val, r->hlen);
             } else if (st == STORE_OK && (len != r->hlen || memcmp(val, r->header, len) != 0)) {
-                if (disagree++ == 0)
-                    snprintf(theirs, sizeof(theirs), "%.*s", (int)(len < 80 ? len : 80), val);
+                if (v->disagree++ == 0)
+                    snprintf(v->theirs, sizeof(v->theirs), "%.*s", (int)(len < 80 ? len : 80),
+                             val);
             } else if (st == STORE_NOTFOUND) {
                 r->missing[k] = true;
             }
             if (e == 0 && (st == STORE_OK || st == STORE_NOTFOUND))
-                answered[k] = true, n_answered++;
+                v->answered[k] = true, v->n_answered++;
             free(val);
         }
         if (!found)
             break;
-        n_ep = e + 1;
-        read_hosts(s, event, e, r, n);
+        v->n_ep = e + 1;
+        read_hosts(s, event, e, r, v->n);
         if (!r->hosts_known && r->hlen == mine->hlen &&
             memcmp(r->header, mine->header, r->hlen) == 0) {
             /* recorded before epochs kept their hosts: ours digest to it */
-            memcpy(r->hosts, ours, n * sizeof(*ours));
-            r->n_nodes = n;
-            r->replicas = replicas;
+            memcpy(r->hosts, v->ours, v->n * sizeof(*v->ours));
+            r->n_nodes = v->n;
+            r->replicas = mine->replicas;
             r->hosts_known = true;
         }
     }
-    if (n_answered == 0) {
+    /* Fold markers: one node holding it is enough (written last, after
+     * every carry counter); the others get it back below. */
+    for (uint32_t e = 1; e < v->n_ep; e++) {
+        size_t klen = key_pool_folded(key, event, e);
+        bool found = false;
+        for (size_t k = 0; k < v->n; k++) {
+            if (!v->answered[k])
+                continue;
+            char *val = NULL;
+            size_t len = 0;
+            enum store_status st = store_node_get(s, (uint32_t)k, key, klen, &val, &len);
+            found |= st == STORE_OK;
+            v->folded_missing[e][k] = st == STORE_NOTFOUND;
+            free(val);
+        }
+        if (found)
+            v->folded = e;
+    }
+    return true;
+}
+
+/* An epoch holds this host. */
+static bool epoch_has(const struct epoch_rec *r, const struct store_node *h)
+{
+    return r->hosts_known && find_host(r->hosts, r->n_nodes, h) >= 0;
+}
+
+static void write_folded(struct store *s, const char *event, uint32_t ttl_s, uint32_t e,
+                         const bool *to)
+{
+    char key[KEY_NODE_MAX], val[32];
+    size_t klen = key_pool_folded(key, event, e);
+    int vlen = snprintf(val, sizeof(val), "epochs 0-%u", e - 1);
+    struct store_node_write w[STORE_MAX_NODES];
+    size_t n = 0;
+    for (size_t k = 0; k < store_node_count(s); k++)
+        if (to[k])
+            w[n++] = (struct store_node_write){.key = key, .keylen = klen, .val = val,
+                                               .vallen = (size_t)vlen, .node = (uint32_t)k};
+    if (n > 0)
+        store_node_add(s, w, n, ttl_s);
+}
+
+bool pool_record_check(struct store *s, const char *event, uint32_t ttl_s, uint32_t *epoch,
+                       char *err, size_t errlen)
+{
+    struct pool_view view;
+    bool ok = pool_record_join(s, event, ttl_s, &view, err, errlen);
+    *epoch = view.epoch;
+    return ok;
+}
+
+bool pool_record_join(struct store *s, const char *event, uint32_t ttl_s, struct pool_view *view,
+                      char *err, size_t errlen)
+{
+    *view = (struct pool_view){0};
+    size_t n = store_node_count(s);
+    if (n == 0)
+        return true;
+    bool ok = false;
+    struct pool_seen seen;
+    struct store_epoch_ring *rings = calloc(POOL_EPOCHS_MAX, sizeof(*rings));
+    char key[KEY_NODE_MAX], newest_list[160] = "";
+    char *theirs = seen.theirs;
+    if (!read_epochs(s, event, &seen) || rings == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    struct epoch_rec *ep = seen.ep, *mine = &seen.ep[POOL_EPOCHS_MAX];
+    const struct store_node *ours = seen.ours;
+    size_t n_ep = seen.n_ep;
+    uint32_t replicas = mine->replicas;
+    if (seen.n_answered == 0) {
         log_warn("store: no node answered: the pool of event %s is not checked", event);
         ok = true;
         goto done;
@@ -275,11 +357,12 @@ bool pool_record_check(struct store *s, const char *event, uint32_t ttl_s, uint3
     key_pool_epoch(key, event, n_ep > 0 ? (uint32_t)n_ep - 1 : 0);
     const char *why = NULL;
     size_t next = n_ep; /* the epoch we write in */
-    if (disagree > 0) {
+    size_t retired = 0; /* our hosts a newer epoch dropped */
+    if (seen.disagree > 0) {
         why = "the nodes record two pools";
     } else if (n_ep > 0) {
         struct epoch_rec *last = &ep[n_ep - 1];
-        snprintf(theirs, sizeof(theirs), "%.*s", (int)last->hlen, last->header);
+        snprintf(theirs, POOL_RECORD_MAX, "%.*s", (int)last->hlen, last->header);
         if (!last->hosts_known) {
             why = "its hosts are not recorded";
         } else {
@@ -287,6 +370,20 @@ bool pool_record_check(struct store *s, const char *event, uint32_t ttl_s, uint3
             size_t have = 0;
             for (size_t i = 0; i < last->n_nodes; i++)
                 have += find_host(ours, n, &last->hosts[i]) >= 0;
+            /* Hosts of ours the newest epoch lacks but an earlier one held:
+             * retiring or retired (a fold), never written in again. */
+            size_t fresh = 0;
+            for (size_t k = 0; k < n; k++) {
+                if (find_host(last->hosts, last->n_nodes, &ours[k]) >= 0)
+                    continue;
+                bool earlier = false;
+                for (size_t e = 0; e + 1 < n_ep && !earlier; e++)
+                    earlier = epoch_has(&ep[e], &ours[k]);
+                if (earlier)
+                    retired++;
+                else
+                    fresh++;
+            }
             /* One node takes every key whatever its name (a proxy in
              * front of it, another spelling): the same pool. */
             bool one = last->n_nodes == 1 && n == 1;
@@ -295,12 +392,15 @@ bool pool_record_check(struct store *s, const char *event, uint32_t ttl_s, uint3
             else if (one)
                 next = n_ep - 1;
             else if (have < last->n_nodes)
-                why = "this --backend lacks a host of it (a pool cannot shrink during an "
-                      "event yet)";
-            else if (n > last->n_nodes && n_ep >= POOL_EPOCHS_MAX)
-                why = "it has grown as many times as it can";
-            else if (n == last->n_nodes)
-                next = n_ep - 1; /* its hosts, maybe in another order: its ring */
+                why = "this --backend lacks a host of it (retire a node with "
+                      "livetally-aggregate --retire first)";
+            else if (retired > 0 && fresh > 0)
+                why = "it holds a retired node and new ones at once";
+            else if (fresh > 0 && n_ep >= POOL_EPOCHS_MAX)
+                why = "it has changed as many times as it can";
+            else if (fresh == 0)
+                next = n_ep - 1; /* its hosts (maybe in another order, maybe with
+                                  * retired ones): its ring */
         }
     }
     if (why != NULL) {
@@ -318,7 +418,7 @@ bool pool_record_check(struct store *s, const char *event, uint32_t ttl_s, uint3
     size_t total = next + 1;
     for (uint32_t e = 0; e < total; e++) {
         bool fresh = e == n_ep;
-        if (!write_epoch(s, event, ttl_s, e, &ep[e], n, answered, fresh, theirs)) {
+        if (!write_epoch(s, event, ttl_s, e, &ep[e], n, seen.answered, fresh, theirs)) {
             snprintf(err, errlen,
                      "the counters of event %s are placed on another pool (epoch %" PRIu32
                      " was recorded as \"%s\" at the same moment; this --backend is \"%s\"): "
@@ -327,19 +427,35 @@ bool pool_record_check(struct store *s, const char *event, uint32_t ttl_s, uint3
                      event, e, theirs, mine->header, key);
             goto done;
         }
+    }
+    for (uint32_t e = (uint32_t)total; e-- > 0;) {
         rings[e].n_nodes = ep[e].n_nodes;
         for (size_t i = 0; i < ep[e].n_nodes; i++) {
             int k = ep[e].n_nodes == 1 && n == 1 ? 0 : find_host(ours, n, &ep[e].hosts[i]);
+            if (k < 0 && e < seen.folded) {
+                /* Folded: its counters are read from the fold's carry
+                 * counters, never again from it, and nothing writes in it. */
+                rings[e] = rings[total - 1];
+                break;
+            }
             if (k < 0) {
                 snprintf(err, errlen,
                          "the counters of event %s are placed on another pool (epoch %" PRIu32
-                         " holds %s:%u, which this --backend lacks) (README, \"Changing the "
-                         "pool\")",
+                         " holds %s:%u, which this --backend lacks, and its counters are not "
+                         "folded: keep the host in --backend until livetally-aggregate "
+                         "--retire has folded them) (README, \"Changing the pool\")",
                          event, e, ep[e].hosts[i].host, (unsigned)ep[e].hosts[i].port);
                 goto done;
             }
             rings[e].node[i] = (uint32_t)k;
         }
+    }
+    if (seen.folded > 0) {
+        /* a node back empty gets the newest fold's marker again */
+        bool back[STORE_MAX_NODES];
+        for (size_t k = 0; k < n; k++)
+            back[k] = seen.answered[k] && seen.folded_missing[seen.folded][k];
+        write_folded(s, event, ttl_s, seen.folded, back);
     }
     if (!store_set_rings(s, rings, total)) {
         snprintf(err, errlen, "the rings of event %s's pool could not be made", event);
@@ -349,12 +465,115 @@ bool pool_record_check(struct store *s, const char *event, uint32_t ttl_s, uint3
         log_info("store: the pool of event %s grew: epoch %zu, %zu nodes (counters written "
                  "from now on are placed on it; every earlier epoch is still read)",
                  event, next, n);
-    *epoch = (uint32_t)next;
+    if (retired > 0)
+        log_info("store: %zu host(s) of this --backend were dropped from event %s's pool at "
+                 "a later epoch (retired or retiring): they take no new counters%s",
+                 retired, event,
+                 seen.folded + 1 == total ? "; their counters are folded: they may go"
+                                          : "");
+    view->epoch = (uint32_t)next;
+    view->folded = seen.folded;
     ok = true;
 done:
     free(rings);
-    free(ours);
-    free(ep);
+    seen_free(&seen);
+    return ok;
+}
+
+bool pool_record_retire(struct store *s, const char *event, uint32_t ttl_s,
+                        const struct store_node *host, uint32_t *retire_epoch, char *err,
+                        size_t errlen)
+{
+    bool ok = false;
+    struct pool_seen seen;
+    char theirs[POOL_RECORD_MAX] = "";
+    if (!read_epochs(s, event, &seen)) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    struct epoch_rec *ep = seen.ep;
+    size_t n_ep = seen.n_ep;
+    if (seen.n_answered < seen.n) {
+        snprintf(err, errlen, "a node of this --backend did not answer: the pool of event %s "
+                              "is not changed while one is away", event);
+        goto done;
+    }
+    if (n_ep == 0 || seen.disagree > 0 || !ep[n_ep - 1].hosts_known) {
+        snprintf(err, errlen, "event %s has no pool record to retire a node from (start "
+                              "the ingest once with this --backend)", event);
+        goto done;
+    }
+    if (epoch_has(&ep[0], host)) {
+        snprintf(err, errlen,
+                 "%s:%u is in the first list of event %s's pool (epoch 0): it holds the "
+                 "event's question states, users and snapshots, which a fold does not move; "
+                 "only a node added while the event ran can be retired",
+                 host->host, (unsigned)host->port, event);
+        goto done;
+    }
+    struct epoch_rec *last = &ep[n_ep - 1];
+    if (!epoch_has(last, host)) {
+        bool earlier = false;
+        for (size_t e = 0; e + 1 < n_ep && !earlier; e++)
+            earlier = epoch_has(&ep[e], host);
+        if (!earlier) {
+            snprintf(err, errlen, "%s:%u was never in event %s's pool", host->host,
+                     (unsigned)host->port, event);
+            goto done;
+        }
+        *retire_epoch = (uint32_t)n_ep - 1; /* recorded by an earlier run */
+        ok = true;
+        goto done;
+    }
+    if (n_ep >= POOL_EPOCHS_MAX) {
+        snprintf(err, errlen, "event %s's pool has changed as many times as it can (%u epochs)",
+                 event, POOL_EPOCHS_MAX);
+        goto done;
+    }
+    if (last->n_nodes - 1 < last->replicas) {
+        snprintf(err, errlen, "retiring %s:%u would leave %zu node(s) for replicas=%u",
+                 host->host, (unsigned)host->port, last->n_nodes - 1, last->replicas);
+        goto done;
+    }
+    struct epoch_rec *next = &ep[n_ep];
+    next->replicas = last->replicas;
+    next->hosts_known = true;
+    for (size_t i = 0; i < last->n_nodes; i++)
+        if (last->hosts[i].port != host->port || strcmp(last->hosts[i].host, host->host) != 0)
+            next->hosts[next->n_nodes++] = last->hosts[i];
+    next->hlen = format_header(next->replicas, next->hosts, next->n_nodes, next->header);
+    if (!write_epoch(s, event, ttl_s, (uint32_t)n_ep, next, seen.n, seen.answered, true,
+                     theirs)) {
+        snprintf(err, errlen, "epoch %zu of event %s was recorded as \"%s\" at the same moment",
+                 n_ep, event, theirs);
+        goto done;
+    }
+    log_info("store: epoch %zu of event %s recorded without %s:%u (%zu nodes): counters are "
+             "written there by every binary started from now on",
+             n_ep, event, host->host, (unsigned)host->port, next->n_nodes);
+    *retire_epoch = (uint32_t)n_ep;
+    ok = true;
+done:
+    seen_free(&seen);
+    return ok;
+}
+
+bool pool_record_mark_folded(struct store *s, const char *event, uint32_t ttl_s, uint32_t epoch)
+{
+    bool all[STORE_MAX_NODES];
+    for (size_t k = 0; k < store_node_count(s); k++)
+        all[k] = true;
+    write_folded(s, event, ttl_s, epoch, all);
+    /* Written where it was missing; present everywhere it must be now. */
+    char key[KEY_NODE_MAX];
+    size_t klen = key_pool_folded(key, event, epoch);
+    bool ok = true;
+    for (size_t k = 0; k < store_node_count(s); k++) {
+        char *val = NULL;
+        size_t len = 0;
+        ok &= store_node_get(s, (uint32_t)k, key, klen, &val, &len) == STORE_OK;
+        free(val);
+    }
     return ok;
 }
 
@@ -378,4 +597,21 @@ bool pool_record_newer(struct store *s, const char *event, uint32_t epoch, uint3
         *newest = e;
     }
     return newer;
+}
+
+uint32_t pool_record_folded(struct store *s, const char *event, uint32_t newest)
+{
+    for (uint32_t e = newest; e >= 1; e--) {
+        char key[KEY_NODE_MAX];
+        size_t klen = key_pool_folded(key, event, e);
+        for (size_t k = 0; k < store_node_count(s); k++) {
+            char *val = NULL;
+            size_t len = 0;
+            enum store_status st = store_node_get(s, (uint32_t)k, key, klen, &val, &len);
+            free(val);
+            if (st == STORE_OK)
+                return e;
+        }
+    }
+    return 0;
 }

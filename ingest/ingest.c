@@ -19,6 +19,7 @@
 #include "keys.h"
 #include "log.h"
 #include "metrics.h"
+#include "pool_record.h"
 #include "qstate.h"
 #include "store.h"
 #include "util.h"
@@ -94,6 +95,7 @@ struct ingest {
     bool refresh_running;
     enum store_status refresh_status;
     uint64_t refresh_read_ms;        /* wall ms: when the refresh job's read began */
+    uint64_t writing_said_ms;        /* monotonic: the last {event}:pool:{e}:writing set */
     bool states_initialised;         /* "open": true questions added to the store */
     struct event *refresh_timer;
     /* Answers to a question this thread knows as not open, held while the
@@ -835,6 +837,15 @@ static void refresh_run(struct store *s, void *arg)
         qstate_init_open(s, ig->ef, util_wall_ms()) != STORE_OK) {
         ig->refresh_status = STORE_UNAVAILABLE;
         return;
+    }
+    uint64_t mono = util_mono_ms();
+    if (store_node_count(s) > 0 && mono - ig->writing_said_ms >= POOL_WRITING_EVERY_MS) {
+        /* A fold (a node retired) must not sum an epoch an ingest still
+         * writes in (pool_record.h). */
+        char key[KEY_NODE_MAX];
+        size_t klen = key_pool_writing(key, ig->ef->name, ig->cfg.commit.pool_epoch);
+        if (store_set(s, key, klen, "writing", 7, POOL_WRITING_TTL_S) == STORE_OK)
+            ig->writing_said_ms = mono;
     }
     ig->refresh_read_ms = util_wall_ms();
     ig->refresh_status = qstate_fetch_all(s, ig->ef, ig->refresh_buf);

@@ -627,13 +627,13 @@ bool ingest_server_load(const char *prog, const char *event_path, const char *to
         fprintf(stderr, "%s: --backend %s: %s\n", prog, backend, err);
         return false;
     }
-    if (!pool_record_check(*store, ef->name, ef->ttl_s, &sc->ic.commit.pool_epoch, err,
-                           sizeof(err))) {
+    if (!pool_record_join(*store, ef->name, ef->ttl_s, &sc->pool, err, sizeof(err))) {
         fprintf(stderr, "%s: --backend %s: %s\n", prog, backend, err);
         store_close(*store);
         *store = NULL;
         return false;
     }
+    sc->ic.commit.pool_epoch = sc->pool.epoch;
     sc->ic.admin_token = *token;
     sc->ic.commit.ttl_s = ef->ttl_s;
     sc->hc.request_timeout_ms = sc->http_timeout_s * 1000;

@@ -18,6 +18,7 @@
 #include "eventfile.h"
 #include "httpd.h"
 #include "ingest.h"
+#include "pool_record.h"
 
 struct event_base;
 struct evhttp_request;
@@ -31,6 +32,7 @@ struct ingest_server_config {
     struct httpd_config hc;
     uint32_t http_timeout_s;    /* the evhttp side */
     const char *binary;         /* livetally_build_info's binary label */
+    struct pool_view pool;      /* set by the option parser's store check */
 };
 
 /* Requests the ingest API does not serve (livetally: the dashboard). */

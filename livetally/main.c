@@ -200,8 +200,7 @@ int main(int argc, char **argv)
                                   .heartbeat_ms = o.heartbeat_ms,
                                   .max_streams = o.max_streams,
                                   .stream_timeout_s = o.sc.http_timeout_s};
-    app.runner = agg_runner_start(app.base, &ef, agg_store, o.sc.ic.commit.pool_epoch,
-                                  o.interval_ms);
+    app.runner = agg_runner_start(app.base, &ef, agg_store, &o.sc.pool, o.interval_ms);
     app.dashboard = dashboard_create(app.base, &ef, dash_store, &dc, err, sizeof(err));
     if (app.runner == NULL || app.dashboard == NULL) {
         fprintf(stderr, PROG ": %s\n", app.runner ? err : "cannot start the aggregator");

@@ -210,6 +210,65 @@ static void test_keys_layout(void **state)
     eventfile_free(&ef);
 }
 
+/* The key lists of a pool (agg_keys_build_pool): every epoch, or a fold's
+ * carry and the epochs from the fold on; each question's layouts adjacent. */
+static void test_keys_pool_epochs_and_fold(void **state)
+{
+    (void)state;
+    struct eventfile ef;
+    load_event(&ef, EVENT_JSON);
+    struct agg_keys k;
+    assert_true(agg_keys_build_pool(&ef, 2, 0, &k));
+    assert_int_equal(k.epochs, 3);
+    assert_int_equal(k.n, 3 * ALL_KEYS);
+    assert_int_equal(k.max_q_count, Q1_KEYS > Q2_KEYS ? (Q1_KEYS > Q7_KEYS ? Q1_KEYS : Q7_KEYS)
+                                                      : (Q2_KEYS > Q7_KEYS ? Q2_KEYS : Q7_KEYS));
+    assert_string_equal(k.key[0], "t:q1right01");
+    assert_string_equal(k.key[Q1_KEYS], "t~1:q1right01");
+    assert_string_equal(k.key[2 * Q1_KEYS], "t~2:q1right01");
+    assert_string_equal(k.key[3 * Q1_KEYS], "t:q2right01");
+    agg_keys_free(&k);
+
+    /* folded into 2: its carry, then epoch 2 */
+    assert_true(agg_keys_build_pool(&ef, 2, 2, &k));
+    assert_int_equal(k.epochs, 2);
+    assert_int_equal(k.n, 2 * ALL_KEYS);
+    assert_string_equal(k.key[0], "t~2:f:q1right01");
+    assert_string_equal(k.key[Q1_KEYS - 1], "t~2:f:q1opt2n04");
+    assert_string_equal(k.key[Q1_KEYS], "t~2:q1right01");
+    assert_string_equal(k.key[2 * Q1_KEYS], "t~2:f:q2right01");
+    agg_keys_free(&k);
+
+    /* folded into 1 and grown to 3: carry, epochs 1, 2, 3 */
+    assert_true(agg_keys_build_pool(&ef, 3, 1, &k));
+    assert_int_equal(k.epochs, 4);
+    assert_string_equal(k.key[0], "t~1:f:q1right01");
+    assert_string_equal(k.key[Q1_KEYS], "t~1:q1right01");
+    assert_string_equal(k.key[3 * Q1_KEYS], "t~3:q1right01");
+    agg_keys_free(&k);
+
+    /* a carry adds like an epoch */
+    assert_true(agg_keys_build_pool(&ef, 2, 2, &k));
+    uint64_t *kept = calloc(k.n, sizeof(*kept)), *scratch = calloc(k.max_q_count, sizeof(*scratch));
+    assert_non_null(kept);
+    assert_non_null(scratch);
+    kept[0] = 5;           /* carry q1right01 */
+    kept[Q1_KEYS + 1] = 2; /* epoch 2 q1right02 */
+    struct agg_counts c;
+    agg_keys_sum_epochs(&ef, &k, 0, kept, scratch, &c);
+    assert_int_equal(c.right, 7);
+    free(kept);
+    free(scratch);
+    agg_keys_free(&k);
+
+    /* a fold past the newest epoch is the newest */
+    assert_true(agg_keys_build_pool(&ef, 1, 5, &k));
+    assert_int_equal(k.epochs, 2);
+    assert_string_equal(k.key[0], "t~1:f:q1right01");
+    agg_keys_free(&k);
+    eventfile_free(&ef);
+}
+
 /* The default sharding of the design: about 2,800 keys per question. */
 static void test_keys_default_sharding(void **state)
 {
@@ -1509,6 +1568,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keys_layout),
         cmocka_unit_test(test_keys_default_sharding),
+        cmocka_unit_test(test_keys_pool_epochs_and_fold),
         cmocka_unit_test(test_keys_too_many),
         cmocka_unit_test(test_keys_sum_matches_answers),
         cmocka_unit_test(test_sat_add_and_ratio),
