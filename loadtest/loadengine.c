@@ -32,13 +32,24 @@
 
 enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_READY };
 
-struct inflight {
-    uint64_t intended_us; /* latency is measured from here */
-    uint64_t sent_us;     /* the time-out is measured from here */
+/* One answer: what makes its body again (a retry sends the same bytes). */
+struct answer_ref {
+    uint64_t m;           /* replay: the entry */
+    uint64_t k, rnd;      /* synthetic: loadsynth_body's k and random word */
+    uint32_t slot;
     struct loadtally_key key;
     bool has_user;        /* synthetic answers of the user population */
-    uint32_t slot;
     uint64_t user;
+    bool named;           /* the body carries a "user" (a retry after a lost try is safe) */
+};
+
+struct inflight {
+    uint64_t intended_us; /* latency is measured from here (the first try's) */
+    uint64_t sent_us;     /* the time-out is measured from here */
+    uint64_t due_us;      /* in the retry queue: when to send again */
+    struct answer_ref a;
+    uint32_t attempt;     /* tries before this one */
+    bool lost;            /* an earlier try ended with its connection */
 };
 
 struct worker;
@@ -97,11 +108,19 @@ struct worker {
     char *scratch;
     size_t scratch_cap;
 
+    /* --retry: answers to send again, a min-heap by due_us */
+    struct inflight *rq;
+    uint32_t rq_n, rq_cap;
+
     /* owned by this thread until join */
     uint64_t sent, completed, acked, errors, indeterminate, unsent, connects, connect_failures;
+    uint64_t counted_earlier, retries;
+    struct loadengine_errs retried;
     uint64_t first_send_us, last_reply_us;
     struct loadhist total;
     struct loadtally tally;
+    struct loadtally maybe; /* answers that may or may not have been counted */
+    uint64_t n_maybe;
     struct loadengine_errs errs;
     struct loadrecord rec;
     bool recording;
@@ -167,6 +186,7 @@ void loadengine_result_free(struct loadengine_result *r)
 {
     loadhist_free(&r->latency);
     loadtally_free(&r->tally);
+    loadtally_free(&r->maybe);
     memset(r, 0, sizeof(*r));
 }
 
@@ -175,6 +195,9 @@ void loadengine_result_free(struct loadengine_result *r)
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(evutil_socket_t fd, short what, void *arg);
 static void dispatch(struct worker *w);
+struct inflight;
+static void try_failed(struct worker *w, const struct inflight *f, int status, const char *code,
+                       uint32_t retry_after_s, uint64_t now);
 
 static uint32_t pipeline(const struct worker *w)
 {
@@ -257,12 +280,11 @@ static void close_conn(struct conn *c)
 static void conn_fail(struct conn *c, const char *code, uint64_t now)
 {
     struct worker *w = c->w;
-    for (uint32_t i = 0; w->res_buf != NULL && i < c->fl_n; i++)
-        result_line(w, c->fl[(c->fl_head + i) % pipeline(w)].intended_us, now, 0, code, 0);
-    if (c->fl_n > 0) {
-        loadengine_errs_add(&w->errs, 0, code, c->fl_n);
-        w->errors += c->fl_n;
-        w->indeterminate += c->fl_n;
+    for (uint32_t i = 0; i < c->fl_n; i++) {
+        const struct inflight *f = &c->fl[(c->fl_head + i) % pipeline(w)];
+        if (w->res_buf != NULL)
+            result_line(w, f->intended_us, now, 0, code, 0);
+        try_failed(w, f, 0, code, 0, now);
     }
     close_conn(c);
     c->retry_at_us = now + c->backoff_us;
@@ -412,19 +434,34 @@ static void on_reply(struct worker *w, struct conn *c, const struct loadhttp_res
     loadhist_record(&w->interval, lat);
     w->completed++;
     w->last_reply_us = now;
-    if (r->status == 202) {
-        w->acked++;
-        loadtally_add(&w->tally, &f->key);
-        if (f->has_user && f->key.right && w->e->cfg.fans != NULL)
-            loadtally_fans_mark(w->e->cfg.fans, f->user, f->slot);
-        result_line(w, f->intended_us, now, 202, "", r->total_len);
+    char code[LOADHTTP_ERROR_MAX] = "";
+    if (r->status != 202)
+        loadhttp_error_code(r->body, r->body_len, code, sizeof(code));
+    /* A retry refused as a duplicate: an earlier try of it was counted. */
+    bool earlier = r->status == 409 && f->attempt > 0 && strcmp(code, "duplicate_answer") == 0;
+    if (earlier && f->lost) {
+        /* The lost try added the user's marker; whether its counts landed
+         * too is not known here (the ingest may have died in between). */
+        w->counted_earlier++;
+        w->n_maybe++;
+        loadtally_add(&w->maybe, &f->a.key);
+        result_line(w, f->intended_us, now, r->status, code, r->total_len);
         return;
     }
-    char code[LOADHTTP_ERROR_MAX];
-    loadhttp_error_code(r->body, r->body_len, code, sizeof(code));
+    if (r->status == 202 || earlier) {
+        if (earlier)
+            w->counted_earlier++;
+        else
+            w->acked++;
+        loadtally_add(&w->tally, &f->a.key);
+        if (f->a.has_user && f->a.key.right && w->e->cfg.fans != NULL)
+            loadtally_fans_mark(w->e->cfg.fans, f->a.user, f->a.slot);
+        result_line(w, f->intended_us, now, r->status, code, r->total_len);
+        return;
+    }
     result_line(w, f->intended_us, now, r->status, code, r->total_len);
-    loadengine_errs_add(&w->errs, r->status, code, 1);
-    w->errors++;
+    struct inflight done = *f;
+    try_failed(w, &done, r->status, code, r->retry_after_s, now);
 }
 
 /* The requests that replies made room for are sent when the loop turn
@@ -541,36 +578,53 @@ static void skip_arrival(struct worker *w)
     w->m += w->e->n_workers;
 }
 
-static void send_request(struct worker *w, struct conn *c, uint64_t now)
+/* The body of an answer, again the same bytes for the same ref. */
+static const char *answer_body(struct worker *w, const struct answer_ref *a, size_t *blen)
 {
     const struct loadengine_config *cfg = &w->e->cfg;
-    const char *body;
-    size_t blen;
+    if (cfg->replay != NULL) {
+        const struct loadreplay_entry *e = &cfg->replay->e[a->m];
+        *blen = e->len;
+        return cfg->replay->text + e->off;
+    }
     struct loadtally_key key;
-    bool has_user = false;
-    uint32_t slot = 0;
-    uint64_t user = 0;
+    *blen = loadsynth_body(cfg->synth, a->slot, a->k, a->rnd, w->scratch, w->scratch_cap, &key);
+    return w->scratch;
+}
+
+/* The answer of arrival m (the schedule's next), and its body. */
+static const char *arrival_ref(struct worker *w, struct answer_ref *a, size_t *blen)
+{
+    const struct loadengine_config *cfg = &w->e->cfg;
+    memset(a, 0, sizeof(*a));
     if (cfg->replay != NULL) {
         const struct loadreplay_entry *e = &cfg->replay->e[w->m];
-        body = cfg->replay->text + e->off;
-        blen = e->len;
-        key = e->key;
-    } else {
-        uint64_t k;
-        uint32_t n_slots = cfg->synth->n_slots;
-        if (cfg->closed_loop || cfg->profile->p.kind == LOADPROFILE_STEADY) {
-            slot = (uint32_t)(w->m % n_slots);
-            k = w->m / n_slots;
-        } else {
-            slot = w->next.burst % n_slots;
-            k = w->next.k;
-        }
-        blen = loadsynth_body(cfg->synth, slot, k, util_rng_next(&w->rng), w->scratch,
-                              w->scratch_cap, &key);
-        has_user = loadsynth_user(cfg->synth, slot, k, &user);
-        body = w->scratch;
+        a->m = w->m;
+        a->key = e->key;
+        a->named = memmem(cfg->replay->text + e->off, e->len, "\"user\"", 6) != NULL;
+        *blen = e->len;
+        return cfg->replay->text + e->off;
     }
+    uint32_t n_slots = cfg->synth->n_slots;
+    if (cfg->closed_loop || cfg->profile->p.kind == LOADPROFILE_STEADY) {
+        a->slot = (uint32_t)(w->m % n_slots);
+        a->k = w->m / n_slots;
+    } else {
+        a->slot = w->next.burst % n_slots;
+        a->k = w->next.k;
+    }
+    a->rnd = util_rng_next(&w->rng);
+    *blen = loadsynth_body(cfg->synth, a->slot, a->k, a->rnd, w->scratch, w->scratch_cap, &a->key);
+    a->has_user = loadsynth_user(cfg->synth, a->slot, a->k, &a->user);
+    a->named = a->has_user;
+    return w->scratch;
+}
 
+/* Writes one try of answer a on c. */
+static void send_try(struct worker *w, struct conn *c, uint64_t now, const struct answer_ref *a,
+                     const char *body, size_t blen, uint64_t intended, uint32_t attempt,
+                     bool lost)
+{
     size_t need = w->e->prefix_len + LENGTH_FIELD + blen;
     if (c->wcap - c->wlen < need && c->woff > 0) {
         memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
@@ -599,17 +653,15 @@ static void send_request(struct worker *w, struct conn *c, uint64_t now)
     p += blen;
     c->wlen = (size_t)(p - c->wbuf);
 
-    uint64_t intended = cfg->closed_loop ? now : w->next_abs;
     struct inflight *f = &c->fl[(c->fl_head + c->fl_n) % pipeline(w)];
     f->intended_us = intended;
     f->sent_us = now;
-    f->key = key;
-    f->has_user = has_user;
-    f->slot = slot;
-    f->user = user;
+    f->a = *a;
+    f->attempt = attempt;
+    f->lost = lost;
     c->fl_n++;
     w->inflight++;
-    if (w->recording)
+    if (w->recording && attempt == 0)
         loadrecord_write(&w->rec, intended - w->e->start_us, body, blen);
     if (w->sent == 0)
         w->first_send_us = now;
@@ -617,6 +669,141 @@ static void send_request(struct worker *w, struct conn *c, uint64_t now)
     if (!c->dirty) {
         c->dirty = true;
         w->dirty[w->n_dirty++] = c;
+    }
+}
+
+static void send_request(struct worker *w, struct conn *c, uint64_t now)
+{
+    struct answer_ref a;
+    size_t blen;
+    const char *body = arrival_ref(w, &a, &blen);
+    send_try(w, c, now, &a, body, blen, w->e->cfg.closed_loop ? now : w->next_abs, 0, false);
+}
+
+/* ---- retries (--retry) ---------------------------------------------------- */
+
+static void rq_swap(struct inflight *q, uint32_t i, uint32_t j)
+{
+    struct inflight t = q[i];
+    q[i] = q[j];
+    q[j] = t;
+}
+
+static bool rq_push(struct worker *w, const struct inflight *f)
+{
+    if (w->rq_n == w->rq_cap) {
+        uint32_t cap = w->rq_cap ? w->rq_cap * 2 : 256;
+        struct inflight *q = realloc(w->rq, (size_t)cap * sizeof(*q));
+        if (q == NULL)
+            return false;
+        w->rq = q;
+        w->rq_cap = cap;
+    }
+    uint32_t i = w->rq_n++;
+    w->rq[i] = *f;
+    while (i > 0 && w->rq[(i - 1) / 2].due_us > w->rq[i].due_us) {
+        rq_swap(w->rq, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    return true;
+}
+
+static struct inflight rq_pop(struct worker *w)
+{
+    struct inflight top = w->rq[0];
+    w->rq[0] = w->rq[--w->rq_n];
+    for (uint32_t i = 0;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < w->rq_n && w->rq[l].due_us < w->rq[m].due_us)
+            m = l;
+        if (r < w->rq_n && w->rq[r].due_us < w->rq[m].due_us)
+            m = r;
+        if (m == i)
+            break;
+        rq_swap(w->rq, i, m);
+        i = m;
+    }
+    return top;
+}
+
+/* May this try's outcome be sent again without counting the answer twice? */
+static bool retryable(const struct inflight *f, int status, const char *code)
+{
+    if (status == 503)
+        return f->a.named || strcmp(code, "backend_unavailable") != 0;
+    if (status == 502 || status == 504)
+        return f->a.named;
+    if (status == 0)
+        return f->a.named && strcmp(code, "interrupted") != 0;
+    return false;
+}
+
+/* A try that was not acknowledged: queued to be sent again, or the
+ * answer's final error. */
+static void try_failed(struct worker *w, const struct inflight *f, int status, const char *code,
+                       uint32_t retry_after_s, uint64_t now)
+{
+    const struct loadengine_config *cfg = &w->e->cfg;
+    bool lost = f->lost || status == 0;
+    if (cfg->retry && !w->stopping && retryable(f, status, code)) {
+        uint64_t back = (uint64_t)LOADENGINE_RETRY_MIN_US << (f->attempt < 10 ? f->attempt : 10);
+        if (back > LOADENGINE_RETRY_MAX_US)
+            back = LOADENGINE_RETRY_MAX_US;
+        back = back / 2 + util_rng_next(&w->rng) % (back / 2 + 1); /* jitter: [back/2, back] */
+        uint64_t after = (uint64_t)retry_after_s * 1000000u;
+        if (after > LOADENGINE_RETRY_AFTER_MAX_US)
+            after = LOADENGINE_RETRY_AFTER_MAX_US;
+        if (after > back)
+            back = after;
+        struct inflight r = *f;
+        r.due_us = now + back;
+        r.attempt = f->attempt + 1;
+        r.lost = lost;
+        if (r.due_us < f->intended_us + cfg->retry_deadline_us && rq_push(w, &r)) {
+            w->retries++;
+            loadengine_errs_add(&w->retried, status, code, 1);
+            return;
+        }
+    }
+    loadengine_errs_add(&w->errs, status, code, 1);
+    w->errors++;
+    if (lost) {
+        w->indeterminate++;
+        w->n_maybe++;
+        loadtally_add(&w->maybe, &f->a.key);
+    }
+}
+
+/* Sends the retries that are due, while connections have room. */
+static void send_retries(struct worker *w, uint64_t now)
+{
+    while (w->rq_n > 0 && w->rq[0].due_us <= now) {
+        struct conn *c = pop_ready(w);
+        if (c == NULL)
+            return;
+        struct inflight r = rq_pop(w);
+        size_t blen;
+        const char *body = answer_body(w, &r.a, &blen);
+        send_try(w, c, now, &r.a, body, blen, r.intended_us, r.attempt, r.lost);
+        push_ready(w, c);
+    }
+}
+
+/* Retries past their deadline (no connection took them in time), and,
+ * once the run stops, every one still waiting: final errors. */
+static void expire_retries(struct worker *w, uint64_t now)
+{
+    const struct loadengine_config *cfg = &w->e->cfg;
+    while (w->rq_n > 0 && (w->stopping || (w->rq[0].due_us <= now &&
+                                           now >= w->rq[0].intended_us + cfg->retry_deadline_us))) {
+        struct inflight r = rq_pop(w);
+        loadengine_errs_add(&w->errs, 0, w->stopping ? "interrupted" : "retry_deadline", 1);
+        w->errors++;
+        if (r.lost) {
+            w->indeterminate++;
+            w->n_maybe++;
+            loadtally_add(&w->maybe, &r.a.key);
+        }
     }
 }
 
@@ -664,6 +851,11 @@ static void dispatch(struct worker *w)
 {
     const struct loadengine_config *cfg = &w->e->cfg;
     uint64_t now = util_mono_us();
+    if (w->rq_n > 0) {
+        send_retries(w, now);
+        if (w->rq_n > 0 && w->rq[0].due_us > now)
+            arm_sched(w, w->rq[0].due_us, now); /* re-armed below for an earlier arrival */
+    }
     while (!w->sched_done) {
         if (!w->have_next && !next_arrival(w)) {
             w->sched_done = true;
@@ -677,7 +869,8 @@ static void dispatch(struct worker *w)
         } else if (w->next_abs > now) {
             now = util_mono_us();
             if (w->next_abs > now) {
-                arm_sched(w, w->next_abs, now);
+                if (w->rq_n == 0 || w->rq[0].due_us > w->next_abs || !w->sched_armed)
+                    arm_sched(w, w->next_abs, now);
                 break;
             }
         }
@@ -742,7 +935,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
                 w->connect_failures++;
                 conn_fail(c, "connect_failed", now);
             }
-        } else if (!w->sched_done && now >= c->retry_at_us) {
+        } else if ((!w->sched_done || w->rq_n > 0) && now >= c->retry_at_us) {
             start_connect(c, now);
         }
     }
@@ -758,8 +951,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
             finish_schedule(w, now);
     }
 
+    expire_retries(w, now);
     dispatch(w);
-    if (w->sched_done && w->inflight == 0)
+    if (w->sched_done && w->inflight == 0 && w->rq_n == 0)
         w->done = true;
 }
 
@@ -807,6 +1001,7 @@ static void worker_free(struct worker *w)
     free(w->ready);
     free(w->dirty);
     free(w->scratch);
+    free(w->rq);
     free(w->res_buf);
     if (w->tick)
         event_free(w->tick);
@@ -817,6 +1012,7 @@ static void worker_free(struct worker *w)
     loadhist_free(&w->total);
     loadhist_free(&w->interval);
     loadtally_free(&w->tally);
+    loadtally_free(&w->maybe);
     if (w->lock_init)
         pthread_mutex_destroy(&w->lock);
 }
@@ -853,7 +1049,8 @@ static bool worker_init(struct loadengine *e, struct worker *w, uint32_t id, uin
     w->lock_init = true;
     if (!loadhist_init(&w->total, LOADHIST_HIGHEST_US, LOADHIST_DIGITS) ||
         !loadhist_init(&w->interval, LOADHIST_HIGHEST_US, LOADHIST_DIGITS) ||
-        !loadtally_init(&w->tally, cfg->n_questions))
+        !loadtally_init(&w->tally, cfg->n_questions) ||
+        !loadtally_init(&w->maybe, cfg->n_questions))
         return fail(err, errlen, "out of memory");
     w->scratch_cap = max_body + 1;
     w->scratch = malloc(w->scratch_cap);
@@ -1082,7 +1279,8 @@ bool loadengine_finish(struct loadengine *e, struct loadengine_result *r, char *
     bool ok = true;
     memset(r, 0, sizeof(*r));
     if (!loadhist_init(&r->latency, LOADHIST_HIGHEST_US, LOADHIST_DIGITS) ||
-        !loadtally_init(&r->tally, e->cfg.n_questions)) {
+        !loadtally_init(&r->tally, e->cfg.n_questions) ||
+        !loadtally_init(&r->maybe, e->cfg.n_questions)) {
         ok = fail(err, errlen, "out of memory");
     }
     for (uint32_t i = 0; i < e->n_workers; i++) {
@@ -1095,6 +1293,12 @@ bool loadengine_finish(struct loadengine *e, struct loadengine_result *r, char *
         r->acked += w->acked;
         r->errors += w->errors;
         r->indeterminate += w->indeterminate;
+        r->counted_earlier += w->counted_earlier;
+        r->retries += w->retries;
+        for (uint32_t k = 0; k < w->retried.n; k++)
+            loadengine_errs_add(&r->retried, w->retried.e[k].status, w->retried.e[k].code,
+                                w->retried.e[k].count);
+        r->retried.other += w->retried.other;
         r->unsent += w->unsent;
         r->connects += w->connects;
         r->connect_failures += w->connect_failures;
@@ -1106,6 +1310,9 @@ bool loadengine_finish(struct loadengine *e, struct loadengine_result *r, char *
             loadhist_merge(&r->latency, &w->total);
         if (r->tally.q != NULL || r->tally.n_questions == 0)
             loadtally_merge(&r->tally, &w->tally);
+        if (r->maybe.q != NULL || r->maybe.n_questions == 0)
+            loadtally_merge(&r->maybe, &w->maybe);
+        r->maybe_counted += w->n_maybe;
         for (uint32_t k = 0; k < w->errs.n; k++)
             loadengine_errs_add(&r->errs, w->errs.e[k].status, w->errs.e[k].code,
                                 w->errs.e[k].count);

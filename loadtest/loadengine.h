@@ -13,6 +13,16 @@
  * Closed loop (--max): every slot is refilled as soon as its reply arrives;
  * latency is then from the actual send. For comparing with wrk.
  *
+ * --retry, as the phone app does: a try that ends in 503 (after its
+ * Retry-After, at most LOADENGINE_RETRY_AFTER_MAX_US), or, for an answer
+ * with a user, in 502/504 (a load balancer) or with its connection, is
+ * sent again with the same body after a jittered exponential backoff, up
+ * to the deadline; a 409 duplicate_answer on such a retry means an earlier
+ * try was counted (the user's marker is there). An answer without a user
+ * is not resent after a lost connection or a 503 backend_unavailable
+ * (DESIGN.md guarantee 7: it may have been counted, and a resend could
+ * count it twice). Latency is from the first try's intended time.
+ *
  * Each thread owns its counters, histograms and tally; the control thread
  * reads published counters and swaps the per-interval histogram under a
  * mutex once a second; the rest is merged after join.
@@ -36,6 +46,9 @@
 #define LOADENGINE_MAX_CONNECTIONS 10000
 #define LOADENGINE_MAX_PIPELINE 256
 #define LOADENGINE_ERR_KINDS 32
+#define LOADENGINE_RETRY_MIN_US 50000u       /* first backoff; doubles per try */
+#define LOADENGINE_RETRY_MAX_US 2000000u     /* backoff cap */
+#define LOADENGINE_RETRY_AFTER_MAX_US 5000000u /* Retry-After honoured up to this */
 
 struct loadengine_config {
     const struct loadurl *target;     /* ref, resolved */
@@ -56,6 +69,8 @@ struct loadengine_config {
     struct loadtally_fans *fans;       /* ref, may be NULL: users' acknowledged right answers */
     FILE *results;                     /* ref, may be NULL: a CSV line per request sent
                                         * (loadengine_results_header) */
+    bool retry;                        /* --retry: resend like the app (below) */
+    uint64_t retry_deadline_us;        /* from the first try's intended time */
     uint64_t seed;
 };
 
@@ -85,13 +100,20 @@ struct loadengine_result {
     uint64_t completed;     /* responses received */
     uint64_t acked;         /* 202 */
     uint64_t errors;        /* every other response, and requests lost with a connection */
-    uint64_t indeterminate; /* of those: in flight when a connection died (may have counted) */
+    uint64_t indeterminate; /* of those: a try in flight when a connection died (may have counted) */
+    uint64_t counted_earlier; /* --retry: 409 duplicate_answer on a retry (in tally, not in acked) */
+    uint64_t retries;       /* --retry: tries sent again */
+    struct loadengine_errs retried; /* --retry: what the tries that were sent again ended in */
     uint64_t unsent;        /* due but never sent: the run was stopped or the target gone */
     uint64_t first_send_us, last_reply_us; /* monotonic; 0 when none */
     uint64_t connects;      /* connections opened, reconnects included */
     uint64_t connect_failures;
     struct loadhist latency; /* every response, us */
-    struct loadtally tally;
+    struct loadtally tally;   /* the answers counted for sure: 202s, and retries' 409
+                               * duplicate_answer after 503s only */
+    struct loadtally maybe;   /* the answers maybe counted: a try lost with its
+                               * connection, then no 202 (a 409 on a retry, or none) */
+    uint64_t maybe_counted;   /* how many */
     struct loadengine_errs errs;
 };
 void loadengine_result_free(struct loadengine_result *r);

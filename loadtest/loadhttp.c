@@ -333,6 +333,12 @@ enum loadhttp_parse loadhttp_parse_response(const char *buf, size_t len, bool eo
             chunked = has_token(v, vlen, "chunked");
             if (!chunked && !has_token(v, vlen, "identity"))
                 return LOADHTTP_PARSE_BAD;
+        } else if (header_is(line, nlen, "retry-after")) {
+            uint32_t s = 0;
+            size_t i = 0;
+            for (; i < vlen && i < 9 && v[i] >= '0' && v[i] <= '9'; i++)
+                s = s * 10 + (uint32_t)(v[i] - '0');
+            r->retry_after_s = i == vlen && s <= 86400 ? s : i == vlen ? 86400 : 0;
         } else if (header_is(line, nlen, "connection")) {
             if (has_token(v, vlen, "close"))
                 close = true;

@@ -59,6 +59,8 @@ struct loadhttp_resp {
     size_t body_len;
     bool chunked;
     bool close;         /* "Connection: close", or HTTP/1.0 without keep-alive */
+    uint32_t retry_after_s; /* Retry-After in seconds (an HTTP date is not
+                             * read: 0); 0 when absent, at most 86400 */
 };
 
 enum loadhttp_parse {

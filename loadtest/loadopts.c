@@ -16,7 +16,7 @@ enum {
     OPT_THREADS, OPT_PIPELINE, OPT_MAX, OPT_PERIOD, OPT_WINDOW, OPT_SPEEDUP, OPT_QUESTIONS,
     OPT_USERS, OPT_USER_PREFIX, OPT_SEED, OPT_REPLAY, OPT_RECORD, OPT_VERIFY, OPT_VERIFY_DELTA, OPT_VERIFY_TIMEOUT,
     OPT_ADMIN_TOKEN_FILE, OPT_JSON, OPT_RESULTS, OPT_REPORT, OPT_TIMEOUT, OPT_ALLOW_REMOTE, OPT_PROGRESS, OPT_NO_PROGRESS,
-    OPT_LOG_LEVEL, OPT_THRESHOLD, OPT_STAGES,
+    OPT_LOG_LEVEL, OPT_THRESHOLD, OPT_STAGES, OPT_RETRY, OPT_RETRY_DEADLINE,
 };
 
 static const struct cli_opt options[] = {
@@ -66,6 +66,11 @@ static const struct cli_opt options[] = {
      " percentiles per second and the latency distribution as inline SVG, nothing loaded from"
      " elsewhere; - is stdout (the summary then goes to stderr)", OPT_REPORT},
     {"timeout", "D", "give up on a request (and its connection) after D; default 10s", OPT_TIMEOUT},
+    {"retry", NULL, "resend like the app: after a 503 (its Retry-After, up to 5s) and, for answers"
+     " with a user, a 502/504 or a lost connection, the same body after a jittered backoff (see"
+     " Retries)", OPT_RETRY},
+    {"retry-deadline", "D", "with --retry: give an answer up D after its first try was due;"
+     " default 30s", OPT_RETRY_DEADLINE},
     {"allow-remote", NULL, "allow targets that are not loopback addresses", OPT_ALLOW_REMOTE},
     {"progress", NULL, "live progress line on stderr even when it is not a terminal", OPT_PROGRESS},
     {"no-progress", NULL, "no progress line, even on a terminal", OPT_NO_PROGRESS},
@@ -101,6 +106,13 @@ static const char about[] =
     "  errors|acknowledged OP PERCENT                  of the requests due (never sent too)\n"
     "  OP is <, <=, > or >=; with no reply (or nothing due) a threshold does not hold.\n"
     "\n"
+    "Retries (--retry): backoff 50ms doubling to 2s, each drawn in [b/2, b]; a 409\n"
+    "duplicate_answer on a retry means an earlier try was counted (\"counted earlier\"\n"
+    "in the summary, and in what --verify expects). An answer without a user is not\n"
+    "resent after a lost connection, a 502/504 or a 503 backend_unavailable: it may\n"
+    "have been counted, and a resend could count it twice. Give every answer a user\n"
+    "(--users) to rehearse faults exactly.\n"
+    "\n"
     "Exit status: 0 done (and verified, with --verify; every --threshold held); 1 a\n"
     "verify difference, a threshold that did not hold, more than half the replies\n"
     "409 question_not_open or question_closed, the target or the admin API failed,\n"
@@ -135,6 +147,7 @@ void loadopts_defaults(struct loadopts *o)
     o->window_us = 60ull * 1000000;
     o->speedup = 1;
     o->timeout_us = 10ull * 1000000;
+    o->retry_deadline_us = 30ull * 1000000;
     o->verify_timeout_us = 30ull * 1000000;
     o->progress = LOADOPTS_PROGRESS_AUTO;
     o->log_level = LOG_WARN;
@@ -296,6 +309,10 @@ static bool set_option(void *ctx, int id, const char *val, char *err, size_t err
     case OPT_RESULTS: o->results_path = val; return true;
     case OPT_REPORT: o->report_path = val; return true;
     case OPT_TIMEOUT: return set_duration(val, 1000, &o->timeout_us, err, errlen);
+    case OPT_RETRY: o->retry = true; return true;
+    case OPT_RETRY_DEADLINE:
+        o->retry_deadline_set = true;
+        return set_duration(val, 1000, &o->retry_deadline_us, err, errlen);
     case OPT_ALLOW_REMOTE: o->allow_remote = true; return true;
     case OPT_PROGRESS: o->progress = LOADOPTS_PROGRESS_ON; return true;
     case OPT_NO_PROGRESS: o->progress = LOADOPTS_PROGRESS_OFF; return true;
@@ -341,6 +358,8 @@ bool loadopts_check(const struct loadopts *o, char *err, size_t errlen)
                    "--json -, --results - and --report - would share stdout; give all but one a file");
     if (o->verify_delta && o->verify_url == NULL)
         return bad(err, errlen, "--verify-delta needs --verify URL");
+    if (o->retry_deadline_set && !o->retry)
+        return bad(err, errlen, "--retry-deadline needs --retry");
     if (o->replay_path != NULL) {
         if (o->profile_set)
             return bad(err, errlen, "--replay sends the recorded timing; it cannot be combined with --profile");

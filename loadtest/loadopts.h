@@ -53,6 +53,9 @@ struct loadopts {
     uint64_t seed;
     bool seed_set;
     uint64_t timeout_us;
+    bool retry;                 /* --retry */
+    uint64_t retry_deadline_us; /* --retry-deadline */
+    bool retry_deadline_set;
     uint64_t verify_timeout_us;
     bool verify_delta; /* compare the change since the start, not the totals */
     bool allow_remote;

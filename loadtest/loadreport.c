@@ -73,19 +73,24 @@ static double active_rps(const struct loadreport *rep, uint64_t *seconds)
     return n > 0 ? (double)replies / (double)n : 0;
 }
 
-static void print_errors(FILE *out, const struct loadengine_result *r)
+static void print_kinds(FILE *out, const struct loadengine_errs *t)
 {
-    fprintf(out, "  errors         %" PRIu64, r->errors);
-    for (uint32_t i = 0; i < r->errs.n; i++) {
-        const struct loadengine_err *e = &r->errs.e[i];
+    for (uint32_t i = 0; i < t->n; i++) {
+        const struct loadengine_err *e = &t->e[i];
         if (e->status == 0)
             fprintf(out, "%s %s %" PRIu64, i ? "," : ":", e->code, e->count);
         else
             fprintf(out, "%s %d %s %" PRIu64, i ? "," : ":", e->status,
                     e->code[0] ? e->code : "(no error code)", e->count);
     }
-    if (r->errs.other)
-        fprintf(out, ", other %" PRIu64, r->errs.other);
+    if (t->other)
+        fprintf(out, ", other %" PRIu64, t->other);
+}
+
+static void print_errors(FILE *out, const struct loadengine_result *r)
+{
+    fprintf(out, "  errors         %" PRIu64, r->errors);
+    print_kinds(out, &r->errs);
     if (r->indeterminate)
         fprintf(out, " (%" PRIu64 " lost with their connection: maybe counted)", r->indeterminate);
     fputc('\n', out);
@@ -103,6 +108,12 @@ void loadreport_summary(FILE *out, const struct loadreport *rep)
     fprintf(out, "  sent           %" PRIu64 " in %.1fs%s\n", r->sent, rep->elapsed_s,
             rep->interrupted ? " (interrupted)" : "");
     fprintf(out, "  acknowledged   %" PRIu64 " (202)\n", r->acked);
+    if (r->retries > 0 || r->counted_earlier > 0) {
+        fprintf(out, "  retried        %" PRIu64 " tries sent again", r->retries);
+        print_kinds(out, &r->retried);
+        fprintf(out, "\n  counted earlier %" PRIu64 " (409 duplicate_answer on a retry: an earlier "
+                     "try added the user's marker)\n", r->counted_earlier);
+    }
     print_errors(out, r);
     if (r->unsent)
         fprintf(out, "  never sent     %" PRIu64 " (due, but the run ended first)\n", r->unsent);
@@ -139,6 +150,14 @@ void loadreport_summary(FILE *out, const struct loadreport *rep)
         fprintf(out, "  verify         passed: %" PRIu64 " counts match the dashboard%s (generation %" PRIu64 ")\n",
                 rep->compared, rep->verify_delta ? " (change since the start)" : "",
                 rep->generation);
+        if (r->maybe_counted > 0)
+            fprintf(out, "                 exactly for the %" PRIu64 " answers acknowledged%s; "
+                         "%" PRIu64 " maybe counted (a try lost with its connection, then no "
+                         "202): %" PRIu64 " count%s within that bound\n",
+                    r->acked + r->counted_earlier - (r->maybe_counted - r->indeterminate),
+                    r->counted_earlier > 0 ? " or counted earlier" : "", r->maybe_counted,
+                    rep->diffs != NULL ? rep->diffs->within_bound : 0,
+                    rep->diffs != NULL && rep->diffs->within_bound == 1 ? "" : "s");
         break;
     case LOADREPORT_VERIFY_SKIPPED:
         fprintf(out, "  verify         skipped: %s\n", rep->verify_note ? rep->verify_note : "");
@@ -154,9 +173,10 @@ void loadreport_summary(FILE *out, const struct loadreport *rep)
         } else {
             fprintf(out, "  verify         FAILED: %s\n", rep->verify_note ? rep->verify_note : "");
         }
-        if (r->indeterminate)
-            fprintf(out, "    note: %" PRIu64 " requests were lost with their connection and may have been counted\n",
-                    r->indeterminate);
+        if (r->maybe_counted)
+            fprintf(out, "    note: %" PRIu64 " answers were lost with their connection and may "
+                         "have been counted (each count is allowed that much above)\n",
+                    r->maybe_counted);
         if (!rep->verify_delta && rep->answers_before > 0)
             fprintf(out, "    note: the dashboard showed %" PRIu64 " answers before the run; "
                          "--verify-delta checks only the change\n",
@@ -184,8 +204,9 @@ size_t loadreport_thresholds(const struct loadthreshold *t, size_t n,
                              const struct loadengine_result *r, struct loadreport_threshold *out)
 {
     struct loadthreshold_input in = {.latency = &r->latency,
-                                     .due = r->sent + r->unsent,
-                                     .acked = r->acked,
+                                     /* answers, not tries: a retry is the same one */
+                                     .due = r->sent - r->retries + r->unsent,
+                                     .acked = r->acked + r->counted_earlier,
                                      .errors = r->errors};
     size_t failed = 0;
     for (size_t i = 0; i < n; i++) {
@@ -279,6 +300,9 @@ static json_t *verify_json(const struct loadreport *rep)
     if (rep->verify_note != NULL)
         set_new(o, "reason", json_string(rep->verify_note));
     set_new(o, "compared", json_integer((json_int_t)rep->compared));
+    set_new(o, "maybe_counted", json_integer((json_int_t)rep->r->maybe_counted));
+    set_new(o, "within_bound",
+            json_integer((json_int_t)(rep->diffs != NULL ? rep->diffs->within_bound : 0)));
     set_new(o, "generation", json_integer((json_int_t)rep->generation));
     json_t *d = json_array();
     uint64_t total = 0;
@@ -365,6 +389,8 @@ bool loadreport_json(const char *path, const struct loadreport *rep, char *err, 
     set_new(root, "sent", json_integer((json_int_t)r->sent));
     set_new(root, "completed", json_integer((json_int_t)r->completed));
     set_new(root, "acknowledged", json_integer((json_int_t)r->acked));
+    set_new(root, "counted_earlier", json_integer((json_int_t)r->counted_earlier));
+    set_new(root, "retries", json_integer((json_int_t)r->retries));
     set_new(root, "unsent", json_integer((json_int_t)r->unsent));
     set_new(root, "errors", errors_json(r));
     set_new(root, "connections_opened", json_integer((json_int_t)r->connects));

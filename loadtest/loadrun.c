@@ -770,6 +770,8 @@ int loadrun(const struct loadopts *o)
         .seed = run->seed,
         .fans = run->have_fans ? &run->fans : NULL,
         .results = run->results,
+        .retry = o->retry,
+        .retry_deadline_us = o->retry_deadline_us,
     };
     uint64_t started_wall = util_wall_ms();
     e = loadengine_start(&cfg, err, sizeof(err));
@@ -826,8 +828,9 @@ int loadrun(const struct loadopts *o)
             rep.verify_note = note;
         } else {
             have_actual = true;
-            rep.compared = loadverify_compare(
-                &run->ef, o->verify_delta ? &run->baseline.tally : NULL, &res.tally, &actual, &diffs);
+            rep.compared = loadverify_compare_bounded(
+                &run->ef, o->verify_delta ? &run->baseline.tally : NULL, &res.tally, &res.maybe,
+                &actual, &diffs);
             if (run->have_fans) {
                 struct loadverify_population pop = {
                     .prefix = run->synth.prefix,

@@ -37,6 +37,7 @@ struct loadverify_diffs {
     char **lines;   /* owned, n of them */
     size_t n;
     uint64_t total; /* differences found, kept or not */
+    uint64_t within_bound; /* counts above the expected one, within the maybe-counted bound */
 };
 
 void loadverify_diff_add(struct loadverify_diffs *d, const char *fmt, ...)
@@ -80,6 +81,15 @@ void loadverify_stats_free(struct loadverify_stats *st);
 uint64_t loadverify_compare(const struct eventfile *ef, const struct loadtally *base,
                             const struct loadtally *sent, const struct loadverify_stats *actual,
                             struct loadverify_diffs *d);
+
+/* The same where the answers of maybe (a try lost with its connection,
+ * never confirmed) may or may not have been counted: a count passes from
+ * base + sent up to base + sent + maybe (counted in d->within_bound when
+ * above). */
+uint64_t loadverify_compare_bounded(const struct eventfile *ef, const struct loadtally *base,
+                                    const struct loadtally *sent, const struct loadtally *maybe,
+                                    const struct loadverify_stats *actual,
+                                    struct loadverify_diffs *d);
 
 /* What the run sent, for the fans check: users "<prefix><n>", n = 1..users,
  * answered the questions qidx[0..n_slots) (indexes into ef->questions). */

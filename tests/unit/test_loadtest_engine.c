@@ -359,6 +359,38 @@ static void test_refusals_are_counted_not_tallied(void **state)
     server_free(&s);
 }
 
+/* --retry: every refused try is sent again after its Retry-After, with the
+ * same body, until a 202: each answer acknowledged once, none in error. */
+static void test_retry_resends_refusals(void **state)
+{
+    struct fixture *f = *state;
+    struct server s;
+    server_start(&s, &f->ef, SERVE_REFUSE_EVERY, 4);
+    struct loadurl u;
+    target_of(&s, &u);
+    struct loadprofile p;
+    steady(&p, 1000, 400);
+    struct loadengine_config cfg = {.target = &u, .threads = 1, .connections = 4, .pipeline = 2,
+                                    .timeout_us = 5000000, .profile = &p, .synth = &f->synth,
+                                    .n_questions = f->ef.n_questions, .seed = 4, .retry = true,
+                                    .retry_deadline_us = 15000000};
+    struct loadengine_result r;
+    run(&cfg, &r);
+    server_stop(&s);
+    assert_int_equal(r.acked, 400);
+    assert_int_equal(r.errors, 0);
+    assert_true(r.retries > 0);
+    assert_int_equal(r.retries, s.refused);
+    assert_int_equal(r.sent, 400 + r.retries);
+    assert_int_equal(s.requests, r.sent);
+    assert_int_equal(r.counted_earlier, 0);
+    assert_int_equal(r.maybe_counted, 0);
+    /* the bodies resent are the ones refused: the tallies agree */
+    assert_tally_equal(&r.tally, &s.tally);
+    loadengine_result_free(&r);
+    server_free(&s);
+}
+
 static void test_silence_times_out(void **state)
 {
     struct fixture *f = *state;
@@ -470,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_open_loop_counts_every_request),
         cmocka_unit_test(test_server_closes),
         cmocka_unit_test(test_refusals_are_counted_not_tallied),
+        cmocka_unit_test(test_retry_resends_refusals),
         cmocka_unit_test(test_silence_times_out),
         cmocka_unit_test(test_record_and_stop),
         cmocka_unit_test(test_no_target),

@@ -159,6 +159,33 @@ static void test_parse_variants(void **state)
     assert_memory_equal(body, "{\"a\":12}", 8);
 }
 
+/* Retry-After in seconds, as --retry honours it; a date or garbage is 0. */
+static void test_retry_after(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *value;
+        uint32_t want;
+    } cases[] = {{"1", 1}, {"0", 0}, {" 30 ", 30}, {"86400", 86400}, {"999999999", 86400},
+                 {"Wed, 21 Oct 2026 07:28:00 GMT", 0}, {"-1", 0}, {"2x", 0}, {"", 0}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[256];
+        snprintf(buf, sizeof(buf), "HTTP/1.1 503 Service Unavailable\r\nRetry-After: %s\r\n"
+                                   "Content-Length: 2\r\n\r\n{}", cases[i].value);
+        struct loadhttp_resp r;
+        assert_int_equal(loadhttp_parse_response(buf, strlen(buf), false, &r), LOADHTTP_PARSE_OK);
+        if (r.retry_after_s != cases[i].want) {
+            print_error("Retry-After: \"%s\": got %u, want %u\n", cases[i].value,
+                        r.retry_after_s, cases[i].want);
+            fail();
+        }
+    }
+    const char *none = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+    struct loadhttp_resp r;
+    assert_int_equal(loadhttp_parse_response(none, strlen(none), false, &r), LOADHTTP_PARSE_OK);
+    assert_int_equal(r.retry_after_s, 0);
+}
+
 static void test_parse_malformed(void **state)
 {
     (void)state;
@@ -230,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_loopback_rule),
         cmocka_unit_test(test_parse_whole_and_split),
         cmocka_unit_test(test_parse_variants),
+        cmocka_unit_test(test_retry_after),
         cmocka_unit_test(test_parse_malformed),
         cmocka_unit_test(test_error_codes),
     };

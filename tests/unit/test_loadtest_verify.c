@@ -187,6 +187,76 @@ static void test_equal_passes(void **state)
     json_decref(s);
 }
 
+/* Answers maybe counted (a try lost with its connection): each count may
+ * be above the expected one by at most theirs, never below. */
+static void bounded(struct fixture *f, const struct loadtally *shown, const struct loadtally *maybe,
+                    uint64_t *diffs, uint64_t *within)
+{
+    json_t *js = render(&f->ef, shown, 7);
+    char *text = json_dumps(js, JSON_COMPACT);
+    assert_non_null(text);
+    struct loadverify_stats st;
+    struct loadverify_diffs d = {0};
+    char err[256];
+    assert_true(loadverify_stats_parse(text, strlen(text), &f->ef, &st, &d, err, sizeof(err)));
+    assert_true(loadverify_compare_bounded(&f->ef, NULL, &f->sent, maybe, &st, &d) > 0);
+    *diffs = d.total;
+    *within = d.within_bound;
+    loadverify_diffs_free(&d);
+    loadverify_stats_free(&st);
+    free(text);
+    json_decref(js);
+}
+
+static void test_maybe_counted_bound(void **state)
+{
+    struct fixture *f = *state;
+    struct loadtally_key k;
+    assert_true(loadtally_key_for(&f->ef, 1, 2, 16, "gb", 2, &k));
+    struct loadtally maybe, shown;
+    assert_true(loadtally_init(&maybe, f->ef.n_questions));
+    assert_true(loadtally_init(&shown, f->ef.n_questions));
+    loadtally_add(&maybe, &k);
+    loadtally_add(&maybe, &k);
+    uint64_t diffs, within;
+
+    /* none of them counted: exact */
+    bounded(f, &f->sent, &maybe, &diffs, &within);
+    assert_int_equal(diffs, 0);
+    assert_int_equal(within, 0);
+    /* one counted, two counted: within the bound */
+    assert_true(loadtally_merge(&shown, &f->sent));
+    loadtally_add(&shown, &k);
+    bounded(f, &shown, &maybe, &diffs, &within);
+    assert_int_equal(diffs, 0);
+    assert_true(within > 0);
+    loadtally_add(&shown, &k);
+    bounded(f, &shown, &maybe, &diffs, &within);
+    assert_int_equal(diffs, 0);
+    /* three: past it */
+    loadtally_add(&shown, &k);
+    bounded(f, &shown, &maybe, &diffs, &within);
+    assert_true(diffs > 0);
+    /* an answer of another kind counted: no bound for it */
+    struct loadtally other;
+    assert_true(loadtally_init(&other, f->ef.n_questions));
+    assert_true(loadtally_merge(&other, &f->sent));
+    struct loadtally_key k2;
+    assert_true(loadtally_key_for(&f->ef, 1, 0, 40, "us", 2, &k2));
+    loadtally_add(&other, &k2);
+    bounded(f, &other, &maybe, &diffs, &within);
+    assert_true(diffs > 0);
+    /* below the acknowledged ones: never within a bound */
+    struct loadtally less;
+    assert_true(loadtally_init(&less, f->ef.n_questions));
+    bounded(f, &less, &maybe, &diffs, &within);
+    assert_true(diffs > 0);
+    loadtally_free(&less);
+    loadtally_free(&other);
+    loadtally_free(&shown);
+    loadtally_free(&maybe);
+}
+
 /* One altered count, one difference naming it. */
 static void test_each_count_is_compared(void **state)
 {
@@ -555,6 +625,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tally_counts),
         cmocka_unit_test(test_equal_passes),
+        cmocka_unit_test(test_maybe_counted_bound),
         cmocka_unit_test(test_each_count_is_compared),
         cmocka_unit_test(test_malformed_entries),
         cmocka_unit_test(test_baseline_and_invalid),
