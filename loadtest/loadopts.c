@@ -48,7 +48,7 @@ static const struct cli_opt options[] = {
     {"replay", "FILE", "send a recorded file with its original timing (see --speedup); its question"
      " opens and closes need --admin-token-file", OPT_REPLAY},
     {"record", "FILE", "write every request sent (time offset and body), and the questions a concert"
-     " opens and closes, one JSON per line", OPT_RECORD},
+     " opens and closes, one JSON per line; - is stdout (the summary then goes to stderr)", OPT_RECORD},
     {"verify", "URL", "after the run, compare the dashboard's /v1/stats with the 202s; exit 1 on any difference",
      OPT_VERIFY},
     {"verify-delta", NULL, "verify the change since the start (the event already had answers)",
@@ -352,10 +352,12 @@ bool loadopts_check(const struct loadopts *o, char *err, size_t errlen)
     bool bounded = o->duration_us != 0 || o->requests != 0;
     int to_stdout = (o->json_path != NULL && strcmp(o->json_path, "-") == 0) +
                     (o->results_path != NULL && strcmp(o->results_path, "-") == 0) +
-                    (o->report_path != NULL && strcmp(o->report_path, "-") == 0);
+                    (o->report_path != NULL && strcmp(o->report_path, "-") == 0) +
+                    (o->record_path != NULL && strcmp(o->record_path, "-") == 0);
     if (to_stdout > 1)
         return bad(err, errlen,
-                   "--json -, --results - and --report - would share stdout; give all but one a file");
+                   "--json -, --results -, --report - and --record - would share stdout; give all "
+                   "but one a file");
     if (o->verify_delta && o->verify_url == NULL)
         return bad(err, errlen, "--verify-delta needs --verify URL");
     if (o->retry_deadline_set && !o->retry)

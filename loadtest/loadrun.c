@@ -55,6 +55,10 @@ struct admin_action {
 struct run {
     const struct loadopts *o;
     FILE *results;        /* --results (stdout for -); NULL: none */
+    /* --record -: the threads' parts are merged into a file of a private
+     * directory, then copied to stdout */
+    char record_dir[64];
+    char record_file[96];
     struct eventfile ef;
     bool have_ef;
     struct loadurl target;
@@ -402,6 +406,16 @@ static int setup(struct run *run)
             return usage_fail("--connections %u: the descriptor limit is %llu (ulimit -n)",
                               o->connections, (unsigned long long)rl.rlim_cur);
     }
+    if (o->record_path != NULL && strcmp(o->record_path, "-") == 0) {
+        snprintf(run->record_dir, sizeof(run->record_dir), "%s/livetally-record-XXXXXX",
+                 getenv("TMPDIR") && strlen(getenv("TMPDIR")) < 32 ? getenv("TMPDIR") : "/tmp");
+        if (mkdtemp(run->record_dir) == NULL) {
+            run->record_dir[0] = '\0';
+            return usage_fail("--record -: a directory for the threads' parts: %s",
+                              strerror(errno));
+        }
+        snprintf(run->record_file, sizeof(run->record_file), "%s/record.jsonl", run->record_dir);
+    }
     /* A report that cannot be written should fail now, not after the run. */
     if (o->json_path != NULL && strcmp(o->json_path, "-") != 0 && !writable(o->json_path))
         return usage_fail("--json %s: %s", o->json_path, strerror(errno));
@@ -422,8 +436,36 @@ static int setup(struct run *run)
     return 0;
 }
 
+/* --record -: the merged recording to stdout, then its directory goes. */
+static bool record_to_stdout(struct run *run)
+{
+    bool ok = run->record_file[0] != '\0';
+    FILE *f = ok ? fopen(run->record_file, "re") : NULL;
+    char buf[1 << 16];
+    size_t n;
+    ok = f != NULL;
+    while (ok && (n = fread(buf, 1, sizeof(buf), f)) > 0)
+        ok = fwrite(buf, 1, n, stdout) == n;
+    if (f != NULL) {
+        ok &= ferror(f) == 0;
+        fclose(f);
+    }
+    ok &= fflush(stdout) == 0;
+    return ok;
+}
+
+static void record_dir_remove(struct run *run)
+{
+    if (run->record_dir[0] == '\0')
+        return;
+    unlink(run->record_file);
+    rmdir(run->record_dir);
+    run->record_dir[0] = '\0';
+}
+
 static void teardown(struct run *run)
 {
+    record_dir_remove(run);
     if (run->results != NULL && run->results != stdout)
         fclose(run->results); /* the run ended early: its lines so far */
     if (run->have_synth)
@@ -765,7 +807,7 @@ int loadrun(const struct loadopts *o)
         .replay_speedup = o->speedup,
         .synth = run->have_synth ? &run->synth : NULL,
         .gate = run->have_profile && o->profile == LOADPROFILE_CONCERT,
-        .record_path = o->record_path,
+        .record_path = run->record_file[0] ? run->record_file : o->record_path,
         .n_questions = run->have_ef ? run->ef.n_questions : 0,
         .seed = run->seed,
         .fans = run->have_fans ? &run->fans : NULL,
@@ -786,6 +828,11 @@ int loadrun(const struct loadopts *o)
     have_res = true;
     if (!engine_ok)
         fprintf(stderr, "%s: %s\n", PROG, err);
+    if (engine_ok && run->record_file[0] && !record_to_stdout(run)) {
+        fprintf(stderr, "%s: --record -: writing the recording to stdout failed\n", PROG);
+        engine_ok = false;
+    }
+    record_dir_remove(run);
 
     struct loadreport rep = {
         .mode = run->mode,
@@ -865,7 +912,8 @@ int loadrun(const struct loadopts *o)
     /* --json - or --results -: stdout is theirs alone, so that it parses */
     FILE *summary = (o->json_path != NULL && strcmp(o->json_path, "-") == 0) ||
                             (o->results_path != NULL && strcmp(o->results_path, "-") == 0) ||
-                            (o->report_path != NULL && strcmp(o->report_path, "-") == 0)
+                            (o->report_path != NULL && strcmp(o->report_path, "-") == 0) ||
+                            run->record_file[0] != '\0'
                         ? stderr
                         : stdout;
     loadreport_summary(summary, &rep);

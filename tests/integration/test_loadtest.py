@@ -206,6 +206,18 @@ def main():
                           "--verify", url, "--verify-delta", "--no-progress"])
         c.eq(p.returncode, 0, "replay verifies (delta)")
         c.true("sent           1200 " in p.stdout, "replay sent the whole file")
+        # --record - is stdout: the recording alone there, the summary on stderr
+        p = subprocess.run([LOADTEST, "--target", url, "--event", event, "--rate", "400",
+                            "--requests", "60", "--record", "-", "--no-progress"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                           timeout=60, text=True)
+        c.eq(p.returncode, 0, "--record - exits 0")
+        recorded = [json.loads(line) for line in p.stdout.splitlines()]
+        c.eq(len(recorded), 60, "--record - writes one JSON line per request to stdout")
+        c.true("sent           60 " in p.stderr, "and the summary to stderr")
+        p = run_loadtest(["--target", url, "--event", event, "--requests", "10", "--record", "-",
+                          "--json", "-"])
+        c.eq(p.returncode, 2, "--record - and --json - cannot share stdout")
         # Totals against a server that had answers before: a difference, and a hint.
         p = run_loadtest(["--target", url, "--event", event, "--rate", "200", "--requests", "100",
                           "--verify", url, "--no-progress"])
