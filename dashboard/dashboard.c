@@ -54,11 +54,11 @@ static const struct metric_def metric_defs[] = {DASHBOARD_METRICS(METRIC_DEF)};
 
 /* The path label: a fixed set, so a scan of random URLs cannot grow it. */
 enum route {
-    R_PAGE, R_APP_JS, R_STYLE_CSS, R_STATS, R_QUESTION, R_STREAM, R_CSV, R_CONFIG, R_HEALTHZ,
+    R_PAGE, R_APP_JS, R_STYLE_CSS, R_FAVICON, R_STATS, R_QUESTION, R_STREAM, R_CSV, R_CONFIG, R_HEALTHZ,
     R_METRICS, R_OTHER, R_COUNT
 };
 static const char *const route_names[R_COUNT] = {
-    "/", "/app.js", "/style.css", "/v1/stats", "/v1/stats/questions/{id}", "/v1/stats/stream",
+    "/", "/app.js", "/style.css", "/favicon.svg", "/v1/stats", "/v1/stats/questions/{id}", "/v1/stats/stream",
     "/v1/stats.csv", "/v1/dashboard/config", "/healthz", "/metrics", "other",
 };
 
@@ -495,6 +495,7 @@ bool dashboard_handle(struct dashboard *d, struct evhttp_request *req, const cha
     case R_PAGE:
     case R_APP_JS:
     case R_STYLE_CSS:
+    case R_FAVICON:
         asset = page_find(path);
         if (asset == NULL)
             return false;

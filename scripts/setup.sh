@@ -18,7 +18,23 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# Node (nodesource or Debian) for the browser test's tooling.
+command -v npm >/dev/null || missing+=(nodejs npm)
+
+install_browser_tooling() {
+  # puppeteer-core drives the installed Chromium over the DevTools protocol
+  # (tests/integration/test_browser_sse.py); pinned in tests/browser.
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+  [ -d "$dir/node_modules/puppeteer-core" ] && return 0
+  echo "setup: npm install in tests/browser (puppeteer-core)"
+  (cd "$dir" && npm ci --no-audit --no-fund --silent >/dev/null)
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  install_browser_tooling
+  exit 0
+fi
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -38,4 +54,5 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 if [ -n "$policy_added" ]; then $sudo rm -f /usr/sbin/policy-rc.d; fi
+install_browser_tooling
 echo "setup: done"

@@ -22,6 +22,7 @@
     minAnswers: null,
     last: null,         /* the snapshot on screen */
     samples: [],        /* [{t: generated_at ms, n: total answers}] for answers/s */
+    burst: [],          /* [{t, rate}] between consecutive snapshots, the last BURST_MS */
     source: null,       /* EventSource */
     pollTimer: null,
     retryTimer: null
@@ -263,6 +264,56 @@
     setNum($('rate'), rate);
   }
 
+  /* The burst chart: answers per second between consecutive snapshots over
+   * the last BURST_MS, from what this page received (no history kept by the
+   * server), drawn as one SVG polyline scaled to its peak. */
+  var BURST_MS = 5 * 60 * 1000;
+  function updateBurst(s) {
+    var t = Date.parse(s.generated_at), n = s.totals.answers;
+    var prev = state.burstPrev;
+    state.burstPrev = { t: t, n: n };
+    if (!prev || t <= prev.t) return;
+    if (n < prev.n) { state.burst.length = 0; return; } /* another event, or a restart */
+    state.burst.push({ t: t, rate: (n - prev.n) / ((t - prev.t) / 1000) });
+    while (state.burst.length && t - state.burst[0].t > BURST_MS) state.burst.shift();
+    var peak = 0;
+    state.burst.forEach(function (p) { if (p.rate > peak) peak = p.rate; });
+    var pts = state.burst.map(function (p) {
+      var x = 300 - (t - p.t) / BURST_MS * 300;
+      var y = 78 - (peak > 0 ? p.rate / peak * 74 : 0);
+      return x.toFixed(1) + ',' + y.toFixed(1);
+    });
+    $('burst-line').setAttribute('points', pts.join(' '));
+    var svg = $('burst');
+    svg.dataset.points = String(pts.length);
+    svg.dataset.peak = String(Math.round(peak));
+    setNum($('burst-peak'), Math.round(peak));
+  }
+
+  /* How long the question on screen has been open (or was), by the
+   * server's clock: the answer window as the audience lives it. */
+  function mmss(ms) {
+    var s = Math.max(0, Math.floor(ms / 1000));
+    var m = Math.floor(s / 60);
+    return m + ':' + (s % 60 < 10 ? '0' : '') + (s % 60);
+  }
+  function updateTimer() {
+    var node = $('current-timer');
+    var q = state.last ? currentQuestion(state.last) : null;
+    var opened = q && q.opened_at ? Date.parse(q.opened_at) : NaN;
+    if (!q || isNaN(opened)) {
+      node.textContent = '';
+      node.dataset.openMs = '';
+      return;
+    }
+    var closed = q.closed_at ? Date.parse(q.closed_at) : NaN;
+    var now = Date.now() + state.skewMs;
+    var ms = (isNaN(closed) ? now : closed) - opened;
+    node.dataset.openMs = String(Math.max(0, Math.round(ms)));
+    node.dataset.closedMs = isNaN(closed) ? '' : String(closed);
+    node.textContent = isNaN(closed) ? 'open for ' + mmss(ms) : 'was open ' + mmss(ms);
+  }
+
   /* The snapshot's warnings (a store node lost or back empty, counters that
    * went backwards) and its failed checks. A check fails now and then while
    * answers flow (the reads are not one atomic snapshot), so only one that
@@ -302,7 +353,9 @@
     renderFans(s);
     renderAlerts(s);
     updateRate(s);
+    updateBurst(s);
     updateFreshness();
+    updateTimer();
     document.body.dataset.ready = '1';
   }
 
@@ -406,7 +459,7 @@
       if (params.get('transport') === 'poll') startPolling(false);
       else startStream();
     });
-    setInterval(updateFreshness, 500);
+    setInterval(function () { updateFreshness(); updateTimer(); }, 500);
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
