@@ -1,10 +1,14 @@
 """deploy/prometheus-alerts.yml: `promtool check rules` accepts it, its unit
 tests (deploy/prometheus-alerts.test.yml, `promtool test rules`) pass, and
 every metric it names is one a livetally binary exports (--describe-metrics),
-so a renamed metric cannot leave an alert that never fires.
+so a renamed metric cannot leave an alert that never fires. The same for
+deploy/grafana-dashboard.json: it loads as JSON, every panel has a query,
+every query is valid PromQL (promtool checks them as recording rules) and
+names only exported metrics (a histogram's by its _bucket series).
 
 Skipped (exit 77) only when promtool is not installed."""
 
+import json
 import os
 import re
 import shutil
@@ -51,7 +55,38 @@ def main():
     used = set(re.findall(r"\b(livetally_[a-z_]+)\b", exprs))
     CHECK.true(len(used) >= 8, "the rules use the binaries' metrics: %s" % sorted(used))
     CHECK.eq(sorted(used - exported), [], "every metric in the rules is exported")
+    check_grafana(promtool, deploy, exported)
     CHECK.finish()
+
+
+def check_grafana(promtool, deploy, exported):
+    with open(os.path.join(deploy, "grafana-dashboard.json")) as f:
+        dash = json.load(f)
+    panels = dash.get("panels", [])
+    CHECK.true(len(panels) >= 10, "the Grafana dashboard has panels (%d)" % len(panels))
+    exprs = [t.get("expr", "") for p in panels for t in p.get("targets", [])]
+    CHECK.true(all(p.get("targets") for p in panels), "every panel has a query")
+    CHECK.eq(len({p["id"] for p in panels}), len(panels), "panel ids are unique")
+    tmp = tempfile.mkdtemp(prefix="lt-grafana-")
+    try:
+        lines = ["groups:", "  - name: grafana", "    rules:"]
+        for i, e in enumerate(exprs):
+            lines.append("      - record: livetally:grafana_%d" % i)
+            lines.append("        expr: %s" % json.dumps(e))
+        with open(os.path.join(tmp, "grafana.yml"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        p = subprocess.run([promtool, "check", "rules", "grafana.yml"], cwd=tmp,
+                           capture_output=True, text=True, timeout=60)
+        CHECK.eq(p.returncode, 0, "every dashboard query is valid PromQL: %s" %
+                 (p.stdout + p.stderr).strip()[-600:])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    used = set()
+    for e in exprs:
+        for m in re.findall(r"\b(livetally_[a-z_]+)\b", e):
+            used.add(re.sub(r"_(bucket|sum|count)$", "", m) if m not in exported else m)
+    CHECK.true(len(used) >= 15, "the dashboard shows the binaries' metrics (%d)" % len(used))
+    CHECK.eq(sorted(used - exported), [], "every metric on the dashboard is exported")
 
 
 if __name__ == "__main__":
