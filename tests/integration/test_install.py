@@ -22,7 +22,7 @@ BINARIES = ["livetally", "livetally-ingest", "livetally-aggregate", "livetally-d
             "livetally-loadtest"]
 UNITS = ["livetally-ingest.service", "livetally-aggregate.service",
          "livetally-dashboard.service"]
-SHARED = ["livetally.env", "haproxy.cfg", "nginx-stats-cache.conf", "prometheus-alerts.yml", "1d-live.json"]
+SHARED = ["livetally.env", "haproxy.cfg", "nginx-stats-cache.conf", "prometheus-alerts.yml", "grafana-dashboard.json", "1d-live.json"]
 
 
 def main():
