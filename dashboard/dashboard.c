@@ -443,7 +443,9 @@ static void handle_stream(struct dashboard *d, struct evhttp_request *req, uint6
     }
     const char *last =
         evhttp_find_header(evhttp_request_get_input_headers(req), "Last-Event-ID");
-    if (!sse_hub_join(d->hub, req, d->current, last)) {
+    bool gz = accepts_gzip(evhttp_find_header(evhttp_request_get_input_headers(req),
+                                              "Accept-Encoding"));
+    if (!sse_hub_join(d->hub, req, d->current, last, gz)) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
         reply_error(d, req, R_STREAM, t0, 503, "too_many_streams");
         return;

@@ -29,6 +29,7 @@ static void snapshot_destroy(struct snapshot *s)
     free(s->qids);
     free(s->csv);
     free(s->frame);
+    free(s->frame_z);
     free(s->json);
     free(s);
 }
@@ -49,6 +50,31 @@ static char *gzip_bytes(const char *data, size_t len, size_t *out_len)
         z.next_out = (Bytef *)out;
         z.avail_out = (uInt)cap;
         if (deflate(&z, Z_FINISH) == Z_STREAM_END) {
+            *out_len = (size_t)z.total_out;
+        } else {
+            free(out);
+            out = NULL;
+        }
+    }
+    deflateEnd(&z);
+    return out;
+}
+
+char *snapshot_deflate_fragment(const char *data, size_t len, size_t *out_len)
+{
+    z_stream z = {0};
+    if (len > UINT_MAX / 2 || deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        return NULL;
+    /* deflateBound counts a finished stream; a full flush adds its empty
+     * stored block (5 bytes) and at most one more block header. */
+    uLong cap = deflateBound(&z, (uLong)len) + 16;
+    char *out = malloc(cap);
+    if (out != NULL) {
+        z.next_in = (Bytef *)(uintptr_t)data;
+        z.avail_in = (uInt)len;
+        z.next_out = (Bytef *)out;
+        z.avail_out = (uInt)cap;
+        if (deflate(&z, Z_FULL_FLUSH) == Z_OK && z.avail_in == 0 && z.avail_out > 0) {
             *out_len = (size_t)z.total_out;
         } else {
             free(out);
@@ -157,6 +183,7 @@ struct snapshot *snapshot_build(uint64_t generation, char *json, size_t len)
     snprintf(s->etag, sizeof(s->etag), "\"g%" PRIu64 "-%016" PRIx64 "\"", generation,
              fnv1a64(s->json, s->len));
     s->json_gz = gzip_bytes(s->json, s->len, &s->json_gz_len);
+    s->frame_z = snapshot_deflate_fragment(s->frame, s->frame_len, &s->frame_z_len);
     s->csv_gz = gzip_bytes(s->csv, s->csv_len, &s->csv_gz_len);
     s->qgz = calloc(n ? n : 1, sizeof(*s->qgz));
     s->qgz_len = calloc(n ? n : 1, sizeof(*s->qgz_len));

@@ -26,6 +26,8 @@ struct snapshot {
     size_t len;
     char *frame;      /* owned: "event: stats\nid: <generation>\ndata: <json>\n\n" */
     size_t frame_len;
+    char *frame_z;    /* owned: frame as a deflate fragment (snapshot_deflate_fragment), or NULL */
+    size_t frame_z_len;
     char *csv;        /* owned: stats_csv.h's report */
     size_t csv_len;
     size_t n;         /* questions */
@@ -53,6 +55,14 @@ struct snapshot_body {
 /* Takes json over (freed on failure too). The result holds one reference.
  * NULL when json is not a snapshot (no questions array) or memory runs out. */
 struct snapshot *snapshot_build(uint64_t generation, char *json, size_t len);
+
+/* len bytes as a piece of a raw deflate stream that any stream of such
+ * pieces can take next: compressed from a fresh state (nothing refers to
+ * earlier bytes) and ended by a full flush (byte-aligned, no final block).
+ * So every stream of a gzip'd Server-Sent Events response is the gzip
+ * header and then these pieces, the same bytes for every client: one
+ * compression per event, not one per stream. malloc'd; NULL on failure. */
+char *snapshot_deflate_fragment(const char *data, size_t len, size_t *out_len);
 
 void snapshot_ref(struct snapshot *s);
 /* Frees the snapshot with its last reference. NULL is ignored. */

@@ -27,6 +27,7 @@ struct sse_client {
     struct evhttp_connection *conn; /* (ref) */
     struct sse_client *prev;
     struct sse_client *next;
+    bool gzip;                      /* Content-Encoding: gzip (snapshot_deflate_fragment) */
 };
 
 struct sse_hub {
@@ -35,7 +36,14 @@ struct sse_hub {
     struct evbuffer *scratch;   /* reused to hand chunks to evhttp (left empty) */
     struct sse_client *clients; /* owned, doubly linked */
     struct sse_stats stats;
+    char *heartbeat_z;          /* owned: the heartbeat as a deflate fragment */
+    size_t heartbeat_z_len;
 };
+
+/* A gzip member header (RFC 1952) with no name and no time: what a gzip'd
+ * stream starts with; the deflate fragments follow, and no trailer ever
+ * does (the stream ends with its connection). */
+static const unsigned char gzip_header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff};
 
 static void unlink_client(struct sse_hub *h, struct sse_client *c)
 {
@@ -105,7 +113,10 @@ static bool keep_client(struct sse_hub *h, struct sse_client *c)
 
 static void send_snapshot(struct sse_hub *h, struct sse_client *c, struct snapshot *s)
 {
-    if (!snapshot_add_to(s, h->scratch, s->frame, s->frame_len))
+    if (c->gzip && s->frame_z == NULL)
+        return; /* not compressed (out of memory): this client misses one event */
+    if (!snapshot_add_to(s, h->scratch, c->gzip ? s->frame_z : s->frame,
+                         c->gzip ? s->frame_z_len : s->frame_len))
         return; /* out of memory: this client misses one event, not the stream */
     evhttp_send_reply_chunk(c->req, h->scratch);
     /* evhttp moves the chains; anything left (no connection) is dropped. */
@@ -115,8 +126,17 @@ static void send_snapshot(struct sse_hub *h, struct sse_client *c, struct snapsh
 
 static void send_text(struct sse_hub *h, struct sse_client *c, const char *text, size_t len)
 {
-    if (evbuffer_add(h->scratch, text, len) != 0)
+    if (c->gzip) {
+        /* Short texts, once per client (the hello) or shared (below). */
+        size_t zl = 0;
+        char *z = snapshot_deflate_fragment(text, len, &zl);
+        int rc = z != NULL ? evbuffer_add(h->scratch, z, zl) : -1;
+        free(z);
+        if (rc != 0)
+            return;
+    } else if (evbuffer_add(h->scratch, text, len) != 0) {
         return;
+    }
     evhttp_send_reply_chunk(c->req, h->scratch);
     evbuffer_drain(h->scratch, evbuffer_get_length(h->scratch));
 }
@@ -129,8 +149,16 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     struct sse_client *next;
     for (struct sse_client *c = h->clients; c; c = next) {
         next = c->next;
-        if (keep_client(h, c))
+        if (!keep_client(h, c))
+            continue;
+        if (c->gzip) {
+            if (evbuffer_add_reference(h->scratch, h->heartbeat_z, h->heartbeat_z_len, NULL,
+                                       NULL) == 0)
+                evhttp_send_reply_chunk(c->req, h->scratch);
+            evbuffer_drain(h->scratch, evbuffer_get_length(h->scratch));
+        } else {
             send_text(h, c, heartbeat, sizeof(heartbeat) - 1);
+        }
     }
 }
 
@@ -151,10 +179,12 @@ struct sse_hub *sse_hub_create(struct event_base *base, const struct sse_config 
     if (h->cfg.retry_ms == 0)
         h->cfg.retry_ms = 1000;
     h->scratch = evbuffer_new();
+    h->heartbeat_z = snapshot_deflate_fragment(heartbeat, sizeof(heartbeat) - 1,
+                                               &h->heartbeat_z_len);
     h->heartbeat_timer = event_new(base, -1, EV_PERSIST, on_heartbeat, h);
     struct timeval tv = {.tv_sec = h->cfg.heartbeat_ms / 1000,
                          .tv_usec = (suseconds_t)(h->cfg.heartbeat_ms % 1000) * 1000};
-    if (h->scratch == NULL || h->heartbeat_timer == NULL ||
+    if (h->scratch == NULL || h->heartbeat_timer == NULL || h->heartbeat_z == NULL ||
         event_add(h->heartbeat_timer, &tv) != 0) {
         sse_hub_free(h);
         return NULL;
@@ -163,7 +193,7 @@ struct sse_hub *sse_hub_create(struct event_base *base, const struct sse_config 
 }
 
 bool sse_hub_join(struct sse_hub *h, struct evhttp_request *req, struct snapshot *current,
-                  const char *last_event_id)
+                  const char *last_event_id, bool gzip)
 {
     struct evhttp_connection *conn = evhttp_request_get_connection(req);
     struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
@@ -179,6 +209,7 @@ bool sse_hub_join(struct sse_hub *h, struct evhttp_request *req, struct snapshot
     c->hub = h;
     c->req = req;
     c->conn = conn;
+    c->gzip = gzip;
     c->next = h->clients;
     if (h->clients)
         h->clients->prev = c;
@@ -191,6 +222,9 @@ bool sse_hub_join(struct sse_hub *h, struct evhttp_request *req, struct snapshot
     evhttp_add_header(hdr, "Cache-Control", "no-store");
     /* nginx buffers proxied responses unless told not to. */
     evhttp_add_header(hdr, "X-Accel-Buffering", "no");
+    evhttp_add_header(hdr, "Vary", "Accept-Encoding");
+    if (gzip)
+        evhttp_add_header(hdr, "Content-Encoding", "gzip");
     evhttp_send_reply_start(req, 200, "OK");
     /* The server's idle timeout would end a stream the client has no reason
      * to talk on: no read timeout; a write that makes no progress still
@@ -200,6 +234,10 @@ bool sse_hub_join(struct sse_hub *h, struct evhttp_request *req, struct snapshot
     bufferevent_setwatermark(bev, EV_READ, 0, SSE_MAX_INPUT);
     evhttp_connection_set_closecb(conn, on_close, c);
 
+    if (gzip && evbuffer_add(h->scratch, gzip_header, sizeof(gzip_header)) == 0) {
+        evhttp_send_reply_chunk(req, h->scratch);
+        evbuffer_drain(h->scratch, evbuffer_get_length(h->scratch));
+    }
     char hello[64];
     int n = snprintf(hello, sizeof(hello), "retry: %u\n\n", h->cfg.retry_ms);
     send_text(h, c, hello, (size_t)n);
@@ -237,5 +275,6 @@ void sse_hub_free(struct sse_hub *h)
         event_free(h->heartbeat_timer);
     if (h->scratch)
         evbuffer_free(h->scratch);
+    free(h->heartbeat_z);
     free(h);
 }

@@ -5,7 +5,10 @@
  * open and a dead peer is noticed.
  *
  * A new snapshot costs one reference per client (snapshot_add_to), never a
- * copy. A client that does not read is dropped once its unsent bytes pass
+ * copy. A client that accepts gzip gets the stream gzip'd: a header, then
+ * each event as the snapshot's one deflate fragment (snapshot.h), shared
+ * by every such client, so compressing costs once per event, not per
+ * stream (a 42-question event is ~100 KB of JSON, ~1/9 of it gzip'd). A client that does not read is dropped once its unsent bytes pass
  * max_pending, or when a write makes no progress for write_timeout_s, so a
  * slow phone cannot hold memory or slow the other clients; EventSource
  * reconnects by itself and gets the latest snapshot at once.
@@ -49,7 +52,7 @@ struct sse_hub *sse_hub_create(struct event_base *base, const struct sse_config 
  * last_event_id, the Last-Event-ID header; NULL when absent). false when the
  * hub is full or memory runs out: req is untouched and the caller replies. */
 bool sse_hub_join(struct sse_hub *h, struct evhttp_request *req, struct snapshot *current,
-                  const char *last_event_id);
+                  const char *last_event_id, bool gzip);
 
 /* Queues s's event on every stream (drops the slow ones first). */
 void sse_hub_push(struct sse_hub *h, struct snapshot *s);

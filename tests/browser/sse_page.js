@@ -57,6 +57,7 @@ async function waitTotal(page, want) {
   const outside = [];
   const failed = [];
   let iconStatus = null;
+  let streamEncoding = null;
   try {
     const page = await browser.newPage();
     await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 1, isMobile: true });
@@ -68,6 +69,7 @@ async function waitTotal(page, want) {
     page.on('requestfailed', (r) => failed.push(r.url()));
     page.on('response', (r) => {
       if (r.url().endsWith('/favicon.svg')) iconStatus = r.status();
+      if (r.url().endsWith('/v1/stats/stream')) streamEncoding = r.headers()['content-encoding'] || '';
     });
     await page.goto(url, { waitUntil: 'domcontentloaded' });
     await page.evaluate(() => { window.__livetallyLoadedAt = Date.now(); });
@@ -87,7 +89,7 @@ async function waitTotal(page, want) {
     });
     const second = await shown(page);
     process.stdout.write('done ' + JSON.stringify({
-      ok: okSecond, ...second, outside, failed, iconStatus, iconFetch: icon,
+      ok: okSecond, ...second, outside, failed, iconStatus, iconFetch: icon, streamEncoding,
     }) + '\n');
   } finally {
     await browser.close();

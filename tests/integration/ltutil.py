@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 BIN = os.environ.get("LIVETALLY_BIN", os.path.join(os.path.dirname(__file__), "../../build"))
 SRC = os.environ.get("LIVETALLY_SRC", os.path.join(os.path.dirname(__file__), "../.."))
@@ -299,6 +300,9 @@ class SseStream:
             k, _, v = line.partition(":")
             self.headers[k.strip().lower()] = v.strip()
         self.chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+        # gzip'd: one gzip stream over the whole body, decoded as it comes
+        self.gunzip = (zlib.decompressobj(16 + zlib.MAX_WBITS)
+                       if self.headers.get("content-encoding", "").lower() == "gzip" else None)
         if self.status != 200:
             n = int(self.headers.get("content-length", "0"))
             while len(self.raw) < n and self._recv(deadline):
@@ -322,9 +326,12 @@ class SseStream:
         self.raw += data
         return True
 
+    def _add_body(self, data):
+        self.body += self.gunzip.decompress(data) if self.gunzip is not None else data
+
     def _decode(self):
         if not self.chunked:
-            self.body += self.raw
+            self._add_body(self.raw)
             self.raw = b""
             return
         while True:
@@ -335,7 +342,7 @@ class SseStream:
             if len(self.raw) < line_end + 2 + size + 2:
                 return
             start = line_end + 2
-            self.body += self.raw[start:start + size]
+            self._add_body(self.raw[start:start + size])
             if self.raw[start + size:start + size + 2] != b"\r\n":
                 raise AssertionError("bad chunk framing")
             self.raw = self.raw[start + size + 2:]

@@ -2,7 +2,8 @@
 Server-Sent Events stream (issue 15: "not only the polling fallback"),
 driven over the DevTools protocol by puppeteer-core (tests/browser/, npm,
 installed by scripts/setup.sh) at phone size (390 x 844):
-  - the page shows the total livetally counted, in stream mode;
+  - the page shows the total livetally counted, in stream mode, the stream
+    gzip'd (Chromium sends Accept-Encoding: gzip);
   - more answers arrive: it shows the new total without a reload (the same
     page load, one navigation entry), still over the stream;
   - the burst chart has points, its peak is a rate, the answer-window
@@ -91,6 +92,8 @@ def main():
         CHECK.eq(done.get("loadedAt"), first.get("loadedAt"), "the same page load")
         CHECK.eq(done.get("navigations"), 1, "one navigation entry")
         CHECK.eq(done.get("mode"), "stream", "still on the stream")
+        CHECK.eq(done.get("streamEncoding"), "gzip",
+                 "Chromium takes the stream gzip'd (one deflate fragment per event)")
         CHECK.true(done.get("burstPoints", 0) >= 1 and int(done.get("burstPeak") or 0) > 0,
                    "the burst chart has points and a peak (%s, %s)" %
                    (done.get("burstPoints"), done.get("burstPeak")))

@@ -310,8 +310,11 @@ def answer(q, k, age=30, country="us"):
     return {"question": q, "answer": k, "age": age, "country": country}
 
 
-def check_sse_latency(port, c):
-    s = ltutil.SseStream(port)
+def check_sse_latency(port, c, gzip=False):
+    s = ltutil.SseStream(port, headers={"Accept-Encoding": "gzip, deflate"} if gzip else None)
+    CHECK.eq(s.headers.get("content-encoding"), "gzip" if gzip else None,
+             "stream gzip'd only when the client takes gzip (%s)" % gzip)
+    CHECK.eq(s.headers.get("vary"), "Accept-Encoding", "stream varies on Accept-Encoding")
     CHECK.eq(s.status, 200, "stream status")
     CHECK.eq(s.headers.get("content-type"), "text/event-stream", "stream content type")
     CHECK.eq(s.headers.get("cache-control"), "no-store", "stream not cached")
@@ -352,9 +355,11 @@ def check_sse_latency(port, c):
         CHECK.true(took <= 2 * INTERVAL_MS / 1000.0,
                    "trial %d: event within two intervals (%.0f ms)" % (trial, took * 1000))
         total = want
-    print("sse: new answers on the stream within %.0f ms at most (interval %d ms)" %
-          (worst * 1000, INTERVAL_MS), flush=True)
+    print("sse%s: new answers on the stream within %.0f ms at most (interval %d ms)" %
+          (" gzip" if gzip else "", worst * 1000, INTERVAL_MS), flush=True)
     s.close()
+    if gzip:
+        return
     # HTTP/1.0: no chunking, the stream still works.
     s10 = ltutil.SseStream(port, http10=True)
     ev = s10.next_event(timeout=5)
@@ -500,6 +505,7 @@ def all_in_one():
         post(c, [answer(1, k % 4, 10 + k, ["us", "gb", "ie", None][k % 4]) for k in range(40)])
         ltutil.wait_stats(c, lambda s: s["totals"]["answers"] == 40)
         check_sse_latency(port, c)
+        check_sse_latency(port, c, gzip=True)
         check_many_streams(port, c)
         # Close question 1 so that the CSV carries the per-option split.
         status, _, _ = c.request("POST", "/v1/admin/questions/1/close", body=b"",

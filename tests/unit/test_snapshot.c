@@ -135,6 +135,43 @@ static char *gunzip(const char *gz, size_t len, size_t *out_len)
     return out;
 }
 
+/* A gzip'd stream is the gzip header, then fragments made one by one:
+ * decoded as a whole it is the texts in order, each one whole as soon as
+ * its fragment arrived (the full flush), with no trailer. */
+static void test_deflate_fragments_stream(void **state)
+{
+    (void)state;
+    static const unsigned char header[10] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff};
+    const char *texts[] = {"retry: 1000\n\n", "event: stats\nid: 1\ndata: {\"a\":1}\n\n",
+                           ": heartbeat\n\n", "event: stats\nid: 2\ndata: {\"a\":2}\n\n"};
+    z_stream z = {0};
+    assert_int_equal(inflateInit2(&z, 16 + 15), Z_OK);
+    char out[512];
+    size_t have = 0, want = 0;
+    z.next_in = (Bytef *)(uintptr_t)header;
+    z.avail_in = sizeof(header);
+    z.next_out = (Bytef *)out;
+    z.avail_out = sizeof(out);
+    assert_int_equal(inflate(&z, Z_SYNC_FLUSH), Z_OK);
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        size_t zl = 0;
+        char *frag = snapshot_deflate_fragment(texts[i], strlen(texts[i]), &zl);
+        assert_non_null(frag);
+        assert_true(zl > 0);
+        z.next_in = (Bytef *)frag;
+        z.avail_in = (uInt)zl;
+        int rc = inflate(&z, Z_SYNC_FLUSH);
+        assert_true(rc == Z_OK);
+        assert_int_equal(z.avail_in, 0);
+        want += strlen(texts[i]);
+        have = sizeof(out) - z.avail_out;
+        assert_int_equal(have, want); /* the whole text is out already */
+        assert_memory_equal(out + have - strlen(texts[i]), texts[i], strlen(texts[i]));
+        free(frag);
+    }
+    inflateEnd(&z);
+}
+
 static void test_gzip_and_etag(void **state)
 {
     (void)state;
@@ -173,6 +210,7 @@ int main(void)
         cmocka_unit_test(test_invalid),
         cmocka_unit_test(test_refcount_outlives_holder),
         cmocka_unit_test(test_gzip_and_etag),
+        cmocka_unit_test(test_deflate_fragments_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
