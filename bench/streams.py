@@ -10,7 +10,10 @@ snapshot is published and each stream's arrival of it is timed from the
 moment it was written to the store (the dashboard finds it at its next
 poll, every --interval/4 = 250 ms here, which is part of the figure).
 
-  python3 bench/streams.py --build build [--streams 3000]
+  python3 bench/streams.py --build build [--streams 3000] [--gzip]
+
+--gzip: the clients send Accept-Encoding: gzip, as browsers do, and decode
+each stream (chunked, then one gzip stream) as it comes.
 
 Everything is stopped by PID at the end, also on failure."""
 
@@ -22,6 +25,7 @@ import selectors
 import socket
 import sys
 import time
+import zlib
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(here, "..", "tests", "integration"))
@@ -38,10 +42,31 @@ def rss_kib(pid):
     return 0
 
 
+def dechunk_gunzip(st, data):
+    """The decoded bytes of a gzip'd chunked stream that arrived so far."""
+    st["raw"] += data
+    if not st["head"]:
+        if b"\r\n\r\n" not in st["raw"]:
+            return b""
+        st["raw"] = st["raw"].split(b"\r\n\r\n", 1)[1]
+        st["head"] = True
+    out = b""
+    while True:
+        end = st["raw"].find(b"\r\n")
+        if end < 0:
+            return out
+        size = int(st["raw"][:end].split(b";")[0], 16)
+        if len(st["raw"]) < end + 2 + size + 2:
+            return out
+        out += st["z"].decompress(st["raw"][end + 2:end + 2 + size])
+        st["raw"] = st["raw"][end + 2 + size + 2:]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
     ap.add_argument("--streams", type=int, default=3000)
+    ap.add_argument("--gzip", action="store_true")
     a = ap.parse_args()
     ltutil.BIN = a.build
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -64,7 +89,8 @@ def main():
         c.close()
         rss0 = rss_kib(dash.pid)
         sel = selectors.DefaultSelector()
-        req = b"GET /v1/stats/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        req = (b"GET /v1/stats/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n" +
+               (b"Accept-Encoding: gzip\r\n" if a.gzip else b"") + b"\r\n")
         state = {}
         t_open = time.monotonic()
         for i in range(a.streams):
@@ -72,7 +98,8 @@ def main():
             s.sendall(req)
             s.setblocking(False)
             socks.append(s)
-            state[s] = {"tail": b"", "got": set(), "at": None}
+            state[s] = {"tail": b"", "got": set(), "at": None, "raw": b"", "head": False,
+                        "z": zlib.decompressobj(16 + zlib.MAX_WBITS) if a.gzip else None}
             sel.register(s, selectors.EVENT_READ)
 
         def pump(want, until):
@@ -88,6 +115,8 @@ def main():
                     if not data:
                         sel.unregister(s)
                         continue
+                    if st["z"] is not None:
+                        data = dechunk_gunzip(st, data)
                     buf = st["tail"] + data
                     for g in (1, 2):
                         if g not in st["got"] and b"id: %d\n" % g in buf:
@@ -102,8 +131,8 @@ def main():
         opened = time.monotonic() - t_open
         time.sleep(1.0)
         rss1 = rss_kib(dash.pid)
-        print("%d streams open and holding the current snapshot in %.1f s (%d without it)"
-              % (a.streams, opened, missing))
+        print("%d streams%s open and holding the current snapshot in %.1f s (%d without it)"
+              % (a.streams, " (gzip)" if a.gzip else "", opened, missing))
         print("dashboard resident memory %d KiB -> %d KiB: %.1f KiB per stream"
               % (rss0, rss1, (rss1 - rss0) / a.streams))
         t0 = time.monotonic()
