@@ -21,8 +21,11 @@ import argparse
 import json
 import os
 import resource
+import re
 import selectors
+import shutil
 import socket
+import subprocess
 import sys
 import time
 import zlib
@@ -135,6 +138,14 @@ def main():
               % (a.streams, " (gzip)" if a.gzip else "", opened, missing))
         print("dashboard resident memory %d KiB -> %d KiB: %.1f KiB per stream"
               % (rss0, rss1, (rss1 - rss0) / a.streams))
+        # GET /v1/stats meanwhile, from another process (wrk): what a poller
+        # sees while the dashboard writes the new event to every stream
+        wrk = None
+        if shutil.which("wrk"):
+            wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d3s", "--latency",
+                                    "http://127.0.0.1:%d/v1/stats" % port],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(0.2)
         t0 = time.monotonic()
         ltutil.publish_snapshot(mc.port, ev["event"], 2, body.replace(b'"generation":7',
                                                                       b'"generation":8'))
@@ -148,6 +159,13 @@ def main():
                                                          times[-1]))
         else:
             print("a new snapshot reached no stream")
+        if wrk is not None:
+            out = wrk.communicate(timeout=30)[0]
+            lat = {m.group(1): m.group(2) for m in re.finditer(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
+            rps = re.search(r"Requests/sec:\s+(\S+)", out)
+            print("meanwhile GET /v1/stats (wrk -t1 -c8, 3 s from just before the write): "
+                  "p50 %s, p99 %s, %s req/s" % (lat.get("50", "?"), lat.get("99", "?"),
+                                                rps.group(1) if rps else "?"))
     finally:
         for s in socks:
             s.close()
