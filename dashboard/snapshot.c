@@ -34,22 +34,29 @@ static void snapshot_destroy(struct snapshot *s)
     free(s);
 }
 
-/* len bytes gzip'd (RFC 1952, what Content-Encoding: gzip means), or NULL.
+/* len bytes through one deflate call: window_bits 15 + 16 and Z_FINISH
+ * make a gzip member, -15 and Z_FULL_FLUSH a raw fragment. NULL on failure.
  * Level 6, zlib's default: on a 42-question snapshot nearly the ratio of 9
  * at a fraction of its time, and once per snapshot, not per reader. */
-static char *gzip_bytes(const char *data, size_t len, size_t *out_len)
+static char *deflate_once(const char *data, size_t len, int window_bits, int flush,
+                          size_t *out_len)
 {
     z_stream z = {0};
-    if (len > UINT_MAX / 2 || deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+    if (len > UINT_MAX / 2 ||
+        deflateInit2(&z, 6, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return NULL; /* zlib counts in uInt: a larger body is served as is */
-    uLong cap = deflateBound(&z, (uLong)len);
+    /* deflateBound counts a finished stream; a full flush adds its empty
+     * stored block (5 bytes) and at most one more block header. */
+    uLong cap = deflateBound(&z, (uLong)len) + 16;
     char *out = malloc(cap);
     if (out != NULL) {
         z.next_in = (Bytef *)(uintptr_t)data;
         z.avail_in = (uInt)len;
         z.next_out = (Bytef *)out;
         z.avail_out = (uInt)cap;
-        if (deflate(&z, Z_FINISH) == Z_STREAM_END) {
+        int rc = deflate(&z, flush);
+        if ((flush == Z_FINISH ? rc == Z_STREAM_END : rc == Z_OK && z.avail_out > 0) &&
+            z.avail_in == 0) {
             *out_len = (size_t)z.total_out;
         } else {
             free(out);
@@ -60,29 +67,15 @@ static char *gzip_bytes(const char *data, size_t len, size_t *out_len)
     return out;
 }
 
+/* len bytes gzip'd (RFC 1952, what Content-Encoding: gzip means), or NULL. */
+static char *gzip_bytes(const char *data, size_t len, size_t *out_len)
+{
+    return deflate_once(data, len, 15 + 16, Z_FINISH, out_len);
+}
+
 char *snapshot_deflate_fragment(const char *data, size_t len, size_t *out_len)
 {
-    z_stream z = {0};
-    if (len > UINT_MAX / 2 || deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return NULL;
-    /* deflateBound counts a finished stream; a full flush adds its empty
-     * stored block (5 bytes) and at most one more block header. */
-    uLong cap = deflateBound(&z, (uLong)len) + 16;
-    char *out = malloc(cap);
-    if (out != NULL) {
-        z.next_in = (Bytef *)(uintptr_t)data;
-        z.avail_in = (uInt)len;
-        z.next_out = (Bytef *)out;
-        z.avail_out = (uInt)cap;
-        if (deflate(&z, Z_FULL_FLUSH) == Z_OK && z.avail_in == 0 && z.avail_out > 0) {
-            *out_len = (size_t)z.total_out;
-        } else {
-            free(out);
-            out = NULL;
-        }
-    }
-    deflateEnd(&z);
-    return out;
+    return deflate_once(data, len, -15, Z_FULL_FLUSH, out_len);
 }
 
 static uint64_t fnv1a64(const char *p, size_t n)

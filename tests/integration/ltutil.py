@@ -34,6 +34,15 @@ def binary(name):
     return os.path.join(BIN, paths[name])
 
 
+def find_chromium():
+    """The installed Chromium (scripts/setup.sh installs it), or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

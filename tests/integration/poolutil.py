@@ -90,3 +90,32 @@ def aggregator(event_path, backend, port):
     return ltutil.Proc([ltutil.binary("livetally-aggregate"), "--event", event_path,
                         "--backend", backend, "--interval", "200", "--listen",
                         "127.0.0.1:%d" % port], port=port, log_name="aggregate")
+
+
+def dashboard(event_path, backend, port, name="dashboard"):
+    return ltutil.Proc([ltutil.binary("livetally-dashboard"), "--event", event_path,
+                        "--backend", backend, "--listen", "127.0.0.1:%d" % port,
+                        "--interval", "200"], port=port, log_name=name)
+
+
+def check_exact(chk, dc, fans, what, counted, quiet):
+    """The dashboard shows exactly the fans' acknowledged answers, every
+    breakdown too, with no warning (polled until it does, 20 s)."""
+    n = fans.tally.n
+
+    def exact(s):
+        return sum(q["answers"] for q in s["questions"]) == n and not s.get("warnings")
+    snap = poll(dc, exact, timeout=20)
+    got = snap if snap is not None else dc.json("GET", "/v1/stats")[1]
+    chk.eq(sum(q["answers"] for q in got["questions"]), n, "%s: %s" % (what, counted))
+    chk.eq(got.get("warnings"), [], "%s: %s" % (what, quiet))
+    ltutil.compare_summaries(chk, ltutil.snapshot_summary(got), fans.tally.summary(),
+                             "%s: every breakdown" % what)
+
+
+def stop_all(chk, what, procs, servers):
+    """Each binary exits 0 on SIGTERM; the servers are stopped."""
+    for p in procs:
+        chk.eq(p.stop(), 0, "%s: %s exits 0" % (what, p.args[0].rsplit("/", 1)[-1]))
+    for s in servers:
+        s.stop()

@@ -33,14 +33,6 @@ EV = ltutil.load_event()
 ARTIFACTS = os.path.join(ltutil.BIN, "artifacts")
 
 
-def find_chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def chromium(exe, url, out_args, window="1920,1080", budget_ms=1000):
     """Runs headless Chromium once; returns (stdout, stderr)."""
     profile = tempfile.mkdtemp(prefix="lt-chromium-")
@@ -352,7 +344,7 @@ def hand_made(exe):
 
 
 def main():
-    exe = find_chromium()
+    exe = ltutil.find_chromium()
     if exe is None:
         print("skipped: chromium is not installed (scripts/setup.sh installs it)", flush=True)
         sys.exit(77)

@@ -29,14 +29,6 @@ DRIVER = os.path.join(ltutil.SRC, "tests", "browser", "sse_page.js")
 MODULES = os.path.join(ltutil.SRC, "tests", "browser", "node_modules", "puppeteer-core")
 
 
-def find_chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 def answers(c, n, qid, seed):
     for i in range(n):
         a = {"question": qid, "answer": (i * seed) % 3, "age": 14 + (i * 7) % 60,
@@ -55,7 +47,7 @@ def read_line(p, prefix):
 
 
 def main():
-    exe, node = find_chromium(), shutil.which("node")
+    exe, node = ltutil.find_chromium(), shutil.which("node")
     if exe is None or node is None or not os.path.isdir(MODULES):
         print("SKIP: needs chromium, node and tests/browser/node_modules (scripts/setup.sh)")
         sys.exit(77)

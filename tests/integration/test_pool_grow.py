@@ -28,7 +28,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ltutil  # noqa: E402
-from poolutil import Fans, aggregator, ingest, keys_on, poll, url  # noqa: E402
+from poolutil import (Fans, aggregator, check_exact, dashboard, ingest, keys_on, poll,  # noqa: E402
+                      stop_all, url)
 
 chk = ltutil.Checker("test_pool_grow")
 
@@ -46,9 +47,7 @@ def case(kind, opts, tmp):
     ing1 = ingest(event_path, three, i1, token_path, "ingest1")
     ing2 = ingest(event_path, three, i2, token_path, "ingest2")
     agg = aggregator(event_path, three, ap)
-    dash = ltutil.Proc([ltutil.binary("livetally-dashboard"), "--event", event_path,
-                        "--backend", three, "--listen", "127.0.0.1:%d" % dp,
-                        "--interval", "200"], port=dp, log_name="dashboard")
+    dash = dashboard(event_path, three, dp)
     dc = ltutil.Client(dp)
 
     keys_before = ltutil.wait_metrics(
@@ -90,15 +89,8 @@ def case(kind, opts, tmp):
     n = fans.tally.n
     chk.true(n > before + 100, "%s: answers flowed through the restarts (%d)" % (what, n))
 
-    def exact(s):
-        return sum(q["answers"] for q in s["questions"]) == n and not s.get("warnings")
-    snap = poll(dc, exact, timeout=20)
-    got = snap if snap is not None else dc.json("GET", "/v1/stats")[1]
-    chk.eq(sum(q["answers"] for q in got["questions"]), n,
-           "%s: the dashboard counts every acknowledged answer" % what)
-    chk.eq(got.get("warnings"), [], "%s: no warning once every binary reads epoch 1" % what)
-    ltutil.compare_summaries(chk, ltutil.snapshot_summary(got), fans.tally.summary(),
-                             "%s: every breakdown" % what)
+    check_exact(chk, dc, fans, what, "the dashboard counts every acknowledged answer",
+                "no warning once every binary reads epoch 1")
 
     # where the keys went
     new_keys = [k for k in keys_on(kind, ports[3]) if k.startswith(name)]
@@ -119,10 +111,7 @@ def case(kind, opts, tmp):
              "%s: naming the hosts to use: %s" % (what, rc_out[1].strip()[-300:]))
 
     dc.close()
-    for p in (dash, agg, ing1, ing2):
-        chk.eq(p.stop(), 0, "%s: %s exits 0" % (what, p.args[0].rsplit("/", 1)[-1]))
-    for s in servers:
-        s.stop()
+    stop_all(chk, what, (dash, agg, ing1, ing2), servers)
 
 
 def main():

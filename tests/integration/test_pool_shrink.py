@@ -31,7 +31,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ltutil  # noqa: E402
-from poolutil import Fans, aggregator, ingest, keys_on, poll, url  # noqa: E402
+from poolutil import (Fans, aggregator, check_exact, dashboard, ingest, keys_on, poll,  # noqa: E402
+                      stop_all, url)
 
 chk = ltutil.Checker("test_pool_shrink")
 
@@ -80,9 +81,7 @@ def case(kind, opts, tmp):
     ing1 = ingest(event_path, three, i1, token_path, "ingest1")
     ing2 = ingest(event_path, three, i2, token_path, "ingest2")
     agg = aggregator(event_path, three, ap)
-    dash = ltutil.Proc([ltutil.binary("livetally-dashboard"), "--event", event_path,
-                        "--backend", three, "--listen", "127.0.0.1:%d" % dp,
-                        "--interval", "200"], port=dp, log_name="dashboard")
+    dash = dashboard(event_path, three, dp)
     dc = ltutil.Client(dp)
     base = keys_metric(ap)
 
@@ -177,9 +176,7 @@ def case(kind, opts, tmp):
     ing2.stop()
     ing2 = ingest(event_path, three, i2, token_path, "ingest2-3")
     dash.stop()
-    dash = ltutil.Proc([ltutil.binary("livetally-dashboard"), "--event", event_path,
-                        "--backend", three, "--listen", "127.0.0.1:%d" % dp,
-                        "--interval", "200"], port=dp, log_name="dashboard-3")
+    dash = dashboard(event_path, three, dp, "dashboard-3")
     dc.close()
     dc = ltutil.Client(dp)
     time.sleep(1.5)
@@ -187,23 +184,13 @@ def case(kind, opts, tmp):
     fans.join(60)
     chk.eq(fans.failed[:5], [], "%s: every answer acknowledged (%d sent, %d retries)" %
            (what, fans.sent, fans.retried))
-    n = fans.tally.n
 
-    def exact(s):
-        return sum(q["answers"] for q in s["questions"]) == n and not s.get("warnings")
-    snap = poll(dc, exact, timeout=20)
-    got = snap if snap is not None else dc.json("GET", "/v1/stats")[1]
-    chk.eq(sum(q["answers"] for q in got["questions"]), n,
-           "%s: the dashboard counts every acknowledged answer after the node left" % what)
-    chk.eq(got.get("warnings"), [], "%s: no warning" % what)
-    ltutil.compare_summaries(chk, ltutil.snapshot_summary(got), fans.tally.summary(),
-                             "%s: every breakdown" % what)
+    check_exact(chk, dc, fans, what,
+                "the dashboard counts every acknowledged answer after the node left",
+                "no warning")
 
     dc.close()
-    for p in (dash, agg, ing1, ing2):
-        chk.eq(p.stop(), 0, "%s: %s exits 0" % (what, p.args[0].rsplit("/", 1)[-1]))
-    for s in servers:
-        s.stop()
+    stop_all(chk, what, (dash, agg, ing1, ing2), servers)
 
 
 def main():
