@@ -3,6 +3,7 @@ that answer all along like the app (a new user each, a retry with the same
 body on another ingest), and the binaries started on a pool."""
 
 import random
+import tempfile
 import threading
 import time
 
@@ -119,3 +120,11 @@ def stop_all(chk, what, procs, servers):
         chk.eq(p.stop(), 0, "%s: %s exits 0" % (what, p.args[0].rsplit("/", 1)[-1]))
     for s in servers:
         s.stop()
+
+
+def run_cases(chk, prefix, case):
+    """case(kind, url options, tmp) on memcached and on Redis with replicas=2."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        case("memcached", "", tmp)
+        case("redis", "?replicas=2", tmp)
+    chk.finish()

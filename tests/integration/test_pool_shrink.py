@@ -26,13 +26,12 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ltutil  # noqa: E402
 from poolutil import (Fans, aggregator, check_exact, dashboard, ingest, keys_on, poll,  # noqa: E402
-                      stop_all, url)
+                      run_cases, stop_all, url)
 
 chk = ltutil.Checker("test_pool_shrink")
 
@@ -193,12 +192,5 @@ def case(kind, opts, tmp):
     stop_all(chk, what, (dash, agg, ing1, ing2), servers)
 
 
-def main():
-    with tempfile.TemporaryDirectory(prefix="lt-shrink-") as tmp:
-        case("memcached", "", tmp)
-        case("redis", "?replicas=2", tmp)
-    chk.finish()
-
-
 if __name__ == "__main__":
-    main()
+    run_cases(chk, "lt-shrink-", case)
