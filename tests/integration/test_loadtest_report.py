@@ -27,7 +27,6 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ltutil as lt  # noqa: E402
-import test_browser  # noqa: E402
 
 CHECK = lt.Checker("test_loadtest_report")
 LOADTEST = lt.binary("livetally-loadtest")
@@ -101,7 +100,7 @@ def dom_of(exe, path):
 
 
 def main():
-    exe = test_browser.find_chromium()
+    exe = lt.find_chromium()
     if exe is None:
         print("skipped: chromium is not installed (scripts/setup.sh installs it)", flush=True)
         sys.exit(77)
