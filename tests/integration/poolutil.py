@@ -128,3 +128,23 @@ def run_cases(chk, prefix, case):
         case("memcached", "", tmp)
         case("redis", "?replicas=2", tmp)
     chk.finish()
+
+
+class PoolNight:
+    """4 servers of kind (memcached or redis), a 2-question event, and on
+    the first 3 nodes: two ingests, an aggregator and a dashboard."""
+
+    def __init__(self, kind, opts, tmp, prefix):
+        start = ltutil.memcached if kind == "memcached" else ltutil.redis
+        self.servers = [start() for _ in range(4)]
+        self.ports = [s.port for s in self.servers]
+        self.three, self.four = url(kind, self.ports[:3], opts), url(kind, self.ports, opts)
+        self.event_path, self.ev = ltutil.write_event(tmp, n_questions=2, name=prefix + kind)
+        self.name = self.ev["event"]
+        self.token_path, _ = ltutil.write_token(tmp)
+        self.i1, self.i2, self.ap, self.dp = (ltutil.free_port() for _ in range(4))
+        self.ing1 = ingest(self.event_path, self.three, self.i1, self.token_path, "ingest1")
+        self.ing2 = ingest(self.event_path, self.three, self.i2, self.token_path, "ingest2")
+        self.agg = aggregator(self.event_path, self.three, self.ap)
+        self.dash = dashboard(self.event_path, self.three, self.dp)
+        self.dc = ltutil.Client(self.dp)

@@ -30,8 +30,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ltutil  # noqa: E402
-from poolutil import (Fans, aggregator, check_exact, dashboard, ingest, keys_on, poll,  # noqa: E402
-                      run_cases, stop_all, url)
+from poolutil import (Fans, PoolNight, aggregator, check_exact, dashboard, ingest,  # noqa: E402
+                      keys_on, poll, run_cases, stop_all)
 
 chk = ltutil.Checker("test_pool_shrink")
 
@@ -68,20 +68,12 @@ def marker_anywhere(kind, ports, key):
 
 def case(kind, opts, tmp):
     what = "%s%s" % (kind, opts)
-    start = ltutil.memcached if kind == "memcached" else ltutil.redis
-    servers = [start() for _ in range(4)]
-    ports = [s.port for s in servers]
-    three, four = url(kind, ports[:3], opts), url(kind, ports, opts)
+    night = PoolNight(kind, opts, tmp, "lt-shrink-")
+    servers, ports, three, four = night.servers, night.ports, night.three, night.four
+    event_path, ev, name, token_path = night.event_path, night.ev, night.name, night.token_path
+    i1, i2, ap, dp = night.i1, night.i2, night.ap, night.dp
+    ing1, ing2, agg, dash, dc = night.ing1, night.ing2, night.agg, night.dash, night.dc
     node4 = "127.0.0.1:%d" % ports[3]
-    event_path, ev = ltutil.write_event(tmp, n_questions=2, name="lt-shrink-" + kind)
-    name = ev["event"]
-    token_path, _ = ltutil.write_token(tmp)
-    i1, i2, ap, dp = (ltutil.free_port() for _ in range(4))
-    ing1 = ingest(event_path, three, i1, token_path, "ingest1")
-    ing2 = ingest(event_path, three, i2, token_path, "ingest2")
-    agg = aggregator(event_path, three, ap)
-    dash = dashboard(event_path, three, dp)
-    dc = ltutil.Client(dp)
     base = keys_metric(ap)
 
     fans = Fans(ev, [i1, i2], kind, prefix="shrink")
