@@ -1275,6 +1275,17 @@ err:
     return NULL;
 }
 
+void pool_nodes_down(struct pool_nodes *p, size_t node)
+{
+    struct node_health *hl = &p->health[node];
+    if (atomic_load_explicit(&hl->backoff_ms, memory_order_relaxed) == 0 &&
+        !node_health_lagging(hl))
+        log_warn("store: node down, kept out for a backoff node=%s:%u (its replicas take the "
+                 "writes; a write it may have applied is not resent)",
+                 p->nodes[node].host, (unsigned)p->nodes[node].port);
+    node_health_fail(hl);
+}
+
 void pool_nodes_lagging(struct pool_nodes *p, size_t node)
 {
     struct node_health *hl = &p->health[node];

@@ -148,6 +148,10 @@ struct pool_nodes {
     struct pool_rings rings;    /* none until store_set_rings */
 };
 
+/* A node that failed (connect, timeout, garbled reply, a cut): marked down
+ * (node_health_fail), logged on its first failure since it last answered. */
+void pool_nodes_down(struct pool_nodes *p, size_t node);
+
 /* A replica replica_lag_ms behind its peers: marked down and lagging
  * (node_health_fail_lag), logged when it was not lagging yet. */
 void pool_nodes_lagging(struct pool_nodes *p, size_t node);

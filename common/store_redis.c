@@ -26,10 +26,9 @@
  * Failure handling is the memcached backend's: a node that fails is marked
  * down for a backoff shared by every clone; commands for a down node are
  * STORE_UNAVAILABLE without being sent; a command that may have reached a
- * node before it failed is STORE_ERROR (outcome unknown). So are its two
- * cheaper cases: a cut (the peer closed or reset a connection that had
- * completed a batch) only closes the connection, the next batch
- * reconnects; and with replicas >= 2 an increment batch gives up on the
+ * node before it failed is STORE_ERROR (outcome unknown). A cut (the peer
+ * closed or reset the connection in a batch) marks the node down too (see
+ * store_memcached.c). With replicas >= 2 an increment batch gives up on the
  * replicas still outstanding replica_lag_ms after every item was
  * confirmed (store_pool.h, "lag"): then the replies are read in the order
  * the nodes answer, not node by node.
@@ -277,7 +276,7 @@ static void async_sweep(struct rd_store *h)
 
 static void node_fail(struct rd_store *h, size_t node)
 {
-    node_health_fail(&h->pool->health[node]);
+    pool_nodes_down(h->pool, node);
     conn_close(h, node);
     h->base.stats.node_failures++;
 }
@@ -756,7 +755,6 @@ static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *op
             }
             if (r->next == r->count) {
                 r->active = false;
-                h->conns[k].proven = true;
                 if (h->placement.replicas >= 2 && h->pool->replica_lag_ms > 0 &&
                     store_now_ms() - start > h->pool->replica_lag_ms)
                     node_health_ok_slow(&h->pool->health[k]); /* a lagging node stays so */
@@ -1013,7 +1011,6 @@ static void async_node_ok(struct rd_store *h, size_t k, uint64_t now)
 {
     struct rd_run *r = &h->runs[k];
     r->active = false;
-    h->conns[k].proven = true;
     if (h->placement.replicas >= 2 && h->pool->replica_lag_ms > 0 &&
         now - r->start > h->pool->replica_lag_ms)
         node_health_ok_slow(&h->pool->health[k]); /* a lagging node stays so */

@@ -135,7 +135,6 @@ static bool adopt(struct resp_conn *c, redisContext *ctx, uint32_t timeout_ms)
     ctx->reader->privdata = c;
     c->ctx = ctx;
     c->cut = false;
-    c->proven = false;
     c->gen++;
     return true;
 }

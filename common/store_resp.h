@@ -76,7 +76,6 @@ struct resp_conn {
     /* The last failure closed it because the peer closed or reset it (not
      * a timeout, nor a protocol error); cleared by resp_connect. */
     bool cut;
-    bool proven;              /* the engine's: a batch completed on it (cleared by connect) */
     uint64_t gen;             /* bumped by every connect: tells a new connection from an old
                                * one that had the same descriptor number */
 };
