@@ -828,7 +828,9 @@ static void flush_done(void *arg)
     counts_clear(&b->fresh);
     counts_clear(&b->carry);
     for (size_t i = 0; i < n; i++) {
-        enum commit_result r = fresh_ok ? COMMIT_OK : COMMIT_UNAVAILABLE;
+        enum commit_result r = fresh_ok             ? COMMIT_OK
+                               : fresh_maybe_landed ? COMMIT_UNCONFIRMED
+                                                    : COMMIT_UNAVAILABLE;
         if (b->waiters[i].refused == REFUSED_DUPLICATE)
             r = COMMIT_DUPLICATE;
         else if (b->waiters[i].refused == REFUSED_UNAVAILABLE)
@@ -839,6 +841,8 @@ static void flush_done(void *arg)
             c->st.duplicates++;
         else
             c->st.failed++;
+        if (r == COMMIT_UNCONFIRMED)
+            c->st.maybe_counted++;
         b->waiters[i].fn(b->waiters[i].arg, r);
     }
 
@@ -974,8 +978,10 @@ void committer_get_stats(const struct committer *c, struct commit_stats *out)
     out->open_answers = c->open ? c->open->n_waiters : 0;
 }
 
-/* Tells every client still waiting in b that its answer was not confirmed. */
-static void answer_unconfirmed(struct committer *c, struct batch *b)
+/* Tells every client still waiting in b that its answer was not confirmed:
+ * r is COMMIT_UNAVAILABLE for a batch never sent, COMMIT_UNCONFIRMED for one
+ * written but not reported. */
+static void answer_unconfirmed(struct committer *c, struct batch *b, enum commit_result r)
 {
     if (b == NULL)
         return;
@@ -983,8 +989,10 @@ static void answer_unconfirmed(struct committer *c, struct batch *b)
     b->n_waiters = 0;
     c->waiting -= n;
     c->st.failed += n;
+    if (r == COMMIT_UNCONFIRMED)
+        c->st.maybe_counted += n;
     for (size_t i = 0; i < n; i++)
-        b->waiters[i].fn(b->waiters[i].arg, COMMIT_UNAVAILABLE);
+        b->waiters[i].fn(b->waiters[i].arg, r);
 }
 
 void committer_stop(struct committer *c)
@@ -1002,10 +1010,10 @@ void committer_free(struct committer *c)
         return;
     /* Without a drain (a forced stop), answers still open or written inline
      * but not yet reported get their 503 rather than no reply at all. */
-    answer_unconfirmed(c, c->open);
+    answer_unconfirmed(c, c->open, COMMIT_UNAVAILABLE);
     bool inflight_ours = c->inflight && (c->inline_store || (c->inflight_async && !c->replaying));
     if (inflight_ours)
-        answer_unconfirmed(c, c->inflight);
+        answer_unconfirmed(c, c->inflight, COMMIT_UNCONFIRMED);
     if (c->timer)
         event_free(c->timer);
     if (c->inline_done)

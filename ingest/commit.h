@@ -10,10 +10,12 @@
  *
  * Failure (DESIGN.md guarantee 7): the increments a node certainly did not
  * apply (STORE_UNAVAILABLE) are retried with backoff until deadline_ms; past
- * it, waiters get COMMIT_UNAVAILABLE. If nothing of the batch's fresh
- * increments may have landed, they are dropped (the client's retry is then
- * exact); otherwise the unapplied remainder is carried into later batches
- * until it lands, so no answer stays counted in part. An increment whose
+ * it, if nothing of the batch's fresh increments may have landed, they are
+ * dropped and the waiters get COMMIT_UNAVAILABLE (the client's retry is then
+ * exact); otherwise the waiters get COMMIT_UNCONFIRMED and the unapplied
+ * remainder is carried into later batches until it lands, so no answer
+ * stays counted in part. The two must differ: a client without a user can
+ * only retry the first without counting twice. An increment whose
  * reply was lost (STORE_ERROR: maybe applied) is never resent, since that
  * could count it twice; it is counted in the uncertain metric instead.
  *
@@ -54,8 +56,11 @@ struct store;
 
 enum commit_result {
     COMMIT_OK = 0,      /* every increment confirmed by the store */
-    COMMIT_UNAVAILABLE, /* the store did not confirm before the deadline */
+    COMMIT_UNAVAILABLE, /* not confirmed before the deadline, and nothing of it sent */
     COMMIT_DUPLICATE,   /* the user had answered this question: nothing counted */
+    COMMIT_UNCONFIRMED, /* not confirmed before the deadline, but some of the batch
+                         * may have landed: the rest is carried, so the answer may
+                         * be counted (a retry without a user may count it twice) */
 };
 
 /* The user part of an answer. */
@@ -108,7 +113,8 @@ struct commit_stats {
     uint64_t batch_keys;      /* keys written, summed over batches */
     uint64_t increments;      /* answer increments folded into batches */
     uint64_t acked;
-    uint64_t failed;          /* answered COMMIT_UNAVAILABLE */
+    uint64_t failed;          /* answered COMMIT_UNAVAILABLE or COMMIT_UNCONFIRMED */
+    uint64_t maybe_counted;   /* of those, COMMIT_UNCONFIRMED */
     uint64_t store_retries;
     uint64_t carried_keys;    /* counters carried to a later batch, ever */
     uint64_t uncertain;       /* increments whose reply was lost: maybe applied, never resent */

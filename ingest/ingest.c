@@ -320,6 +320,8 @@ static void on_committed(void *arg, enum commit_result r)
         p->reply(p->ctx, 202, accepted, sizeof(accepted) - 1, NULL);
     } else if (r == COMMIT_DUPLICATE) {
         reply_error(p->ig, p->reply, p->ctx, 409, "duplicate_answer", NULL);
+    } else if (r == COMMIT_UNCONFIRMED) {
+        reply_error(p->ig, p->reply, p->ctx, 503, "unconfirmed", NULL);
     } else {
         reply_error(p->ig, p->reply, p->ctx, 503, "backend_unavailable", NULL);
     }
@@ -1293,7 +1295,9 @@ void ingest_free(struct ingest *ig)
     X(IM_ACKED, "livetally_ingest_answers_acknowledged_total", COUNTER,                            \
       "Answers confirmed by the store (202)")                                                      \
     X(IM_UNCONFIRMED, "livetally_ingest_answers_unconfirmed_total", COUNTER,                       \
-      "Answers answered 503 backend_unavailable after the store deadline")                         \
+      "Answers the store did not confirm by the deadline (503 backend_unavailable or unconfirmed)") \
+    X(IM_MAYBE_COUNTED, "livetally_ingest_answers_maybe_counted_total", COUNTER,                   \
+      "Answers answered 503 unconfirmed: part of their batch may have landed, the rest is carried") \
     X(IM_DUPLICATES, "livetally_ingest_answers_duplicate_total", COUNTER,                          \
       "Answers refused 409 duplicate_answer: the user had answered the question")                  \
     X(IM_MARKERS, "livetally_ingest_user_markers_total", COUNTER,                                  \
@@ -1410,6 +1414,7 @@ static uint64_t figure_value(const struct ingest_figures *f, enum ingest_metric 
     case IM_ADMIN_THROTTLED: return f->admin_throttled;
     case IM_ACKED: return f->cs.acked;
     case IM_UNCONFIRMED: return f->cs.failed;
+    case IM_MAYBE_COUNTED: return f->cs.maybe_counted;
     case IM_DUPLICATES: return f->cs.duplicates;
     case IM_MARKERS: return f->cs.markers_added;
     case IM_ROLLED_BACK: return f->cs.rolled_back;

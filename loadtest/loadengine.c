@@ -730,7 +730,7 @@ static struct inflight rq_pop(struct worker *w)
 static bool retryable(const struct inflight *f, int status, const char *code)
 {
     if (status == 503)
-        return f->a.named || strcmp(code, "backend_unavailable") != 0;
+        return f->a.named || strcmp(code, "unconfirmed") != 0;
     if (status == 502 || status == 504)
         return f->a.named;
     if (status == 0)
@@ -744,7 +744,8 @@ static void try_failed(struct worker *w, const struct inflight *f, int status, c
                        uint32_t retry_after_s, uint64_t now)
 {
     const struct loadengine_config *cfg = &w->e->cfg;
-    bool lost = f->lost || status == 0;
+    /* lost: this try, or an earlier one, may have been counted. */
+    bool lost = f->lost || status == 0 || (status == 503 && strcmp(code, "unconfirmed") == 0);
     if (cfg->retry && !w->stopping && retryable(f, status, code)) {
         uint64_t back = (uint64_t)LOADENGINE_RETRY_MIN_US << (f->attempt < 10 ? f->attempt : 10);
         if (back > LOADENGINE_RETRY_MAX_US)

@@ -19,9 +19,10 @@
  * sent again with the same body after a jittered exponential backoff, up
  * to the deadline; a 409 duplicate_answer on such a retry means an earlier
  * try was counted (the user's marker is there). An answer without a user
- * is not resent after a lost connection or a 503 backend_unavailable
- * (DESIGN.md guarantee 7: it may have been counted, and a resend could
- * count it twice). Latency is from the first try's intended time.
+ * is not resent after a lost connection or a 503 unconfirmed (DESIGN.md
+ * guarantee 7: it may have been counted, and a resend could count it
+ * twice); both are "maybe counted" for --verify. A 503 backend_unavailable
+ * sent nothing and is resent. Latency is from the first try's intended time.
  *
  * Each thread owns its counters, histograms and tally; the control thread
  * reads published counters and swaps the per-interval histogram under a

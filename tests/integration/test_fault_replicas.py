@@ -4,11 +4,19 @@ answers stream in, one node is killed with kill -9 and restarted empty on
 the same port a few seconds later; every answer must still be acknowledged
 (202) and the final statistics must equal the tally of acknowledged answers
 exactly (reads take the maximum of the replicas, so the empty node cannot
-pull a total down, and the increments it missed are replayed to it)."""
+pull a total down, and the increments it missed are replayed to it).
+
+Only when the ingest's log shows another node down as well (a living node
+timing out on a starved machine: two failures at once, seen once under ASan
+in CI) may an answer be 503: `unconfirmed` (then it may be counted: the
+total lies between the 202s and the 202s plus those) or
+`backend_unavailable` (counted nothing). test_fault_two_nodes.py makes that
+case on purpose and checks it exactly."""
 
 import collections
 import os
 import random
+import re
 import sys
 import tempfile
 import threading
@@ -33,9 +41,10 @@ def stream(port, seed, tally, statuses, lock, stop):
             if "user" in a:  # one answer per user and question: a new user each time
                 n += 1
                 a["user"] = "fan-%d-%d" % (seed, n)
-            status, _, _ = c.json("POST", "/v1/answers", a)
+            status, body, _ = c.json("POST", "/v1/answers", a)
             with lock:
-                statuses[status] += 1
+                statuses[status if status == 202 else
+                         "%d %s" % (status, (body or {}).get("error"))] += 1
             if status == 202:
                 tally.add(a)
     c.close()
@@ -81,12 +90,25 @@ def run(kind, chk, token_path):
         total = tally.total()
         print("%s: %d answers acknowledged, %d while the node was down; statuses %s" %
               (mode, total, during, dict(statuses)), flush=True)
-        chk.eq(set(statuses), {202}, "%s: every answer acknowledged" % mode)
         chk.true(during > 100, "%s: answers kept coming while the node was down" % mode)
-
+        others = second_failures(ing.output(), ports[victim])
+        unconfirmed = statuses["503 unconfirmed"]
         d = ltutil.Client(dp)
         stats = ltutil.wait_stats(d, lambda s: s["totals"]["answers"] >= total, timeout=20)
-        test_pipeline.check_stats(stats, tally, {1: "open"}, chk, mode)
+        if set(statuses) == {202} or not others:
+            chk.eq(set(statuses), {202}, "%s: every answer acknowledged" % mode)
+            test_pipeline.check_stats(stats, tally, {1: "open"}, chk, mode)
+        else:
+            # Two failures at once (a living node timed out too: a starved
+            # machine): an answer with a counter on both may be 503
+            # unconfirmed, and counted; any other 503 counts nothing.
+            print("note: %s: another node failed as well (%s): bounds" % (mode, others))
+            chk.eq(set(statuses) - {202, "503 unconfirmed", "503 backend_unavailable"}, set(),
+                   "%s: 202, or 503 unconfirmed / backend_unavailable" % mode)
+            got = stats["totals"]["answers"]
+            chk.true(total <= got <= total + unconfirmed,
+                     "%s: the 202s counted, and at most the unconfirmed besides: %d <= %d <= %d" %
+                     (mode, total, got, total + unconfirmed))
         # and it stays exact (nothing arrives late, nothing is counted twice)
         gen = stats["generation"]
         later = ltutil.wait_stats(d, lambda s: s["generation"] > gen + 2)
@@ -116,6 +138,16 @@ def run(kind, chk, token_path):
                 print(p.output()[-3000:])
         for n in nodes:
             n.stop()
+
+
+def second_failures(log, victim_port):
+    """The nodes other than the victim that the ingest log says went down."""
+    out = set()
+    for line in log.splitlines():
+        m = re.search(r"store: node down.* node=127\.0\.0\.1:(\d+)", line)
+        if m and int(m.group(1)) != victim_port:
+            out.add(int(m.group(1)))
+    return sorted(out)
 
 
 def answers_while_down(chk, what, node, ip, seed):

@@ -1013,7 +1013,8 @@ static void test_nothing_landed_dropped(void **state)
     free(fx);
 }
 
-/* Part of an answer landed: the client gets 503, and the rest is carried
+/* Part of an answer landed: the client gets COMMIT_UNCONFIRMED (503
+ * unconfirmed: it may be counted, not "nothing sent"), and the rest is carried
  * and retried until it lands, so the breakdowns sum to the total. An
  * answer whose own counters land meanwhile is OK although the carry riding
  * along still fails. Drain waits for the carry. */
@@ -1030,7 +1031,11 @@ static void test_partial_failure_carried_until_it_lands(void **state)
 
     assert_int_equal(submit(fx, 4), COMMIT_ACCEPTED);
     assert_true(until_dones(fx, 1));
-    assert_int_equal(fx->w[4].result, COMMIT_UNAVAILABLE);
+    assert_int_equal(fx->w[4].result, COMMIT_UNCONFIRMED);
+    struct commit_stats cst;
+    committer_get_stats(fx->c, &cst);
+    assert_int_equal(cst.failed, 1);
+    assert_int_equal(cst.maybe_counted, 1);
     struct commit_stats st;
     committer_get_stats(fx->c, &st);
     assert_int_equal(st.failed, 1);
@@ -1100,7 +1105,8 @@ static void test_carry_gauge_counts_pending_remainder(void **state)
 
 /* A lost reply (STORE_ERROR: maybe applied) is neither resent nor carried,
  * so it can never count twice; it shows in the uncertain metric and the
- * client gets 503 without waiting for the deadline. */
+ * client gets COMMIT_UNCONFIRMED (it may be counted) without waiting for
+ * the deadline. */
 static void test_lost_reply_never_resent(void **state)
 {
     (void)state;
@@ -1115,7 +1121,7 @@ static void test_lost_reply_never_resent(void **state)
     assert_int_equal(submit(fx, 0), COMMIT_ACCEPTED);
     assert_true(until_dones(fx, 1));
     assert_true(util_mono_ms() - start < 2000);
-    assert_int_equal(fx->w[0].result, COMMIT_UNAVAILABLE);
+    assert_int_equal(fx->w[0].result, COMMIT_UNCONFIRMED);
     struct commit_stats st;
     committer_get_stats(fx->c, &st);
     assert_int_equal(st.uncertain, 4);
@@ -1599,7 +1605,7 @@ static void test_user_marker_kept_on_partial_failure(void **state)
     fake_set_down(fx->fake, ":q1cus", STORE_UNAVAILABLE, false);
     assert_int_equal(submit_as(fx, 0, 0, 2, "u1", 100), COMMIT_ACCEPTED);
     assert_true(until_dones(fx, 1));
-    assert_int_equal(fx->w[0].result, COMMIT_UNAVAILABLE);
+    assert_int_equal(fx->w[0].result, COMMIT_UNCONFIRMED);
     assert_string_equal(marker(fx, "u1", 1), "R 100");
     struct commit_stats st;
     committer_get_stats(fx->c, &st);
@@ -1639,7 +1645,7 @@ static void test_user_counters_carried(void **state)
     fake_set_down(fx->fake, ":u:u1:ms", STORE_UNAVAILABLE, false);
     assert_int_equal(submit_as(fx, 0, 0, 2, "u1", 123), COMMIT_ACCEPTED);
     assert_true(until_dones(fx, 1));
-    assert_int_equal(fx->w[0].result, COMMIT_UNAVAILABLE);
+    assert_int_equal(fx->w[0].result, COMMIT_UNCONFIRMED);
     struct commit_stats st;
     committer_get_stats(fx->c, &st);
     assert_int_equal(st.carry, 1);
