@@ -54,7 +54,10 @@ struct sse_hub *sse_hub_create(struct event_base *base, const struct sse_config 
 bool sse_hub_join(struct sse_hub *h, struct evhttp_request *req, struct snapshot *current,
                   const char *last_event_id, bool gzip);
 
-/* Queues s's event on every stream (drops the slow ones first). */
+/* Queues s's event on every stream (drops the slow ones first): the first
+ * SSE_PUSH_SLICE_BYTES (sse.c) at once, the rest a slice per loop turn, so the
+ * requests that arrive meanwhile are served in between. A push before the
+ * last one reached every stream replaces it. */
 void sse_hub_push(struct sse_hub *h, struct snapshot *s);
 
 void sse_hub_get_stats(const struct sse_hub *h, struct sse_stats *out);
