@@ -13,13 +13,7 @@
 #include "keys.h"
 #include "log.h"
 #include "pool_record.h"
-
-static void pause_ms(uint32_t ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
+#include "util.h"
 
 static const struct store_node *find_node(const struct store *s, const char *name)
 {
@@ -148,7 +142,7 @@ enum agg_retire_result agg_retire(const struct eventfile *ef, struct store *s,
     uint32_t busy = 0;
     for (int look = 0; look < 2; look++) {
         if (look == 1)
-            pause_ms(cfg->settle_ms);
+            util_sleep_ms(cfg->settle_ms);
         if (!writers(s, event, v.folded, into, &busy)) {
             snprintf(msg, msglen, "--retire %s: a node did not answer: nothing folded; run "
                                   "again when every node is up", cfg->node);
@@ -218,7 +212,7 @@ enum agg_retire_result agg_retire(const struct eventfile *ef, struct store *s,
             nonzero++;
             if (++written % AGG_RETIRE_CHUNK == 0 && cfg->pause_ms > 0) {
                 log_info("retire: %zu carry counters written", written);
-                pause_ms(cfg->pause_ms);
+                util_sleep_ms(cfg->pause_ms);
             }
         }
     }

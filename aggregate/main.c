@@ -124,8 +124,7 @@ static int run_retire(const struct eventfile *ef, struct store *store, const str
         if (r != AGG_RETIRE_WAIT || util_mono_ms() >= until)
             break;
         log_info("retire: %s (looking again)", msg);
-        struct timespec ts = {.tv_sec = 2};
-        nanosleep(&ts, NULL);
+        util_sleep_ms(2000);
     }
     fprintf(r == AGG_RETIRE_DONE ? stdout : stderr, PROG ": %s\n", msg);
     return (int)r;

@@ -160,11 +160,6 @@ struct mc_store {
 static const struct store_ops mc_ops;
 static const struct pool_engine mc_engine;
 
-static uint64_t now_ms(void)
-{
-    return store_now_ms();
-}
-
 static struct mc_store *mc_of(struct store *s)
 {
     return (struct mc_store *)s;
@@ -280,12 +275,12 @@ static bool node_down(const struct pool_nodes *p, size_t node, uint64_t now)
 static bool mc_up(struct store *s, uint32_t node)
 {
     const struct pool_nodes *p = mc_of(s)->pool;
-    return !node_down(p, node, now_ms()) && !node_health_lagging(&p->health[node]);
+    return !node_down(p, node, util_mono_ms()) && !node_health_lagging(&p->health[node]);
 }
 
 static bool mc_probe(struct store *s, uint32_t node)
 {
-    return !node_down(mc_of(s)->pool, node, now_ms());
+    return !node_down(mc_of(s)->pool, node, util_mono_ms());
 }
 
 static void conn_drop(struct mc_conn *c)
@@ -336,7 +331,7 @@ static void node_fail_why(struct mc_store *h, size_t node, enum mc_fail why)
             event_del(c->rev);
             c->rev_on = false;
         }
-        store_drain_add(&h->drain, c->fd, c->wbuf + c->wpos, c->wend - c->wpos, now_ms());
+        store_drain_add(&h->drain, c->fd, c->wbuf + c->wpos, c->wend - c->wpos, util_mono_ms());
         h->base.stats.drains_pending = h->drain.n;
         c->fd = -1;
         conn_drop(c);
@@ -351,7 +346,7 @@ static void node_fail_why(struct mc_store *h, size_t node, enum mc_fail why)
 static int wait_fd(int fd, short events, uint64_t deadline)
 {
     for (;;) {
-        uint64_t now = now_ms();
+        uint64_t now = util_mono_ms();
         if (now >= deadline)
             return 0;
         struct pollfd pfd = {.fd = fd, .events = events};
@@ -415,7 +410,7 @@ static bool conn_open(struct mc_store *h, size_t node, bool wait)
     struct addrinfo *res = NULL;
     if (getaddrinfo(n->host, port, &hints, &res) != 0)
         return false;
-    uint64_t deadline = now_ms() + h->pool->timeout_ms;
+    uint64_t deadline = util_mono_ms() + h->pool->timeout_ms;
     int fd = -1;
     for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
         fd = connect_addr(ai, deadline, wait);
@@ -890,7 +885,7 @@ static bool node_pump(struct mc_store *h, size_t k)
         return false;
     }
     if (c->wpos != before)
-        r->deadline = now_ms() + h->pool->timeout_ms;
+        r->deadline = util_mono_ms() + h->pool->timeout_ms;
     refill(h, k);
     return true;
 }
@@ -994,12 +989,12 @@ static void run_poll(struct mc_store *h)
         }
         if (np == 0)
             break;
-        now = now_ms();
+        now = util_mono_ms();
         int timeout = first_deadline > now ? (int)(first_deadline - now) : 0;
         int pr = poll(pfds, np, timeout);
         if (pr < 0 && errno != EINTR)
             pr = 0; /* treat as a timeout round: deadlines decide */
-        now = now_ms();
+        now = util_mono_ms();
         for (size_t j = 0; j < np; j++)
             if (!node_io(h, pnode[j], pr > 0 ? pfds[j].revents : 0, now))
                 active--;
@@ -1041,12 +1036,12 @@ static void run_ops(struct store *s, enum mc_kind kind, struct store_op *ops, si
 {
     struct mc_store *h = mc_of(s);
     if (h->drain.n > 0) {
-        store_drain_pump(&h->drain, now_ms());
+        store_drain_pump(&h->drain, util_mono_ms());
         h->base.stats.drains_pending = h->drain.n;
     }
     if (n == 0 || !batch_setup(h, kind, ops, n))
         return; /* nothing was sent */
-    uint64_t now = now_ms();
+    uint64_t now = util_mono_ms();
     for (size_t k = 0; k < h->pool->n_nodes; k++)
         if (h->runs[k].count > 0)
             node_begin(h, k, now, true);
@@ -1123,7 +1118,7 @@ static bool async_arm(struct mc_store *h, size_t k)
 {
     struct mc_async *a = &h->async;
     struct mc_conn *c = &h->conns[k];
-    uint64_t now = now_ms();
+    uint64_t now = util_mono_ms();
     uint64_t left = h->runs[k].deadline > now ? h->runs[k].deadline - now : 0;
     struct timeval tv = {.tv_sec = (time_t)(left / 1000),
                          .tv_usec = (suseconds_t)(left % 1000) * 1000};
@@ -1202,7 +1197,7 @@ static void on_async_node(evutil_socket_t fd, short what, void *arg)
         return;
     }
     short rev = (short)(((what & EV_READ) ? POLLIN : 0) | ((what & EV_WRITE) ? POLLOUT : 0));
-    if (!node_io(h, k, rev, now_ms()) || !node_pump(h, k) || !async_arm(h, k)) {
+    if (!node_io(h, k, rev, util_mono_ms()) || !node_pump(h, k) || !async_arm(h, k)) {
         async_node_end(h, k);
         async_node_done(h);
     }
@@ -1245,7 +1240,7 @@ static bool async_begin(struct mc_store *h, enum mc_kind kind, size_t nops)
         return false;
     a->active = 0;
     a->lag_on = kind == MC_INCR && h->placement.run_replicated && h->pool->replica_lag_ms > 0;
-    uint64_t now = now_ms();
+    uint64_t now = util_mono_ms();
     for (size_t k = 0; k < h->pool->n_nodes; k++) {
         if (h->runs[k].count == 0 || !node_begin(h, k, now, false))
             continue;
@@ -1269,7 +1264,7 @@ static bool async_start(struct mc_store *h, struct event_base *base, enum mc_kin
     if (a->running || !h->numeric_hosts || !async_init(h, base))
         return false;
     if (h->drain.n > 0) {
-        store_drain_pump(&h->drain, now_ms());
+        store_drain_pump(&h->drain, util_mono_ms());
         h->base.stats.drains_pending = h->drain.n;
     }
     a->plan = (struct pool_loop_batch){
@@ -1341,14 +1336,14 @@ static bool send_all(struct mc_store *h, size_t node, const char *p, size_t len,
                      size_t *sent)
 {
     struct mc_conn *c = &h->conns[node];
-    uint64_t deadline = now_ms() + h->pool->timeout_ms;
+    uint64_t deadline = util_mono_ms() + h->pool->timeout_ms;
     while (len > 0) {
         ssize_t w = send(c->fd, p, len, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
         if (w > 0) {
             p += w;
             len -= (size_t)w;
             *sent += (size_t)w;
-            deadline = now_ms() + h->pool->timeout_ms;
+            deadline = util_mono_ms() + h->pool->timeout_ms;
             continue;
         }
         if (w < 0 && errno == EINTR)
@@ -1368,7 +1363,7 @@ static bool send_all(struct mc_store *h, size_t node, const char *p, size_t len,
 static bool recv_at_least(struct mc_store *h, size_t node, size_t want)
 {
     struct mc_conn *c = &h->conns[node];
-    uint64_t deadline = now_ms() + h->pool->timeout_ms;
+    uint64_t deadline = util_mono_ms() + h->pool->timeout_ms;
     while (c->rend - c->rpos < want) {
         int rev = wait_fd(c->fd, POLLIN, deadline);
         if (rev <= 0)
@@ -1379,7 +1374,7 @@ static bool recv_at_least(struct mc_store *h, size_t node, size_t want)
                 continue; /* spurious wake-up */
             return false;
         }
-        deadline = now_ms() + h->pool->timeout_ms;
+        deadline = util_mono_ms() + h->pool->timeout_ms;
     }
     return true;
 }
@@ -1440,7 +1435,7 @@ static bool recv_block(struct mc_store *h, size_t node, char *dst, size_t len)
 static enum store_status single_begin(struct mc_store *h, size_t node, bool writes)
 {
     if ((!writes && node_health_lagging(&h->pool->health[node])) ||
-        !conn_ready(h, node, now_ms(), true))
+        !conn_ready(h, node, util_mono_ms(), true))
         return STORE_UNAVAILABLE;
     return STORE_OK;
 }

@@ -74,9 +74,7 @@ static const struct store_ops mem_ops;
 static uint64_t mono_ms(void *arg)
 {
     (void)arg;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return util_mono_ms();
 }
 
 static uint64_t table_now(const struct mem_table *t)

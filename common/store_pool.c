@@ -15,15 +15,9 @@
 #include "log.h"
 #include "store_hints.h"
 #include "store_impl.h"
+#include "util.h"
 
 /* ---- node health ---- */
-
-uint64_t store_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 bool store_host_numeric(const char *host)
 {
@@ -51,7 +45,7 @@ void node_health_fail(struct node_health *h)
     if (next > NODE_BACKOFF_MAX_MS)
         next = NODE_BACKOFF_MAX_MS;
     atomic_store_explicit(&h->backoff_ms, next, memory_order_relaxed);
-    atomic_store_explicit(&h->down_until_ms, store_now_ms() + next, memory_order_relaxed);
+    atomic_store_explicit(&h->down_until_ms, util_mono_ms() + next, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->epoch, 1, memory_order_relaxed);
 }
 
@@ -97,7 +91,7 @@ uint32_t node_health_epoch(const struct node_health *h)
  * (a batch every few milliseconds would flood the log otherwise). */
 static void flush_lost_log(struct pool *p, bool now_anyway)
 {
-    uint64_t now = store_now_ms();
+    uint64_t now = util_mono_ms();
     if (!now_anyway && now < p->lost_log_ms + LOST_LOG_EVERY_MS)
         return;
     for (size_t k = 0; k < p->n_nodes; k++) {

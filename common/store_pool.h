@@ -93,7 +93,6 @@ struct node_health {
     _Atomic bool lagging;           /* given up on for lag (store_pool.h "lag"); cleared by ok */
 };
 
-uint64_t store_now_ms(void); /* CLOCK_MONOTONIC */
 /* A numeric address (IPv4 or IPv6): connecting to it needs no name lookup,
  * which would block an event loop. */
 bool store_host_numeric(const char *host);

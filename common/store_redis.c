@@ -227,12 +227,12 @@ static struct store *rd_clone(struct store *s)
 static bool rd_up(struct store *s, uint32_t node)
 {
     const struct node_health *hl = &rd_of(s)->pool->health[node];
-    return !node_health_down(hl, store_now_ms()) && !node_health_lagging(hl);
+    return !node_health_down(hl, util_mono_ms()) && !node_health_lagging(hl);
 }
 
 static bool rd_probe(struct store *s, uint32_t node)
 {
-    return !node_health_down(&rd_of(s)->pool->health[node], store_now_ms());
+    return !node_health_down(&rd_of(s)->pool->health[node], util_mono_ms());
 }
 
 /* Takes node k's events off its connection: before the connection closes,
@@ -287,7 +287,7 @@ static bool conn_ready(struct rd_store *h, size_t node)
 {
     struct resp_conn *c = &h->conns[node];
     const struct node_health *hl = &h->pool->health[node];
-    if (node_health_down(hl, store_now_ms()))
+    if (node_health_down(hl, util_mono_ms()))
         return false;
     if (resp_connected(c) && (c->epoch != node_health_epoch(hl) || resp_stale(c)))
         conn_close(h, node);
@@ -330,7 +330,7 @@ static void node_fail_why(struct rd_store *h, size_t node, enum rd_fail why)
         pool_nodes_lagging(h->pool, node);
         /* Drained, not closed: what it was sent gets no hint, so it must
          * reach the node (store_drain.h). */
-        store_drain_add(&h->drain, resp_release(c), NULL, 0, store_now_ms());
+        store_drain_add(&h->drain, resp_release(c), NULL, 0, util_mono_ms());
         h->base.stats.drains_pending = h->drain.n;
         h->base.stats.node_failures++;
         return;
@@ -688,14 +688,14 @@ static size_t wait_any(struct rd_store *h, uint64_t deadline)
         pfds[np] = (struct pollfd){.fd = resp_fd(&h->conns[k]), .events = POLLIN};
         pnode[np++] = k;
     }
-    uint64_t now = store_now_ms();
+    uint64_t now = util_mono_ms();
     uint64_t io_deadline = now + h->pool->timeout_ms;
     if (deadline > io_deadline)
         deadline = io_deadline;
     int pr;
     do {
         pr = poll(pfds, np, deadline > now ? (int)(deadline - now) : 0);
-        now = store_now_ms();
+        now = util_mono_ms();
     } while (pr < 0 && now < deadline);
     for (size_t j = 0; pr > 0 && j < np; j++)
         if (pfds[j].revents != 0)
@@ -715,7 +715,7 @@ static size_t wait_any(struct rd_store *h, uint64_t deadline)
 static bool batch_setup(struct rd_store *h, enum rd_kind kind, struct store_op *ops, size_t n)
 {
     if (h->drain.n > 0) {
-        store_drain_pump(&h->drain, store_now_ms());
+        store_drain_pump(&h->drain, util_mono_ms());
         h->base.stats.drains_pending = h->drain.n;
     }
     for (size_t i = 0; i < n; i++) {
@@ -739,7 +739,7 @@ static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *op
         return;
     bool lag_on = kind == RD_INCR && h->placement.run_replicated && h->pool->replica_lag_ms > 0;
     uint64_t lag_deadline = UINT64_MAX;
-    uint64_t start = store_now_ms();
+    uint64_t start = util_mono_ms();
     for (size_t k = 0; k < nn; k++)
         h->runs[k].active = h->runs[k].count > 0 && conn_ready(h, k);
     for (;;) {
@@ -756,7 +756,7 @@ static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *op
             if (r->next == r->count) {
                 r->active = false;
                 if (h->placement.replicas >= 2 && h->pool->replica_lag_ms > 0 &&
-                    store_now_ms() - start > h->pool->replica_lag_ms)
+                    util_mono_ms() - start > h->pool->replica_lag_ms)
                     node_health_ok_slow(&h->pool->health[k]); /* a lagging node stays so */
                 else
                     node_health_ok(&h->pool->health[k]);
@@ -792,9 +792,9 @@ static void run_batch(struct rd_store *h, enum rd_kind kind, struct store_op *op
         }
         if (ended && lag_deadline == UINT64_MAX &&
             pool_incr_confirmed(&h->placement, h->ops, n))
-            lag_deadline = store_now_ms() + h->pool->replica_lag_ms;
+            lag_deadline = util_mono_ms() + h->pool->replica_lag_ms;
         size_t k = wait_any(h, lag_deadline);
-        if (k == SIZE_MAX && store_now_ms() >= lag_deadline) {
+        if (k == SIZE_MAX && util_mono_ms() >= lag_deadline) {
             for (k = 0; k < nn; k++)
                 if (h->runs[k].in_flight)
                     run_fail(h, k, h->runs[k].chunk_first, SIZE_MAX, RD_FAIL_LAG);
@@ -955,7 +955,7 @@ static bool async_connected(struct rd_store *h, size_t k, bool writable)
         close(fd);
     } else if (resp_connect_finish(&h->conns[k], fd, h->pool->timeout_ms)) {
         h->conns[k].epoch = node_health_epoch(&h->pool->health[k]);
-        r->deadline = store_now_ms() + h->pool->timeout_ms;
+        r->deadline = util_mono_ms() + h->pool->timeout_ms;
         return true;
     }
     r->active = false;
@@ -1129,7 +1129,7 @@ static void on_async_node(evutil_socket_t fd, short what, void *arg)
         conn_close(h, k);
         return;
     }
-    uint64_t now = store_now_ms();
+    uint64_t now = util_mono_ms();
     int st = 1;
     if (r->connecting) {
         if (!async_connected(h, k, (what & EV_WRITE) != 0))
@@ -1171,7 +1171,7 @@ static bool async_begin(struct rd_store *h, enum rd_kind kind, size_t nops)
     h->placement_nops = nops;
     a->active = 0;
     a->lag_on = kind == RD_INCR && h->placement.run_replicated && h->pool->replica_lag_ms > 0;
-    uint64_t now = store_now_ms();
+    uint64_t now = util_mono_ms();
     for (size_t k = 0; k < h->pool->n_nodes; k++) {
         if (h->runs[k].count == 0 || !async_node_begin(h, k, now))
             continue;
@@ -1219,7 +1219,7 @@ static void async_node_wait(struct rd_store *h, size_t k)
             r->in_flight = false;
         }
         if (r->next == r->count) {
-            async_node_ok(h, k, store_now_ms());
+            async_node_ok(h, k, util_mono_ms());
             return;
         }
         r->wlen = format_chunk(h, r, buf);
@@ -1281,7 +1281,7 @@ static bool async_start(struct rd_store *h, struct event_base *base, enum rd_kin
     if (a->running || !h->numeric_hosts || !async_init(h, base))
         return false;
     if (h->drain.n > 0) {
-        store_drain_pump(&h->drain, store_now_ms());
+        store_drain_pump(&h->drain, util_mono_ms());
         h->base.stats.drains_pending = h->drain.n;
     }
     a->plan = (struct pool_loop_batch){

@@ -259,7 +259,7 @@ static void node_fail(struct rc_store *h, size_t node)
 static bool conn_ready(struct rc_store *h, size_t node)
 {
     struct rc_node *n = h->nodes[node];
-    if (node_health_down(&n->health, store_now_ms()))
+    if (node_health_down(&n->health, util_mono_ms()))
         return false;
     if (resp_connected(&n->conn) && resp_stale(&n->conn))
         conn_close(h, node);
@@ -745,12 +745,6 @@ static bool route(struct rc_store *h)
     return any;
 }
 
-static void sleep_ms(uint32_t ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Runs h->ops[0..n) (their items prepared) to completion or to the round
  * limit (rounds: RC_MAX_ROUNDS, less what a run from the loop used). */
 static void run_rounds(struct rc_store *h, unsigned rounds)
@@ -800,7 +794,7 @@ static void run_rounds(struct rc_store *h, unsigned rounds)
                     read_chunk(h, k, true);
         }
         if (h->retry_later) {
-            sleep_ms(backoff);
+            util_sleep_ms(backoff);
             backoff = backoff * 2 < RC_BACKOFF_MAX_MS ? backoff * 2 : RC_BACKOFF_MAX_MS;
         }
     }
@@ -1001,7 +995,7 @@ static enum store_status single_rounds(struct rc_store *h, const char *key, size
                 continue;
             }
             if (retryable(c->reply.text)) {
-                sleep_ms(backoff);
+                util_sleep_ms(backoff);
                 backoff = backoff * 2 < RC_BACKOFF_MAX_MS ? backoff * 2 : RC_BACKOFF_MAX_MS;
                 continue;
             }
@@ -1267,7 +1261,7 @@ static bool async_connected(struct rc_store *h, size_t k, bool writable)
     if (!writable)
         close(fd);
     else if (resp_connect_finish(&n->conn, fd, h->sh->timeout_ms))
-        return n->deadline = store_now_ms() + h->sh->timeout_ms, true;
+        return n->deadline = util_mono_ms() + h->sh->timeout_ms, true;
     n->active = false;
     node_fail(h, k);
     return false;
@@ -1434,7 +1428,7 @@ static void on_async_node(evutil_socket_t fd, short what, void *arg)
         conn_close(h, k);
         return;
     }
-    uint64_t now = store_now_ms();
+    uint64_t now = util_mono_ms();
     int st = 1;
     if (n->connecting) {
         if (!async_connected(h, k, (what & EV_WRITE) != 0))
@@ -1516,7 +1510,7 @@ static bool async_round_begin(struct rc_store *h, uint64_t now)
 static void async_step(struct rc_store *h)
 {
     struct rc_async *a = &h->async;
-    uint64_t now = store_now_ms();
+    uint64_t now = util_mono_ms();
     while (a->round < RC_MAX_ROUNDS) {
         if (!h->map_ok || h->refresh) {
             if (!a->map_reading) {

@@ -201,6 +201,13 @@ uint64_t util_mono_us(void)
     return clock_ns(CLOCK_MONOTONIC) / 1000u;
 }
 
+void util_sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
 uint64_t util_wall_ms(void)
 {
     return clock_ns(CLOCK_REALTIME) / 1000000u;

@@ -32,6 +32,8 @@ char *util_read_file(const char *path, size_t maxlen, size_t *len);
 uint64_t util_mono_ms(void);
 /* Microseconds on CLOCK_MONOTONIC. */
 uint64_t util_mono_us(void);
+/* Sleeps ms milliseconds, a signal notwithstanding. */
+void util_sleep_ms(uint64_t ms);
 /* Milliseconds since the epoch: only for timestamps shown to people or shared
  * between processes (question open times). */
 uint64_t util_wall_ms(void);

@@ -209,13 +209,6 @@ static bool ensure_items(struct batch *b, size_t n, size_t n_ukeys, size_t n_rec
     return true;
 }
 
-static void sleep_ms(uint64_t ms)
-{
-    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-}
-
 static bool any_unavailable(const struct store_incr *items, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -256,7 +249,7 @@ static bool backoff_wait(uint64_t deadline_ms, uint64_t *backoff)
     uint64_t now = util_mono_ms();
     if (now >= deadline_ms)
         return false;
-    sleep_ms(*backoff < deadline_ms - now ? *backoff : deadline_ms - now);
+    util_sleep_ms(*backoff < deadline_ms - now ? *backoff : deadline_ms - now);
     *backoff = next_backoff(*backoff);
     return true;
 }

@@ -1,4 +1,5 @@
 #include "servers.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -50,13 +51,6 @@ static void stop_all(void)
             running[i] = 0;
             remove_dir(running_dir[i]);
         }
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* A port the kernel just handed out; the server may still lose a race for
@@ -167,8 +161,8 @@ bool server_start(struct server *sv, enum server_kind kind, uint16_t port)
         if (pid < 0)
             break;
         track(pid, true, dir);
-        uint64_t deadline = mono_ms() + 5000;
-        while (mono_ms() < deadline) {
+        uint64_t deadline = util_mono_ms() + 5000;
+        while (util_mono_ms() < deadline) {
             int status;
             if (waitpid(pid, &status, WNOHANG) == pid) {
                 track(pid, false, NULL); /* exited: port taken, or no such binary */
@@ -215,8 +209,8 @@ static void reap(struct server *sv, bool gentle)
         return;
     if (gentle) {
         kill(sv->pid, SIGTERM);
-        uint64_t deadline = mono_ms() + 2000;
-        while (mono_ms() < deadline) {
+        uint64_t deadline = util_mono_ms() + 2000;
+        while (util_mono_ms() < deadline) {
             if (waitpid(sv->pid, NULL, WNOHANG) == sv->pid)
                 goto done;
             struct timespec ts = {0, 10 * 1000000L};
@@ -314,9 +308,9 @@ int server_raw(const struct server *sv, const char *req, const char *until, char
         goto err;
     size_t got = 0;
     size_t ulen = strlen(until);
-    uint64_t deadline = mono_ms() + 2000;
+    uint64_t deadline = util_mono_ms() + 2000;
     while (got + 1 < len) {
-        uint64_t now = mono_ms();
+        uint64_t now = util_mono_ms();
         if (now >= deadline)
             break;
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
@@ -422,8 +416,8 @@ bool server_cluster_create(const struct server *const *svs, int n)
         fprintf(stderr, "redis-cli --cluster create failed:\n%s\n", out);
         return false;
     }
-    uint64_t deadline = mono_ms() + 20000;
-    while (mono_ms() < deadline) {
+    uint64_t deadline = util_mono_ms() + 20000;
+    while (util_mono_ms() < deadline) {
         bool all = true;
         for (int i = 0; i < n && all; i++)
             all = cluster_ok(svs[i]);

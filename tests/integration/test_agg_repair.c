@@ -35,6 +35,7 @@
 #include "servers.h"
 #include "store.h"
 #include "store_pool.h"
+#include "util.h"
 
 static const char EVENT_JSON[] =
     "{\"event\":\"rep\",\"shards\":4,\"country_shards\":1,\"hot_countries\":{},"
@@ -48,19 +49,6 @@ struct agg {
     uint64_t *read;
     bool lagging[1];
 };
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static void agg_open(struct agg *a, const char *url, const struct eventfile *ef,
                      const struct agg_keys *k)
@@ -88,7 +76,7 @@ static const bool READING[1] = {true};
 
 static void step_check(struct agg *a)
 {
-    agg_repair_check_nodes(a->r, a->s, mono_ms());
+    agg_repair_check_nodes(a->r, a->s, util_mono_ms());
 }
 
 static void step_read(struct agg *a, const struct agg_keys *k)
@@ -100,7 +88,7 @@ static void step_read(struct agg *a, const struct agg_keys *k)
 static void step_settle(struct agg *a, const struct agg_keys *k)
 {
     a->lagging[0] = false;
-    agg_repair_settle(a->r, a->s, READING, a->kept, a->read, a->lagging, 0, mono_ms());
+    agg_repair_settle(a->r, a->s, READING, a->kept, a->read, a->lagging, 0, util_mono_ms());
     for (size_t i = 0; i < k->n; i++)
         if (a->read[i] > a->kept[i])
             a->kept[i] = a->read[i];
@@ -175,7 +163,7 @@ static void rig_restart_empty(struct rig *g, size_t i)
 {
     server_kill(&g->sv[i]);
     assert_true(server_start(&g->sv[i], SERVER_MEMCACHED, g->sv[i].port));
-    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    util_sleep_ms(NODE_BACKOFF_MAX_MS + 100);
 }
 
 /* One pass of each, step by step: both read before either settles. */
@@ -298,7 +286,7 @@ static void test_two_repairers(void **state)
     agg_repair_get_stats(g.b.r, &sb);
     assert_int_equal(sa.keys_repaired + sb.keys_repaired, 0);
     assert_true(sa.repair_backlog > 0);
-    sleep_ms(AGG_REPAIR_UP_MS + 300);
+    util_sleep_ms(AGG_REPAIR_UP_MS + 300);
     /* The same pass for both: each sees every copy on node 1 stable and
      * behind; the claims make it one raise. */
     rig_lockstep(&g);
@@ -324,11 +312,11 @@ static void test_write_between_two_reads(void **state)
     rig_restart_empty(&g, 1);
     /* node 1 repaired, then every copy stable at 5 */
     pass(&g.a, &g.k);
-    sleep_ms(AGG_REPAIR_UP_MS + 300);
+    util_sleep_ms(AGG_REPAIR_UP_MS + 300);
     pass(&g.a, &g.k);
     expect_copies(&g, 1, 5, 5);
     pass(&g.a, &g.k);
-    sleep_ms(AGG_REPAIR_UP_MS + 300);
+    util_sleep_ms(AGG_REPAIR_UP_MS + 300);
     pass(&g.a, &g.k);
     struct agg_repair_stats before, after;
     agg_repair_get_stats(g.a.r, &before);
@@ -387,7 +375,7 @@ static void test_partner_behind(void **state)
     rig_lockstep(&g);
     pass(&g.a, &g.k);
     pass(&g.b, &g.k);
-    sleep_ms(AGG_REPAIR_UP_MS + 300);
+    util_sleep_ms(AGG_REPAIR_UP_MS + 300);
     pass(&g.a, &g.k);
     pass(&g.b, &g.k);
     expect_read(&g, 1, 10, 7);

@@ -22,6 +22,7 @@
 #include "servers.h"
 #include "store.h"
 #include "worker.h"
+#include "util.h"
 
 static const char EVENT_JSON[] = COMMIT_TEST_EVENT_JSON("tcm");
 
@@ -30,12 +31,6 @@ struct fixture {
     char url[128];
     struct eventfile ef;
 };
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static int setup(void **state)
 {
@@ -114,7 +109,7 @@ static void stop_mid_batch(struct fixture *f, bool user_first, struct replies *r
         answer_ids(&f->ef, i++, ids);
         struct commit_user u = {.user = "fan-1", .question = 1, .right = false, .ms = 5};
         assert_int_equal(committer_submit(c, ids, &u, on_done, rp), COMMIT_ACCEPTED);
-        sleep_ms(3);
+        util_sleep_ms(3);
         assert_true(event_base_loop(base, EVLOOP_ONCE) >= 0); /* the flush timer */
     }
     for (; i < n; i++) {
@@ -122,10 +117,10 @@ static void stop_mid_batch(struct fixture *f, bool user_first, struct replies *r
         assert_int_equal(committer_submit(c, ids, NULL, on_done, rp), COMMIT_ACCEPTED);
     }
     if (!user_first) {
-        sleep_ms(3);
+        util_sleep_ms(3);
         assert_true(event_base_loop(base, EVLOOP_ONCE) >= 0); /* written from the loop */
     }
-    sleep_ms(50); /* the store has the commands; nobody read its replies */
+    util_sleep_ms(50); /* the store has the commands; nobody read its replies */
 
     committer_stop(c);
     worker_stop(w);

@@ -23,6 +23,7 @@
 #include "snapstore.h"
 #include "store.h"
 #include "store_contract.h"
+#include "util.h"
 
 #define NMASTERS 3
 
@@ -31,13 +32,6 @@ struct fixture {
     struct store *s;
     char url[256];
 };
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static int setup(void **state)
 {
@@ -484,9 +478,9 @@ static void reshard_under_load(struct fixture *f, bool loop, int from_node, int 
     const char *argv[] = {"redis-cli", "--cluster", "reshard", addr, "--cluster-from", from,
                           "--cluster-to", to, "--cluster-slots", slots, "--cluster-yes",
                           "--cluster-pipeline", "5", NULL};
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = util_mono_ms();
     int rc = server_run(argv, NULL, 0);
-    uint64_t took = mono_ms() - t0;
+    uint64_t took = util_mono_ms() - t0;
     atomic_store(&l.stop, true);
     atomic_store(&ad.stop, true);
     pthread_join(t, NULL);
@@ -582,9 +576,9 @@ static void test_dead_master(void **state)
     server_kill(&f->node[2]);
     for (size_t i = 0; i < 900; i++)
         k.items[i] = (struct store_incr){.key = k.keys[i], .keylen = k.lens[i], .delta = 1};
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = util_mono_ms();
     assert_int_equal(store_incr_batch(s, k.items, 900, 60), STORE_UNAVAILABLE);
-    uint64_t took = mono_ms() - t0;
+    uint64_t took = util_mono_ms() - t0;
     size_t ok = 0, unav = 0;
     for (size_t i = 0; i < 900; i++) {
         ok += k.items[i].status == STORE_OK;
@@ -610,9 +604,9 @@ static void test_dead_master(void **state)
     for (int pass = 0; pass < 3; pass++) {
         for (size_t i = 0; i < 900; i++)
             k.items[i] = (struct store_incr){.key = k.keys[i], .keylen = k.lens[i], .delta = 1};
-        t0 = mono_ms();
+        t0 = util_mono_ms();
         assert_true(loop_incr(sl, base, k.items, 900, 60));
-        took = mono_ms() - t0;
+        took = util_mono_ms() - t0;
         size_t lok = 0, lunav = 0;
         for (size_t i = 0; i < 900; i++) {
             lok += k.items[i].status == STORE_OK;

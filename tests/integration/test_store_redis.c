@@ -23,25 +23,13 @@
 #include "store.h"
 #include "store_contract.h"
 #include "store_impl.h"
+#include "util.h"
 
 struct fixture {
     struct server rd[2];
     struct store *s;
     char url[256];
 };
-
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static int setup(void **state)
 {
@@ -371,7 +359,7 @@ static void test_ttl_is_set_and_refreshed(void **state)
     it.key = "ttl:short";
     it.keylen = 9;
     assert_int_equal(store_incr_batch(f->s, &it, 1, 1), STORE_OK);
-    sleep_ms(1100);
+    util_sleep_ms(1100);
     const char *keys[] = {"ttl:short"};
     size_t lens[] = {9};
     uint64_t v = 5;
@@ -529,9 +517,9 @@ static void test_node_down_and_back(void **state)
     server_kill(&f->rd[1]);
 
     fill_items(&k, 2000, 1, false);
-    uint64_t t0 = mono_us();
+    uint64_t t0 = util_mono_us();
     assert_int_equal(store_incr_batch(s, k.items, 2000, 600), STORE_UNAVAILABLE);
-    uint64_t took = mono_us() - t0;
+    uint64_t took = util_mono_us() - t0;
     size_t ok = 0, unavailable = 0;
     for (size_t i = 0; i < 2000; i++) {
         if (k.items[i].status == STORE_OK)
@@ -571,14 +559,14 @@ static void test_node_down_and_back(void **state)
 
     assert_true(server_start(&f->rd[1], SERVER_REDIS, port1));
     bool recovered = false;
-    uint64_t start = mono_us();
-    while (mono_us() - start < 5u * 1000u * 1000u) {
+    uint64_t start = util_mono_us();
+    while (util_mono_us() - start < 5u * 1000u * 1000u) {
         fill_items(&k, 2000, 1, false);
         if (store_incr_batch(s, k.items, 2000, 600) == STORE_OK) {
             recovered = true;
             break;
         }
-        sleep_ms(50);
+        util_sleep_ms(50);
     }
     assert_true(recovered);
     assert_int_equal(store_mget_u64(s, k.keys, k.lens, 2000, k.vals, k.present), STORE_OK);
@@ -642,24 +630,24 @@ static void test_throughput(void **state)
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
         fill_items(&k, BIG, 1, false);
-        uint64_t t0 = mono_us();
+        uint64_t t0 = util_mono_us();
         assert_int_equal(store_incr_batch(f->s, k.items, BIG, 600), STORE_OK);
-        double rate = BIG / ((double)(mono_us() - t0) / 1e6);
+        double rate = BIG / ((double)(util_mono_us() - t0) / 1e6);
         if (rate > best)
             best = rate;
     }
     print_message("throughput: 100k-item batches, 100k distinct keys: %.0f items/s\n", best);
     fill_items(&k, 1000, 1, false);
-    uint64_t t0 = mono_us();
+    uint64_t t0 = util_mono_us();
     for (int rep = 0; rep < 100; rep++)
         assert_int_equal(store_incr_batch(f->s, k.items, 1000, 600), STORE_OK);
     print_message("throughput: 1000-item batches of distinct keys: %.0f items/s\n",
-                  100 * 1000 / ((double)(mono_us() - t0) / 1e6));
+                  100 * 1000 / ((double)(util_mono_us() - t0) / 1e6));
     best = 0;
     for (int rep = 0; rep < 3; rep++) {
-        t0 = mono_us();
+        t0 = util_mono_us();
         assert_int_equal(store_mget_u64(f->s, k.keys, k.lens, BIG, k.vals, NULL), STORE_OK);
-        double rate = BIG / ((double)(mono_us() - t0) / 1e6);
+        double rate = BIG / ((double)(util_mono_us() - t0) / 1e6);
         if (rate > best)
             best = rate;
     }

@@ -27,6 +27,7 @@
 #include "store_contract.h"
 #include "store_impl.h"
 #include "store_pool.h"
+#include "util.h"
 
 #define NNODES 3
 
@@ -35,19 +36,6 @@ struct fixture {
     struct server node[NNODES];
     char url[300];
 };
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static int setup(void **state, enum server_kind kind)
 {
@@ -155,7 +143,7 @@ static void *load(void *arg)
         }
         l->batches++;
         round++;
-        sleep_ms(2); /* about ingest's flush period */
+        util_sleep_ms(2); /* about ingest's flush period */
     }
     return NULL;
 }
@@ -194,29 +182,29 @@ static void test_kill_one_node_mid_load(void **state)
     const uint32_t victim = 1;
     /* First a replica given up on for lag (stopped for 400 ms, past the
      * 200 ms budget), then killed: the drained commands die with it. */
-    sleep_ms(300);
+    util_sleep_ms(300);
     assert_true(server_pause(&f->node[victim]));
-    sleep_ms(400);
+    util_sleep_ms(400);
     assert_true(server_resume(&f->node[victim]));
-    sleep_ms(200);
+    util_sleep_ms(200);
     atomic_store(&l.kill_phase, 1);
     server_kill(&f->node[victim]); /* kill -9, mid-load, reaped */
     atomic_store(&l.kill_phase, 2);
-    sleep_ms(2000);
+    util_sleep_ms(2000);
     restart_empty(f, victim);
-    sleep_ms(1500); /* the loop goes on: the hints go in front of its batches */
+    util_sleep_ms(1500); /* the loop goes on: the hints go in front of its batches */
     atomic_store(&l.stop, true);
     pthread_join(t, NULL);
     /* An empty batch replays what is left once the node is out of its
      * backoff (at most NODE_BACKOFF_MAX_MS). */
     struct store_stats st;
-    uint64_t until = mono_ms() + 3 * NODE_BACKOFF_MAX_MS;
+    uint64_t until = util_mono_ms() + 3 * NODE_BACKOFF_MAX_MS;
     do {
         assert_int_equal(store_incr_batch(l.s, NULL, 0, 600), STORE_OK);
         store_get_stats(l.s, &st);
         if (st.hints_pending > 0)
-            sleep_ms(50);
-    } while (st.hints_pending > 0 && mono_ms() < until);
+            util_sleep_ms(50);
+    } while (st.hints_pending > 0 && util_mono_ms() < until);
     print_message("%s: %llu batches, unavailable=%llu other not ok=%llu, node_failures=%llu "
                   "hints queued=%llu replayed=%llu dropped=%llu pending=%llu\n",
                   f->kind == SERVER_MEMCACHED ? "memcached" : "redis",
@@ -360,7 +348,7 @@ static void test_blobs_with_a_replica_down(void **state)
     if (strcmp(val, "open 100") != 0)
         assert_string_equal(val, "closed 100 200");
     free(val);
-    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    util_sleep_ms(NODE_BACKOFF_MAX_MS + 100);
     /* the next operation deletes the stale copy first */
     assert_int_equal(store_get(s, key, klen, &val, &len), STORE_OK);
     assert_string_equal(val, "closed 100 200");
@@ -390,7 +378,7 @@ static void test_blobs_with_a_replica_down(void **state)
     assert_int_equal(store_add(s, ukey, ulen, "2", 1, 600), STORE_EXISTS);
     server_kill(&f->node[up]);
     restart_empty(f, up);
-    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    util_sleep_ms(NODE_BACKOFF_MAX_MS + 100);
     assert_int_equal(store_add(other, ukey, ulen, "3", 1, 600), STORE_EXISTS);
     /* and the primary got the old value back */
     prim = open_node(f, up);
@@ -410,7 +398,7 @@ static void test_blobs_with_a_replica_down(void **state)
     int cp = primary_of(s, it.key);
     server_kill(&f->node[cp]);
     restart_empty(f, cp);
-    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    util_sleep_ms(NODE_BACKOFF_MAX_MS + 100);
     it.delta = 2;
     it.want_value = true;
     assert_int_equal(store_incr_batch(other, &it, 1, 600), STORE_OK);
@@ -431,9 +419,9 @@ static enum store_status slow_batch(struct store *s, char (*keys)[40], struct st
 {
     for (size_t i = 0; i < SLOW_KEYS; i++)
         items[i] = (struct store_incr){.key = keys[i], .keylen = strlen(keys[i]), .delta = 1};
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = util_mono_ms();
     enum store_status st = store_incr_batch(s, items, SLOW_KEYS, 600);
-    *elapsed_ms = mono_ms() - t0;
+    *elapsed_ms = util_mono_ms() - t0;
     for (size_t i = 0; i < SLOW_KEYS; i++)
         if (items[i].status == STORE_OK)
             expect[i]++;
@@ -502,17 +490,17 @@ static void test_silent_replica_is_given_up_on(void **state)
     assert_true(st1.hints_queued > st0.hints_queued); /* the skipped batch */
 
     /* Back: the hints go to it once a batch finds it fast again. */
-    uint64_t until = mono_ms() + 4 * NODE_BACKOFF_MAX_MS;
+    uint64_t until = util_mono_ms() + 4 * NODE_BACKOFF_MAX_MS;
     struct store_stats st;
     do {
-        sleep_ms(50);
+        util_sleep_ms(50);
         assert_int_equal(store_incr_batch(s, NULL, 0, 600), STORE_OK);
         assert_int_equal(store_incr_batch(s0, NULL, 0, 600), STORE_OK);
         store_get_stats(s, &st);
         struct store_stats st_0;
         store_get_stats(s0, &st_0);
         st.hints_pending += st_0.hints_pending;
-    } while (st.hints_pending > 0 && mono_ms() < until);
+    } while (st.hints_pending > 0 && util_mono_ms() < until);
     assert_int_equal(st.hints_pending, 0);
 
     struct store *reader = store_open(f->url, err, sizeof(err));
@@ -596,7 +584,7 @@ static void test_add_batch_replicas(void **state)
     /* Node 0 back empty: every key it was primary for still EXISTS. */
     server_kill(&f->node[0]);
     restart_empty(f, 0);
-    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    util_sleep_ms(NODE_BACKOFF_MAX_MS + 100);
     struct store *other = store_open(f->url, err, sizeof(err));
     assert_non_null(other);
     for (int i = 0; i < N; i++)
@@ -650,7 +638,7 @@ static void test_add_batch_replicas(void **state)
         assert_int_equal(store_set(n1, keys[i], strlen(keys[i]), "R 0", 3, 600), STORE_OK);
     }
     assert_true(on1 > 0);
-    sleep_ms(NODE_BACKOFF_MAX_MS + 100);
+    util_sleep_ms(NODE_BACKOFF_MAX_MS + 100);
     struct store_stats before_flush, after_flush;
     store_get_stats(other, &before_flush);
     char *val = NULL;
