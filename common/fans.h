@@ -32,7 +32,7 @@
 
 #define FANS_TOPK 100       /* entries an ingest instance keeps and publishes */
 #define FANS_SHOWN 10       /* ultimate fans in the snapshot */
-#define FANS_USER_MAX 64    /* as answer.h: 1..64 of [A-Za-z0-9_.:-] */
+#define FANS_USER_MAX 64    /* 1..64 of [A-Za-z0-9_.:-] (fans_user_ok) */
 #define FANS_JSON_MAX 16384 /* a published list of FANS_TOPK entries fits */
 
 struct fans_entry {

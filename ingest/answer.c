@@ -39,20 +39,6 @@ static bool int_field(const struct member *m, long long min, long long max, uint
     return true;
 }
 
-static bool user_ok(const char *s, size_t len)
-{
-    if (len < 1 || len > ANSWER_USER_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '.' || c == ':' || c == '-';
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 static bool validate(const struct eventfile *ef, const struct member f[N_FIELDS],
                      struct answer *out, struct answer_error *err)
 {
@@ -81,7 +67,7 @@ static bool validate(const struct eventfile *ef, const struct member f[N_FIELDS]
 
     const struct member *u = &f[F_USER];
     if (u->kind != M_ABSENT && u->kind != M_NULL) {
-        if (u->kind != M_STRING || !user_ok(u->s, u->len))
+        if (u->kind != M_STRING || !fans_user_ok(u->s, u->len))
             return fail(err, 400, "invalid_field", "user");
         a.has_user = true;
         memcpy(a.user, u->s, u->len);

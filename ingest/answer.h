@@ -12,9 +12,10 @@
 #include <stdint.h>
 
 #include "eventfile.h"
+#include "fans.h"
 #include "keys.h"
 
-#define ANSWER_USER_MAX 64
+#define ANSWER_USER_MAX FANS_USER_MAX /* fans_user_ok: the one rule */
 
 struct answer {
     uint32_t question;   /* question id */
