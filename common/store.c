@@ -352,6 +352,11 @@ const char *store_kind(const struct store *s)
     return s != NULL ? s->ops->kind : "none";
 }
 
+bool store_in_process(const struct store *s)
+{
+    return s != NULL && s->ops->in_process;
+}
+
 void store_get_stats(const struct store *s, struct store_stats *out)
 {
     if (s == NULL)

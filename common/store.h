@@ -112,8 +112,11 @@ struct store *store_clone(struct store *s);
 /* NULL is a no-op. */
 void store_close(struct store *s);
 
-/* "memory", "memcached", "redis", "redis-cluster" */
+/* "memory", "memcached", "redis", "redis-cluster": for people (logs). */
 const char *store_kind(const struct store *s);
+/* The data lives in this process (memory:): an operation costs no I/O and
+ * never blocks, so it may run on an event loop itself. */
+bool store_in_process(const struct store *s);
 
 struct store_incr {
     const char *key;   /* (ref) */

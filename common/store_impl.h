@@ -10,6 +10,7 @@ struct pool;
 
 struct store_ops {
     const char *kind;
+    bool in_process;  /* store_in_process */
     struct store *(*clone)(struct store *s);
     void (*close)(struct store *s);
     enum store_status (*incr_batch)(struct store *s, struct store_incr *items, size_t n,

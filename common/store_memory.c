@@ -577,6 +577,7 @@ static enum store_status mem_del(struct store *s, const char *key, size_t keylen
 
 static const struct store_ops mem_ops = {
     .kind = "memory",
+    .in_process = true,
     .clone = mem_clone,
     .close = mem_close,
     .incr_batch = mem_incr_batch,

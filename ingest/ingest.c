@@ -1163,7 +1163,7 @@ struct ingest *ingest_create(struct event_base *base, const struct eventfile *ef
      * itself (a batch costs less than waking a thread would), and a network
      * store's batches start from it when the handle can write without
      * blocking (store_incr_start): again no hand-off. */
-    bool in_process = strcmp(store_kind(store), "memory") == 0;
+    bool in_process = store_in_process(store);
     if ((ig->loop_store = store_clone(store)) == NULL) {
         snprintf(err, errlen, "out of memory");
         store_close(store);

@@ -205,11 +205,13 @@ static void test_open_memory_and_lazy_pool(void **state)
     struct store *s = store_open("memory:", err, sizeof(err));
     assert_non_null(s);
     assert_string_equal(store_kind(s), "memory");
+    assert_true(store_in_process(s));
     store_close(s);
     /* a pool opens without any node up (connects lazily) */
     s = store_open("memcached://127.0.0.1:1?timeout_ms=50", err, sizeof(err));
     assert_non_null(s);
     assert_string_equal(store_kind(s), "memcached");
+    assert_false(store_in_process(s));
     struct store_incr it = {.key = "k", .keylen = 1, .delta = 1};
     assert_int_equal(store_incr_batch(s, &it, 1, 0), STORE_UNAVAILABLE);
     assert_int_equal(it.status, STORE_UNAVAILABLE);
