@@ -23,19 +23,6 @@
 #define JSON_INT_MAX LLONG_MAX
 _Static_assert(sizeof(json_int_t) == sizeof(long long), "json_int_t is long long");
 
-static bool fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 /* JSON integers only: jansson reads 1.5 and 1e3 as reals, "3" is a string,
  * true a boolean; all of them are rejected here, not converted. */
 static bool check_int(const json_t *v, const char *path, json_int_t min, json_int_t max,
@@ -49,9 +36,9 @@ static bool check_int(const json_t *v, const char *path, json_int_t min, json_in
         }
     }
     if (max == JSON_INT_MAX)
-        return fail(err, errlen, "%s: must be an integer >= %lld", path, (long long)min);
-    return fail(err, errlen, "%s: must be an integer %lld..%lld", path, (long long)min,
-                (long long)max);
+        return util_fail(err, errlen, "%s: must be an integer >= %lld", path, (long long)min);
+    return util_fail(err, errlen, "%s: must be an integer %lld..%lld", path, (long long)min,
+                     (long long)max);
 }
 
 /* An optional integer field of obj: def when absent. */
@@ -72,13 +59,13 @@ static bool check_string(const json_t *v, const char *path, size_t maxbytes, cha
                          char *err, size_t errlen)
 {
     if (v == NULL)
-        return fail(err, errlen, "%s: required", path);
+        return util_fail(err, errlen, "%s: required", path);
     if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > maxbytes)
-        return fail(err, errlen, "%s: must be a non-empty string of at most %zu bytes", path,
-                    maxbytes);
+        return util_fail(err, errlen, "%s: must be a non-empty string of at most %zu bytes", path,
+                         maxbytes);
     *out = strdup(json_string_value(v));
     if (*out == NULL)
-        return fail(err, errlen, "%s: out of memory", path);
+        return util_fail(err, errlen, "%s: out of memory", path);
     return true;
 }
 
@@ -97,7 +84,7 @@ static bool parse_name(const json_t *root, struct eventfile *ef, char *err, size
 {
     const json_t *v = json_object_get(root, "event");
     if (v == NULL)
-        return fail(err, errlen, "event: required, must match [a-z0-9-]{1,%d}", EVENT_NAME_MAX);
+        return util_fail(err, errlen, "event: required, must match [a-z0-9-]{1,%d}", EVENT_NAME_MAX);
     const char *s = json_string_value(v);
     size_t n = json_string_length(v);
     bool ok = json_is_string(v) && n >= 1 && n <= EVENT_NAME_MAX;
@@ -106,7 +93,7 @@ static bool parse_name(const json_t *root, struct eventfile *ef, char *err, size
         ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
     }
     if (!ok)
-        return fail(err, errlen, "event: must match [a-z0-9-]{1,%d}", EVENT_NAME_MAX);
+        return util_fail(err, errlen, "event: must match [a-z0-9-]{1,%d}", EVENT_NAME_MAX);
     memcpy(ef->name, s, n);
     ef->name[n] = '\0';
     return true;
@@ -133,7 +120,7 @@ static bool parse_sharding(const json_t *root, struct eventfile *ef, char *err, 
         return true;
     }
     if (!json_is_object(hot))
-        return fail(err, errlen, "hot_countries: must be an object of country code -> shards");
+        return util_fail(err, errlen, "hot_countries: must be an object of country code -> shards");
 
     /* Given, it replaces the default list entirely: a show in one country
      * may want no other hot country. */
@@ -147,10 +134,10 @@ static bool parse_sharding(const json_t *root, struct eventfile *ef, char *err, 
         snprintf(path, sizeof(path), "hot_countries.%s", shown);
         int idx = country_lookup_strict(key, strlen(key));
         if (idx < 0)
-            return fail(err, errlen, "%s: not an ISO 3166-1 alpha-2 code", path);
+            return util_fail(err, errlen, "%s: not an ISO 3166-1 alpha-2 code", path);
         if (seen[idx])
-            return fail(err, errlen, "%s: the same country as another key (%s)", path,
-                        country_code(idx));
+            return util_fail(err, errlen, "%s: the same country as another key (%s)", path,
+                             country_code(idx));
         seen[idx] = true;
         json_int_t n = 0;
         if (!check_int(val, path, 1, EVENT_MAX_SHARDS, &n, err, errlen))
@@ -168,12 +155,12 @@ static bool default_age_buckets(struct eventfile *ef, char *err, size_t errlen)
     } defaults[] = {{"under 18", 17}, {"18-24", 24}, {"25+", AGE_MAX}};
     ef->age_buckets = calloc(LT_ARRAY_LEN(defaults), sizeof(*ef->age_buckets));
     if (ef->age_buckets == NULL)
-        return fail(err, errlen, "age_buckets: out of memory");
+        return util_fail(err, errlen, "age_buckets: out of memory");
     ef->n_age_buckets = LT_ARRAY_LEN(defaults);
     for (size_t i = 0; i < LT_ARRAY_LEN(defaults); i++) {
         ef->age_buckets[i].label = strdup(defaults[i].label);
         if (ef->age_buckets[i].label == NULL)
-            return fail(err, errlen, "age_buckets: out of memory");
+            return util_fail(err, errlen, "age_buckets: out of memory");
         ef->age_buckets[i].max = defaults[i].max;
     }
     return true;
@@ -189,11 +176,11 @@ static bool parse_age_buckets(const json_t *root, struct eventfile *ef, char *er
         return default_age_buckets(ef, err, errlen);
     size_t n = json_array_size(v);
     if (!json_is_array(v) || n == 0 || n > EVENT_MAX_AGE_BUCKETS)
-        return fail(err, errlen, "age_buckets: must be an array of 1..%d buckets",
-                    EVENT_MAX_AGE_BUCKETS);
+        return util_fail(err, errlen, "age_buckets: must be an array of 1..%d buckets",
+                         EVENT_MAX_AGE_BUCKETS);
     ef->age_buckets = calloc(n, sizeof(*ef->age_buckets));
     if (ef->age_buckets == NULL)
-        return fail(err, errlen, "age_buckets: out of memory");
+        return util_fail(err, errlen, "age_buckets: out of memory");
     ef->n_age_buckets = (uint32_t)n;
 
     char path[PATH_MAX_LEN];
@@ -201,7 +188,7 @@ static bool parse_age_buckets(const json_t *root, struct eventfile *ef, char *er
         struct event_age_bucket *b = &ef->age_buckets[i];
         const json_t *o = json_array_get(v, i);
         if (!json_is_object(o))
-            return fail(err, errlen, "age_buckets[%zu]: must be an object {\"label\", \"max\"}", i);
+            return util_fail(err, errlen, "age_buckets[%zu]: must be an object {\"label\", \"max\"}", i);
 
         snprintf(path, sizeof(path), "age_buckets[%zu].label", i);
         if (!check_string(json_object_get(o, "label"), path, LABEL_MAX_BYTES, &b->label, err,
@@ -211,22 +198,22 @@ static bool parse_age_buckets(const json_t *root, struct eventfile *ef, char *er
         snprintf(path, sizeof(path), "age_buckets[%zu].max", i);
         const json_t *m = json_object_get(o, "max");
         if (m == NULL)
-            return fail(err, errlen, "%s: required", path);
+            return util_fail(err, errlen, "%s: required", path);
         json_int_t max = 0;
         if (!check_int(m, path, AGE_MIN, UINT32_MAX, &max, err, errlen))
             return false;
         b->max = (uint32_t)max;
         if (i > 0 && b->max <= ef->age_buckets[i - 1].max)
-            return fail(err, errlen, "%s: must be greater than age_buckets[%zu].max (%u)", path,
-                        i - 1, ef->age_buckets[i - 1].max);
+            return util_fail(err, errlen, "%s: must be greater than age_buckets[%zu].max (%u)", path,
+                             i - 1, ef->age_buckets[i - 1].max);
         if (i + 1 < n && b->max >= AGE_MAX)
-            return fail(err, errlen,
-                        "%s: only the last bucket may reach %d (the buckets after it would "
-                        "never be used)",
-                        path, AGE_MAX);
+            return util_fail(err, errlen,
+                             "%s: only the last bucket may reach %d (the buckets after it would "
+                             "never be used)",
+                             path, AGE_MAX);
         if (i + 1 == n && b->max < AGE_MAX)
-            return fail(err, errlen, "%s: the last bucket must reach %d so every age has a bucket",
-                        path, AGE_MAX);
+            return util_fail(err, errlen, "%s: the last bucket must reach %d so every age has a bucket",
+                             path, AGE_MAX);
     }
     return true;
 }
@@ -236,12 +223,12 @@ static bool parse_question(const json_t *o, size_t i, struct event_question *q, 
 {
     char path[PATH_MAX_LEN];
     if (!json_is_object(o))
-        return fail(err, errlen, "questions[%zu]: must be an object", i);
+        return util_fail(err, errlen, "questions[%zu]: must be an object", i);
 
     snprintf(path, sizeof(path), "questions[%zu].id", i);
     const json_t *v = json_object_get(o, "id");
     if (v == NULL)
-        return fail(err, errlen, "%s: required", path);
+        return util_fail(err, errlen, "%s: required", path);
     json_int_t id = 0;
     if (!check_int(v, path, 1, EVENT_MAX_QUESTION_ID, &id, err, errlen))
         return false;
@@ -254,13 +241,13 @@ static bool parse_question(const json_t *o, size_t i, struct event_question *q, 
     snprintf(path, sizeof(path), "questions[%zu].options", i);
     v = json_object_get(o, "options");
     if (v == NULL)
-        return fail(err, errlen, "%s: required", path);
+        return util_fail(err, errlen, "%s: required", path);
     size_t n = json_array_size(v);
     if (!json_is_array(v) || n < 2 || n > EVENT_MAX_OPTIONS)
-        return fail(err, errlen, "%s: must be an array of 2..%d strings", path, EVENT_MAX_OPTIONS);
+        return util_fail(err, errlen, "%s: must be an array of 2..%d strings", path, EVENT_MAX_OPTIONS);
     q->options = calloc(n, sizeof(*q->options));
     if (q->options == NULL)
-        return fail(err, errlen, "%s: out of memory", path);
+        return util_fail(err, errlen, "%s: out of memory", path);
     q->n_options = (uint32_t)n;
     for (size_t j = 0; j < n; j++) {
         snprintf(path, sizeof(path), "questions[%zu].options[%zu]", i, j);
@@ -273,13 +260,13 @@ static bool parse_question(const json_t *o, size_t i, struct event_question *q, 
     v = json_object_get(o, "correct");
     if (v == NULL || !json_is_integer(v) || json_integer_value(v) < 0 ||
         json_integer_value(v) >= (json_int_t)n)
-        return fail(err, errlen, "%s: %s an index into options (0..%zu)", path,
-                    v == NULL ? "required," : "must be", n - 1);
+        return util_fail(err, errlen, "%s: %s an index into options (0..%zu)", path,
+                         v == NULL ? "required," : "must be", n - 1);
     q->correct = (uint32_t)json_integer_value(v);
 
     v = json_object_get(o, "open");
     if (v != NULL && !json_is_boolean(v))
-        return fail(err, errlen, "questions[%zu].open: must be true or false", i);
+        return util_fail(err, errlen, "questions[%zu].open: must be true or false", i);
     q->open = json_is_true(v);
     return true;
 }
@@ -309,7 +296,7 @@ static bool check_unique_ids(const struct eventfile *ef, char *err, size_t errle
 {
     struct id_pos *ids = malloc(ef->n_questions * sizeof(*ids));
     if (ids == NULL)
-        return fail(err, errlen, "questions: out of memory");
+        return util_fail(err, errlen, "questions: out of memory");
     for (size_t i = 0; i < ef->n_questions; i++) {
         ids[i].id = ef->questions[i].id;
         ids[i].pos = i;
@@ -318,8 +305,8 @@ static bool check_unique_ids(const struct eventfile *ef, char *err, size_t errle
     bool ok = true;
     for (size_t i = 1; i < ef->n_questions && ok; i++) {
         if (ids[i].id == ids[i - 1].id)
-            ok = fail(err, errlen, "questions[%zu].id: duplicate id %u (also questions[%zu])",
-                      ids[i].pos, ids[i].id, ids[i - 1].pos);
+            ok = util_fail(err, errlen, "questions[%zu].id: duplicate id %u (also questions[%zu])",
+                           ids[i].pos, ids[i].id, ids[i - 1].pos);
     }
     free(ids);
     return ok;
@@ -329,14 +316,14 @@ static bool parse_questions(const json_t *root, struct eventfile *ef, char *err,
 {
     const json_t *v = json_object_get(root, "questions");
     if (v == NULL)
-        return fail(err, errlen, "questions: required");
+        return util_fail(err, errlen, "questions: required");
     size_t n = json_array_size(v);
     if (!json_is_array(v) || n == 0 || n > EVENT_MAX_QUESTIONS)
-        return fail(err, errlen, "questions: must be a non-empty array of at most %d questions",
-                    EVENT_MAX_QUESTIONS);
+        return util_fail(err, errlen, "questions: must be a non-empty array of at most %d questions",
+                         EVENT_MAX_QUESTIONS);
     ef->questions = calloc(n, sizeof(*ef->questions));
     if (ef->questions == NULL)
-        return fail(err, errlen, "questions: out of memory");
+        return util_fail(err, errlen, "questions: out of memory");
     ef->n_questions = (uint32_t)n;
     for (size_t i = 0; i < n; i++) {
         if (!parse_question(json_array_get(v, i), i, &ef->questions[i], err, errlen))
@@ -357,22 +344,22 @@ bool eventfile_parse(const char *json, size_t len, struct eventfile *ef, char *e
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     if (json == NULL) {
-        fail(err, errlen, "event file: no input");
+        util_fail(err, errlen, "event file: no input");
         goto done;
     }
     if (len > EVENT_MAX_FILE_BYTES) {
-        fail(err, errlen, "event file: larger than %u bytes", EVENT_MAX_FILE_BYTES);
+        util_fail(err, errlen, "event file: larger than %u bytes", EVENT_MAX_FILE_BYTES);
         goto done;
     }
     /* Duplicate keys are rejected rather than silently last-one-wins. */
     json_error_t jerr;
     root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        fail(err, errlen, "invalid JSON at line %d:%d: %s", jerr.line, jerr.column, jerr.text);
+        util_fail(err, errlen, "invalid JSON at line %d:%d: %s", jerr.line, jerr.column, jerr.text);
         goto done;
     }
     if (!json_is_object(root)) {
-        fail(err, errlen, "event file: must be a JSON object");
+        util_fail(err, errlen, "event file: must be a JSON object");
         goto done;
     }
 
@@ -399,20 +386,20 @@ bool eventfile_load(const char *path, struct eventfile *ef, char *err, size_t er
 {
     memset(ef, 0, sizeof(*ef));
     if (path == NULL)
-        return fail(err, errlen, "event file: no path");
+        return util_fail(err, errlen, "event file: no path");
     size_t len;
     char *buf = util_read_file(path, EVENT_MAX_FILE_BYTES, &len);
     if (buf == NULL) {
         if (errno == EFBIG)
-            return fail(err, errlen, "%s: larger than %u bytes", path, EVENT_MAX_FILE_BYTES);
+            return util_fail(err, errlen, "%s: larger than %u bytes", path, EVENT_MAX_FILE_BYTES);
         char eb[128];
-        return fail(err, errlen, "%s: %s", path, strerror_r(errno, eb, sizeof(eb)));
+        return util_fail(err, errlen, "%s: %s", path, strerror_r(errno, eb, sizeof(eb)));
     }
     char inner[512];
     bool ok = eventfile_parse(buf, len, ef, inner, sizeof(inner));
     free(buf);
     if (!ok)
-        return fail(err, errlen, "%s: %s", path, inner);
+        return util_fail(err, errlen, "%s: %s", path, inner);
     return true;
 }
 

@@ -34,20 +34,6 @@ const char *store_status_str(enum store_status st)
     return "unknown";
 }
 
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 /* Longest URL accepted: 64 nodes of a long name and port, and options. */
 #define STORE_URL_MAX (STORE_MAX_NODES * (STORE_HOST_MAX + 8) + 256)
 
@@ -71,59 +57,59 @@ static bool parse_node(const char *seg, size_t seglen, size_t idx, struct store_
     const char *end = seg + seglen;
 
     if (seglen == 0)
-        return fail(err, errlen, "backend URL: node %zu is empty", idx);
+        return util_fail(err, errlen, "backend URL: node %zu is empty", idx);
     if (seg[0] == '[') {
         const char *close = memchr(seg, ']', seglen);
         if (close == NULL)
-            return fail(err, errlen, "backend URL: node %zu: missing ']' after IPv6 address",
-                        idx);
+            return util_fail(err, errlen, "backend URL: node %zu: missing ']' after IPv6 address",
+                             idx);
         host = seg + 1;
         hostlen = (size_t)(close - host);
         rest = close + 1;
         char tmp[INET6_ADDRSTRLEN + 1];
         unsigned char addr[16];
         if (hostlen == 0)
-            return fail(err, errlen, "backend URL: node %zu: empty host", idx);
+            return util_fail(err, errlen, "backend URL: node %zu: empty host", idx);
         if (hostlen >= sizeof(tmp))
-            return fail(err, errlen, "backend URL: node %zu: bad IPv6 address", idx);
+            return util_fail(err, errlen, "backend URL: node %zu: bad IPv6 address", idx);
         memcpy(tmp, host, hostlen);
         tmp[hostlen] = '\0';
         if (inet_pton(AF_INET6, tmp, addr) != 1)
-            return fail(err, errlen, "backend URL: node %zu: bad IPv6 address '%s'", idx, tmp);
+            return util_fail(err, errlen, "backend URL: node %zu: bad IPv6 address '%s'", idx, tmp);
     } else {
         const char *colon = memchr(seg, ':', seglen);
         host = seg;
         hostlen = colon != NULL ? (size_t)(colon - seg) : seglen;
         rest = host + hostlen;
         if (colon != NULL && memchr(colon + 1, ':', (size_t)(end - colon - 1)) != NULL)
-            return fail(err, errlen,
-                        "backend URL: node %zu: an IPv6 address must be written in brackets, "
-                        "e.g. [::1]:11211",
-                        idx);
+            return util_fail(err, errlen,
+                             "backend URL: node %zu: an IPv6 address must be written in brackets, "
+                             "e.g. [::1]:11211",
+                             idx);
         if (hostlen == 0)
-            return fail(err, errlen, "backend URL: node %zu: empty host", idx);
+            return util_fail(err, errlen, "backend URL: node %zu: empty host", idx);
         for (size_t i = 0; i < hostlen; i++)
             if (!host_char_ok((unsigned char)host[i]))
-                return fail(err, errlen, "backend URL: node %zu: bad character in host", idx);
+                return util_fail(err, errlen, "backend URL: node %zu: bad character in host", idx);
     }
     if (hostlen > STORE_HOST_MAX)
-        return fail(err, errlen, "backend URL: node %zu: host longer than %d bytes", idx,
-                    STORE_HOST_MAX);
+        return util_fail(err, errlen, "backend URL: node %zu: host longer than %d bytes", idx,
+                         STORE_HOST_MAX);
     if (rest >= end || *rest != ':')
-        return fail(err, errlen, "backend URL: node %zu: missing ':PORT'", idx);
+        return util_fail(err, errlen, "backend URL: node %zu: missing ':PORT'", idx);
     rest++;
     size_t portlen = (size_t)(end - rest);
     char portstr[8];
     uint32_t port;
     if (portlen == 0)
-        return fail(err, errlen, "backend URL: node %zu: empty port", idx);
+        return util_fail(err, errlen, "backend URL: node %zu: empty port", idx);
     if (portlen >= sizeof(portstr))
-        return fail(err, errlen, "backend URL: node %zu: port out of range 1..65535", idx);
+        return util_fail(err, errlen, "backend URL: node %zu: port out of range 1..65535", idx);
     memcpy(portstr, rest, portlen);
     portstr[portlen] = '\0';
     if (!util_parse_u32(portstr, 1, 65535, &port))
-        return fail(err, errlen, "backend URL: node %zu: port '%s' is not in 1..65535", idx,
-                    portstr);
+        return util_fail(err, errlen, "backend URL: node %zu: port '%s' is not in 1..65535", idx,
+                         portstr);
     memcpy(out->host, host, hostlen);
     out->host[hostlen] = '\0';
     out->port = (uint16_t)port;
@@ -156,15 +142,15 @@ static bool parse_query(const char *q, struct store_url *u, bool *seen, char *er
                         size_t errlen)
 {
     if (*q == '\0')
-        return fail(err, errlen, "backend URL: empty query after '?'");
+        return util_fail(err, errlen, "backend URL: empty query after '?'");
     while (*q != '\0') {
         const char *amp = strchr(q, '&');
         size_t len = amp != NULL ? (size_t)(amp - q) : strlen(q);
         const char *eq = memchr(q, '=', len);
         if (len == 0)
-            return fail(err, errlen, "backend URL: empty option in query");
+            return util_fail(err, errlen, "backend URL: empty option in query");
         if (eq == NULL)
-            return fail(err, errlen, "backend URL: option '%.*s' needs '=VALUE'", (int)len, q);
+            return util_fail(err, errlen, "backend URL: option '%.*s' needs '=VALUE'", (int)len, q);
         size_t namelen = (size_t)(eq - q);
         size_t i;
         for (i = 0; i < LT_ARRAY_LEN(url_options); i++)
@@ -172,9 +158,9 @@ static bool parse_query(const char *q, struct store_url *u, bool *seen, char *er
                 memcmp(url_options[i].name, q, namelen) == 0)
                 break;
         if (i == LT_ARRAY_LEN(url_options))
-            return fail(err, errlen, "backend URL: unknown option '%.*s'", (int)namelen, q);
+            return util_fail(err, errlen, "backend URL: unknown option '%.*s'", (int)namelen, q);
         if (seen[i])
-            return fail(err, errlen, "backend URL: option '%s' given twice", url_options[i].name);
+            return util_fail(err, errlen, "backend URL: option '%s' given twice", url_options[i].name);
         seen[i] = true;
         char val[24];
         size_t vlen = len - namelen - 1;
@@ -190,12 +176,12 @@ static bool parse_query(const char *q, struct store_url *u, bool *seen, char *er
         if (*q == '&') {
             q++;
             if (*q == '\0')
-                return fail(err, errlen, "backend URL: empty option in query");
+                return util_fail(err, errlen, "backend URL: empty option in query");
         }
         continue;
     bad_value:
-        return fail(err, errlen, "backend URL: %s must be an integer in %u..%u",
-                    url_options[i].name, url_options[i].min, url_options[i].max);
+        return util_fail(err, errlen, "backend URL: %s must be an integer in %u..%u",
+                         url_options[i].name, url_options[i].min, url_options[i].max);
     }
     return true;
 }
@@ -206,21 +192,21 @@ static bool parse_pool(const char *p, struct store_url *u, char *err, size_t err
     const char *query = strchr(p, '?');
     size_t listlen = query != NULL ? (size_t)(query - p) : strlen(p);
     if (listlen == 0)
-        return fail(err, errlen, "backend URL: no HOST:PORT after '//'");
+        return util_fail(err, errlen, "backend URL: no HOST:PORT after '//'");
     const char *seg = p;
     const char *end = p + listlen;
     while (seg <= end) {
         const char *comma = memchr(seg, ',', (size_t)(end - seg));
         const char *segend = comma != NULL ? comma : end;
         if (u->n_nodes == STORE_MAX_NODES)
-            return fail(err, errlen, "backend URL: more than %d nodes", STORE_MAX_NODES);
+            return util_fail(err, errlen, "backend URL: more than %d nodes", STORE_MAX_NODES);
         struct store_node *node = &u->nodes[u->n_nodes];
         if (!parse_node(seg, (size_t)(segend - seg), u->n_nodes + 1, node, err, errlen))
             return false;
         for (size_t i = 0; i < u->n_nodes; i++)
             if (u->nodes[i].port == node->port && strcasecmp(u->nodes[i].host, node->host) == 0)
-                return fail(err, errlen, "backend URL: node %zu (%s:%u) is listed twice",
-                            u->n_nodes + 1, node->host, (unsigned)node->port);
+                return util_fail(err, errlen, "backend URL: node %zu (%s:%u) is listed twice",
+                                 u->n_nodes + 1, node->host, (unsigned)node->port);
         u->n_nodes++;
         if (comma == NULL)
             break;
@@ -233,29 +219,29 @@ static bool parse_pool(const char *p, struct store_url *u, char *err, size_t err
         /* A cluster replicates each master to its own replicas (and fails
          * over): copies of our own on other masters would fight its slot
          * placement. */
-        return fail(err, errlen,
-                    "backend URL: %s is not supported on redis-cluster:// (the cluster "
-                    "replicates its masters itself: give them replicas, cluster-replicas)",
-                    seen[OPT_REPLICAS]    ? "replicas"
-                    : seen[OPT_HINT_KEYS] ? "hint_keys"
+        return util_fail(err, errlen,
+                         "backend URL: %s is not supported on redis-cluster:// (the cluster "
+                         "replicates its masters itself: give them replicas, cluster-replicas)",
+                         seen[OPT_REPLICAS]    ? "replicas"
+                         : seen[OPT_HINT_KEYS] ? "hint_keys"
                                           : "replica_lag_ms");
     if (u->replicas > u->n_nodes)
-        return fail(err, errlen, "backend URL: replicas=%u needs at least %u nodes, %zu given",
-                    u->replicas, u->replicas, u->n_nodes);
+        return util_fail(err, errlen, "backend URL: replicas=%u needs at least %u nodes, %zu given",
+                         u->replicas, u->replicas, u->n_nodes);
     return true;
 }
 
 bool store_url_parse(const char *url, struct store_url *out, char *err, size_t errlen)
 {
     if (url == NULL || *url == '\0')
-        return fail(err, errlen,
-                    "backend URL is empty (expected memory: or memcached://HOST:PORT)");
+        return util_fail(err, errlen,
+                         "backend URL is empty (expected memory: or memcached://HOST:PORT)");
     if (strlen(url) > STORE_URL_MAX)
-        return fail(err, errlen, "backend URL is longer than %d bytes", STORE_URL_MAX);
+        return util_fail(err, errlen, "backend URL is longer than %d bytes", STORE_URL_MAX);
 
     struct store_url *u = calloc(1, sizeof(*u));
     if (u == NULL)
-        return fail(err, errlen, "out of memory");
+        return util_fail(err, errlen, "out of memory");
     u->timeout_ms = STORE_TIMEOUT_MS_DEFAULT;
     u->replicas = STORE_REPLICAS_DEFAULT;
     u->hint_keys = STORE_HINT_KEYS_DEFAULT;
@@ -266,7 +252,7 @@ bool store_url_parse(const char *url, struct store_url *out, char *err, size_t e
         u->kind = STORE_KIND_MEMORY;
         ok = true;
     } else if (strncmp(url, "memory:", 7) == 0) {
-        fail(err, errlen, "backend URL: memory: takes no host or options (replicas need a pool)");
+        util_fail(err, errlen, "backend URL: memory: takes no host or options (replicas need a pool)");
     } else if (strncmp(url, "memcached://", 12) == 0) {
         u->kind = STORE_KIND_MEMCACHED;
         ok = parse_pool(url + 12, u, err, errlen);
@@ -281,11 +267,11 @@ bool store_url_parse(const char *url, struct store_url *out, char *err, size_t e
         int n = colon != NULL ? (int)(colon - url) : (int)strlen(url);
         if (n > 32)
             n = 32;
-        fail(err, errlen,
-             "backend URL: unknown scheme '%.*s' (expected memory:, memcached://, redis:// or "
-             "redis-cluster://)",
-             n,
-             url);
+        util_fail(err, errlen,
+                  "backend URL: unknown scheme '%.*s' (expected memory:, memcached://, redis:// or "
+                  "redis-cluster://)",
+                  n,
+                  url);
     }
     if (ok)
         memcpy(out, u, sizeof(*u));
@@ -297,7 +283,7 @@ bool store_url_check(const char *url, char *err, size_t errlen)
 {
     struct store_url *u = malloc(sizeof(*u));
     if (u == NULL)
-        return fail(err, errlen, "out of memory");
+        return util_fail(err, errlen, "out of memory");
     bool ok = store_url_parse(url, u, err, errlen);
     free(u);
     return ok;
@@ -308,7 +294,7 @@ struct store *store_open(const char *url, char *err, size_t errlen)
     struct store *s = NULL;
     struct store_url *u = malloc(sizeof(*u));
     if (u == NULL) {
-        fail(err, errlen, "out of memory");
+        util_fail(err, errlen, "out of memory");
         return NULL;
     }
     if (!store_url_parse(url, u, err, errlen))
@@ -317,7 +303,7 @@ struct store *store_open(const char *url, char *err, size_t errlen)
     case STORE_KIND_MEMORY:
         s = store_memory_open();
         if (s == NULL)
-            fail(err, errlen, "out of memory");
+            util_fail(err, errlen, "out of memory");
         break;
     case STORE_KIND_MEMCACHED:
         s = store_memcached_open(u, err, errlen);

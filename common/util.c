@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,6 +200,17 @@ uint64_t util_mono_ms(void)
 uint64_t util_mono_us(void)
 {
     return clock_ns(CLOCK_MONOTONIC) / 1000u;
+}
+
+bool util_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err != NULL && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return false;
 }
 
 void util_sleep_ms(uint64_t ms)

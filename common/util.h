@@ -32,6 +32,10 @@ char *util_read_file(const char *path, size_t maxlen, size_t *len);
 uint64_t util_mono_ms(void);
 /* Microseconds on CLOCK_MONOTONIC. */
 uint64_t util_mono_us(void);
+/* Writes the message into err (when err is not NULL and errlen > 0) and
+ * returns false: the error path of a function that reports in (err, errlen). */
+bool util_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Sleeps ms milliseconds, a signal notwithstanding. */
 void util_sleep_ms(uint64_t ms);
 /* Milliseconds since the epoch: only for timestamps shown to people or shared

@@ -150,20 +150,6 @@ struct loadengine {
     size_t max_req;
 };
 
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 void loadengine_errs_add(struct loadengine_errs *t, int status, const char *code, uint64_t n)
 {
     for (uint32_t i = 0; i < t->n; i++) {
@@ -349,25 +335,25 @@ static bool initial_connect(struct conn *c, char *err, size_t errlen)
     const struct loadurl *u = c->w->e->cfg.target;
     c->fd = new_socket(u);
     if (c->fd < 0)
-        return fail(err, errlen, "socket: %s", strerror(errno));
+        return util_fail(err, errlen, "socket: %s", strerror(errno));
     if (connect(c->fd, (const struct sockaddr *)&u->addr, u->addrlen) != 0) {
         if (errno != EINPROGRESS)
-            return fail(err, errlen, "connect %s: %s", u->hostport, strerror(errno));
+            return util_fail(err, errlen, "connect %s: %s", u->hostport, strerror(errno));
         struct pollfd p = {.fd = c->fd, .events = POLLOUT};
         int rc;
         do {
             rc = poll(&p, 1, INITIAL_CONNECT_MS);
         } while (rc < 0 && errno == EINTR);
         if (rc <= 0)
-            return fail(err, errlen, "connect %s: timed out", u->hostport);
+            return util_fail(err, errlen, "connect %s: timed out", u->hostport);
         int soerr = 0;
         socklen_t sl = sizeof(soerr);
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0)
-            return fail(err, errlen, "connect %s: %s", u->hostport,
-                        strerror(soerr ? soerr : errno));
+            return util_fail(err, errlen, "connect %s: %s", u->hostport,
+                             strerror(soerr ? soerr : errno));
     }
     if (!attach_events(c))
-        return fail(err, errlen, "out of memory");
+        return util_fail(err, errlen, "out of memory");
     conn_ready(c, util_mono_us());
     return true;
 }
@@ -1030,7 +1016,7 @@ static bool worker_init(struct loadengine *e, struct worker *w, uint32_t id, uin
 
     struct event_config *ec = event_config_new();
     if (ec == NULL)
-        return fail(err, errlen, "out of memory");
+        return util_fail(err, errlen, "out of memory");
     /* One loop per thread, never shared: no locks. Precise timers (timerfd)
      * for the open loop, whose arrivals are microseconds apart; they cost a
      * timerfd_settime per loop turn, which the closed loop does not need. */
@@ -1040,28 +1026,28 @@ static bool worker_init(struct loadengine *e, struct worker *w, uint32_t id, uin
     w->base = event_base_new_with_config(ec);
     event_config_free(ec);
     if (w->base == NULL)
-        return fail(err, errlen, "cannot create an event loop");
+        return util_fail(err, errlen, "cannot create an event loop");
     w->tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
     w->sched = event_new(w->base, -1, 0, on_sched, w);
     if (!w->tick || !w->sched)
-        return fail(err, errlen, "out of memory");
+        return util_fail(err, errlen, "out of memory");
     if (pthread_mutex_init(&w->lock, NULL) != 0)
-        return fail(err, errlen, "cannot create a mutex");
+        return util_fail(err, errlen, "cannot create a mutex");
     w->lock_init = true;
     if (!loadhist_init(&w->total, LOADHIST_HIGHEST_US, LOADHIST_DIGITS) ||
         !loadhist_init(&w->interval, LOADHIST_HIGHEST_US, LOADHIST_DIGITS) ||
         !loadtally_init(&w->tally, cfg->n_questions) ||
         !loadtally_init(&w->maybe, cfg->n_questions))
-        return fail(err, errlen, "out of memory");
+        return util_fail(err, errlen, "out of memory");
     w->scratch_cap = max_body + 1;
     w->scratch = malloc(w->scratch_cap);
     w->conns = calloc(n_conns, sizeof(*w->conns));
     w->ready = calloc(n_conns, sizeof(*w->ready));
     w->dirty = calloc(n_conns, sizeof(*w->dirty));
     if (cfg->results != NULL && (w->res_buf = malloc(RES_BUF_SIZE)) == NULL)
-        return fail(err, errlen, "out of memory");
+        return util_fail(err, errlen, "out of memory");
     if (!w->scratch || !w->conns || !w->ready || !w->dirty)
-        return fail(err, errlen, "out of memory");
+        return util_fail(err, errlen, "out of memory");
     size_t rcap = (size_t)cfg->pipeline * RBUF_PER_SLOT;
     if (rcap < RBUF_MIN)
         rcap = RBUF_MIN;
@@ -1077,7 +1063,7 @@ static bool worker_init(struct loadengine *e, struct worker *w, uint32_t id, uin
         c->rbuf = malloc(c->rcap);
         c->fl = calloc(cfg->pipeline, sizeof(*c->fl));
         if (!c->wbuf || !c->rbuf || !c->fl)
-            return fail(err, errlen, "out of memory");
+            return util_fail(err, errlen, "out of memory");
     }
     if (cfg->record_path != NULL) {
         if (!loadrecord_open(&w->rec, cfg->record_path, id, err, errlen))
@@ -1111,17 +1097,17 @@ static bool config_ok(const struct loadengine_config *c, char *err, size_t errle
 {
     int sources = (c->profile != NULL) + (c->replay != NULL) + (c->closed_loop ? 1 : 0);
     if (sources != 1)
-        return fail(err, errlen, "exactly one of a profile, a replay and the closed loop");
+        return util_fail(err, errlen, "exactly one of a profile, a replay and the closed loop");
     if (c->target == NULL || c->threads < 1 || c->threads > LOADENGINE_MAX_THREADS ||
         c->connections < c->threads || c->connections > LOADENGINE_MAX_CONNECTIONS ||
         c->pipeline < 1 || c->pipeline > LOADENGINE_MAX_PIPELINE || c->timeout_us == 0)
-        return fail(err, errlen, "bad engine settings");
+        return util_fail(err, errlen, "bad engine settings");
     if (c->replay == NULL && c->synth == NULL)
-        return fail(err, errlen, "no answers to send");
+        return util_fail(err, errlen, "no answers to send");
     if (c->replay != NULL && (c->replay->n == 0 || !(c->replay_speedup >= 1)))
-        return fail(err, errlen, "empty replay");
+        return util_fail(err, errlen, "empty replay");
     if (c->closed_loop && c->duration_us == 0 && c->requests == 0)
-        return fail(err, errlen, "the closed loop needs a duration or a request count");
+        return util_fail(err, errlen, "the closed loop needs a duration or a request count");
     return true;
 }
 
@@ -1131,13 +1117,13 @@ struct loadengine *loadengine_start(const struct loadengine_config *cfg, char *e
         return NULL;
     struct loadengine *e = calloc(1, sizeof(*e));
     if (e == NULL) {
-        fail(err, errlen, "out of memory");
+        util_fail(err, errlen, "out of memory");
         return NULL;
     }
     e->cfg = *cfg;
     char path[LOADHTTP_PATH_MAX + 32];
     if (!loadhttp_path(cfg->target, "/v1/answers", path, sizeof(path))) {
-        fail(err, errlen, "target path too long");
+        util_fail(err, errlen, "target path too long");
         goto err;
     }
     int n = snprintf(e->prefix, sizeof(e->prefix),
@@ -1145,7 +1131,7 @@ struct loadengine *loadengine_start(const struct loadengine_config *cfg, char *e
                      "Content-Length: ",
                      path, cfg->target->hostport);
     if (n <= 0 || (size_t)n >= sizeof(e->prefix)) {
-        fail(err, errlen, "target too long");
+        util_fail(err, errlen, "target too long");
         goto err;
     }
     e->prefix_len = (size_t)n;
@@ -1155,7 +1141,7 @@ struct loadengine *loadengine_start(const struct loadengine_config *cfg, char *e
     e->n_workers = cfg->threads;
     e->w = calloc(e->n_workers, sizeof(*e->w));
     if (e->w == NULL) {
-        fail(err, errlen, "out of memory");
+        util_fail(err, errlen, "out of memory");
         goto err;
     }
     for (uint32_t i = 0; i < e->n_workers; i++) {
@@ -1186,7 +1172,7 @@ struct loadengine *loadengine_start(const struct loadengine_config *cfg, char *e
         }
     }
     if (connected == 0) {
-        fail(err, errlen, "cannot connect to the target: %s", cerr);
+        util_fail(err, errlen, "cannot connect to the target: %s", cerr);
         goto err;
     }
 
@@ -1211,7 +1197,7 @@ struct loadengine *loadengine_start(const struct loadengine_config *cfg, char *e
                 /* stop flag is seen at the next tick */
                 pthread_join(e->w[j].thread, NULL);
             }
-            fail(err, errlen, "cannot start thread %u", i);
+            util_fail(err, errlen, "cannot start thread %u", i);
             goto err;
         }
         e->w[i].started = true;
@@ -1282,7 +1268,7 @@ bool loadengine_finish(struct loadengine *e, struct loadengine_result *r, char *
     if (!loadhist_init(&r->latency, LOADHIST_HIGHEST_US, LOADHIST_DIGITS) ||
         !loadtally_init(&r->tally, e->cfg.n_questions) ||
         !loadtally_init(&r->maybe, e->cfg.n_questions)) {
-        ok = fail(err, errlen, "out of memory");
+        ok = util_fail(err, errlen, "out of memory");
     }
     for (uint32_t i = 0; i < e->n_workers; i++) {
         struct worker *w = &e->w[i];
@@ -1321,14 +1307,14 @@ bool loadengine_finish(struct loadengine *e, struct loadengine_result *r, char *
         if (w->recording) {
             char rerr[256];
             if (!loadrecord_close(&w->rec, rerr, sizeof(rerr)) && ok)
-                ok = fail(err, errlen, "%s", rerr);
+                ok = util_fail(err, errlen, "%s", rerr);
             w->recording = false;
         }
     }
     if (e->admin_recording) {
         char rerr[256];
         if (!loadrecord_close(&e->admin_rec, rerr, sizeof(rerr)) && ok)
-            ok = fail(err, errlen, "%s", rerr);
+            ok = util_fail(err, errlen, "%s", rerr);
         e->admin_recording = false;
     }
     if (e->cfg.record_path != NULL) {

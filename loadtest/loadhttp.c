@@ -19,20 +19,6 @@
 #define MAX_CONTENT_LENGTH (1ull << 30)
 #define CHUNK_LINE_MAX 64
 
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 static bool url_char_ok(char c)
 {
     unsigned char u = (unsigned char)c;
@@ -43,16 +29,16 @@ bool loadhttp_parse_url(const char *s, struct loadurl *u, char *err, size_t errl
 {
     memset(u, 0, sizeof(*u));
     if (s == NULL || s[0] == '\0')
-        return fail(err, errlen, "empty URL");
+        return util_fail(err, errlen, "empty URL");
     if (strncasecmp(s, "https://", 8) == 0)
-        return fail(err, errlen, "%s: https is not supported (use http:// to a local endpoint)", s);
+        return util_fail(err, errlen, "%s: https is not supported (use http:// to a local endpoint)", s);
     if (strncasecmp(s, "http://", 7) != 0)
-        return fail(err, errlen, "%s: expected http://HOST[:PORT][/PATH]", s);
+        return util_fail(err, errlen, "%s: expected http://HOST[:PORT][/PATH]", s);
     const char *p = s + 7;
     for (const char *q = p; *q != '\0'; q++) {
         if (!url_char_ok(*q))
-            return fail(err, errlen,
-                        "%s: user info, query strings, fragments and spaces are not supported", s);
+            return util_fail(err, errlen,
+                             "%s: user info, query strings, fragments and spaces are not supported", s);
     }
     const char *slash = strchr(p, '/');
     size_t alen = slash ? (size_t)(slash - p) : strlen(p);
@@ -62,12 +48,12 @@ bool loadhttp_parse_url(const char *s, struct loadurl *u, char *err, size_t errl
     if (alen > 0 && p[0] == '[') {
         const char *close = memchr(p, ']', alen);
         if (close == NULL)
-            return fail(err, errlen, "%s: unterminated [IPv6] address", s);
+            return util_fail(err, errlen, "%s: unterminated [IPv6] address", s);
         h = p + 1;
         hn = (size_t)(close - h);
         after = close + 1;
         if (memchr(h, ':', hn) == NULL)
-            return fail(err, errlen, "%s: brackets are only for IPv6 addresses", s);
+            return util_fail(err, errlen, "%s: brackets are only for IPv6 addresses", s);
     } else {
         const char *colon = memchr(p, ':', alen);
         h = p;
@@ -75,7 +61,7 @@ bool loadhttp_parse_url(const char *s, struct loadurl *u, char *err, size_t errl
         after = p + hn;
     }
     if (hn == 0 || hn > LOADHTTP_HOST_MAX)
-        return fail(err, errlen, "%s: missing or too long host", s);
+        return util_fail(err, errlen, "%s: missing or too long host", s);
     memcpy(u->host, h, hn);
     u->host[hn] = '\0';
 
@@ -83,16 +69,16 @@ bool loadhttp_parse_url(const char *s, struct loadurl *u, char *err, size_t errl
     u->port = 80;
     if (after < aend) {
         if (*after != ':')
-            return fail(err, errlen, "%s: unexpected characters after the host", s);
+            return util_fail(err, errlen, "%s: unexpected characters after the host", s);
         char portbuf[8];
         size_t pn = (size_t)(aend - after - 1);
         uint32_t port;
         if (pn == 0 || pn >= sizeof(portbuf))
-            return fail(err, errlen, "%s: bad port", s);
+            return util_fail(err, errlen, "%s: bad port", s);
         memcpy(portbuf, after + 1, pn);
         portbuf[pn] = '\0';
         if (!util_parse_u32(portbuf, 1, 65535, &port))
-            return fail(err, errlen, "%s: bad port (1..65535)", s);
+            return util_fail(err, errlen, "%s: bad port (1..65535)", s);
         u->port = (uint16_t)port;
     }
     bool v6 = strchr(u->host, ':') != NULL;
@@ -104,7 +90,7 @@ bool loadhttp_parse_url(const char *s, struct loadurl *u, char *err, size_t errl
         while (pl > 0 && slash[pl - 1] == '/')
             pl--;
         if (pl > LOADHTTP_PATH_MAX - 32)
-            return fail(err, errlen, "%s: path too long", s);
+            return util_fail(err, errlen, "%s: path too long", s);
         memcpy(u->base, slash, pl);
         u->base[pl] = '\0';
     }
@@ -139,7 +125,7 @@ bool loadhttp_resolve(struct loadurl *u, bool allow_remote, char *err, size_t er
     snprintf(port, sizeof(port), "%u", (unsigned)u->port);
     int rc = getaddrinfo(u->host, port, &hints, &res);
     if (rc != 0)
-        return fail(err, errlen, "%s: cannot resolve: %s", u->host, gai_strerror(rc));
+        return util_fail(err, errlen, "%s: cannot resolve: %s", u->host, gai_strerror(rc));
 
     const struct addrinfo *pick = NULL;
     bool ok = true;
@@ -154,10 +140,10 @@ bool loadhttp_resolve(struct loadurl *u, bool allow_remote, char *err, size_t er
             pick = ai;
     }
     if (ok && (pick == NULL || pick->ai_addrlen > sizeof(u->addr)))
-        ok = fail(err, errlen, "%s: no usable address", u->host);
+        ok = util_fail(err, errlen, "%s: no usable address", u->host);
     else if (!ok)
-        fail(err, errlen, "%s is not a loopback address; pass --allow-remote to load a remote host",
-             u->host);
+        util_fail(err, errlen, "%s is not a loopback address; pass --allow-remote to load a remote host",
+                  u->host);
     if (ok) {
         memcpy(&u->addr, pick->ai_addr, pick->ai_addrlen);
         u->addrlen = pick->ai_addrlen;
@@ -486,13 +472,13 @@ bool loadhttp_fetch(const struct loadurl *u, const char *method, const char *pat
 
     char fullpath[LOADHTTP_PATH_MAX + 64];
     if (!loadhttp_path(u, path, fullpath, sizeof(fullpath))) {
-        fail(err, errlen, "path too long");
+        util_fail(err, errlen, "path too long");
         goto done;
     }
     size_t reqcap = 1024 + body_len;
     req = malloc(reqcap);
     if (req == NULL) {
-        fail(err, errlen, "out of memory");
+        util_fail(err, errlen, "out of memory");
         goto done;
     }
     int n = snprintf(req, reqcap,
@@ -503,7 +489,7 @@ bool loadhttp_fetch(const struct loadurl *u, const char *method, const char *pat
                      token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "",
                      body_len, body_len ? "Content-Type: application/json\r\n" : "");
     if (n < 0 || (size_t)n + body_len >= reqcap) {
-        fail(err, errlen, "request too large");
+        util_fail(err, errlen, "request too large");
         goto done;
     }
     if (body_len)
@@ -512,22 +498,22 @@ bool loadhttp_fetch(const struct loadurl *u, const char *method, const char *pat
 
     fd = socket(u->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        fail(err, errlen, "socket: %s", strerror(errno));
+        util_fail(err, errlen, "socket: %s", strerror(errno));
         goto done;
     }
     if (connect(fd, (const struct sockaddr *)&u->addr, u->addrlen) != 0) {
         if (errno != EINPROGRESS) {
-            fail(err, errlen, "connect %s: %s", u->hostport, strerror(errno));
+            util_fail(err, errlen, "connect %s: %s", u->hostport, strerror(errno));
             goto done;
         }
         if (!wait_fd(fd, POLLOUT, deadline)) {
-            fail(err, errlen, "connect %s: timed out", u->hostport);
+            util_fail(err, errlen, "connect %s: timed out", u->hostport);
             goto done;
         }
         int soerr = 0;
         socklen_t sl = sizeof(soerr);
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
-            fail(err, errlen, "connect %s: %s", u->hostport, strerror(soerr ? soerr : errno));
+            util_fail(err, errlen, "connect %s: %s", u->hostport, strerror(soerr ? soerr : errno));
             goto done;
         }
     }
@@ -538,11 +524,11 @@ bool loadhttp_fetch(const struct loadurl *u, const char *method, const char *pat
             sent += (size_t)w;
         } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
             if (!wait_fd(fd, POLLOUT, deadline)) {
-                fail(err, errlen, "%s: send timed out", u->hostport);
+                util_fail(err, errlen, "%s: send timed out", u->hostport);
                 goto done;
             }
         } else {
-            fail(err, errlen, "%s: send: %s", u->hostport, strerror(errno));
+            util_fail(err, errlen, "%s: send: %s", u->hostport, strerror(errno));
             goto done;
         }
     }
@@ -552,7 +538,7 @@ bool loadhttp_fetch(const struct loadurl *u, const char *method, const char *pat
     size_t bufcap = 16384 < cap ? 16384 : cap;
     buf = malloc(bufcap);
     if (buf == NULL) {
-        fail(err, errlen, "out of memory");
+        util_fail(err, errlen, "out of memory");
         goto done;
     }
     bool eof = false;
@@ -567,13 +553,13 @@ bool loadhttp_fetch(const struct loadurl *u, const char *method, const char *pat
         }
         if (pr == LOADHTTP_PARSE_OK) {
             if (r.body_len > max_body && !r.chunked) {
-                fail(err, errlen, "%s%s: response body over %zu bytes", u->hostport, fullpath,
-                     max_body);
+                util_fail(err, errlen, "%s%s: response body over %zu bytes", u->hostport, fullpath,
+                          max_body);
                 goto done;
             }
             char *b = malloc(r.body_len + 1);
             if (b == NULL) {
-                fail(err, errlen, "out of memory");
+                util_fail(err, errlen, "out of memory");
                 goto done;
             }
             memcpy(b, r.body, r.body_len);
@@ -582,8 +568,8 @@ bool loadhttp_fetch(const struct loadurl *u, const char *method, const char *pat
                 long d = loadhttp_dechunk(b, blen);
                 if (d < 0 || (size_t)d > max_body) {
                     free(b);
-                    fail(err, errlen, "%s%s: bad or oversized chunked body", u->hostport,
-                         fullpath);
+                    util_fail(err, errlen, "%s%s: bad or oversized chunked body", u->hostport,
+                              fullpath);
                     goto done;
                 }
                 blen = (size_t)d;
@@ -596,23 +582,23 @@ bool loadhttp_fetch(const struct loadurl *u, const char *method, const char *pat
             goto done;
         }
         if (pr == LOADHTTP_PARSE_BAD) {
-            fail(err, errlen, "%s%s: malformed HTTP response", u->hostport, fullpath);
+            util_fail(err, errlen, "%s%s: malformed HTTP response", u->hostport, fullpath);
             goto done;
         }
         if (eof) {
-            fail(err, errlen, "%s%s: connection closed before the response ended", u->hostport,
-                 fullpath);
+            util_fail(err, errlen, "%s%s: connection closed before the response ended", u->hostport,
+                      fullpath);
             goto done;
         }
         if (len + 1 >= bufcap) {
             if (bufcap >= cap) {
-                fail(err, errlen, "%s%s: response over %zu bytes", u->hostport, fullpath, cap);
+                util_fail(err, errlen, "%s%s: response over %zu bytes", u->hostport, fullpath, cap);
                 goto done;
             }
             size_t nc = bufcap * 2 < cap ? bufcap * 2 : cap;
             char *nb = realloc(buf, nc);
             if (nb == NULL) {
-                fail(err, errlen, "out of memory");
+                util_fail(err, errlen, "out of memory");
                 goto done;
             }
             buf = nb;
@@ -625,12 +611,12 @@ bool loadhttp_fetch(const struct loadurl *u, const char *method, const char *pat
             eof = true;
         } else if (errno == EAGAIN || errno == EINTR) {
             if (!wait_fd(fd, POLLIN, deadline)) {
-                fail(err, errlen, "%s%s: no response within %u ms", u->hostport, fullpath,
-                     timeout_ms);
+                util_fail(err, errlen, "%s%s: no response within %u ms", u->hostport, fullpath,
+                          timeout_ms);
                 goto done;
             }
         } else {
-            fail(err, errlen, "%s%s: recv: %s", u->hostport, fullpath, strerror(errno));
+            util_fail(err, errlen, "%s%s: recv: %s", u->hostport, fullpath, strerror(errno));
             goto done;
         }
     }

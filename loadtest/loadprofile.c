@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "loadunits.h"
+#include "util.h"
 
 #define US_PER_S 1e6
 /* The ramp is a tenth of the window, at most this long (before speedup). */
@@ -19,20 +20,6 @@
 #define CONCERT_LEAD_US 1e6
 /* Below this a window cannot be shaped in whole microseconds. */
 #define MIN_WINDOW_US 10e3
-
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
 
 /* Cumulative area of one burst at a peak of 1/s, in seconds, t in us. */
 static double burst_area(const struct loadprofile *p, double t_us)
@@ -69,29 +56,29 @@ bool loadprofile_parse_stages(const char *s, struct loadprofile_stage *out, uint
                               char *err, size_t errlen)
 {
     if (s == NULL || *s == '\0')
-        return fail(err, errlen, "expected DURATION:RATE[,DURATION:RATE...] such as 10s:1k,1m:1k");
+        return util_fail(err, errlen, "expected DURATION:RATE[,DURATION:RATE...] such as 10s:1k,1m:1k");
     uint32_t k = 0;
     const char *p = s;
     for (;;) {
         size_t len = strcspn(p, ",");
         char item[64];
         if (len == 0 || len >= sizeof(item))
-            return fail(err, errlen, "stage %u: expected DURATION:RATE such as 30s:20k", k + 1);
+            return util_fail(err, errlen, "stage %u: expected DURATION:RATE such as 30s:20k", k + 1);
         memcpy(item, p, len);
         item[len] = '\0';
         char *colon = strchr(item, ':');
         if (colon == NULL)
-            return fail(err, errlen, "stage %u (%s): expected DURATION:RATE such as 30s:20k",
-                        k + 1, item);
+            return util_fail(err, errlen, "stage %u (%s): expected DURATION:RATE such as 30s:20k",
+                             k + 1, item);
         *colon = '\0';
         if (k == LOADPROFILE_STAGES_MAX)
-            return fail(err, errlen, "at most %d stages", LOADPROFILE_STAGES_MAX);
+            return util_fail(err, errlen, "at most %d stages", LOADPROFILE_STAGES_MAX);
         if (!loadunits_duration_us(item, 1000, 24ull * 3600 * 1000000, &out[k].duration_us))
-            return fail(err, errlen, "stage %u: duration %s: expected 1ms to 24h (500ms, 30s, 2m)",
-                        k + 1, item);
+            return util_fail(err, errlen, "stage %u: duration %s: expected 1ms to 24h (500ms, 30s, 2m)",
+                             k + 1, item);
         if (!loadunits_rate(colon + 1, 0, 10e6, &out[k].rate))
-            return fail(err, errlen, "stage %u: rate %s: expected 0 to 10M per second (0, 500, 20k)",
-                        k + 1, colon + 1);
+            return util_fail(err, errlen, "stage %u: rate %s: expected 0 to 10M per second (0, 500, 20k)",
+                             k + 1, colon + 1);
         k++;
         p += len;
         if (*p == '\0')
@@ -131,9 +118,9 @@ static bool init_stages(struct loadprofile *p, char *err, size_t errlen)
         prev = st->rate;
     }
     if (count < 1)
-        return fail(err, errlen, "--stages: the stages add up to less than one request");
+        return util_fail(err, errlen, "--stages: the stages add up to less than one request");
     if (count > 1e15)
-        return fail(err, errlen, "--stages: too many requests");
+        return util_fail(err, errlen, "--stages: too many requests");
     p->p.duration_us = (uint64_t)t;
     /* arrival m is due where the curve reaches m + 0.5 */
     uint64_t total = (uint64_t)floor(count + 0.5);
@@ -149,29 +136,29 @@ bool loadprofile_init(struct loadprofile *p, const struct loadprofile_params *pa
     p->p = *params;
     if (params->kind == LOADPROFILE_STEADY && params->n_stages > 0) {
         if (params->n_stages > LOADPROFILE_STAGES_MAX)
-            return fail(err, errlen, "--stages: at most %d", LOADPROFILE_STAGES_MAX);
+            return util_fail(err, errlen, "--stages: at most %d", LOADPROFILE_STAGES_MAX);
         return init_stages(p, err, errlen);
     }
     if (!(params->rate > 0) || !isfinite(params->rate))
-        return fail(err, errlen, "--rate must be positive");
+        return util_fail(err, errlen, "--rate must be positive");
     if (!(params->speedup >= 1) || !isfinite(params->speedup))
-        return fail(err, errlen, "--speedup must be at least 1");
+        return util_fail(err, errlen, "--speedup must be at least 1");
     if (params->kind == LOADPROFILE_STEADY) {
         if (params->duration_us == 0 && params->requests == 0)
-            return fail(err, errlen, "the steady profile needs --duration and/or --requests");
+            return util_fail(err, errlen, "the steady profile needs --duration and/or --requests");
         return true;
     }
     if (params->kind == LOADPROFILE_BURST && params->duration_us == 0 && params->requests == 0)
-        return fail(err, errlen, "the burst profile needs --duration and/or --requests");
+        return util_fail(err, errlen, "the burst profile needs --duration and/or --requests");
     if (params->kind == LOADPROFILE_CONCERT && params->bursts == 0)
-        return fail(err, errlen, "the concert needs at least one question");
+        return util_fail(err, errlen, "the concert needs at least one question");
     if (params->window_us == 0 || params->window_us > params->period_us)
-        return fail(err, errlen, "--window must be positive and at most --period");
+        return util_fail(err, errlen, "--window must be positive and at most --period");
 
     p->period_us = (double)params->period_us / params->speedup;
     p->window_us = (double)params->window_us / params->speedup;
     if (p->window_us < MIN_WINDOW_US)
-        return fail(err, errlen, "--window divided by --speedup must be at least 10ms");
+        return util_fail(err, errlen, "--window divided by --speedup must be at least 10ms");
     double ramp = (double)params->window_us / 10;
     if (ramp > MAX_RAMP_US)
         ramp = MAX_RAMP_US;
@@ -184,11 +171,11 @@ bool loadprofile_init(struct loadprofile *p, const struct loadprofile_params *pa
     p->area_s = burst_area(p, p->window_us);
     double k = floor(params->rate * p->area_s + 0.5);
     if (k < 1)
-        return fail(err, errlen,
-                    "--rate %.6g/s is too low: a burst of that peak over the window has no answer",
-                    params->rate);
+        return util_fail(err, errlen,
+                         "--rate %.6g/s is too low: a burst of that peak over the window has no answer",
+                         params->rate);
     if (k > 1e15)
-        return fail(err, errlen, "--rate too high for the window");
+        return util_fail(err, errlen, "--rate too high for the window");
     p->per_burst = (uint64_t)k;
     return true;
 }

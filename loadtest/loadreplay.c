@@ -12,20 +12,6 @@
 
 #define USER_MAX 64
 
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 static char *part_path(const char *path, unsigned part)
 {
     size_t n = strlen(path) + 32;
@@ -43,10 +29,10 @@ bool loadrecord_open(struct loadrecord *r, const char *path, unsigned part, char
     memset(r, 0, sizeof(*r));
     r->path = part_path(path, part);
     if (r->path == NULL)
-        return fail(err, errlen, "out of memory");
+        return util_fail(err, errlen, "out of memory");
     r->f = fopen(r->path, "we");
     if (r->f == NULL) {
-        fail(err, errlen, "--record %s: %s", r->path, strerror(errno));
+        util_fail(err, errlen, "--record %s: %s", r->path, strerror(errno));
         free(r->path);
         r->path = NULL;
         return false;
@@ -82,7 +68,7 @@ bool loadrecord_close(struct loadrecord *r, char *err, size_t errlen)
     if (r->f != NULL && fclose(r->f) != 0)
         ok = false;
     if (!ok)
-        fail(err, errlen, "--record %s: write failed", r->path ? r->path : "?");
+        util_fail(err, errlen, "--record %s: write failed", r->path ? r->path : "?");
     free(r->path);
     memset(r, 0, sizeof(*r));
     return ok;
@@ -129,9 +115,9 @@ static bool merge_advance(struct merge_src *s, char *err, size_t errlen, const c
 {
     s->len = getline(&s->line, &s->cap, s->f);
     if (s->len < 0)
-        return !ferror(s->f) || fail(err, errlen, "--record %s: read failed", name);
+        return !ferror(s->f) || util_fail(err, errlen, "--record %s: read failed", name);
     if (!line_time(s->line, &s->t))
-        return fail(err, errlen, "--record %s: unexpected line", name);
+        return util_fail(err, errlen, "--record %s: unexpected line", name);
     return true;
 }
 
@@ -141,18 +127,18 @@ bool loadrecord_merge(const char *path, unsigned nparts, char *err, size_t errle
     FILE *out = NULL;
     bool ok = false;
     if (src == NULL) {
-        fail(err, errlen, "out of memory");
+        util_fail(err, errlen, "out of memory");
         goto done;
     }
     for (unsigned i = 0; i < nparts; i++) {
         char *p = part_path(path, i);
         if (p == NULL) {
-            fail(err, errlen, "out of memory");
+            util_fail(err, errlen, "out of memory");
             goto done;
         }
         src[i].f = fopen(p, "re");
         if (src[i].f == NULL) {
-            fail(err, errlen, "--record %s: %s", p, strerror(errno));
+            util_fail(err, errlen, "--record %s: %s", p, strerror(errno));
             free(p);
             goto done;
         }
@@ -163,7 +149,7 @@ bool loadrecord_merge(const char *path, unsigned nparts, char *err, size_t errle
     }
     out = fopen(path, "we");
     if (out == NULL) {
-        fail(err, errlen, "--record %s: %s", path, strerror(errno));
+        util_fail(err, errlen, "--record %s: %s", path, strerror(errno));
         goto done;
     }
     setvbuf(out, NULL, _IOFBF, 1 << 18);
@@ -177,7 +163,7 @@ bool loadrecord_merge(const char *path, unsigned nparts, char *err, size_t errle
         if (best == NULL)
             break;
         if (fwrite(best->line, 1, (size_t)best->len, out) != (size_t)best->len) {
-            fail(err, errlen, "--record %s: write failed", path);
+            util_fail(err, errlen, "--record %s: write failed", path);
             goto done;
         }
         if (!merge_advance(best, err, errlen, path))
@@ -185,7 +171,7 @@ bool loadrecord_merge(const char *path, unsigned nparts, char *err, size_t errle
     }
     if (fclose(out) != 0) {
         out = NULL;
-        fail(err, errlen, "--record %s: write failed", path);
+        util_fail(err, errlen, "--record %s: write failed", path);
         goto done;
     }
     out = NULL;
@@ -254,8 +240,8 @@ static bool t_us_of(const json_t *root, uint64_t *t_us, char *err, size_t errlen
     const json_t *t = json_object_get(root, "t_us");
     if (!json_is_integer(t) || json_integer_value(t) < 0 ||
         (uint64_t)json_integer_value(t) > LOADREPLAY_MAX_T_US)
-        return fail(err, errlen, "t_us: must be an integer 0..%llu",
-                    (unsigned long long)LOADREPLAY_MAX_T_US);
+        return util_fail(err, errlen, "t_us: must be an integer 0..%llu",
+                         (unsigned long long)LOADREPLAY_MAX_T_US);
     *t_us = (uint64_t)json_integer_value(t);
     return true;
 }
@@ -271,11 +257,11 @@ bool loadreplay_parse_line(const char *line, size_t len, const struct eventfile 
     bool ok = false;
     memset(key, 0, sizeof(*key));
     if (root == NULL) {
-        fail(err, errlen, "not JSON: %s", jerr.text);
+        util_fail(err, errlen, "not JSON: %s", jerr.text);
         goto done;
     }
     if (!json_is_object(root)) {
-        fail(err, errlen, "expected an object {\"t_us\":..., \"body\":{...}}");
+        util_fail(err, errlen, "expected an object {\"t_us\":..., \"body\":{...}}");
         goto done;
     }
     uint64_t t;
@@ -287,12 +273,12 @@ bool loadreplay_parse_line(const char *line, size_t len, const struct eventfile 
     size_t n;
     if (b != NULL && raw == NULL) {
         if (!json_is_object(b)) {
-            fail(err, errlen, "body: must be a JSON object (use \"raw\" for anything else)");
+            util_fail(err, errlen, "body: must be a JSON object (use \"raw\" for anything else)");
             goto done;
         }
         dumped = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
         if (dumped == NULL) {
-            fail(err, errlen, "out of memory");
+            util_fail(err, errlen, "out of memory");
             goto done;
         }
         src = dumped;
@@ -301,7 +287,7 @@ bool loadreplay_parse_line(const char *line, size_t len, const struct eventfile 
             key_from_body(b, ef, key);
     } else if (raw != NULL && b == NULL) {
         if (!json_is_string(raw)) {
-            fail(err, errlen, "raw: must be a string");
+            util_fail(err, errlen, "raw: must be a string");
             goto done;
         }
         src = json_string_value(raw);
@@ -312,11 +298,11 @@ bool loadreplay_parse_line(const char *line, size_t len, const struct eventfile 
                 key_from_body(parsed, ef, key);
         }
     } else {
-        fail(err, errlen, "needs exactly one of \"body\" and \"raw\"");
+        util_fail(err, errlen, "needs exactly one of \"body\" and \"raw\"");
         goto done;
     }
     if (n == 0 || n > cap || n > LOADREPLAY_BODY_MAX) {
-        fail(err, errlen, "body: must be 1..%d bytes", LOADREPLAY_BODY_MAX);
+        util_fail(err, errlen, "body: must be 1..%d bytes", LOADREPLAY_BODY_MAX);
         goto done;
     }
     memcpy(body, src, n);
@@ -345,7 +331,7 @@ int loadreplay_parse_admin(const char *line, size_t len, struct loadreplay_admin
     if (!t_us_of(root, &t, err, errlen))
         goto done;
     if (json_object_size(root) != 2) {
-        fail(err, errlen, "an admin line holds only \"t_us\" and \"admin\"");
+        util_fail(err, errlen, "an admin line holds only \"t_us\" and \"admin\"");
         goto done;
     }
     const json_t *q = json_object_get(adm, "question");
@@ -354,7 +340,7 @@ int loadreplay_parse_admin(const char *line, size_t len, struct loadreplay_admin
         json_integer_value(q) > UINT32_MAX || !json_is_string(act) ||
         (strcmp(json_string_value(act), "open") != 0 &&
          strcmp(json_string_value(act), "close") != 0)) {
-        fail(err, errlen, "admin: expected {\"question\": N, \"action\": \"open\" or \"close\"}");
+        util_fail(err, errlen, "admin: expected {\"question\": N, \"action\": \"open\" or \"close\"}");
         goto done;
     }
     *a = (struct loadreplay_admin){.t_us = t,
@@ -399,12 +385,12 @@ bool loadreplay_load(const char *path, const struct eventfile *ef, struct loadre
 
     f = fopen(path, "re");
     if (f == NULL) {
-        fail(err, errlen, "--replay %s: %s", path, strerror(errno));
+        util_fail(err, errlen, "--replay %s: %s", path, strerror(errno));
         goto done;
     }
     body = malloc(LOADREPLAY_BODY_MAX);
     if (body == NULL) {
-        fail(err, errlen, "out of memory");
+        util_fail(err, errlen, "out of memory");
         goto done;
     }
     uint64_t lineno = 0;
@@ -413,7 +399,7 @@ bool loadreplay_load(const char *path, const struct eventfile *ef, struct loadre
         ssize_t len = getline(&line, &linecap, f);
         if (len < 0) {
             if (ferror(f)) {
-                fail(err, errlen, "--replay %s: %s", path, strerror(errno ? errno : EIO));
+                util_fail(err, errlen, "--replay %s: %s", path, strerror(errno ? errno : EIO));
                 goto done;
             }
             break;
@@ -424,13 +410,13 @@ bool loadreplay_load(const char *path, const struct eventfile *ef, struct loadre
         if (len == 0)
             continue;
         if ((size_t)len > LOADREPLAY_LINE_MAX) {
-            fail(err, errlen, "--replay %s:%llu: line longer than %d bytes", path,
-                 (unsigned long long)lineno, LOADREPLAY_LINE_MAX);
+            util_fail(err, errlen, "--replay %s:%llu: line longer than %d bytes", path,
+                      (unsigned long long)lineno, LOADREPLAY_LINE_MAX);
             goto done;
         }
         if (r->n >= LOADREPLAY_MAX_ENTRIES) {
-            fail(err, errlen, "--replay %s: more than %llu requests", path,
-                 (unsigned long long)LOADREPLAY_MAX_ENTRIES);
+            util_fail(err, errlen, "--replay %s: more than %llu requests", path,
+                      (unsigned long long)LOADREPLAY_MAX_ENTRIES);
             goto done;
         }
         struct loadreplay_entry e;
@@ -440,20 +426,20 @@ bool loadreplay_load(const char *path, const struct eventfile *ef, struct loadre
             struct loadreplay_admin a;
             int rc = loadreplay_parse_admin(line, (size_t)len, &a, why, sizeof(why));
             if (rc < 0) {
-                fail(err, errlen, "--replay %s:%llu: %s", path, (unsigned long long)lineno, why);
+                util_fail(err, errlen, "--replay %s:%llu: %s", path, (unsigned long long)lineno, why);
                 goto done;
             }
             if (rc > 0) {
                 if (r->n_admin >= LOADREPLAY_MAX_ADMIN) {
-                    fail(err, errlen, "--replay %s: more than %d admin events", path,
-                         LOADREPLAY_MAX_ADMIN);
+                    util_fail(err, errlen, "--replay %s: more than %d admin events", path,
+                              LOADREPLAY_MAX_ADMIN);
                     goto done;
                 }
                 if (r->n_admin % 64 == 0) {
                     struct loadreplay_admin *na =
                         realloc(r->admin, (r->n_admin + 64) * sizeof(*na));
                     if (na == NULL) {
-                        fail(err, errlen, "out of memory");
+                        util_fail(err, errlen, "out of memory");
                         goto done;
                     }
                     r->admin = na;
@@ -465,14 +451,14 @@ bool loadreplay_load(const char *path, const struct eventfile *ef, struct loadre
         }
         if (!loadreplay_parse_line(line, (size_t)len, ef, &e.t_us, body, LOADREPLAY_BODY_MAX,
                                    &blen, &e.key, why, sizeof(why))) {
-            fail(err, errlen, "--replay %s:%llu: %s", path, (unsigned long long)lineno, why);
+            util_fail(err, errlen, "--replay %s:%llu: %s", path, (unsigned long long)lineno, why);
             goto done;
         }
         if (r->n == ecap) {
             size_t nc = ecap ? ecap * 2 : 1024;
             struct loadreplay_entry *ne = realloc(r->e, nc * sizeof(*ne));
             if (ne == NULL) {
-                fail(err, errlen, "out of memory");
+                util_fail(err, errlen, "out of memory");
                 goto done;
             }
             r->e = ne;
@@ -484,7 +470,7 @@ bool loadreplay_load(const char *path, const struct eventfile *ef, struct loadre
                 nc *= 2;
             char *nt = realloc(r->text, nc);
             if (nt == NULL) {
-                fail(err, errlen, "out of memory");
+                util_fail(err, errlen, "out of memory");
                 goto done;
             }
             r->text = nt;
@@ -499,7 +485,7 @@ bool loadreplay_load(const char *path, const struct eventfile *ef, struct loadre
         r->e[r->n++] = e;
     }
     if (r->n == 0) {
-        fail(err, errlen, "--replay %s: no request in the file", path);
+        util_fail(err, errlen, "--replay %s: no request in the file", path);
         goto done;
     }
     qsort(r->e, r->n, sizeof(*r->e), entry_cmp);

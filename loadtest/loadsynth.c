@@ -14,20 +14,6 @@
 #define RIGHT_RATIO_SPAN 0.60
 #define USER_SUFFIX_MAX (sizeof(",\"user\":\"\"") - 1 + LOADSYNTH_PREFIX_MAX + 20)
 
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static bool fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 /* The country field as sent (NULL: no field) and its weight in 1/1000. The
  * spellings exercise the ingest's normalisation; the tally keys follow it. */
 struct country_weight {
@@ -119,12 +105,12 @@ bool loadsynth_init(struct loadsynth *s, const struct eventfile *ef, const uint3
     if (prefix == NULL)
         prefix = "fan-";
     if (!prefix_ok(prefix))
-        return fail(err, errlen, "--user-prefix: must be 1..%d of [A-Za-z0-9_.:-]",
-                    LOADSYNTH_PREFIX_MAX);
+        return util_fail(err, errlen, "--user-prefix: must be 1..%d of [A-Za-z0-9_.:-]",
+                         LOADSYNTH_PREFIX_MAX);
     if (users > LOADSYNTH_USERS_MAX)
-        return fail(err, errlen, "--users: at most %llu", (unsigned long long)LOADSYNTH_USERS_MAX);
+        return util_fail(err, errlen, "--users: at most %llu", (unsigned long long)LOADSYNTH_USERS_MAX);
     if (n_slots == 0 || n_slots > ef->n_questions)
-        return fail(err, errlen, "no question to answer");
+        return util_fail(err, errlen, "no question to answer");
     snprintf(s->prefix, sizeof(s->prefix), "%s", prefix);
     s->users = users;
     s->pool_size = LOADSYNTH_POOL_MAX;
@@ -141,7 +127,7 @@ bool loadsynth_init(struct loadsynth *s, const struct eventfile *ef, const uint3
     s->text = malloc(nvar * FRAGMENT_MAX);
     if (!s->qidx || !s->right_ratio || !s->perm_a || !s->perm_b || !s->pool || !s->text) {
         loadsynth_free(s);
-        return fail(err, errlen, "out of memory for %zu answer variants", nvar);
+        return util_fail(err, errlen, "out of memory for %zu answer variants", nvar);
     }
     s->n_slots = n_slots;
 
@@ -158,13 +144,13 @@ bool loadsynth_init(struct loadsynth *s, const struct eventfile *ef, const uint3
     for (uint32_t slot = 0; slot < n_slots; slot++) {
         if (qidx[slot] >= ef->n_questions) {
             loadsynth_free(s);
-            return fail(err, errlen, "question index %u out of range", qidx[slot]);
+            return util_fail(err, errlen, "question index %u out of range", qidx[slot]);
         }
         for (uint32_t j = 0; j < slot; j++) {
             if (s->qidx[j] == qidx[slot]) {
                 loadsynth_free(s);
-                return fail(err, errlen, "question %u listed twice",
-                            ef->questions[qidx[slot]].id);
+                return util_fail(err, errlen, "question %u listed twice",
+                                 ef->questions[qidx[slot]].id);
             }
         }
         s->qidx[slot] = qidx[slot];
@@ -215,7 +201,7 @@ bool loadsynth_init(struct loadsynth *s, const struct eventfile *ef, const uint3
                              option, age);
             if (n <= 0 || n >= FRAGMENT_MAX) {
                 loadsynth_free(s);
-                return fail(err, errlen, "answer body too long");
+                return util_fail(err, errlen, "answer body too long");
             }
             loadtally_key_for(ef, q->id, option, age, country,
                               country == NULL ? 0 : strlen(country), &var->key);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "loadunits.h"
+#include "util.h"
 
 static const struct {
     const char *name;
@@ -21,13 +22,6 @@ static const struct {
 static bool is_latency(enum loadthreshold_metric m)
 {
     return m != LOADTHRESHOLD_ERRORS && m != LOADTHRESHOLD_ACKED;
-}
-
-/* The option parser puts the flag and its value in front of the reason. */
-static bool fail(char *err, size_t errlen, const char *why)
-{
-    snprintf(err, errlen, "%s", why);
-    return false;
 }
 
 /* "0.1%": digits with at most one point, then %, 0..100. */
@@ -57,12 +51,12 @@ static bool parse_percent(const char *s, double *out)
 bool loadthreshold_parse(const char *s, struct loadthreshold *out, char *err, size_t errlen)
 {
     if (s == NULL || *s == '\0')
-        return fail(err, errlen, "empty (e.g. 'p99<5ms', 'errors<0.1%')");
+        return util_fail(err, errlen, "%s", "empty (e.g. 'p99<5ms', 'errors<0.1%')");
     if (strlen(s) >= LOADTHRESHOLD_TEXT_MAX)
-        return fail(err, errlen, "too long");
+        return util_fail(err, errlen, "%s", "too long");
     size_t name_len = strcspn(s, "<>");
     if (s[name_len] == '\0')
-        return fail(err, errlen, "no comparison: NAME<VALUE, NAME<=VALUE, NAME>VALUE or "
+        return util_fail(err, errlen, "%s", "no comparison: NAME<VALUE, NAME<=VALUE, NAME>VALUE or "
                                     "NAME>=VALUE");
     struct loadthreshold t = {0};
     bool found = false;
@@ -74,7 +68,7 @@ bool loadthreshold_parse(const char *s, struct loadthreshold *out, char *err, si
         }
     }
     if (!found)
-        return fail(err, errlen, "unknown measure: p50, p75, p90, p95, p99, p999, max, mean "
+        return util_fail(err, errlen, "%s", "unknown measure: p50, p75, p90, p95, p99, p999, max, mean "
                                     "(a latency), errors or acknowledged (a percentage)");
     const char *p = s + name_len;
     t.less = *p == '<';
@@ -84,18 +78,18 @@ bool loadthreshold_parse(const char *s, struct loadthreshold *out, char *err, si
         p++;
     }
     if (*p == '\0')
-        return fail(err, errlen, "no value after the comparison");
+        return util_fail(err, errlen, "%s", "no value after the comparison");
     if (is_latency(t.metric)) {
         uint64_t us = 0;
         size_t n = strlen(p);
         /* a unit is required: a bare "5" would read as 5 s (loadunits) */
         if (n == 0 || p[n - 1] < 'a' || p[n - 1] > 'z' ||
             !loadunits_duration_us(p, 0, LOADHIST_HIGHEST_US, &us))
-            return fail(err, errlen, "a latency needs a duration with its unit, up to 60s "
+            return util_fail(err, errlen, "%s", "a latency needs a duration with its unit, up to 60s "
                                         "(250us, 5ms, 1.5s)");
         t.value = (double)us;
     } else if (!parse_percent(p, &t.value)) {
-        return fail(err, errlen, "errors and acknowledged take a percentage, 0% to 100% "
+        return util_fail(err, errlen, "%s", "errors and acknowledged take a percentage, 0% to 100% "
                                     "(0.1%)");
     }
     snprintf(t.text, sizeof(t.text), "%s", s);
