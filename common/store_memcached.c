@@ -62,16 +62,15 @@
 
 #include "ketama.h"
 #include "log.h"
+#include "mc_reply.h"
 #include "store_drain.h"
 #include "store_impl.h"
 #include "store_pool.h"
 #include "util.h"
 
-#define MC_LINE_MAX 4096u          /* longest reply line accepted */
 #define MC_RBUF_SIZE 65536u        /* read buffer per connection */
 #define MC_WBUF_SIZE 65536u        /* a batch is formatted this much at a time */
 #define MC_CMD_MAX 512u            /* longest command we format: key <= 250 */
-#define MC_SMALL_VALUE 32u         /* a counter's text: 20 digits (+ padding) */
 /* memcached reads an exptime above 30 days as an absolute unix time. */
 #define MC_RELATIVE_TTL_MAX 2592000u
 
@@ -101,8 +100,6 @@ struct mc_run {
     uint64_t start;      /* ms: when it began (a lagging node is readmitted when fast) */
     size_t skip;         /* bytes of a large value block still to discard */
 };
-
-enum mc_kind { MC_INCR, MC_MGET, MC_ADD, MC_DEL };
 
 /* The batch being run (on the handle: no allocation per batch). Op i's
  * replies carry O<i>. */
@@ -624,164 +621,24 @@ static void settle_node(struct mc_store *h, size_t node, bool confirmed, bool dr
     }
 }
 
-/* Finds the O<i> flag among the reply's flags; true with *idx set. */
-static bool reply_opaque(const char *flags, const char *end, size_t *idx)
-{
-    const char *p = flags;
-    while (p < end) {
-        while (p < end && *p == ' ')
-            p++;
-        const char *tok = p;
-        while (p < end && *p != ' ')
-            p++;
-        if (p - tok >= 2 && tok[0] == 'O') {
-            uint64_t v;
-            if (!store_parse_counter(tok + 1, (size_t)(p - tok - 1), &v) || p[-1] == ' ')
-                return false;
-            *idx = (size_t)v;
-            return true;
-        }
-    }
-    return false;
-}
-
-static void item_value(struct mc_store *h, size_t i, const char *data, size_t len)
-{
-    struct store_op *op = &h->batch.ops[i];
-    h->seen[i] = 1;
-    if (op->want_blob) {
-        free(op->blob);
-        op->blob = malloc(len + 1);
-        op->bloblen = op->blob != NULL ? len : 0;
-        if (op->blob != NULL) {
-            memcpy(op->blob, data, len);
-            op->blob[len] = '\0';
-        }
-        op->status = op->blob != NULL ? STORE_OK : STORE_NOMEM;
-        op->present = op->blob != NULL;
-        return;
-    }
-    uint64_t v = 0;
-    bool ok = store_parse_counter(data, len, &v);
-    h->seen[i] = 1;
-    op->status = ok ? STORE_OK : STORE_ERROR;
-    op->value = ok ? v : 0;
-    op->present = ok;
-}
-
-enum parse_result { PARSE_MORE, PARSE_DONE, PARSE_BAD };
-
-/*
- * Consumes complete replies from the node's read buffer:
- *   VA <len> <flags>\r\n<data>\r\n    a value (ma v, mg hit)
- *   HD|NS|NF|EX|EN <flags>\r\n        per-item outcome (errors under q)
- *   MN\r\n                            end of the batch
- *   CLIENT_ERROR ...|SERVER_ERROR ...|ERROR  no opaque: item unknown
- */
-static enum parse_result parse_replies(struct mc_store *h, size_t node)
+/* The complete replies in the node's read buffer (mc_reply.h). */
+static enum mc_reply_result parse_replies(struct mc_store *h, size_t node)
 {
     struct mc_conn *c = &h->conns[node];
     struct mc_run *r = &h->runs[node];
-    struct mc_batch *b = &h->batch;
-
-    for (;;) {
-        if (r->skip > 0) {
-            size_t take = c->rend - c->rpos < r->skip ? c->rend - c->rpos : r->skip;
-            c->rpos += take;
-            r->skip -= take;
-            if (r->skip > 0)
-                return PARSE_MORE;
-        }
-        const char *start = c->rbuf + c->rpos;
-        size_t avail = c->rend - c->rpos;
-        const char *nl = memchr(start, '\n', avail);
-        if (nl == NULL)
-            return avail >= MC_LINE_MAX ? PARSE_BAD : PARSE_MORE;
-        if (nl == start || nl[-1] != '\r')
-            return PARSE_BAD;
-        const char *end = nl - 1; /* line is [start, end) */
-        size_t linelen = (size_t)(end - start);
-        size_t consumed = (size_t)(nl + 1 - start);
-
-        if (linelen == 2 && memcmp(start, "MN", 2) == 0) {
-            c->rpos += consumed;
-            return PARSE_DONE;
-        }
-        if (linelen >= 2 && memcmp(start, "VA", 2) == 0 && (linelen == 2 || start[2] == ' ')) {
-            const char *p = start + 3;
-            const char *lenend = p;
-            while (lenend < end && *lenend != ' ')
-                lenend++;
-            uint64_t dlen;
-            size_t idx;
-            if (linelen < 4 || !store_parse_counter(p, (size_t)(lenend - p), &dlen) ||
-                lenend[-1] == ' ' || dlen > STORE_MAX_VALUE ||
-                !reply_opaque(lenend, end, &idx) || idx >= b->n || b->ops[idx].node != node)
-                return PARSE_BAD;
-            if (b->kind == MC_ADD || b->kind == MC_DEL)
-                return PARSE_BAD; /* ms and md send no value back */
-            bool whole = b->ops[idx].want_blob && dlen <= STORE_GET_MANY_VALUE_MAX;
-            if (dlen > MC_SMALL_VALUE && !whole) {
-                /* Not a counter: only mg can meet one (a blob at a counter's
-                 * key, or a blob longer than asked for). */
-                if (b->kind == MC_INCR)
-                    return PARSE_BAD;
-                if (b->ops[idx].want_blob) {
-                    h->seen[idx] = 1;
-                    b->ops[idx].status = STORE_ERROR;
-                    b->ops[idx].present = false;
-                } else
-                    item_value(h, idx, "x", 1);
-                c->rpos += consumed;
-                r->skip = (size_t)dlen + 2;
-                continue;
-            }
-            if (avail < consumed + dlen + 2)
-                return PARSE_MORE; /* wait for the whole block */
-            const char *data = nl + 1;
-            if (data[dlen] != '\r' || data[dlen + 1] != '\n')
-                return PARSE_BAD;
-            item_value(h, idx, data, (size_t)dlen);
-            c->rpos += consumed + (size_t)dlen + 2;
-            continue;
-        }
-        size_t idx;
-        if (linelen >= 2 && (linelen == 2 || start[2] == ' ') &&
-            (memcmp(start, "HD", 2) == 0 || memcmp(start, "NS", 2) == 0 ||
-             memcmp(start, "NF", 2) == 0 || memcmp(start, "EX", 2) == 0 ||
-             memcmp(start, "EN", 2) == 0)) {
-            if (!reply_opaque(start + 2, end, &idx) || idx >= b->n || b->ops[idx].node != node)
-                return PARSE_BAD;
-            h->seen[idx] = 1;
-            struct store_op *op = &b->ops[idx];
-            if (b->kind == MC_ADD) {
-                op->status = memcmp(start, "HD", 2) == 0   ? STORE_OK
-                             : memcmp(start, "NS", 2) == 0 ? STORE_EXISTS
-                                                           : STORE_ERROR;
-            } else if (b->kind == MC_DEL) {
-                op->status = memcmp(start, "HD", 2) == 0   ? STORE_OK
-                             : memcmp(start, "NF", 2) == 0 ? STORE_NOTFOUND
-                                                           : STORE_ERROR;
-            } else if (b->kind == MC_INCR) {
-                op->status = memcmp(start, "HD", 2) == 0 && !op->want_value ? STORE_OK
-                                                                            : STORE_ERROR;
-            } else {
-                op->status = STORE_OK; /* EN: a miss */
-                op->value = 0;
-                op->present = false;
-            }
-            c->rpos += consumed;
-            continue;
-        }
-        if ((linelen >= 12 && memcmp(start, "CLIENT_ERROR", 12) == 0) ||
-            (linelen >= 12 && memcmp(start, "SERVER_ERROR", 12) == 0) ||
-            (linelen == 5 && memcmp(start, "ERROR", 5) == 0)) {
-            r->unattributed = true;
-            c->rpos += consumed;
-            continue;
-        }
-        return PARSE_BAD;
-    }
+    struct mc_reply x = {.kind = h->batch.kind,
+                         .ops = h->batch.ops,
+                         .n = h->batch.n,
+                         .seen = h->seen,
+                         .node = (uint32_t)node,
+                         .skip = r->skip,
+                         .unattributed = r->unattributed};
+    size_t used = 0;
+    enum mc_reply_result res = mc_reply_parse(&x, c->rbuf + c->rpos, c->rend - c->rpos, &used);
+    c->rpos += used;
+    r->skip = x.skip;
+    r->unattributed = x.unattributed;
+    return res;
 }
 
 /* ---- the batch engine ---- */
@@ -918,9 +775,9 @@ static bool node_io(struct mc_store *h, size_t k, short rev, uint64_t now)
         else if (ok && (rev & (POLLHUP | POLLERR)))
             ok = false;
         if (ok) {
-            enum parse_result res = parse_replies(h, k);
+            enum mc_reply_result res = parse_replies(h, k);
             why = MC_FAIL_DOWN;
-            if (res == PARSE_DONE) {
+            if (res == MC_REPLY_DONE) {
                 if (!r->mn_queued || c->wpos < c->wend || c->rpos != c->rend) {
                     ok = false; /* MN before we sent ours: out of sync */
                 } else {
@@ -933,7 +790,7 @@ static bool node_io(struct mc_store *h, size_t k, short rev, uint64_t now)
                         node_ok(h, k);
                     return false;
                 }
-            } else if (res == PARSE_BAD) {
+            } else if (res == MC_REPLY_BAD) {
                 ok = false;
             }
         }
@@ -1396,7 +1253,7 @@ static bool recv_line(struct mc_store *h, size_t node, char *line, size_t lineca
             c->rpos += len + 1;
             return true;
         }
-        if (avail >= MC_LINE_MAX || !recv_at_least(h, node, avail + 1))
+        if (avail >= MC_REPLY_LINE_MAX || !recv_at_least(h, node, avail + 1))
             return false;
     }
 }
@@ -1481,7 +1338,7 @@ static enum store_status mc_node_get(struct store *s, uint32_t node, const char 
     p = put(p, "mg ", 3);
     p = put(p, key, keylen);
     p = put(p, " v\r\n", 4);
-    char line[MC_LINE_MAX];
+    char line[MC_REPLY_LINE_MAX];
     if (!send_all(h, node, cmd, (size_t)(p - cmd), false, &sent) ||
         !recv_line(h, node, line, sizeof(line)))
         return single_fail(h, node, sent, false);
@@ -1537,7 +1394,7 @@ static enum store_status mc_node_put(struct store *s, uint32_t node, const char 
     if (add)
         p = put(p, " ME", 3);
     p = put(p, "\r\n", 2);
-    char line[MC_LINE_MAX];
+    char line[MC_REPLY_LINE_MAX];
     if (!send_all(h, node, cmd, (size_t)(p - cmd), true, &sent) ||
         !send_all(h, node, val, vallen, true, &sent) ||
         !send_all(h, node, "\r\n", 2, false, &sent) || !recv_line(h, node, line, sizeof(line)))
@@ -1569,7 +1426,7 @@ static enum store_status mc_node_del(struct store *s, uint32_t node, const char 
     p = put(p, "md ", 3);
     p = put(p, key, keylen);
     p = put(p, "\r\n", 2);
-    char line[MC_LINE_MAX];
+    char line[MC_REPLY_LINE_MAX];
     if (!send_all(h, node, cmd, (size_t)(p - cmd), false, &sent) ||
         !recv_line(h, node, line, sizeof(line)))
         return single_fail(h, node, sent, true);
