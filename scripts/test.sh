@@ -2,7 +2,7 @@
 # Sets up, builds and runs every test:
 #   1. the whole suite (unit + integration) built with gcc;
 #   2. the whole suite again built with clang under AddressSanitizer +
-#      UndefinedBehaviorSanitizer;
+#      UndefinedBehaviorSanitizer, with the libFuzzer harnesses (20 s each);
 #   3. the unit tests under valgrind (no leaks, no invalid accesses).
 # Usage: scripts/test.sh [--quick]     (--quick: step 1 only)
 # Integration tests start their own memcached/redis/livetally processes on
