@@ -33,7 +33,12 @@ enum server_mode {
     SERVE_CLOSE_EVERY, /* 202, and "Connection: close" on every `every`-th reply */
     SERVE_REFUSE_EVERY,/* 503 overloaded on every `every`-th request */
     SERVE_MUTE_AFTER,  /* no reply after `every` requests */
+    SERVE_UNCONFIRMED_EVERY, /* 503 unconfirmed on every `every`-th new body (it "landed":
+                              * tallied), 409 duplicate_answer when that body comes again */
 };
+
+#define MAX_BODIES 512
+#define BODY_MAX 256
 
 struct server {
     int lfd;
@@ -46,6 +51,9 @@ struct server {
     uint64_t requests, accepted, refused, connections;
     struct loadtally tally; /* of the 202s, keyed from the bodies received */
     const struct eventfile *ef;
+    char (*unconfirmed)[BODY_MAX]; /* SERVE_UNCONFIRMED_EVERY: the bodies answered so */
+    size_t n_unconfirmed;
+    uint64_t duplicates;
 };
 
 struct client {
@@ -60,6 +68,19 @@ static const char reply_202_close[] = "HTTP/1.1 202 Accepted\r\nConnection: clos
                                       "Content-Length: 21\r\n\r\n{\"status\":\"accepted\"}";
 static const char reply_503[] = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
                                 "Content-Length: 22\r\n\r\n{\"error\":\"overloaded\"}";
+static const char reply_503_unconfirmed[] = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\n"
+                                            "Content-Length: 23\r\n\r\n{\"error\":\"unconfirmed\"}";
+static const char reply_409_duplicate[] = "HTTP/1.1 409 Conflict\r\n"
+                                          "Content-Length: 28\r\n\r\n{\"error\":\"duplicate_answer\"}";
+
+/* SERVE_UNCONFIRMED_EVERY: was this body answered 503 unconfirmed before? */
+static bool seen_unconfirmed(const struct server *s, const char *body, size_t len)
+{
+    for (size_t i = 0; i < s->n_unconfirmed; i++)
+        if (strlen(s->unconfirmed[i]) == len && memcmp(s->unconfirmed[i], body, len) == 0)
+            return true;
+    return false;
+}
 
 static void tally_body(struct server *s, const char *body, size_t len)
 {
@@ -97,7 +118,19 @@ static bool serve(struct server *s, struct client *c)
         const char *reply = reply_202;
         if (s->mode == SERVE_MUTE_AFTER && s->requests > (uint64_t)s->every)
             continue;
-        if (s->mode == SERVE_REFUSE_EVERY && s->requests % (uint64_t)s->every == 0) {
+        /* only a body with a user is one answer (anonymous ones repeat) */
+        if (s->mode == SERVE_UNCONFIRMED_EVERY && memmem(body, blen, "\"user\"", 6) != NULL &&
+            seen_unconfirmed(s, body, blen)) {
+            reply = reply_409_duplicate;
+            s->duplicates++;
+        } else if (s->mode == SERVE_UNCONFIRMED_EVERY && s->requests % (uint64_t)s->every == 0 &&
+                   s->n_unconfirmed < MAX_BODIES && blen < BODY_MAX) {
+            reply = reply_503_unconfirmed;
+            memcpy(s->unconfirmed[s->n_unconfirmed], body, blen);
+            s->unconfirmed[s->n_unconfirmed++][blen] = '\0';
+            s->refused++;
+            tally_body(s, body, blen); /* it landed: only its reply was 503 */
+        } else if (s->mode == SERVE_REFUSE_EVERY && s->requests % (uint64_t)s->every == 0) {
             reply = reply_503;
             s->refused++;
         } else {
@@ -170,6 +203,8 @@ static void server_start(struct server *s, const struct eventfile *ef, enum serv
     s->mode = mode;
     s->every = every;
     assert_true(loadtally_init(&s->tally, ef->n_questions));
+    s->unconfirmed = calloc(MAX_BODIES, sizeof(*s->unconfirmed));
+    assert_non_null(s->unconfirmed);
     s->lfd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(s->lfd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -192,6 +227,7 @@ static void server_stop(struct server *s)
 static void server_free(struct server *s)
 {
     loadtally_free(&s->tally);
+    free(s->unconfirmed);
 }
 
 static const char event_json[] =
@@ -391,6 +427,55 @@ static void test_retry_resends_refusals(void **state)
     server_free(&s);
 }
 
+/* --retry and 503 unconfirmed (the answer may have been counted): with a
+ * user it is resent, and the 409 duplicate_answer that meets the retry says
+ * it was counted, maybe (the acknowledged tally plus the maybe counted one
+ * is what the server counted); without a user it is not resent (a resend
+ * could count it twice) and is maybe counted. */
+static void test_retry_after_unconfirmed(void **state)
+{
+    struct fixture *f = *state;
+    struct loadsynth named;
+    char err[256];
+    uint32_t qidx[] = {0, 1};
+    assert_true(loadsynth_init(&named, &f->ef, qidx, 2, 100000, "fan-", 5, err, sizeof(err)));
+    for (int with_users = 1; with_users >= 0; with_users--) {
+        struct server s;
+        server_start(&s, &f->ef, SERVE_UNCONFIRMED_EVERY, 4);
+        struct loadurl u;
+        target_of(&s, &u);
+        struct loadprofile p;
+        steady(&p, 1000, 400);
+        struct loadengine_config cfg = {.target = &u, .threads = 1, .connections = 2,
+                                        .pipeline = 1, .timeout_us = 5000000, .profile = &p,
+                                        .synth = with_users ? &named : &f->synth,
+                                        .n_questions = f->ef.n_questions, .seed = 4,
+                                        .retry = true, .retry_deadline_us = 15000000};
+        struct loadengine_result r;
+        run(&cfg, &r);
+        server_stop(&s);
+        assert_true(s.refused > 0);
+        assert_int_equal(r.acked, 400 - s.refused);
+        assert_int_equal(r.maybe_counted, s.refused);
+        if (with_users) {
+            assert_int_equal(r.retries, s.refused);
+            assert_int_equal(s.duplicates, s.refused);
+            assert_int_equal(r.counted_earlier, s.refused);
+            assert_int_equal(r.errors, 0);
+        } else {
+            assert_int_equal(r.retries, 0);
+            assert_int_equal(s.duplicates, 0);
+            assert_int_equal(r.errors, s.refused);
+            assert_int_equal(errs_of(&r, 503, "unconfirmed"), s.refused);
+        }
+        assert_true(loadtally_merge(&r.tally, &r.maybe));
+        assert_tally_equal(&r.tally, &s.tally);
+        loadengine_result_free(&r);
+        server_free(&s);
+    }
+    loadsynth_free(&named);
+}
+
 static void test_silence_times_out(void **state)
 {
     struct fixture *f = *state;
@@ -503,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_server_closes),
         cmocka_unit_test(test_refusals_are_counted_not_tallied),
         cmocka_unit_test(test_retry_resends_refusals),
+        cmocka_unit_test(test_retry_after_unconfirmed),
         cmocka_unit_test(test_silence_times_out),
         cmocka_unit_test(test_record_and_stop),
         cmocka_unit_test(test_no_target),
