@@ -268,13 +268,12 @@ bool sse_hub_join(struct sse_hub *h, struct evhttp_request *req, struct snapshot
     return true;
 }
 
-/* Queues the pushed event on the next streams, SSE_PUSH_SLICE_BYTES of it;
- * the rest waits for the loop's next turn (a zero timer fires after the
- * loop has polled, so what became readable meanwhile runs first). */
-static void push_slice(struct sse_hub *h)
+/* Queues the pushed event on the next streams until budget bytes of it are
+ * queued (at least one stream's). */
+static void push_streams(struct sse_hub *h, size_t budget)
 {
     size_t queued = 0;
-    while (h->cursor != NULL && queued < SSE_PUSH_SLICE_BYTES) {
+    while (h->cursor != NULL && queued < budget) {
         struct sse_client *c = h->cursor;
         h->cursor = c->next;
         if (keep_client(h, c)) {
@@ -282,15 +281,17 @@ static void push_slice(struct sse_hub *h)
             queued += c->gzip ? h->pushing->frame_z_len : h->pushing->frame_len;
         }
     }
+}
+
+/* One slice now, the next on the loop's next turn: a zero timer fires after
+ * the loop has polled, so what became readable meanwhile runs first. */
+static void push_slice(struct sse_hub *h)
+{
+    push_streams(h, SSE_PUSH_SLICE_BYTES);
     static const struct timeval next_turn = {0, 0};
     if (h->cursor != NULL && evtimer_add(h->push_timer, &next_turn) == 0)
         return;
-    while (h->cursor != NULL) { /* no timer: the rest now */
-        struct sse_client *c = h->cursor;
-        h->cursor = c->next;
-        if (keep_client(h, c))
-            send_snapshot(h, c, h->pushing);
-    }
+    push_streams(h, SIZE_MAX); /* no timer: the rest now */
     snapshot_unref(h->pushing);
     h->pushing = NULL;
 }
